@@ -1,0 +1,21 @@
+"""Bytes in and out: the tile string format, the tile codec, the exact entropy path, weights."""
+
+from .errors import (
+    CodecError,
+    CorruptStreamError,
+    ForeignStreamError,
+    TruncatedStreamError,
+    UnsupportedVersionError,
+    WeightsError,
+    WeightsMismatchError,
+)
+from .format import FORMAT_VERSION, TileHeader
+from .tile_codec import TileCodec, load_codec
+from .weights import load_checkpoint, save_checkpoint, state_digest, untrained
+
+__all__ = [
+    "CodecError", "CorruptStreamError", "ForeignStreamError", "TruncatedStreamError",
+    "UnsupportedVersionError", "WeightsError", "WeightsMismatchError", "FORMAT_VERSION",
+    "TileHeader", "TileCodec", "load_codec", "load_checkpoint", "save_checkpoint",
+    "state_digest", "untrained",
+]

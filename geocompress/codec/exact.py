@@ -1,0 +1,122 @@
+"""Exact, platform-independent evaluation of the networks that drive the entropy coder.
+
+The decoder must rebuild the encoder's Gaussian scales and means *bit for bit*: a single scale that
+lands on the other side of a table boundary selects another CDF and the rANS decoder produces
+garbage from then on. Float convolutions are not reproducible across CPU/GPU, batch sizes or thread
+counts, so the hyper decoder, the context model and the entropy-parameter network (everything
+between the bytes and the CDF choice) run here in *fixed point carried by float64*:
+
+* weights and biases are rounded to multiples of 2**-WEIGHT_BITS, activations to multiples of
+  2**-ACT_BITS after every layer;
+* every product is then a multiple of 2**-(WEIGHT_BITS + ACT_BITS) and every partial sum stays far
+  below 2**53 of those units (checked on each call), so float64 adds and multiplies are exact
+  and *any* summation order -- any BLAS, any thread count, GPU or CPU -- gives the same bits;
+* LeakyReLU is one correctly rounded IEEE multiply followed by re-rounding to the grid;
+  PixelShuffle only moves values.
+
+cuDNN is bypassed for these few layers because its FFT / Winograd algorithms transform values out
+of the grid; PyTorch's own im2col + GEMM path keeps them exact. The cost is small: these networks
+act on the 16x downsampled latent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+WEIGHT_BITS = 16
+ACT_BITS = 10
+_LIMIT = 2.0 ** (53 - WEIGHT_BITS - ACT_BITS)  # largest exact |partial sum| in value units
+
+
+def to_grid(x: Tensor, bits: int = ACT_BITS) -> Tensor:
+    """Round to the nearest multiple of 2**-bits (exact: scaling by a power of two is exact)."""
+    s = float(2 ** bits)
+    return torch.round(x.to(torch.float64) * s) / s
+
+
+class ExactUnsupported(TypeError):
+    pass
+
+
+class _Layer:
+    """One fixed-point layer prepared from a torch module (weights gridded once)."""
+
+    def __init__(self, module: nn.Module, device: torch.device) -> None:
+        self.kind = type(module).__name__
+        self.module = module
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            w = module.weight.detach()
+            mask = getattr(module, "mask", None)  # compressai MaskedConv2d
+            if mask is not None:
+                w = w * mask
+            self.weight = to_grid(w, WEIGHT_BITS).to(device)
+            b = module.bias
+            self.bias = None if b is None else to_grid(b.detach(), WEIGHT_BITS).to(device)
+            dims = (1, 2, 3) if isinstance(module, nn.Conv2d) else (0, 2, 3)
+            self.row_sum = float(self.weight.abs().sum(dim=dims).max())
+            self.bias_max = 0.0 if self.bias is None else float(self.bias.abs().max())
+        elif isinstance(module, nn.LeakyReLU):
+            self.slope = float(module.negative_slope)
+        elif not isinstance(module, (nn.ReLU, nn.PixelShuffle, nn.Identity)):
+            raise ExactUnsupported(f"no exact evaluation for layer {self.kind}")
+
+    def _check(self, x: Tensor) -> None:
+        bound = float(x.abs().max()) * self.row_sum + self.bias_max if x.numel() else 0.0
+        if bound >= _LIMIT:
+            raise OverflowError(
+                f"exact entropy-parameter path out of range in {self.kind} (bound {bound:.3g} "
+                f">= {_LIMIT:.3g}); the latent is too large for bit-exact decoding")
+
+    def conv_valid(self, x: Tensor) -> Tensor:
+        """The convolution without padding: the context model evaluated on one k x k crop."""
+        self._check(x)
+        return to_grid(F.conv2d(x, self.weight, self.bias))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        m = self.module
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            self._check(x)
+            if isinstance(m, nn.Conv2d):
+                y = F.conv2d(x, self.weight, self.bias, m.stride, m.padding, m.dilation, m.groups)
+            else:
+                y = F.conv_transpose2d(x, self.weight, self.bias, m.stride, m.padding,
+                                       m.output_padding, m.groups, m.dilation)
+            return to_grid(y)
+        if isinstance(m, nn.LeakyReLU):
+            return to_grid(torch.where(x >= 0, x, x * self.slope))
+        if isinstance(m, nn.ReLU):
+            return torch.clamp_min(x, 0.0)
+        if isinstance(m, nn.PixelShuffle):
+            return F.pixel_shuffle(x, m.upscale_factor)
+        return x
+
+
+def _flatten(module: nn.Module) -> list[nn.Module]:
+    if isinstance(module, nn.Sequential):
+        return [leaf for child in module for leaf in _flatten(child)]
+    return [module]
+
+
+class ExactNet:
+    """A ``nn.Sequential`` (or single layer) evaluated exactly; inputs are snapped to the grid."""
+
+    def __init__(self, module: nn.Module, device: torch.device | str = "cpu") -> None:
+        device = torch.device(device)
+        self.layers = [_Layer(m, device) for m in _flatten(module)]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = to_grid(x)
+        with no_cudnn():
+            for layer in self.layers:
+                x = layer(x)
+        return x
+
+
+@contextlib.contextmanager
+def no_cudnn():
+    with torch.backends.cudnn.flags(enabled=False), torch.no_grad():
+        yield

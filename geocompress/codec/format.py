@@ -1,0 +1,145 @@
+"""The self-describing tile string: header, per-group entropy-coded streams, CRC-32 trailer.
+
+Layout (little-endian), format version 1::
+
+    magic        4s   b"GEOC"
+    version      u8   FORMAT_VERSION
+    arch         u8 length + utf-8
+    digest       8s   first 8 bytes of the weights' SHA-256 (see codec.weights.state_digest)
+    quality      u8   shipped quality index, 0 = not a shipped checkpoint
+    dtype        u8   1 = uint8, 2 = uint16
+    bits         u8   significant bits (peak = 2**bits - 1)
+    channels     u16  bands in the tile
+    height       u16  tile height before padding
+    width        u16  tile width before padding
+    pad_h, pad_w u16  padded size the model saw (multiple of the model's downsampling factor)
+    groups       u8   band groups (3 bands each; see tile_codec), each followed by
+      streams    u8   count, then for each: u32 length + bytes
+    crc32        u32  zlib.crc32 of everything before it
+
+Bits per pixel computed from ``len(string)`` therefore count the header and checksum too.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import (
+    CorruptStreamError,
+    ForeignStreamError,
+    TruncatedStreamError,
+    UnsupportedVersionError,
+)
+
+MAGIC = b"GEOC"
+FORMAT_VERSION = 1
+DTYPES = {1: np.dtype("uint8"), 2: np.dtype("uint16")}
+DTYPE_CODES = {v: k for k, v in DTYPES.items()}
+_FIXED = struct.Struct("<8sBBBHHHHH")
+
+
+@dataclass(frozen=True)
+class TileHeader:
+    arch: str
+    digest: bytes
+    quality: int
+    dtype: np.dtype
+    bits: int
+    channels: int
+    height: int
+    width: int
+    pad_h: int
+    pad_w: int
+    version: int = FORMAT_VERSION
+
+
+@dataclass
+class TileString:
+    header: TileHeader
+    groups: list[list[bytes]] = field(default_factory=list)
+
+
+def pack(tile: TileString) -> bytes:
+    h = tile.header
+    arch = h.arch.encode()
+    out = bytearray(MAGIC)
+    out += struct.pack("<BB", FORMAT_VERSION, len(arch)) + arch
+    out += _FIXED.pack(h.digest[:8].ljust(8, b"\0"), h.quality, DTYPE_CODES[np.dtype(h.dtype)],
+                       h.bits, h.channels, h.height, h.width, h.pad_h, h.pad_w)
+    out += struct.pack("<B", len(tile.groups))
+    for streams in tile.groups:
+        out += struct.pack("<B", len(streams))
+        for s in streams:
+            out += struct.pack("<I", len(s)) + s
+    out += struct.pack("<I", zlib.crc32(out))
+    return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        end = self.pos + n
+        if end > len(self.data) - 4:  # the last 4 bytes are the checksum
+            raise TruncatedStreamError(
+                f"tile string truncated (or its length fields damaged): {what} needs bytes up to {end + 4}, string has "
+                f"{len(self.data)}")
+        out = self.data[self.pos:end]
+        self.pos = end
+        return out
+
+    def unpack(self, fmt: str | struct.Struct, what: str) -> tuple:
+        s = fmt if isinstance(fmt, struct.Struct) else struct.Struct(fmt)
+        return s.unpack(self.take(s.size, what))
+
+
+def read_header(data: bytes) -> tuple[TileHeader, _Reader]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"tile string must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < 4 or data[:4] != MAGIC:
+        if MAGIC.startswith(data[:4]) and len(data) < 4:
+            raise TruncatedStreamError(f"tile string truncated to {len(data)} bytes")
+        raise ForeignStreamError(
+            f"not a geocompress tile string (starts with {data[:4]!r}, expected {MAGIC!r})")
+    r = _Reader(data)
+    r.pos = 4
+    version, arch_len = r.unpack("<BB", "format version")
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"tile string has format version {version}; this geocompress reads version "
+            f"{FORMAT_VERSION}" + (" (upgrade geocompress)" if version > FORMAT_VERSION else ""))
+    arch = r.take(arch_len, "architecture name").decode("utf-8", "replace")
+    digest, quality, dcode, bits, c, h, w, ph, pw = r.unpack(_FIXED, "header")
+    if dcode not in DTYPES:
+        raise CorruptStreamError(f"tile header names unknown dtype code {dcode}")
+    header = TileHeader(arch, digest, quality, DTYPES[dcode], bits, c, h, w, ph, pw, version)
+    return header, r
+
+
+def unpack(data: bytes) -> TileString:
+    """Parse and verify a tile string; raises a :class:`CodecError` subclass naming the problem."""
+    header, r = read_header(data)
+    (n_groups,) = r.unpack("<B", "group count")
+    groups = []
+    for g in range(n_groups):
+        (n_streams,) = r.unpack("<B", f"group {g} stream count")
+        streams = []
+        for s in range(n_streams):
+            (length,) = r.unpack("<I", f"group {g} stream {s} length")
+            streams.append(r.take(length, f"group {g} stream {s} ({length} bytes)"))
+        groups.append(streams)
+    data = r.data
+    if r.pos != len(data) - 4:
+        raise CorruptStreamError(
+            f"tile string has {len(data) - 4 - r.pos} unexpected bytes before its checksum")
+    (crc,) = struct.unpack("<I", data[-4:])
+    if zlib.crc32(data[:-4]) != crc:
+        raise CorruptStreamError("tile string checksum mismatch: the bytes were altered or "
+                                 "damaged after encoding")
+    return TileString(header, groups)

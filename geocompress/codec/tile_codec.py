@@ -1,0 +1,230 @@
+"""Batches of tiles (uint8 / uint16, C x H x W) to self-describing byte strings and back.
+
+What the codec does around the model, and why:
+
+* **Scaling**: pixels map to [0, 1] by ``2**bits - 1`` (8 for uint8; for uint16 the caller may give
+  the sensor's bit depth, e.g. 12, so that the model sees the full range).
+* **Bands**: the model codes 3-band images; a tile's bands are coded in groups of three
+  ``[0,1,2], [3,4,5], ...``; a short last group repeats its last band (a 1-band tile is coded as
+  grey RGB, a 4-band tile as RGB + NNN). The decoder keeps the first bands of each group.
+* **Padding**: sizes that are not a multiple of the model's downsampling factor are padded by
+  edge replication (cheap to code, unlike zeros) and cropped back.
+* **Determinism**: by default the whole model runs in float64 and the entropy-parameter path in
+  exact fixed point (:mod:`.exact`), so the same bytes decode to the same pixels whatever the batch
+  size, thread count or device, and a tile encodes to the same bytes alone or in a batch.
+  ``precision="float32"`` is faster and still decodes correctly everywhere (the entropy path stays
+  exact), but pixel values may then differ by one level between devices or batch sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .entropy import LatentCoder
+from .errors import CodecError, WeightsMismatchError
+from .format import TileHeader, TileString, pack, read_header, unpack
+from .weights import load_checkpoint, shipped_path, state_digest, untrained
+
+SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
+
+
+def _as_tiles(tiles: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    if isinstance(tiles, np.ndarray):
+        if tiles.ndim == 4:
+            return list(tiles)
+        if tiles.ndim in (2, 3):
+            return [tiles]
+        raise CodecError(f"expected tiles as B x C x H x W or C x H x W, got shape {tiles.shape}")
+    return [np.asarray(t) for t in tiles]
+
+
+class TileCodec:
+    """A model plus everything needed to turn tiles into strings: see the module docstring."""
+
+    def __init__(self, model: torch.nn.Module, quality: int = 0, device: str | torch.device = "cpu",
+                 precision: str = "float64", batch_size: int = 16) -> None:
+        if precision not in ("float64", "float32"):
+            raise ValueError("precision must be 'float64' or 'float32'")
+        model = model.eval()
+        self.arch: str = getattr(model, "arch", type(model).__name__.lower())
+        self.config: dict[str, Any] = dict(getattr(model, "config", {}))
+        self.digest = state_digest(model.state_dict())
+        self.quality = int(quality)
+        self.device = torch.device(device)
+        self.dtype = torch.float64 if precision == "float64" else torch.float32
+        self.precision = precision
+        self.batch_size = int(batch_size)
+        self.model = model.to(device=self.device, dtype=self.dtype)
+        self.coder = LatentCoder(self.model)
+        self.factor = int(getattr(model, "downsampling_factor", 64))
+        self.group = int(self.config.get("in_channels", 3))
+
+    def __repr__(self) -> str:
+        return (f"TileCodec(arch={self.arch!r}, quality={self.quality}, digest={self.digest[:12]}, "
+                f"device={self.device}, precision={self.precision})")
+
+    # -- public API ------------------------------------------------------------------------
+    def encode(self, tiles: np.ndarray | Sequence[np.ndarray], bits: int | None = None) -> list[bytes]:
+        """One self-describing string per tile."""
+        return self._encode(tiles, bits)[0]
+
+    def encode_with_reconstruction(self, tiles: np.ndarray | Sequence[np.ndarray],
+                                   bits: int | None = None) -> tuple[list[bytes], list[np.ndarray]]:
+        """Strings plus the pixels the decoder will produce, computed on the encoder side from its
+        own quantized latent (for tests and for measuring quality without a decode pass)."""
+        return self._encode(tiles, bits, reconstruct=True)
+
+    def decode(self, strings: Iterable[bytes]) -> list[np.ndarray]:
+        parsed = [unpack(s) for s in strings]
+        for p in parsed:
+            self._check_origin(p.header)
+        jobs = []  # (tile, group, streams)
+        for t, p in enumerate(parsed):
+            for g, streams in enumerate(p.groups):
+                jobs.append((t, g, streams))
+        images = self._run_decode(jobs, [p.header for p in parsed])
+        return [self._assemble(p.header, images[t]) for t, p in enumerate(parsed)]
+
+    @staticmethod
+    def header(string: bytes) -> TileHeader:
+        return read_header(string)[0]
+
+    # -- internals -------------------------------------------------------------------------
+    def _check_origin(self, h: TileHeader) -> None:
+        if h.arch != self.arch or h.digest != bytes.fromhex(self.digest[:16]):
+            raise WeightsMismatchError(
+                f"tile was encoded by {h.arch} weights {h.digest.hex()} (quality {h.quality}); this "
+                f"codec is {self.arch} weights {self.digest[:16]} (quality {self.quality}): load "
+                f"the codec that wrote it")
+
+    def _bits(self, tile: np.ndarray, bits: int | None) -> int:
+        if tile.dtype not in SUPPORTED_DTYPES:
+            raise CodecError(f"unsupported tile dtype {tile.dtype}: geocompress codes uint8 and "
+                             f"uint16 tiles")
+        native = 8 * tile.dtype.itemsize
+        b = native if bits is None else int(bits)
+        if not 1 <= b <= native:
+            raise CodecError(f"bits={b} is not possible for {tile.dtype} tiles")
+        if tile.size and int(tile.max()) > 2 ** b - 1:
+            raise CodecError(f"tile has values up to {int(tile.max())}, more than bits={b} allow "
+                             f"({2 ** b - 1})")
+        return b
+
+    def _groups(self, x: np.ndarray) -> list[np.ndarray]:
+        c, n = x.shape[0], self.group
+        out = []
+        for start in range(0, c, n):
+            idx = list(range(start, min(start + n, c)))
+            idx += [idx[-1]] * (n - len(idx))
+            out.append(x[idx])
+        return out
+
+    def _padded(self, h: int, w: int) -> tuple[int, int]:
+        f = self.factor
+        return math.ceil(h / f) * f, math.ceil(w / f) * f
+
+    def _encode(self, tiles, bits, reconstruct: bool = False):
+        tiles = [t[None] if t.ndim == 2 else t for t in _as_tiles(tiles)]
+        headers, jobs = [], []
+        for t, tile in enumerate(tiles):
+            if tile.ndim != 3 or 0 in tile.shape:
+                raise CodecError(f"tile {t} has shape {tile.shape}; expected non-empty C x H x W")
+            b = self._bits(tile, bits)
+            c, h, w = tile.shape
+            if max(h, w) > 65535 or c > 65535:
+                raise CodecError(f"tile {t} is too large ({tile.shape}); cut the scene into tiles")
+            ph, pw = self._padded(h, w)
+            headers.append(TileHeader(self.arch, bytes.fromhex(self.digest[:16]), self.quality,
+                                      tile.dtype, b, c, h, w, ph, pw))
+            scaled = tile.astype(np.float64) / (2 ** b - 1)
+            for g, img in enumerate(self._groups(scaled)):
+                jobs.append((t, g, img))
+        streams, recon = self._run_encode(jobs, headers, reconstruct)
+        strings = [pack(TileString(headers[t], streams[t])) for t in range(len(tiles))]
+        if not reconstruct:
+            return strings, None
+        return strings, [self._assemble(headers[t], recon[t]) for t in range(len(tiles))]
+
+    def _batches(self, jobs, headers):
+        by_size = defaultdict(list)
+        for job in jobs:
+            h = headers[job[0]]
+            by_size[(h.pad_h, h.pad_w)].append(job)
+        for size, group in by_size.items():
+            for i in range(0, len(group), self.batch_size):
+                yield size, group[i:i + self.batch_size]
+
+    @torch.no_grad()
+    def _run_encode(self, jobs, headers, reconstruct):
+        streams: dict[int, list] = defaultdict(list)
+        recon: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
+        order = {(t, g): i for i, (t, g, _) in enumerate(jobs)}
+        out_streams: dict[tuple[int, int], list[bytes]] = {}
+        for (ph, pw), batch in self._batches(jobs, headers):
+            x = torch.stack([torch.from_numpy(np.ascontiguousarray(img)) for _, _, img in batch])
+            x = x.to(self.device, self.dtype)
+            h, w = x.shape[-2:]
+            x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
+            y = self.model.g_a(x)
+            s, y_hat = self.coder.encode(y)
+            for (t, g, _), st in zip(batch, s):
+                out_streams[(t, g)] = st
+            if reconstruct:
+                x_hat = self._synthesize(y_hat)
+                for (t, g, _), img in zip(batch, x_hat):
+                    recon[t][g] = img
+        for key in sorted(order, key=order.get):
+            streams[key[0]].append(out_streams[key])
+        return streams, recon
+
+    @torch.no_grad()
+    def _run_decode(self, jobs, headers):
+        images: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
+        for (ph, pw), batch in self._batches(jobs, headers):
+            expected = 1 if self.coder.kind == "factorized" else 2
+            for t, g, st in batch:
+                if len(st) != expected:
+                    raise CodecError(f"tile {t} group {g} holds {len(st)} streams; "
+                                     f"{self.arch} writes {expected}")
+            try:
+                y_hat = self.coder.decode([st for _, _, st in batch], (ph // 16, pw // 16))
+            except (RuntimeError, ValueError) as e:
+                raise CodecError(f"entropy decoding failed: {e}") from e
+            for (t, g, _), img in zip(batch, self._synthesize(y_hat)):
+                images[t][g] = img
+        return images
+
+    def _synthesize(self, y_hat: torch.Tensor) -> np.ndarray:
+        x_hat = self.model.g_s(y_hat.to(self.dtype)).clamp_(0, 1)
+        return x_hat.to(torch.float64).cpu().numpy()
+
+    def _assemble(self, h: TileHeader, groups: dict[int, np.ndarray]) -> np.ndarray:
+        bands = []
+        for g in sorted(groups):
+            n = min(self.group, h.channels - g * self.group)
+            bands.append(groups[g][:n, :h.height, :h.width])
+        x = np.concatenate(bands, axis=0)
+        peak = 2 ** h.bits - 1
+        return np.clip(np.rint(x * peak), 0, peak).astype(h.dtype)
+
+
+def load_codec(arch: str = "mgssnet", quality: int | None = None, pretrained: bool = True,
+               device: str = "cpu", checkpoint: str | None = None, precision: str = "float64",
+               batch_size: int = 16, **config: Any) -> TileCodec:
+    """A :class:`TileCodec` from a checkpoint file, the shipped weights at ``quality``, or (with
+    ``pretrained=False``) the architecture's fixed-seed initialisation built from ``config``."""
+    if checkpoint is not None:
+        model = load_checkpoint(checkpoint)
+        q = int(quality or getattr(model, "meta", {}).get("quality", 0))
+    elif pretrained:
+        path, q, digest = shipped_path(arch, quality)
+        model = load_checkpoint(path, expected_digest=digest)
+    else:
+        model, q = untrained(arch, **config), 0
+    return TileCodec(model, quality=q, device=device, precision=precision, batch_size=batch_size)

@@ -1,0 +1,117 @@
+"""Checkpoints: what a checkpoint holds, its digest, and the shipped weights looked up by quality.
+
+A checkpoint is a dict ``{"arch", "config", "state_dict", "meta"}``; ``config`` rebuilds the model
+through :func:`geocompress.models.build`. The state dict includes the entropy models' CDF tables,
+so a decoder never recomputes them (see :mod:`geocompress.codec.entropy`). The digest is SHA-256
+over the state dict's tensors (sorted names, raw bytes of each tensor) and identifies the weights in
+every tile string and store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import build
+from .errors import WeightsError
+
+FIXED_SEED = 20240621  # untrained (pretrained=False) models are this seed's initialisation
+
+
+def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def untrained(arch: str, **config: Any) -> torch.nn.Module:
+    """The architecture with fixed-seed weights and CDF tables, identical on every machine that
+    runs the same torch build."""
+    devnull_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(FIXED_SEED)
+        model = build(arch, **config)
+    finally:
+        torch.random.set_rng_state(devnull_state)
+    model.update(force=True)
+    return model
+
+
+def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict | None = None,
+                    half: bool = True) -> str:
+    """Write an inference checkpoint (fp16 weights by default; CDF tables stay int32) and return
+    the digest of the weights as they will be loaded."""
+    model.update(force=True)
+    sd = {k: (v.half() if half and v.is_floating_point() else v).cpu()
+          for k, v in model.state_dict().items()}
+    ckpt = {"arch": model.arch, "config": dict(model.config), "state_dict": sd,
+            "meta": dict(meta or {})}
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+    return state_digest(_loaded_state(sd))
+
+
+def _loaded_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Digest what the model holds after loading (fp16 weights widened to fp32).
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+
+
+def load_checkpoint(path: str | Path, expected_digest: str | None = None) -> torch.nn.Module:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        sd = _loaded_state(ckpt["state_dict"])
+        model = build(ckpt["arch"], **ckpt["config"])
+        model.load_state_dict(sd)
+    except WeightsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure here means a damaged checkpoint
+        raise WeightsError(f"checkpoint {path} is damaged or not a geocompress checkpoint: "
+                           f"{type(e).__name__}: {e}") from e
+    if expected_digest is not None:
+        got = state_digest(sd)
+        if got != expected_digest:
+            raise WeightsError(f"checkpoint {path} digest {got[:16]} does not match the catalog's "
+                               f"{expected_digest[:16]}: the file is damaged or was replaced")
+    model.meta = ckpt.get("meta", {})  # type: ignore[attr-defined]
+    return model
+
+
+def shipped_index() -> dict[str, Any]:
+    """The package's weights index (``geocompress/weights/index.json``): arch -> qualities."""
+    ref = resources.files("geocompress") / "weights" / "index.json"
+    if not ref.is_file():
+        return {}
+    return json.loads(ref.read_text())
+
+
+def shipped_path(arch: str, quality: int | None) -> tuple[Path, int, str]:
+    """Path, quality and digest of shipped weights; a clear error when there are none."""
+    index = shipped_index().get(arch)
+    if not index:
+        raise WeightsError(
+            f"no shipped weights for {arch!r} in this release; train some with `geocompress "
+            f"train` and pass the checkpoint, or use pretrained=False for the untrained "
+            f"architecture")
+    qualities = sorted(int(q) for q in index["qualities"])
+    if quality is None:
+        quality = int(index.get("default", qualities[len(qualities) // 2]))
+    if quality not in qualities:
+        raise WeightsError(f"{arch}: no shipped quality {quality}; available: {qualities}")
+    entry = index["qualities"][str(quality)]
+    path = Path(str(resources.files("geocompress") / "weights" / entry["file"]))
+    return path, quality, entry["digest"]

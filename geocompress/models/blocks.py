@@ -1,0 +1,95 @@
+"""MGSSNet's attention blocks: SSIF-AM (local, multiscale), MHG-AM (global) and LGCM (their fusion).
+
+Shapes are preserved by every block (B x C x H x W in, same out), so a block can be dropped into any
+stage of an analysis or synthesis transform, which is how the paper's ablation and generalization
+experiments use them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class SSIFAM(nn.Module):
+    """Spatial-spectral information fusion attention module (paper eq. 7, Fig. 2).
+
+    ``attn = 1x1( strip5(c) + strip7(c) + strip9(c) + avgpool(c) + maxpool(c) + c )`` with
+    ``c = conv5x5(x)`` and ``strip_k = conv(k x 1) . conv(1 x k)``; output ``x * attn + x``.
+
+    The paper does not state the convolution groups; its argument for strip convolutions (a wide
+    receptive field "with fewer parameters") is the one of SegNeXt's MSCA, which this block
+    mirrors, so the 5x5 and strip convolutions are depthwise and the 1x1 convolution mixes the
+    channels ("spectral fusion"). ``depthwise=False`` gives dense convolutions instead.
+    """
+
+    def __init__(self, channels: int, kernels: tuple[int, ...] = (5, 7, 9), pool: int = 3,
+                 depthwise: bool = True) -> None:
+        super().__init__()
+        groups = channels if depthwise else 1
+        self.local = nn.Conv2d(channels, channels, 5, padding=2, groups=groups)
+        self.strips = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, channels, (1, k), padding=(0, k // 2), groups=groups),
+                nn.Conv2d(channels, channels, (k, 1), padding=(k // 2, 0), groups=groups),
+            )
+            for k in kernels
+        )
+        self.avg = nn.AvgPool2d(pool, stride=1, padding=pool // 2, count_include_pad=False)
+        self.max = nn.MaxPool2d(pool, stride=1, padding=pool // 2)
+        self.fuse = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = self.local(x)
+        s = c + self.avg(c) + self.max(c)
+        for strip in self.strips:
+            s = s + strip(c)
+        return x * self.fuse(s) + x
+
+
+class MHGAM(nn.Module):
+    """Multihead global attention module, following Algorithm 1 of the paper step by step.
+
+    Q, K, V come from one linear layer over the flattened positions (step 2); a parallel 3x3
+    convolution gives ``x1`` (step 4); attention ``softmax(QK^T / sqrt(d))`` with dropout (step 6);
+    output projection (step 8); ``attn4 = attn3 + x1`` (step 10); ``attn6 = conv5x5(attn4) * x1``
+    (step 11); output ``x + attn6`` (step 12). Eq. (8) writes the Hadamard product with the input
+    instead of ``x1``; Algorithm 1 is the more detailed of the two and is followed here.
+    """
+
+    def __init__(self, channels: int, heads: int = 4, dropout: float = 0.0) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"MHG-AM: channels ({channels}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+        self.drop = nn.Dropout(dropout)
+        self.conv3 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv5 = nn.Conv2d(channels, channels, 5, padding=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        n, d = h * w, c // self.heads
+        tokens = x.flatten(2).transpose(1, 2)                                  # b n c
+        q, k, v = self.qkv(tokens).chunk(3, dim=-1)                            # step 2-3
+        x1 = self.conv3(x)                                                     # step 4
+        q, k, v = (t.reshape(b, n, self.heads, d).transpose(1, 2) for t in (q, k, v))  # step 5
+        attn = self.drop(torch.softmax(q @ k.transpose(-2, -1) * d ** -0.5, dim=-1))  # step 6
+        out = (attn @ v).transpose(1, 2).reshape(b, n, c)                      # step 7-8
+        out = self.proj(out).transpose(1, 2).reshape(b, c, h, w)               # step 8-9
+        out = self.conv5(out + x1) * x1                                        # step 10-11
+        return x + out                                                         # step 12
+
+
+class LGCM(nn.Module):
+    """Local-global collaboration module (eq. 9): ``SSIF-AM(x) + beta * MHG-AM(x)``."""
+
+    def __init__(self, channels: int, beta: float = 0.1, heads: int = 4) -> None:
+        super().__init__()
+        self.beta = float(beta)
+        self.local = SSIFAM(channels)
+        self.glob = MHGAM(channels, heads=heads)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.local(x) + self.beta * self.glob(x)

@@ -1,0 +1,48 @@
+"""One registry for every architecture geocompress can train and code, by the names users know."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from compressai.models import (
+    Cheng2020Attention,
+    CompressionModel,
+    FactorizedPriorReLU,
+    JointAutoregressiveHierarchicalPriors,
+    MeanScaleHyperprior,
+    ScaleHyperprior,
+)
+
+from .mgssnet import MGSSNet
+
+# name -> (class, default config). Defaults are CompressAI's zoo values for its low qualities
+# (N=128, M=192), small enough to train on modest hardware.
+ARCHITECTURES: dict[str, tuple[Callable[..., CompressionModel], dict[str, Any]]] = {
+    "mgssnet": (MGSSNet, {"N": 128, "M": 192, "beta": 0.1, "heads": 4, "modules": "full"}),
+    "bmshj2018-factorized": (FactorizedPriorReLU, {"N": 128, "M": 192}),
+    "bmshj2018-hyperprior": (ScaleHyperprior, {"N": 128, "M": 192}),
+    "mbt2018-mean": (MeanScaleHyperprior, {"N": 128, "M": 192}),
+    "mbt2018": (JointAutoregressiveHierarchicalPriors, {"N": 128, "M": 192}),
+    "cheng2020-attn": (Cheng2020Attention, {"N": 128}),
+}
+
+
+def names() -> list[str]:
+    return list(ARCHITECTURES)
+
+
+def build(name: str, **config: Any) -> CompressionModel:
+    """Build architecture ``name``; ``config`` overrides its defaults and is kept on ``model.config``
+    so that a checkpoint can rebuild its own model."""
+    try:
+        cls, defaults = ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {names()}") from None
+    unknown = set(config) - set(defaults) - ({"in_channels"} if name == "mgssnet" else set())
+    if unknown:
+        raise ValueError(f"{name}: unknown config keys {sorted(unknown)}; known: {sorted(defaults)}")
+    full = {**defaults, **config}
+    model = cls(**full)
+    model.config = full  # type: ignore[attr-defined]
+    model.arch = name  # type: ignore[attr-defined]
+    return model

@@ -1,0 +1,59 @@
+"""Shared fixtures: small architectures (so the suite runs on 2 CPU cores) and the data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {
+    "mgssnet": {"N": 16, "M": 24},
+    "bmshj2018-factorized": {"N": 16, "M": 24},
+    "bmshj2018-hyperprior": {"N": 16, "M": 24},
+    "mbt2018-mean": {"N": 16, "M": 24},
+    "mbt2018": {"N": 16, "M": 24},
+    "cheng2020-attn": {"N": 16},
+}
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("GEOCOMPRESS_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    d = data_dir()
+    if not d.is_dir():
+        pytest.skip(f"shared data not found at {d} (set GEOCOMPRESS_DATA)")
+    return d
+
+
+def natural_tile(h: int = 64, w: int = 64, c: int = 3, dtype=np.uint8, seed: int = 0) -> np.ndarray:
+    """Smooth structure plus texture: compresses like imagery, unlike white noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    peak = 255 if dtype == np.uint8 else 4095
+    bands = []
+    for b in range(c):
+        f = 0.5 + 0.3 * np.sin(xx / (7 + 3 * b)) * np.cos(yy / (11 + b)) + 0.1 * rng.standard_normal((h, w))
+        bands.append(np.clip(f, 0, 1) * peak)
+    return np.stack(bands).round().astype(dtype)
+
+
+@pytest.fixture(scope="session")
+def small_codecs():
+    """One untrained codec per architecture, built once per session."""
+    import geocompress
+
+    cache = {}
+
+    def get(arch: str, **kw):
+        key = (arch, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = geocompress.load_codec(arch, pretrained=False, **{**SMALL[arch], **kw})
+        return cache[key]
+
+    return get
