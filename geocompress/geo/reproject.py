@@ -1,0 +1,119 @@
+"""Point and footprint reprojection helpers shared by the grid and STAC code.
+
+Why a module of its own: bbox queries (:mod:`geocompress.geo.grid`) and the
+STAC footprint (:mod:`geocompress.store.stac`) need the same careful handling
+of CRS transforms -- densified edges (a straight edge in one CRS is curved in
+another) and points that do not exist in the target CRS (e.g. space pixels of a
+geostationary full disk become ``inf``) -- so it lives in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import shapely
+from pyproj import CRS as ProjCRS
+from pyproj import Transformer
+from rasterio.crs import CRS
+from shapely.geometry import MultiPoint, Polygon, box, mapping, shape
+
+Bbox = tuple[float, float, float, float]
+
+
+def to_rasterio_crs(crs: Any) -> CRS:
+    """Normalise any CRS input (EPSG int, "EPSG:xxxx", WKT, pyproj/rasterio CRS)."""
+    if isinstance(crs, CRS):
+        return crs
+    if isinstance(crs, ProjCRS):
+        return CRS.from_wkt(crs.to_wkt())
+    if isinstance(crs, int):
+        return CRS.from_epsg(crs)
+    return CRS.from_user_input(crs)
+
+
+def transform_points(
+    xs: np.ndarray, ys: np.ndarray, src_crs: Any, dst_crs: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reproject coordinate arrays (x=easting/lon order); failures become ``inf``."""
+    src = ProjCRS.from_user_input(to_rasterio_crs(src_crs).to_wkt())
+    dst = ProjCRS.from_user_input(to_rasterio_crs(dst_crs).to_wkt())
+    tr = Transformer.from_crs(src, dst, always_xy=True)
+    ox, oy = tr.transform(np.asarray(xs, float), np.asarray(ys, float), errcheck=False)
+    return np.asarray(ox, float), np.asarray(oy, float)
+
+
+def sample_polygon(poly: Polygon, n_edge: int = 32, n_interior: int = 16) -> np.ndarray:
+    """Densified boundary plus an interior grid of points of ``poly`` as (N, 2).
+
+    The interior grid matters when part of the polygon does not exist in the
+    target CRS: the boundary alone may then vanish entirely.
+    """
+    length = poly.exterior.length
+    dense = shapely.segmentize(poly, max(length / (4 * n_edge), 1e-12))
+    pts = [np.asarray(dense.exterior.coords)]
+    if n_interior > 0:
+        minx, miny, maxx, maxy = poly.bounds
+        gx, gy = np.meshgrid(
+            np.linspace(minx, maxx, n_interior), np.linspace(miny, maxy, n_interior)
+        )
+        grid = np.column_stack([gx.ravel(), gy.ravel()])
+        inside = shapely.contains_xy(poly, grid[:, 0], grid[:, 1])
+        pts.append(grid[inside])
+    return np.concatenate(pts, axis=0)
+
+
+def reproject_polygon(poly: Polygon, src_crs: Any, dst_crs: Any, n_interior: int = 16) -> Polygon:
+    """Reproject a polygon conservatively (convex hull of finite sampled points).
+
+    The convex hull slightly over-covers concave results, which is what a
+    tile query wants (never miss a tile). Raises ``ValueError`` when no sampled
+    point exists in the target CRS.
+    """
+    pts = sample_polygon(poly, n_interior=n_interior)
+    xs, ys = transform_points(pts[:, 0], pts[:, 1], src_crs, dst_crs)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    if not ok.any():
+        raise ValueError("geometry does not exist in the target CRS (all points failed to transform)")
+    hull = MultiPoint(np.column_stack([xs[ok], ys[ok]])).convex_hull
+    return hull if isinstance(hull, Polygon) else hull.buffer(0)
+
+
+def footprint_geojson(
+    corners_poly: Polygon, src_crs: Any, dst_crs: Any = "EPSG:4326", densify: int = 32
+) -> dict:
+    """GeoJSON footprint of a scene polygon in ``dst_crs`` (default lon/lat).
+
+    Uses ``rasterio.warp.transform_geom`` on the densified outline (with
+    antimeridian cutting); if that yields non-finite coordinates (outline off
+    the globe, e.g. a geostationary full disk) falls back to the convex hull of
+    the sampled points that do transform.
+    """
+    from rasterio.warp import transform_geom
+
+    dense = shapely.segmentize(corners_poly, corners_poly.exterior.length / (4 * densify))
+    try:
+        geom = transform_geom(
+            to_rasterio_crs(src_crs), to_rasterio_crs(dst_crs), mapping(dense),
+            antimeridian_cutting=True,
+        )
+        g = shape(geom)
+        coords = np.asarray(shapely.get_coordinates(g))
+        if coords.size and np.isfinite(coords).all() and g.is_valid and not g.is_empty:
+            return geom
+    except Exception:  # noqa: BLE001 - any GDAL failure -> robust fallback below
+        pass
+    return mapping(reproject_polygon(corners_poly, src_crs, dst_crs, n_interior=96))
+
+
+def bbox_polygon(bbox: Bbox) -> Polygon:
+    """Validated (minx, miny, maxx, maxy) -> Polygon."""
+    minx, miny, maxx, maxy = (float(v) for v in bbox)
+    if not all(np.isfinite([minx, miny, maxx, maxy])):
+        raise ValueError(f"bbox has non-finite values: {bbox!r}")
+    if minx >= maxx or miny >= maxy:
+        raise ValueError(
+            f"bbox must be (minx, miny, maxx, maxy) with min < max, got {bbox!r} "
+            "(a bbox crossing the antimeridian must be split in two)"
+        )
+    return box(minx, miny, maxx, maxy)

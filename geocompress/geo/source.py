@@ -1,0 +1,287 @@
+"""Open and validate a source scene; read one tile at a time.
+
+A *scene* is either one raster file (any GDAL format, typically GeoTIFF) or
+a **band stack**: a list of single- or multi-band files sharing exactly one
+pixel grid (size, transform, CRS) and dtype, e.g. Landsat ``B4, B3, B2``.
+Bands are numbered 1..count across the files in list order. (A list of paths
+was chosen over writing a VRT: nothing is written next to the data, and the
+checksum covers the real files.)
+
+Reading never loads the whole scene: :func:`read_tile` reads only the tile's
+window clipped to the scene, then pads. Padding outside the scene repeats the
+edge pixels (``np.pad(mode="edge")``), which a learned codec compresses far
+better than a hard step to zeros; the padded area is marked invalid.
+
+Validity comes from GDAL's dataset mask (``dataset_mask``), which combines, in
+order of precedence, an internal/sidecar mask or alpha band, else nodata (a
+pixel is invalid only when *all* bands equal nodata), else all-valid. Alpha
+bands are kept as ordinary data bands (the store holds every band, so a
+round trip gives back the same band count); they only also drive validity.
+For a band stack a pixel is valid if any file's mask says valid (the same
+"across all bands" rule GDAL applies within one file).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
+from rasterio.io import DatasetReader
+
+from geocompress.geo.checksum import sha256_files
+from geocompress.geo.errors import (
+    EmptyRasterError,
+    MissingCRSError,
+    NoBandsError,
+    SceneNotFoundError,
+    SceneStackMismatchError,
+    SceneUnreadableError,
+    UnsupportedDtypeError,
+)
+from geocompress.geo.grid import TileGrid
+
+SUPPORTED_DTYPES = ("uint8", "uint16")
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """Everything about a source scene that the store records (no pixels).
+
+    ``checksum`` is the hex sha256 of the file bytes (see
+    :mod:`geocompress.geo.checksum`); ``file_size`` is the total byte size.
+    """
+
+    paths: tuple[Path, ...]
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS
+    transform: Affine
+    nodata: float | None
+    band_names: tuple[str, ...]
+    colorinterp: tuple[str, ...]
+    has_mask: bool
+    file_size: int
+    checksum: str
+
+    @property
+    def path(self) -> Path:
+        """The (first) source file."""
+        return self.paths[0]
+
+    @property
+    def name(self) -> str:
+        """Short source name: file stem, or the folder name for a band stack."""
+        if len(self.paths) == 1:
+            return self.paths[0].stem
+        return self.paths[0].parent.name or self.paths[0].stem
+
+    @property
+    def is_stack(self) -> bool:
+        return len(self.paths) > 1
+
+    def grid(self, tile: int = 256, stride: int | None = None) -> TileGrid:
+        """The tile grid of this scene."""
+        return TileGrid.from_dataset(self, tile=tile, stride=stride)
+
+
+def _as_paths(source: PathLike | Sequence[PathLike]) -> tuple[Path, ...]:
+    if isinstance(source, (str, os.PathLike)):
+        return (Path(source),)
+    paths = tuple(Path(p) for p in source)
+    if not paths:
+        raise SceneNotFoundError("empty list of scene files")
+    return paths
+
+
+def _open(path: Path) -> DatasetReader:
+    if not path.exists():
+        raise SceneNotFoundError(f"scene file not found: {path}")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise SceneUnreadableError(f"cannot read {path} as a raster: {exc}") from exc
+
+
+def validate_dataset(ds: Any, label: str) -> None:
+    """Raise a :class:`SceneError` subclass if ``ds`` cannot be compressed."""
+    if ds.count < 1:
+        raise NoBandsError(f"{label} has no raster bands")
+    if ds.width < 1 or ds.height < 1:
+        raise EmptyRasterError(f"{label} is empty ({ds.width}x{ds.height} pixels)")
+    bad = sorted({d for d in ds.dtypes if d not in SUPPORTED_DTYPES})
+    if bad:
+        raise UnsupportedDtypeError(
+            f"{label} has dtype {', '.join(bad)}; only uint8 and uint16 are supported "
+            "(rescale/convert first, e.g. gdal_translate -ot UInt16 -scale)"
+        )
+    if len(set(ds.dtypes)) > 1:
+        raise UnsupportedDtypeError(f"{label} mixes band dtypes {sorted(set(ds.dtypes))}")
+    if ds.crs is None:
+        raise MissingCRSError(
+            f"{label} has no CRS (coordinate reference system). Assign one, e.g. "
+            "`gdal_edit.py -a_srs EPSG:32618 file.tif` or, in Python, "
+            "`rioxarray.open_rasterio(p).rio.write_crs('EPSG:32618').rio.to_raster(out)`"
+        )
+
+
+def _band_names(ds: DatasetReader, path: Path, stacked: bool, first_band: int) -> list[str]:
+    names = []
+    for i, desc in enumerate(ds.descriptions):
+        if desc:
+            names.append(desc)
+        elif stacked and ds.count == 1:
+            names.append(path.stem)
+        else:
+            names.append(f"band_{first_band + i}")
+    return names
+
+
+def _has_mask(ds: DatasetReader) -> bool:
+    return any(MaskFlags.all_valid not in flags for flags in ds.mask_flag_enums)
+
+
+def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
+    """Validate a scene (file or band stack) and describe it. Reads no pixels.
+
+    Raises :class:`~geocompress.geo.errors.SceneError` subclasses with clear
+    messages: missing/unreadable file, no CRS, empty raster, unsupported
+    dtype, no bands, or stack files that do not share one grid.
+    """
+    paths = _as_paths(source)
+    stacked = len(paths) > 1
+    names: list[str] = []
+    interp: list[str] = []
+    has_mask = False
+    count = 0
+    ref = None
+    nodatas = set()
+    for path in paths:
+        with _open(path) as ds:
+            validate_dataset(ds, str(path))
+            sig = (ds.width, ds.height, tuple(ds.transform), ds.crs, ds.dtypes[0])
+            if ref is None:
+                ref = sig
+            elif sig[:3] != ref[:3] or sig[3] != ref[3] or sig[4] != ref[4]:
+                raise SceneStackMismatchError(
+                    f"{path} does not match {paths[0]}: band-stack files must share size, "
+                    f"transform, CRS and dtype (got {sig[0]}x{sig[1]} {sig[4]} vs {ref[0]}x{ref[1]} {ref[4]})"
+                )
+            names += _band_names(ds, path, stacked, count + 1)
+            interp += [c.name for c in ds.colorinterp]
+            has_mask |= _has_mask(ds)
+            nodatas.add(ds.nodata)
+            count += ds.count
+    if len(nodatas) > 1:
+        raise SceneStackMismatchError(f"band-stack files disagree on nodata: {sorted(map(str, nodatas))}")
+    assert ref is not None
+    width, height, transform, crs, dtype = ref
+    return SceneInfo(
+        paths=tuple(p.resolve() for p in paths),
+        width=width,
+        height=height,
+        count=count,
+        dtype=dtype,
+        crs=crs,
+        transform=Affine(*transform[:6]),
+        nodata=nodatas.pop(),
+        band_names=tuple(names),
+        colorinterp=tuple(interp),
+        has_mask=has_mask,
+        file_size=sum(p.stat().st_size for p in paths),
+        checksum=sha256_files(paths),
+    )
+
+
+class SceneReader:
+    """Holds a scene's file handles open for many :meth:`read_tile` calls.
+
+    rasterio datasets are not thread-safe: use one reader per thread/process
+    (e.g. one per dask task), never share one across threads.
+    """
+
+    def __init__(self, source: SceneInfo | PathLike | Sequence[PathLike] | DatasetReader | Sequence[DatasetReader]):
+        self._stack = ExitStack()
+        self.datasets: list[DatasetReader] = []
+        if isinstance(source, DatasetReader):
+            self.datasets = [source]
+        elif isinstance(source, (list, tuple)) and source and isinstance(source[0], DatasetReader):
+            self.datasets = list(source)  # caller owns them
+        else:
+            paths = source.paths if isinstance(source, SceneInfo) else _as_paths(source)  # type: ignore[arg-type]
+            self.datasets = [self._stack.enter_context(_open(p)) for p in paths]
+        # global band b (1-based) -> (dataset index, local band index)
+        self._band_map = [(i, b) for i, ds in enumerate(self.datasets) for b in range(1, ds.count + 1)]
+
+    @property
+    def count(self) -> int:
+        return len(self._band_map)
+
+    def __enter__(self) -> "SceneReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def read_tile(
+        self, grid: TileGrid, row: int, col: int, bands: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(pixels, valid)``: (C, tile, tile) source dtype, (tile, tile) bool.
+
+        Reads only the tile's in-scene window; pads by edge replication.
+        ``bands`` are 1-based global band numbers (default: all).
+        """
+        win = grid.valid_window(row, col)
+        h, w = int(win.height), int(win.width)
+        bands = list(range(1, self.count + 1)) if bands is None else list(bands)
+        for b in bands:
+            if not 1 <= b <= self.count:
+                raise IndexError(f"band {b} out of range 1..{self.count}")
+        parts = []
+        for b in bands:
+            i, local = self._band_map[b - 1]
+            parts.append(self.datasets[i].read(local, window=win))
+        data = np.stack(parts)
+        mask = np.zeros((h, w), dtype=bool)
+        for ds in self.datasets:
+            mask |= ds.dataset_mask(window=win) > 0
+        pad = ((0, 0), (0, grid.tile - h), (0, grid.tile - w))
+        pixels = np.pad(data, pad, mode="edge") if (h, w) != (grid.tile, grid.tile) else data
+        valid = np.zeros((grid.tile, grid.tile), dtype=bool)
+        valid[:h, :w] = mask
+        return np.ascontiguousarray(pixels), valid
+
+
+def read_tile(
+    source: SceneInfo | PathLike | Sequence[PathLike] | DatasetReader | SceneReader,
+    grid: TileGrid,
+    row: int,
+    col: int,
+    bands: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one tile (see :meth:`SceneReader.read_tile`).
+
+    Convenience wrapper: opens and closes the files unless given an open
+    dataset or :class:`SceneReader` (prefer those when reading many tiles).
+    """
+    if isinstance(source, SceneReader):
+        return source.read_tile(grid, row, col, bands)
+    with SceneReader(source) as reader:  # type: ignore[arg-type]
+        return reader.read_tile(grid, row, col, bands)
+
+
+__all__ = ["SceneInfo", "SceneReader", "open_scene", "read_tile", "validate_dataset", "SUPPORTED_DTYPES"]

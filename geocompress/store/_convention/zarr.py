@@ -1,0 +1,99 @@
+"""GeoZarr-direction Zarr conventions: ``proj:`` (geo-proj) and ``spatial:``.
+
+Written on the root group they describe the **scene pixel grid** (what the
+store decodes to): ``proj:code`` (only when an authority code is known),
+``proj:wkt2``, ``spatial:dimensions`` ``["y", "x"]``, ``spatial:transform``
+(affine order a, b, c, d, e, f), ``spatial:shape`` ``[height, width]``,
+``spatial:bbox`` (minx, miny, maxx, maxy in the CRS) and
+``spatial:registration`` ``"pixel"``. The conventions are declared in
+``zarr_conventions``.
+
+Per-tile arrays (one cell per tile) override ``spatial:transform`` /
+``spatial:shape`` / ``spatial:bbox`` at array level with the tile-index grid,
+as the conventions' group-to-array inheritance allows.
+"""
+
+from __future__ import annotations
+
+import re
+
+from affine import Affine
+from rasterio.crs import CRS
+
+PROJ_CONVENTION = {
+    "schema_url": "https://raw.githubusercontent.com/zarr-experimental/geo-proj/refs/tags/v1/schema.json",
+    "spec_url": "https://github.com/zarr-experimental/geo-proj/blob/v1/README.md",
+    "uuid": "f17cb550-5864-4468-aeb7-f3180cfb622f",
+    "name": "proj:",
+    "description": "Coordinate reference system information for geospatial data",
+}
+SPATIAL_CONVENTION = {
+    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v1/schema.json",
+    "spec_url": "https://github.com/zarr-conventions/spatial/blob/v1/README.md",
+    "uuid": "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4",
+    "name": "spatial:",
+    "description": "Spatial coordinate information",
+}
+_CODE = re.compile(r"^[A-Z]+:[0-9]+$")
+
+
+def crs_code(crs: CRS) -> str | None:
+    """``"AUTH:code"`` (e.g. ``"EPSG:32618"``) when the CRS has one, else None."""
+    try:
+        auth = crs.to_authority()
+    except Exception:  # noqa: BLE001
+        auth = None
+    if not auth:
+        return None
+    code = f"{auth[0].upper()}:{auth[1]}"
+    return code if _CODE.match(code) else None
+
+
+def corner_bbox(transform: Affine, height: int, width: int) -> list[float]:
+    """Bounds of the 4 grid corners (correct for rotated transforms)."""
+    xs, ys = zip(*(transform @ (c, r) for c, r in ((0, 0), (width, 0), (0, height), (width, height))))
+    return [float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))]
+
+
+def spatial_attrs(transform: Affine, height: int, width: int) -> dict:
+    """``spatial:`` attributes of a (height, width) grid."""
+    return {
+        "spatial:dimensions": ["y", "x"],
+        "spatial:transform": [float(v) for v in transform[:6]],
+        "spatial:shape": [int(height), int(width)],
+        "spatial:bbox": corner_bbox(transform, height, width),
+        "spatial:registration": "pixel",
+    }
+
+
+def proj_attrs(crs: CRS) -> dict:
+    """``proj:`` attributes of a CRS."""
+    out = {"proj:wkt2": crs.to_wkt(version="WKT2_2019")}
+    code = crs_code(crs)
+    if code:
+        out["proj:code"] = code
+    return out
+
+
+def group_attrs(crs: CRS, transform: Affine, height: int, width: int) -> dict:
+    """All convention attributes for the root group (scene pixel grid)."""
+    return {
+        "zarr_conventions": [PROJ_CONVENTION, SPATIAL_CONVENTION],
+        **proj_attrs(crs),
+        **spatial_attrs(transform, height, width),
+    }
+
+
+def read_crs(attrs: dict) -> CRS | None:
+    """CRS from ``proj:`` attributes (WKT2 preferred over the code)."""
+    if attrs.get("proj:wkt2"):
+        return CRS.from_wkt(attrs["proj:wkt2"])
+    if attrs.get("proj:code"):
+        return CRS.from_user_input(attrs["proj:code"])
+    return None
+
+
+def read_transform(attrs: dict) -> Affine | None:
+    """Affine from ``spatial:transform``."""
+    t = attrs.get("spatial:transform")
+    return None if t is None else Affine(*t[:6])

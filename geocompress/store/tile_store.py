@@ -1,0 +1,403 @@
+"""The geocompress Zarr v3 tile store (layout documented in ``LAYOUT.md``).
+
+Layout (root group)::
+
+    zarr.json         attrs: "geocompress" {format_version, model, weights_digest,
+                      quality, codec_config, tile, stride, shard, source_*,
+                      dtype, count, band_names, nodata, width, height, grid,
+                      created, status: "in-progress"|"complete"}
+                      + proj:/spatial: conventions (scene pixel grid)
+    tiles/            (n_rows, n_cols) variable-length bytes, one codec string per
+                      tile; 1x1 chunks inside S x S shards; fill b"" (no tile)
+    status/           (n_rows, n_cols) uint8 TileStatus; S x S chunks; fill 0 PENDING
+    constant/         (n_rows, n_cols, count) source dtype; per-band value of
+                      DROPPED_CONSTANT tiles; (S, S, count) chunks; fill 0
+    spatial_ref/      0-d CF grid mapping (crs_wkt, spatial_ref, GeoTransform of the
+                      tile-index grid) -- tiles/status/constant point at it
+
+Concurrency and crash safety
+----------------------------
+Writers must own **whole shard blocks** (:meth:`TileStore.shard_blocks`):
+every array shares the S x S tile blocking, so one block is one file per
+array and two writers never read-modify-write the same file. Within a block
+the tile strings and constants are written first and the status last, so an
+interrupted run leaves that block PENDING and a rerun redoes only pending
+blocks (:meth:`TileStore.pending_blocks`). The root ``status`` attr becomes
+``"complete"`` only in :meth:`TileStore.mark_complete`, after every tile is
+final.
+
+This relies on zarr's ``LocalStore`` writing each object via a temporary
+``<key>.<uuid>.partial`` file then ``Path.replace`` (zarr 3.1
+``storage/_local.py::_atomic_write``): a reader or a crash sees the old or the
+new shard, never a torn one. There is no fsync, so after a *power loss* (not
+a process crash) a recently replaced file may be empty on some filesystems;
+the checksums in each shard index (crc32c) make such damage detectable on
+read. A killed process can leave ``*.partial`` files behind; they are ignored
+by zarr and harmless. Object stores (S3 etc.) give whole-object atomic PUTs,
+so the same guarantees hold there.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import zarr
+
+from geocompress.geo.grid import TileGrid
+from geocompress.geo.source import SceneInfo
+from geocompress.geo.status import TileStatus
+from geocompress.store._convention import cf
+from geocompress.store._convention import zarr as zconv
+from geocompress.store.errors import StoreError, StoreMismatchError, StoreVersionError
+
+FORMAT_VERSION = 1
+ATTR = "geocompress"
+TILES, STATUS, CONSTANT, SPATIAL_REF = "tiles", "status", "constant", "spatial_ref"
+REQUIRED_CODEC_KEYS = ("model", "weights_digest", "quality")
+
+
+class _Quiet:
+    """Silence zarr's 'VariableLengthBytes has no v3 spec yet' warning (known, accepted)."""
+
+    def __enter__(self) -> None:
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(*exc)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_number(v: Any) -> Any:
+    if v is None:
+        return None
+    f = float(v)
+    return int(f) if f.is_integer() else f
+
+
+def _is_geocompress_store(path: Path) -> bool:
+    try:
+        with _Quiet():
+            g = zarr.open_group(str(path), mode="r")
+        return ATTR in g.attrs
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class TileStore:
+    """A geocompress store on disk. Create with :meth:`create`, open with :meth:`open`."""
+
+    def __init__(self, group: zarr.Group, path: Path, mode: str):
+        self._group = group
+        self.path = path
+        self.mode = mode
+        meta = dict(group.attrs[ATTR])
+        self.meta: dict = meta
+        self.grid = TileGrid.from_dict(meta["grid"])
+        self.shard = int(meta["shard"])
+        with _Quiet():
+            self._tiles = group[TILES]
+            self._status = group[STATUS]
+            self._constant = group[CONSTANT]
+
+    # -- lifecycle ------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        scene: SceneInfo,
+        grid: TileGrid,
+        codec_meta: dict,
+        shard: int = 16,
+        overwrite: bool = False,
+    ) -> "TileStore":
+        """Create an empty store (every tile PENDING).
+
+        ``codec_meta`` must hold ``model`` (name), ``weights_digest`` and
+        ``quality``; an optional ``config`` dict (codec settings) is recorded
+        as ``codec_config``. ``overwrite`` replaces an existing *geocompress*
+        store; any other existing path is refused rather than deleted.
+        """
+        path = Path(path)
+        missing = [k for k in REQUIRED_CODEC_KEYS if k not in codec_meta]
+        if missing:
+            raise ValueError(f"codec_meta lacks {missing} (needs {list(REQUIRED_CODEC_KEYS)})")
+        if shard < 1:
+            raise ValueError(f"shard must be >= 1, got {shard}")
+        if (grid.width, grid.height) != (scene.width, scene.height):
+            raise ValueError(f"grid {grid.width}x{grid.height} does not match scene {scene.width}x{scene.height}")
+        if path.exists():
+            if not overwrite:
+                raise StoreError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+            if not (_is_geocompress_store(path) or (path.is_dir() and not any(path.iterdir()))):
+                raise StoreError(f"refusing to overwrite {path}: it is not a geocompress store")
+            shutil.rmtree(path)
+        crs, n_rows, n_cols = grid.crs or scene.crs, grid.n_rows, grid.n_cols
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "model": codec_meta["model"],
+            "weights_digest": codec_meta["weights_digest"],
+            "quality": codec_meta["quality"],
+            "codec_config": codec_meta.get("config", {}),
+            "tile": grid.tile,
+            "stride": grid.step,
+            "shard": shard,
+            "source_name": scene.name,
+            "source_files": [p.name for p in scene.paths],
+            "source_checksum": scene.checksum,
+            "source_size": scene.file_size,
+            "dtype": scene.dtype,
+            "count": scene.count,
+            "band_names": list(scene.band_names),
+            "colorinterp": list(scene.colorinterp),
+            "nodata": _json_number(scene.nodata),
+            "has_mask": scene.has_mask,
+            "width": scene.width,
+            "height": scene.height,
+            "grid": grid.to_dict(),
+            "created": _now(),
+            "status": "in-progress",
+        }
+        s = (min(shard, n_rows), min(shard, n_cols))
+        tile_tf = grid.tile_index_transform
+        per_tile = {
+            **cf.data_var_attrs(),
+            **zconv.spatial_attrs(tile_tf, n_rows, n_cols),
+            "description": "one tile per cell; cell (i, j) starts at pixel (i*stride, j*stride)",
+        }
+        with _Quiet():
+            g = zarr.open_group(str(path), mode="w-", zarr_format=3)
+            # status "in-progress" is on disk before any array exists
+            g.attrs.update({ATTR: meta, **zconv.group_attrs(crs, grid.transform, grid.height, grid.width)})
+            g.create_array(
+                TILES, shape=(n_rows, n_cols), dtype="bytes", chunks=(1, 1), shards=s,
+                fill_value=b"", compressors=None, dimension_names=("y", "x"),
+                attributes={**per_tile, "long_name": "codec tile strings"},
+            )
+            g.create_array(
+                STATUS, shape=(n_rows, n_cols), dtype="uint8", chunks=s, fill_value=0,
+                dimension_names=("y", "x"),
+                attributes={
+                    **per_tile,
+                    "long_name": "tile status",
+                    "flag_values": [int(v) for v in TileStatus],
+                    "flag_meanings": " ".join(v.name.lower() for v in TileStatus),
+                },
+            )
+            g.create_array(
+                CONSTANT, shape=(n_rows, n_cols, scene.count), dtype=scene.dtype,
+                chunks=(*s, scene.count), fill_value=0, dimension_names=("y", "x", "band"),
+                attributes={**per_tile, "long_name": "per-band value of DROPPED_CONSTANT tiles"},
+            )
+            ref = g.create_array(SPATIAL_REF, shape=(), dtype="int64", fill_value=0, dimension_names=())
+            ref.attrs.update(cf.spatial_ref_attrs(crs, tile_tf))
+            ref[...] = 0
+        return cls.open(path, mode="r+")
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> "TileStore":
+        """Open an existing store, validating that it is one and its format version."""
+        path = Path(path)
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+        if not path.exists():
+            raise StoreError(f"no geocompress store at {path} (path does not exist)")
+        try:
+            with _Quiet():
+                g = zarr.open_group(str(path), mode=mode)
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"{path} is not a Zarr store: {exc}") from exc
+        meta = g.attrs.get(ATTR)
+        if not isinstance(meta, dict) or "format_version" not in meta:
+            raise StoreError(f"{path} is a Zarr group but not a geocompress store (no '{ATTR}' attrs)")
+        v = meta["format_version"]
+        if v != FORMAT_VERSION:
+            hint = "upgrade geocompress" if v > FORMAT_VERSION else "re-create it with --overwrite"
+            raise StoreVersionError(
+                f"{path} has store format version {v}, this geocompress reads version "
+                f"{FORMAT_VERSION}: {hint}"
+            )
+        return cls(g, path, mode)
+
+    # -- metadata -------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.grid.shape
+
+    @property
+    def is_complete(self) -> bool:
+        return self.meta.get("status") == "complete"
+
+    @property
+    def codec_meta(self) -> dict:
+        """The codec settings as given to :meth:`create`."""
+        m = self.meta
+        return {"model": m["model"], "weights_digest": m["weights_digest"],
+                "quality": m["quality"], "config": m.get("codec_config", {})}
+
+    def check_compatible(
+        self, scene_checksum: str, codec_meta: dict, tile: int | None = None, stride: int | None = None
+    ) -> None:
+        """Raise :class:`StoreMismatchError` naming every setting that differs.
+
+        The pipeline calls this before resuming into an existing store and
+        refuses (unless ``--overwrite``) when anything differs.
+        """
+        m = self.meta
+        want = {
+            "source checksum": (m["source_checksum"], scene_checksum),
+            "model": (m["model"], codec_meta.get("model")),
+            "weights digest": (m["weights_digest"], codec_meta.get("weights_digest")),
+            "quality": (m["quality"], codec_meta.get("quality")),
+        }
+        if "config" in codec_meta:
+            want["codec config"] = (m.get("codec_config", {}), codec_meta["config"])
+        tile = codec_meta.get("tile", tile)
+        stride = codec_meta.get("stride", stride)
+        if tile is not None:
+            want["tile size"] = (m["tile"], tile)
+        if stride is not None:
+            want["stride"] = (m["stride"], stride)
+        diffs = [f"{k}: store has {a!r}, requested {b!r}" for k, (a, b) in want.items() if a != b]
+        if diffs:
+            raise StoreMismatchError(
+                f"{self.path} was made with other settings ({'; '.join(diffs)}); "
+                "use --overwrite to replace it or choose another output path"
+            )
+
+    # -- blocks ---------------------------------------------------------------------
+    def shard_blocks(self) -> Iterator[tuple[slice, slice]]:
+        """(row_slice, col_slice) of every shard block, row-major. One writer per block."""
+        n_rows, n_cols = self.shape
+        for r in range(0, n_rows, self.shard):
+            for c in range(0, n_cols, self.shard):
+                yield slice(r, min(r + self.shard, n_rows)), slice(c, min(c + self.shard, n_cols))
+
+    def pending_blocks(self) -> Iterator[tuple[slice, slice]]:
+        """Shard blocks that still hold PENDING tiles (what a resumed run must do)."""
+        status = self.status()
+        for rs, cs in self.shard_blocks():
+            if (status[rs, cs] == TileStatus.PENDING).any():
+                yield rs, cs
+
+    def _check_block(self, rows: slice, cols: slice) -> tuple[slice, slice]:
+        n_rows, n_cols = self.shape
+        out = []
+        for sl, n, name in ((rows, n_rows, "row"), (cols, n_cols, "col")):
+            start, stop, step = sl.indices(n)
+            if step != 1 or start % self.shard or not (stop % self.shard == 0 or stop == n) or stop <= start:
+                raise ValueError(
+                    f"{name} slice {sl} is not shard-aligned (shard {self.shard}, size {n}); "
+                    "write whole blocks from shard_blocks()"
+                )
+            out.append(slice(start, stop))
+        return out[0], out[1]
+
+    def write_block(
+        self,
+        rows: slice,
+        cols: slice,
+        strings: np.ndarray,
+        status: np.ndarray,
+        constants: np.ndarray | None = None,
+    ) -> None:
+        """Write one whole shard-aligned block: tile strings, then constants, then status.
+
+        ``strings`` is a 2-D object array of ``bytes`` (``None`` for dropped
+        tiles), ``status`` the matching uint8 :class:`TileStatus` codes (no
+        PENDING), ``constants`` an optional (h, w, count) array of per-band
+        values used where status is DROPPED_CONSTANT.
+        """
+        if self.mode != "r+":
+            raise StoreError(f"{self.path} is open read-only")
+        rows, cols = self._check_block(rows, cols)
+        shape = (rows.stop - rows.start, cols.stop - cols.start)
+        status = np.asarray(status, dtype=np.uint8)
+        if status.shape != shape or np.shape(strings) != shape:
+            raise ValueError(f"block {shape} needs strings/status of that shape, got {np.shape(strings)} / {status.shape}")
+        if not np.isin(status, [s for s in TileStatus if s.is_final]).all():
+            raise ValueError("status must be final (WRITTEN or DROPPED_*) for every tile of a block")
+        cshape = (*shape, int(self.meta["count"]))
+        if constants is None:
+            if (status == TileStatus.DROPPED_CONSTANT).any():
+                raise ValueError("block has DROPPED_CONSTANT tiles: pass their per-band constants")
+            constants = np.zeros(cshape, dtype=self.meta["dtype"])
+        constants = np.asarray(constants)
+        if constants.shape != cshape:
+            raise ValueError(f"constants must have shape {cshape}, got {constants.shape}")
+        constants = constants.astype(self.meta["dtype"])
+        out = np.empty(shape, dtype=object)
+        for (i, j), s in np.ndenumerate(strings):
+            written = status[i, j] == TileStatus.WRITTEN
+            if written and not isinstance(s, (bytes, bytearray, memoryview)):
+                raise ValueError(f"tile ({rows.start + i}, {cols.start + j}) is WRITTEN but has no bytes")
+            if written and len(s) == 0:
+                raise ValueError(f"tile ({rows.start + i}, {cols.start + j}) is WRITTEN with an empty string")
+            if not written and s not in (None, b""):
+                raise ValueError(f"tile ({rows.start + i}, {cols.start + j}) is dropped but has bytes")
+            out[i, j] = bytes(s) if written else b""
+        with _Quiet():
+            self._tiles[rows, cols] = out
+            self._constant[rows, cols, :] = constants  # always: no stale values from an earlier run
+            self._status[rows, cols] = status  # last: marks the block done
+
+    # -- reads ----------------------------------------------------------------------
+    def read_strings(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """2-D object array of tile strings (``b""`` where no tile is stored).
+
+        Always reads with slices: zarr 3.1 strips trailing NUL bytes on scalar
+        reads of variable-length bytes (``a[i, j]``), slice reads are exact.
+        """
+        if not isinstance(rows, slice) or not isinstance(cols, slice):
+            raise TypeError("read_strings takes slices; use read_string(row, col) for one tile")
+        with _Quiet():
+            out = self._tiles[rows, cols]
+        return np.asarray(out, dtype=object)
+
+    def read_string(self, row: int, col: int) -> bytes:
+        """One tile's string (read through a 1x1 slice, see :meth:`read_strings`)."""
+        return bytes(self.read_strings(slice(row, row + 1), slice(col, col + 1))[0, 0])
+
+    def status(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """uint8 :class:`TileStatus` codes."""
+        return np.asarray(self._status[rows, cols], dtype=np.uint8)
+
+    def constants(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """(h, w, count) per-band values (meaningful where status is DROPPED_CONSTANT)."""
+        return np.asarray(self._constant[rows, cols, :])
+
+    def status_counts(self) -> dict[str, int]:
+        """Number of tiles per status name."""
+        codes = self.status()
+        return {s.name: int((codes == s).sum()) for s in TileStatus}
+
+    def nbytes_tiles(self) -> int:
+        """Total length of all stored tile strings (the compressed payload)."""
+        total = 0
+        for rs, cs in self.shard_blocks():
+            total += sum(len(s) for s in self.read_strings(rs, cs).ravel())
+        return total
+
+    # -- completion -----------------------------------------------------------------
+    def mark_complete(self) -> None:
+        """Flip the root status to "complete"; refuses while tiles are PENDING."""
+        if self.mode != "r+":
+            raise StoreError(f"{self.path} is open read-only")
+        pending = int((self.status() == TileStatus.PENDING).sum())
+        if pending:
+            raise StoreError(f"cannot mark {self.path} complete: {pending} tiles still PENDING")
+        meta = {**self.meta, "status": "complete", "completed": _now()}
+        self._group.attrs[ATTR] = meta
+        self.meta = meta
+
+
+__all__ = ["FORMAT_VERSION", "TileStore"]
