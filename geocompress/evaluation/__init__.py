@@ -1,0 +1,3 @@
+"""Evaluation helpers: classical codec anchors (:mod:`.classical`) and Bjøntegaard deltas (:mod:`.bd`).
+
+Submodules are imported on use; this package imports nothing heavy (no torch)."""
