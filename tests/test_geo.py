@@ -322,3 +322,16 @@ def test_real_scenes_smoke():
     assert goes.crs.to_epsg() is None
     r, c = goes.grid().tiles_in_bbox((-80, 0, -70, 10), "EPSG:4326")
     assert r.stop > r.start and c.stop > c.start
+
+
+@pytest.mark.skipif(not (SCENES / "landsat8_LC81070352015122LGN00").is_dir(), reason="shared data dir not present")
+def test_real_band_stack():
+    d = SCENES / "landsat8_LC81070352015122LGN00"
+    paths = [d / f"LC81070352015122LGN00_B{b}.tif" for b in (4, 3, 2)]
+    s = open_scene(paths)
+    assert s.count == 3 and s.dtype == "uint16" and s.band_names[0].endswith("_B4")
+    g = s.grid()
+    px, valid = read_tile(s, g, 3, 3)
+    with rasterio.open(paths[1]) as ds:
+        np.testing.assert_array_equal(px[1], ds.read(1, window=g.window(3, 3)))
+    assert valid.shape == (256, 256)

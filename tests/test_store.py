@@ -54,6 +54,7 @@ def _fill_block(store, rs, cs, payload=b"x"):
     store.write_block(rs, cs, strings, np.full((h, w), TileStatus.WRITTEN, np.uint8))
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # rioxarray uses Affine *
 def test_create_open_round_trip_georeferencing(store, scene):
     s = TileStore.open(store.path)
     assert s.shape == (5, 7) and s.grid == scene.grid(tile=16) and s.shard == 2
@@ -221,3 +222,33 @@ def test_stac_item(tmp_path, store, scene):
     d = json.loads(out.read_text())
     assert d["assets"]["zarr"]["href"] == "./s.zarr"
     assert "https://stac-extensions.github.io/projection" in d["stac_extensions"][0]
+
+
+def test_parallel_block_writers(store):
+    """One writer per shard block (threads here): every tile lands intact."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(lambda b: _fill_block(store, *b, payload=b"\x00p\x00"), store.shard_blocks()))
+    got = TileStore.open(store.path).read_strings()
+    for (i, j), v in np.ndenumerate(got):
+        assert v == b"\x00p\x00" + bytes([i, j])
+
+
+def test_codec_meta_aliases(tmp_path, scene):
+    meta = {"arch": "mgssnet", "digest": "sha256:abc", "quality": 4}
+    s = TileStore.create(tmp_path / "a.zarr", scene, scene.grid(tile=16), meta)
+    assert s.meta["model"] == "mgssnet" and s.meta["weights_digest"] == "sha256:abc"
+    s.check_compatible(scene.checksum, meta)
+
+
+def test_layers_do_not_import_model_or_codec():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, geocompress.geo, geocompress.store, geocompress.store.stac;"
+        "bad=[m for m in sys.modules if m.split('.')[0]=='torch' or m.startswith(('geocompress.models','geocompress.codec'))];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

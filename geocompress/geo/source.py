@@ -128,6 +128,11 @@ def validate_dataset(ds: Any, label: str) -> None:
         )
     if len(set(ds.dtypes)) > 1:
         raise UnsupportedDtypeError(f"{label} mixes band dtypes {sorted(set(ds.dtypes))}")
+    if ds.crs is None and getattr(ds, "gcps", ([], None))[0]:
+        raise MissingCRSError(
+            f"{label} is georeferenced only by ground control points; warp it to a grid "
+            "first, e.g. `gdalwarp -t_srs EPSG:32618 in.tif out.tif`"
+        )
     if ds.crs is None:
         raise MissingCRSError(
             f"{label} has no CRS (coordinate reference system). Assign one, e.g. "

@@ -59,6 +59,16 @@ FORMAT_VERSION = 1
 ATTR = "geocompress"
 TILES, STATUS, CONSTANT, SPATIAL_REF = "tiles", "status", "constant", "spatial_ref"
 REQUIRED_CODEC_KEYS = ("model", "weights_digest", "quality")
+_ALIASES = {"arch": "model", "digest": "weights_digest"}  # TileCodec attribute names
+
+
+def normalize_codec_meta(codec_meta: dict) -> dict:
+    """Accept TileCodec-style names (``arch``, ``digest``) for ``model``/``weights_digest``."""
+    out = dict(codec_meta)
+    for alias, key in _ALIASES.items():
+        if alias in out and key not in out:
+            out[key] = out.pop(alias)
+    return out
 
 
 class _Quiet:
@@ -123,11 +133,13 @@ class TileStore:
         """Create an empty store (every tile PENDING).
 
         ``codec_meta`` must hold ``model`` (name), ``weights_digest`` and
-        ``quality``; an optional ``config`` dict (codec settings) is recorded
+        ``quality`` (``arch``/``digest`` are accepted as aliases, matching
+        ``TileCodec`` attributes); an optional ``config`` dict (codec settings) is recorded
         as ``codec_config``. ``overwrite`` replaces an existing *geocompress*
         store; any other existing path is refused rather than deleted.
         """
         path = Path(path)
+        codec_meta = normalize_codec_meta(codec_meta)
         missing = [k for k in REQUIRED_CODEC_KEYS if k not in codec_meta]
         if missing:
             raise ValueError(f"codec_meta lacks {missing} (needs {list(REQUIRED_CODEC_KEYS)})")
@@ -253,6 +265,7 @@ class TileStore:
         refuses (unless ``--overwrite``) when anything differs.
         """
         m = self.meta
+        codec_meta = normalize_codec_meta(codec_meta)
         want = {
             "source checksum": (m["source_checksum"], scene_checksum),
             "model": (m["model"], codec_meta.get("model")),
