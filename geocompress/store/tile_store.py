@@ -10,6 +10,9 @@ Layout (root group)::
     tiles/            (n_rows, n_cols) variable-length bytes, one codec string per
                       tile; 1x1 chunks inside S x S shards; fill b"" (no tile)
     status/           (n_rows, n_cols) uint8 TileStatus; S x S chunks; fill 0 PENDING
+    masks/            (n_rows, n_cols) variable-length bytes: validity mask of kept tiles
+                      that touch nodata (zlib of np.packbits of the tile x tile bool mask);
+                      b"" = every in-scene pixel valid; same sharding as tiles
     constant/         (n_rows, n_cols, count) source dtype; per-band value of
                       DROPPED_CONSTANT tiles; (S, S, count) chunks; fill 0
     spatial_ref/      0-d CF grid mapping (crs_wkt, spatial_ref, GeoTransform of the
@@ -58,6 +61,7 @@ from geocompress.store.errors import StoreError, StoreMismatchError, StoreVersio
 FORMAT_VERSION = 1
 ATTR = "geocompress"
 TILES, STATUS, CONSTANT, SPATIAL_REF = "tiles", "status", "constant", "spatial_ref"
+MASKS = "masks"
 REQUIRED_CODEC_KEYS = ("model", "weights_digest", "quality")
 _ALIASES = {"arch": "model", "digest": "weights_digest"}  # TileCodec attribute names
 
@@ -118,6 +122,7 @@ class TileStore:
             self._tiles = group[TILES]
             self._status = group[STATUS]
             self._constant = group[CONSTANT]
+            self._masks = group[MASKS]
 
     # -- lifecycle ------------------------------------------------------------------
     @classmethod
@@ -194,6 +199,12 @@ class TileStore:
                 TILES, shape=(n_rows, n_cols), dtype="bytes", chunks=(1, 1), shards=s,
                 fill_value=b"", compressors=None, dimension_names=("y", "x"),
                 attributes={**per_tile, "long_name": "codec tile strings"},
+            )
+            g.create_array(
+                MASKS, shape=(n_rows, n_cols), dtype="bytes", chunks=(1, 1), shards=s,
+                fill_value=b"", compressors=None, dimension_names=("y", "x"),
+                attributes={**per_tile, "long_name": "validity masks of kept tiles with nodata "
+                            "(zlib(packbits(mask))); empty = all valid"},
             )
             g.create_array(
                 STATUS, shape=(n_rows, n_cols), dtype="uint8", chunks=s, fill_value=0,
@@ -322,8 +333,9 @@ class TileStore:
         strings: np.ndarray,
         status: np.ndarray,
         constants: np.ndarray | None = None,
+        masks: np.ndarray | None = None,
     ) -> None:
-        """Write one whole shard-aligned block: tile strings, then constants, then status.
+        """Write one whole shard-aligned block: tile strings, masks, constants, then status.
 
         ``strings`` is a 2-D object array of ``bytes`` (``None`` for dropped
         tiles), ``status`` the matching uint8 :class:`TileStatus` codes (no
@@ -358,8 +370,15 @@ class TileStore:
             if not written and s not in (None, b""):
                 raise ValueError(f"tile ({rows.start + i}, {cols.start + j}) is dropped but has bytes")
             out[i, j] = bytes(s) if written else b""
+        mask_out = np.full(shape, b"", dtype=object)
+        if masks is not None:
+            if np.shape(masks) != shape:
+                raise ValueError(f"masks must have shape {shape}, got {np.shape(masks)}")
+            for (i, j), m in np.ndenumerate(masks):
+                mask_out[i, j] = bytes(m) if m else b""
         with _Quiet():
             self._tiles[rows, cols] = out
+            self._masks[rows, cols] = mask_out
             self._constant[rows, cols, :] = constants  # always: no stale values from an earlier run
             self._status[rows, cols] = status  # last: marks the block done
 
@@ -375,6 +394,11 @@ class TileStore:
         with _Quiet():
             out = self._tiles[rows, cols]
         return np.asarray(out, dtype=object)
+
+    def read_masks(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """2-D object array of encoded validity masks (``b""`` = all valid); slice reads only."""
+        with _Quiet():
+            return np.asarray(self._masks[rows, cols], dtype=object)
 
     def read_string(self, row: int, col: int) -> bytes:
         """One tile's string (read through a 1x1 slice, see :meth:`read_strings`)."""

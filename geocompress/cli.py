@@ -1,0 +1,183 @@
+"""``geocompress``: compress whole satellite scenes, get them (or any region) back as GeoTIFF.
+
+Thin by design: parses arguments, calls the library, prints results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SCENE = "scenes/aerial_korea_0.6m_cogeo.tif"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("GEOCOMPRESS_DATA", REPO.parent / "shared" / "data"))
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("dask")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="use an existing Dask cluster (e.g. tcp://10.0.0.5:8786); its workers "
+                        "declared with --resources GPU=1 run the model on GPU. Default: an "
+                        "embedded LocalCluster")
+    g.add_argument("--workers", type=int, default=1,
+                   help="LocalCluster worker processes (default 1; torch threads are split "
+                        "between them)")
+
+
+def _codec_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("codec")
+    g.add_argument("--arch", default="mgssnet", help="architecture (default mgssnet)")
+    g.add_argument("--quality", type=int, default=None,
+                   help="shipped quality 1..Q (higher = more bits; default: the middle one)")
+    g.add_argument("--checkpoint", help="use this checkpoint instead of shipped weights")
+    g.add_argument("--untrained", action="store_true",
+                   help="fixed-seed untrained weights (testing the pipeline only)")
+    g.add_argument("--batch-size", type=int, default=8, help="tiles per model batch (default 8)")
+
+
+def cmd_compress(a: argparse.Namespace) -> int:
+    from .geo import TileFilter
+    from .scene import compress_scene
+
+    r = compress_scene(
+        a.scene if len(a.scene) > 1 else a.scene[0], a.store, arch=a.arch, quality=a.quality,
+        checkpoint=a.checkpoint, pretrained=not a.untrained, tile=a.tile, shard=a.shard,
+        tile_filter=TileFilter(a.min_valid_fraction, not a.keep_constant), bits=a.bits,
+        scheduler=a.scheduler, workers=a.workers, batch_size=a.batch_size,
+        overwrite=a.overwrite, progress=not a.quiet, gpu=a.gpu,
+        model_config={"N": 64, "M": 96} if a.untrained else None)
+    print(json.dumps(r.summary(), indent=2))
+    return 0
+
+
+def cmd_decompress(a: argparse.Namespace) -> int:
+    from .scene import decompress_scene
+
+    out = decompress_scene(a.store, a.out, window=a.window, bbox=a.bbox, bbox_crs=a.bbox_crs,
+                           checkpoint=a.checkpoint, scheduler=a.scheduler, workers=a.workers,
+                           progress=not a.quiet, cog=not a.no_cog)
+    print(out)
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from .scene import store_info
+
+    info = store_info(a.store)
+    if a.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        for k, v in info.items():
+            print(f"{k:>18}: {round(v, 4) if isinstance(v, float) else v}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .scene.roundtrip import roundtrip
+
+    scene = Path(a.scene) if a.scene else data_dir() / DEFAULT_SCENE
+    if not scene.exists():
+        print(f"scene {scene} not found (set GEOCOMPRESS_DATA or pass a path)", file=sys.stderr)
+        return 2
+    rep = roundtrip(scene, a.out, quality=a.quality, checkpoint=a.checkpoint,
+                    workers=a.workers, scheduler=a.scheduler, progress=not a.quiet)
+    for k, v in rep.items():
+        print(f"{k:>26}: {round(v, 4) if isinstance(v, float) else v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="geocompress", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `geocompress COMMAND --help` for each command's options.")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compress", help="compress a GeoTIFF scene into a Zarr store",
+                       description="Tile SCENE into 256 x 256 tiles, drop nodata / constant "
+                       "tiles, encode the rest with the learned codec on Dask workers and store "
+                       "the byte strings, tile mask and georeferencing in STORE (Zarr v3). "
+                       "Rerunning the same command resumes an interrupted run.")
+    c.add_argument("scene", nargs="+", help="GeoTIFF, or several single-band files of one grid "
+                   "(stacked as bands in the given order)")
+    c.add_argument("store", help="output Zarr store (a directory, e.g. scene.zarr)")
+    _codec_args(c)
+    c.add_argument("--bits", default="auto",
+                   help="significant bits of uint16 scenes (default auto: from the scene max)")
+    c.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    c.add_argument("--shard", type=int, default=16,
+                   help="tiles per shard side: one file and one Dask task per shard (default 16)")
+    c.add_argument("--min-valid-fraction", type=float, default=0.0,
+                   help="drop tiles with a smaller fraction of valid pixels (default 0: drop "
+                        "only tiles with no valid pixel)")
+    c.add_argument("--keep-constant", action="store_true",
+                   help="encode single-value tiles instead of storing their value")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace a store written with other weights, quality or source")
+    c.add_argument("--gpu", action="store_true", help="LocalCluster workers declare a GPU")
+    _cluster_args(c)
+    c.set_defaults(func=cmd_compress)
+
+    d = sub.add_parser("decompress", help="rebuild a GeoTIFF (all or a region) from a store",
+                       description="Decode STORE to a cloud-optimized GeoTIFF with the source's "
+                       "CRS, transform, dtype, bands and nodata. With --window or --bbox only "
+                       "the tiles the region touches are decoded.")
+    d.add_argument("store")
+    d.add_argument("out", help="output GeoTIFF")
+    d.add_argument("--window", type=int, nargs=4, metavar=("COL_OFF", "ROW_OFF", "WIDTH", "HEIGHT"),
+                   help="pixel window of the scene")
+    d.add_argument("--bbox", type=float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"),
+                   help="bounding box (in --bbox-crs, default the scene's CRS)")
+    d.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326")
+    d.add_argument("--checkpoint", help="checkpoint the store was written with, if not shipped")
+    d.add_argument("--no-cog", action="store_true", help="plain tiled GeoTIFF, no overviews")
+    _cluster_args(d)
+    d.set_defaults(func=cmd_decompress)
+
+    i = sub.add_parser("info", help="describe a store: scene, georeferencing, tiles, bytes, bpp")
+    i.add_argument("store")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser("demo", help="the main job: compress a sample scene, rebuild it, measure",
+                       description="Compress SCENE (default: a sample scene from the shared data "
+                       "folder), rebuild it, print bpp, PSNR, MS-SSIM, compression ratio and "
+                       "wall time, and write a side-by-side PNG of a crop to --out.")
+    m.add_argument("scene", nargs="?")
+    m.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    m.add_argument("--quality", type=int)
+    m.add_argument("--checkpoint")
+    _cluster_args(m)
+    m.set_defaults(func=cmd_demo)
+
+    for mod, fn in (("training.commands", "add_tile_parser"), ("training.commands", "add_train_parser"),
+                    ("evaluation.commands", "add_evaluate_parser")):
+        try:
+            module = __import__(f"geocompress.{mod}", fromlist=[fn])
+        except ImportError:
+            continue
+        if hasattr(module, fn):
+            getattr(module, fn)(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, RuntimeError, OSError) as e:  # our errors are ValueError/RuntimeError kinds
+        print(f"geocompress {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The Dask client a pipeline runs on: an embedded LocalCluster by default, or an existing cluster.
+
+``scheduler`` may be a scheduler address (``tcp://host:8786``), in which case nothing is started
+here and the cluster's own workers (CPU or GPU, see :mod:`.workers`) do the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Iterator
+
+from distributed import Client, LocalCluster
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int = 1, processes: bool = True,
+                gpu: bool = False) -> Iterator[Client]:
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    resources = {"GPU": 1} if gpu else None
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                      dashboard_address=None, resources=resources,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        yield client
+
+
+def default_torch_threads(workers: int) -> int:
+    """Split the machine's cores between local worker processes (no oversubscription)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))

@@ -1,0 +1,211 @@
+"""Compress a scene of any size: a Dask task per shard block of tiles, written straight to Zarr.
+
+The graph is one task per *pending* shard block of the store (16 x 16 tiles by default): read the
+block's tiles by window, drop nodata / constant tiles, encode the rest in batches, write the block.
+A block is one file per Zarr array and its status is written last, so an interrupted run leaves a
+valid store whose unfinished blocks are still PENDING; rerunning the same command does only those.
+Memory is bounded by a block per worker, whatever the scene size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from distributed import as_completed
+from tqdm.auto import tqdm
+
+from ..codec import load_codec
+from ..geo import SceneReader, TileFilter, TileGrid, TileStatus, constant_value, open_scene
+from ..geo.source import SceneInfo
+from ..store import StoreError, TileStore
+from ..store.stac import write_stac_item
+from .cluster import dask_client, default_torch_threads
+from .workers import CodecSpec, encode_mask, get_codec
+
+PathLike = str | Path
+
+
+@dataclass
+class CompressResult:
+    store: Path
+    tiles: int
+    written: int
+    dropped_nodata: int
+    dropped_constant: int
+    tile_bytes: int
+    blocks_done: int
+    blocks_resumed: int
+    seconds: float
+    bits: int
+
+    def summary(self) -> dict[str, Any]:
+        return self.__dict__ | {"store": str(self.store)}
+
+
+def _slices(rs: slice, cs: slice) -> tuple[tuple[int, int], tuple[int, int]]:
+    return (rs.start, rs.stop), (cs.start, cs.stop)
+
+
+def scan_block_max(paths: Sequence[str], grid: dict, rows: tuple[int, int],
+                   cols: tuple[int, int]) -> int:
+    """Largest valid value in a block (first pass for uint16 scenes' bit depth)."""
+    g = TileGrid.from_dict(grid)
+    best = 0
+    with SceneReader([Path(p) for p in paths]) as reader:
+        for r in range(*rows):
+            for c in range(*cols):
+                pixels, valid = reader.read_tile(g, r, c)
+                if valid.any():
+                    best = max(best, int(pixels[:, valid].max()))
+    return best
+
+
+def compress_block(store: str, paths: Sequence[str], rows: tuple[int, int], cols: tuple[int, int],
+                   spec: dict, bits: int, tile_filter: dict) -> dict[str, int]:
+    """The task: read, filter, encode and write one shard block. Returns its counts."""
+    ts = TileStore.open(store, "r+")
+    grid = ts.grid
+    flt = TileFilter(**tile_filter)
+    codec = get_codec(CodecSpec(**spec))
+    shape = (rows[1] - rows[0], cols[1] - cols[0])
+    status = np.zeros(shape, np.uint8)
+    strings = np.full(shape, None, dtype=object)
+    masks = np.full(shape, b"", dtype=object)
+    constants = np.zeros((*shape, int(ts.meta["count"])), dtype=ts.meta["dtype"])
+    kept: list[tuple[int, int]] = []
+    pixels_kept: list[np.ndarray] = []
+    raw = 0
+    with SceneReader([Path(p) for p in paths]) as reader:
+        for i, r in enumerate(range(*rows)):
+            for j, c in enumerate(range(*cols)):
+                pixels, valid = reader.read_tile(grid, r, c)
+                raw += pixels.nbytes
+                decision = flt.decide(pixels, valid, grid.in_scene_pixels(r, c))
+                status[i, j] = decision.status
+                if decision.status == TileStatus.DROPPED_CONSTANT:
+                    constants[i, j] = constant_value(pixels, valid)
+                if not decision.keep:
+                    continue
+                inside = np.zeros_like(valid)
+                win = grid.valid_window(r, c)
+                inside[: int(win.height), : int(win.width)] = True
+                masks[i, j] = encode_mask(valid | ~inside)  # only in-scene nodata is recorded
+                kept.append((i, j))
+                pixels_kept.append(pixels)
+    if pixels_kept:
+        for (i, j), s in zip(kept, codec.encode(pixels_kept, bits=bits)):
+            strings[i, j] = s
+    ts.write_block(slice(*rows), slice(*cols), strings, status, constants, masks)
+    return {"tiles": status.size, "written": len(kept), "bytes": sum(len(s) for s in strings.ravel()
+                                                                       if s), "raw": raw,
+            "dropped_nodata": int((status == TileStatus.DROPPED_NODATA).sum()),
+            "dropped_constant": int((status == TileStatus.DROPPED_CONSTANT).sum())}
+
+
+def _bits_for(scene: SceneInfo, bits: int | str, client, grid: TileGrid, shard: int) -> int:
+    if scene.dtype == "uint8":
+        return 8
+    if bits != "auto":
+        return int(bits)
+    paths = [str(p) for p in scene.paths]
+    blocks = [((r, min(r + shard, grid.n_rows)), (c, min(c + shard, grid.n_cols)))
+              for r in range(0, grid.n_rows, shard) for c in range(0, grid.n_cols, shard)]
+    futures = client.map(scan_block_max, [paths] * len(blocks), [grid.to_dict()] * len(blocks),
+                         [b[0] for b in blocks], [b[1] for b in blocks], pure=False)
+    peak = max(client.gather(futures))
+    return max(8, int(peak).bit_length())
+
+
+def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, arch: str = "mgssnet",
+                   quality: int | None = None, checkpoint: str | None = None,
+                   pretrained: bool = True, model_config: dict | None = None, tile: int = 256,
+                   shard: int = 16, tile_filter: TileFilter | None = None,
+                   bits: int | str = "auto", scheduler: str | None = None, workers: int = 1,
+                   processes: bool = True, batch_size: int = 8, precision: str = "float64",
+                   overwrite: bool = False, progress: bool = True, gpu: bool = False,
+                   on_block: Callable[[int], None] | None = None) -> CompressResult:
+    """Compress ``source`` (a GeoTIFF, or a list of single-band files of one grid) into ``store``.
+
+    Rerunning with the same arguments resumes an interrupted run; a store written with other
+    weights, quality, source or settings is refused unless ``overwrite``.
+    """
+    t0 = time.perf_counter()
+    scene = open_scene(source)
+    tile_filter = tile_filter or TileFilter()
+    codec = load_codec(arch, quality=quality, pretrained=pretrained, checkpoint=checkpoint,
+                       precision=precision, **(model_config or {}))
+    grid = scene.grid(tile)
+    store = Path(store)
+    threads = default_torch_threads(workers) if scheduler is None else None
+    spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+                        batch_size=batch_size, torch_threads=threads).to_dict()
+    filter_cfg = {"min_valid_fraction": tile_filter.min_valid_fraction,
+                  "drop_constant": tile_filter.drop_constant}
+    with dask_client(scheduler, workers, processes, gpu) as client:
+        ts = None
+        if store.exists() and not overwrite:
+            ts = TileStore.open(store, "r+")
+            stored_bits = ts.codec_meta["config"].get("bits")
+            want_bits = stored_bits if bits == "auto" else int(bits)
+            ts.check_compatible(scene.checksum, _codec_meta(codec, want_bits, precision, filter_cfg),
+                                tile=tile)
+            used_bits = int(stored_bits)
+        else:
+            used_bits = _bits_for(scene, bits, client, grid, shard)
+            ts = TileStore.create(store, scene, grid,
+                                  _codec_meta(codec, used_bits, precision, filter_cfg),
+                                  shard=shard, overwrite=overwrite)
+        all_blocks = list(ts.shard_blocks())
+        pending = list(ts.pending_blocks())
+        del codec  # the client does not encode; workers load their own
+        paths = [str(p) for p in scene.paths]
+        futures = [client.submit(compress_block, str(store), paths, *_slices(rs, cs), spec,
+                                 used_bits, filter_cfg, pure=False)
+                   for rs, cs in pending]
+        totals = {"tiles": 0, "written": 0, "bytes": 0, "raw": 0, "dropped_nodata": 0,
+                  "dropped_constant": 0}
+        n_tiles = sum((rs.stop - rs.start) * (cs.stop - cs.start) for rs, cs in pending)
+        bar = tqdm(total=n_tiles, unit="tile", disable=not progress, desc=f"compress {scene.name}",
+                   dynamic_ncols=True)
+        try:
+            for done, fut in enumerate(as_completed(futures), 1):
+                counts = fut.result()
+                for k in totals:
+                    totals[k] += counts[k]
+                bar.update(counts["tiles"])
+                rate = totals["raw"] / 1e6 / max(bar.format_dict["elapsed"], 1e-9)
+                bar.set_postfix_str(f"{rate:.2f} MB/s raw, {totals['bytes'] / 1e6:.2f} MB out")
+                if on_block is not None:
+                    on_block(done)
+        finally:
+            bar.close()
+            for f in futures:
+                f.cancel()
+    ts = TileStore.open(store, "r+")
+    ts.mark_complete()
+    write_stac_item(store, scene, grid, ts.codec_meta)
+    counts = ts.status_counts()
+    return CompressResult(store=store, tiles=grid.n_rows * grid.n_cols,
+                          written=counts["WRITTEN"], dropped_nodata=counts["DROPPED_NODATA"],
+                          dropped_constant=counts["DROPPED_CONSTANT"],
+                          tile_bytes=ts.nbytes_tiles(), blocks_done=len(pending),
+                          blocks_resumed=len(all_blocks) - len(pending),
+                          seconds=time.perf_counter() - t0, bits=used_bits)
+
+
+def _codec_meta(codec, bits: int, precision: str, filter_cfg: dict) -> dict:
+    return {"model": codec.arch, "weights_digest": codec.digest, "quality": codec.quality,
+            "config": {"model": dict(codec.config), "bits": int(bits), "precision": precision,
+                       "filter": filter_cfg}}
+
+
+def raw_size(store: TileStore) -> int:
+    m = store.meta
+    return int(m["width"]) * int(m["height"]) * int(m["count"]) * np.dtype(m["dtype"]).itemsize
+
+
+__all__ = ["CompressResult", "compress_scene", "compress_block", "raw_size"]

@@ -1,0 +1,47 @@
+"""What a store holds, in the numbers users ask for: tiles, bytes, bpp, compression ratios."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..store import TileStore
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def store_info(store: str | Path) -> dict[str, Any]:
+    ts = TileStore.open(store, "r")
+    m, g = ts.meta, ts.grid
+    counts = ts.status_counts()
+    tile_bytes = ts.nbytes_tiles()
+    pixels = int(m["width"]) * int(m["height"])
+    raw = pixels * int(m["count"]) * np.dtype(m["dtype"]).itemsize
+    on_disk = _dir_size(Path(store))
+    crs = g.crs
+    return {
+        "store": str(store),
+        "status": m["status"],
+        "source": m["source_name"],
+        "source_checksum": m["source_checksum"],
+        "size": f"{m['width']} x {m['height']} px, {m['count']} band(s) {m['dtype']}",
+        "band_names": m.get("band_names"),
+        "nodata": m.get("nodata"),
+        "crs": (crs.to_string() if crs is not None else None),
+        "transform": tuple(g.transform)[:6],
+        "bounds": g.bounds,
+        "model": f"{m['model']} quality {m['quality']} weights {m['weights_digest'][:16]}",
+        "bits": m.get("codec_config", {}).get("bits"),
+        "tile": f"{m['tile']} px, stride {m['stride']}, grid {g.n_rows} x {g.n_cols}",
+        "tiles": counts,
+        "tile_bytes": tile_bytes,
+        "store_bytes": on_disk,
+        "bpp": 8 * tile_bytes / pixels,
+        "bpp_store": 8 * on_disk / pixels,
+        "ratio_raw": raw / max(tile_bytes, 1),
+        "ratio_source_file": int(m.get("source_size") or 0) / max(tile_bytes, 1),
+    }

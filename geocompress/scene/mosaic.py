@@ -1,0 +1,186 @@
+"""Back from the store to pixels: a block of tiles, a region, or the whole scene as a GeoTIFF.
+
+Only the tiles a region touches are decoded. Pixels outside kept tiles come back as the source's
+nodata (dropped border tiles, and masked pixels of kept tiles, whose masks the store keeps);
+constant tiles come back as their exact value. Sources that marked validity with a mask or an
+alpha band rather than a nodata value get an internal mask (and a rebuilt alpha band) instead.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from distributed import as_completed
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from ..geo import TileStatus
+from ..store import TileStore
+from .cluster import dask_client
+from .workers import CodecSpec, build_codec, decode_mask, get_codec
+
+PathLike = str | Path
+
+
+def store_spec(ts: TileStore, checkpoint: str | None = None, batch_size: int = 8,
+               device: str | None = None) -> CodecSpec:
+    """The codec a store was written with (verified by digest when it is built)."""
+    cm = ts.codec_meta
+    cfg = cm.get("config", {})
+    return CodecSpec(arch=cm["model"], digest=cm["weights_digest"], quality=int(cm["quality"]),
+                     checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+                     model_config=dict(cfg.get("model", {})),
+                     precision=cfg.get("precision", "float64"), batch_size=batch_size,
+                     device=device)
+
+
+def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the pixel window ``(col_off, row_off, width, height)`` (inside the scene).
+
+    Returns ``(pixels C x h x w, valid h x w)``; used by GeoTIFF export and the lazy view alike.
+    """
+    ts = TileStore.open(store, "r")
+    grid, meta = ts.grid, ts.meta
+    col_off, row_off, width, height = window
+    rows, cols = grid.tiles_in_window(Window(col_off, row_off, width, height))
+    count, dtype = int(meta["count"]), np.dtype(meta["dtype"])
+    nodata = meta.get("nodata")
+    fill = 0 if nodata is None else nodata
+    out = np.full((count, height, width), fill, dtype=dtype)
+    valid = np.zeros((height, width), dtype=bool)
+    status = ts.status(rows, cols)
+    if status.size == 0:
+        return out, valid
+    strings = ts.read_strings(rows, cols)
+    masks = ts.read_masks(rows, cols)
+    consts = ts.constants(rows, cols)
+    todo = [(i, j) for (i, j), s in np.ndenumerate(status) if s == TileStatus.WRITTEN]
+    decoded = {}
+    if todo:
+        codec = get_codec(CodecSpec(**spec))
+        decoded = dict(zip(todo, codec.decode([bytes(strings[i, j]) for i, j in todo])))
+    t = grid.tile
+    for (i, j), s in np.ndenumerate(status):
+        r, c = rows.start + i, cols.start + j
+        y0, x0 = r * grid.step, c * grid.step
+        # overlap of this tile with the requested window, in window and tile coordinates
+        wy0, wx0 = max(y0, row_off), max(x0, col_off)
+        wy1, wx1 = min(y0 + t, row_off + height, grid.height), min(x0 + t, col_off + width, grid.width)
+        if wy1 <= wy0 or wx1 <= wx0:
+            continue
+        dst = (slice(wy0 - row_off, wy1 - row_off), slice(wx0 - col_off, wx1 - col_off))
+        src = (slice(wy0 - y0, wy1 - y0), slice(wx0 - x0, wx1 - x0))
+        if s == TileStatus.WRITTEN:
+            m = decode_mask(bytes(masks[i, j]), (t, t))[src]
+            px = decoded[(i, j)][(slice(None), *src)]
+            out[(slice(None), *dst)] = np.where(m, px, out[(slice(None), *dst)])
+            valid[dst] = m
+        elif s == TileStatus.DROPPED_CONSTANT:
+            out[(slice(None), *dst)] = consts[i, j].astype(dtype)[:, None, None]
+            valid[dst] = True
+    alpha = [k for k, ci in enumerate(meta.get("colorinterp", [])) if str(ci).lower() == "alpha"]
+    peak = np.iinfo(dtype).max
+    for k in alpha:  # the alpha band is the mask: rebuild it exactly rather than lossy-coded
+        out[k] = np.where(valid, peak, 0).astype(dtype)
+    return out, valid
+
+
+def _region_window(ts: TileStore, window: Sequence[int] | None, bbox: Sequence[float] | None,
+                   bbox_crs: Any) -> Window:
+    g = ts.grid
+    if bbox is not None:
+        return g.bbox_to_window(tuple(bbox), bbox_crs)
+    if window is None:
+        return Window(0, 0, g.width, g.height)
+    col_off, row_off, width, height = (int(v) for v in window)
+    full = Window(0, 0, g.width, g.height)
+    win = Window(col_off, row_off, width, height)
+    try:
+        return win.intersection(full)
+    except rasterio.errors.WindowError:
+        raise ValueError(f"window {tuple(window)} lies outside the {g.width} x {g.height} scene") from None
+
+
+def _blocks(win: Window, step: int) -> list[tuple[int, int, int, int]]:
+    """Cut a window into pieces aligned to ``step`` pixels (a shard block per piece)."""
+    c0, r0 = int(win.col_off), int(win.row_off)
+    c1, r1 = c0 + int(win.width), r0 + int(win.height)
+    out = []
+    for y in range(r0 - r0 % step, r1, step):
+        for x in range(c0 - c0 % step, c1, step):
+            ya, xa = max(y, r0), max(x, c0)
+            out.append((xa, ya, min(x + step, c1) - xa, min(y + step, r1) - ya))
+    return out
+
+
+def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | None = None,
+                     bbox: Sequence[float] | None = None, bbox_crs: Any = None,
+                     checkpoint: str | None = None, scheduler: str | None = None,
+                     workers: int = 1, processes: bool = True, progress: bool = True,
+                     cog: bool = True, batch_size: int = 8) -> Path:
+    """Write the scene (or a pixel window / a bbox in any CRS) to a tiled, compressed GeoTIFF,
+    cloud-optimized (with overviews) unless ``cog=False``. The file appears atomically."""
+    ts = TileStore.open(store, "r")
+    if not ts.is_complete:
+        pending = ts.status_counts()["PENDING"]
+        warnings.warn(f"{store} is incomplete ({pending} tiles pending): they come back as nodata",
+                      stacklevel=2)
+    spec = store_spec(ts, checkpoint, batch_size)
+    build_codec(CodecSpec(**{**spec.to_dict(), "device": "cpu"}))  # fail early on wrong weights
+    win = _region_window(ts, window, bbox, bbox_crs)
+    meta, grid = ts.meta, ts.grid
+    out = Path(out)
+    transform = grid.transform @ Affine.translation(int(win.col_off), int(win.row_off))
+    nodata = meta.get("nodata")
+    use_mask = nodata is None and bool(meta.get("has_mask"))
+    profile = {"driver": "GTiff", "width": int(win.width), "height": int(win.height),
+               "count": int(meta["count"]), "dtype": meta["dtype"], "crs": grid.crs,
+               "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
+               "blockysize": 256, "compress": "deflate", "predictor": 2, "BIGTIFF": "IF_SAFER"}
+    step = grid.tile * ts.shard
+    pieces = _blocks(win, step)
+    fd, tmp = tempfile.mkstemp(suffix=".tif", dir=out.parent if out.parent.exists() else None)
+    os.close(fd)
+    try:
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
+            names = meta.get("band_names") or []
+            for k, name in enumerate(names[: dst.count], 1):
+                dst.set_band_description(k, str(name))
+            with dask_client(scheduler, workers, processes) as client:
+                futures = {client.submit(decode_region, str(store), p, spec.to_dict(),
+                                         pure=False): p for p in pieces}
+                bar = tqdm(total=sum(p[2] * p[3] for p in pieces) / 1e6, unit="Mpx",
+                           disable=not progress, desc=f"decompress {Path(store).name}",
+                           bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} Mpx [{elapsed}<{remaining}]")
+                for fut in as_completed(list(futures)):
+                    p = futures[fut]
+                    pixels, valid = fut.result()
+                    w = Window(p[0] - int(win.col_off), p[1] - int(win.row_off), p[2], p[3])
+                    dst.write(pixels, window=w)
+                    if use_mask:
+                        dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=w)
+                    bar.update(p[2] * p[3] / 1e6)
+                bar.close()
+        final_tmp = out.with_name(out.name + ".partial")
+        if cog:
+            rasterio.shutil.copy(tmp, final_tmp, driver="COG", compress="DEFLATE",
+                                 predictor="YES", blocksize=256, bigtiff="IF_SAFER",
+                                 overview_resampling="average")
+        else:
+            Path(tmp).replace(final_tmp)
+        final_tmp.replace(out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+__all__ = ["decode_region", "decompress_scene", "store_spec"]

@@ -1,0 +1,108 @@
+"""What runs inside a Dask worker: the codec loaded once per process, on the worker's device.
+
+Tasks carry a small :class:`CodecSpec` (names, digest, paths), never a model: each worker process
+builds the codec the first time it sees a spec and keeps it, so a scene of thousands of tiles loads
+the weights once per worker. Workers started with ``--resources GPU=1`` (or a LocalCluster with
+``resources={"GPU": 1}``) run the model on their GPU; all others on CPU. The entropy path is exact
+(:mod:`geocompress.codec.exact`), so a store written by a GPU worker decodes identically on CPU.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..codec import TileCodec, WeightsMismatchError, load_codec
+
+_CACHE: dict[tuple, TileCodec] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """Everything a worker needs to rebuild the exact codec a store was written with."""
+
+    arch: str
+    digest: str
+    quality: int = 0
+    checkpoint: str | None = None
+    model_config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    precision: str = "float64"
+    batch_size: int = 8
+    torch_threads: int | None = None
+    device: str | None = None  # None: the worker decides (GPU resource -> cuda)
+
+    @classmethod
+    def of(cls, codec: TileCodec, checkpoint: str | None = None, **kw: Any) -> "CodecSpec":
+        return cls(arch=codec.arch, digest=codec.digest, quality=codec.quality,
+                   checkpoint=checkpoint, model_config=dict(codec.config),
+                   precision=codec.precision, **kw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def worker_device() -> str:
+    """``cuda`` on a Dask worker that declares a GPU resource and has one, else ``cpu``."""
+    try:
+        from distributed import get_worker
+
+        resources = get_worker().state.total_resources
+    except (ImportError, ValueError, AttributeError):
+        resources = {}
+    if resources.get("GPU"):
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    return "cpu"
+
+
+def get_codec(spec: CodecSpec) -> TileCodec:
+    device = spec.device or worker_device()
+    key = (spec.arch, spec.digest, spec.checkpoint, spec.precision, device)
+    with _LOCK:
+        codec = _CACHE.get(key)
+        if codec is None:
+            if spec.torch_threads:
+                import torch
+
+                torch.set_num_threads(spec.torch_threads)
+            codec = build_codec(spec, device)
+            _CACHE[key] = codec
+    codec.batch_size = spec.batch_size
+    return codec
+
+
+def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
+    """The codec named by ``spec``; raises :class:`WeightsMismatchError` if its weights differ."""
+    common = {"device": device, "precision": spec.precision, "batch_size": spec.batch_size}
+    if spec.checkpoint:
+        codec = load_codec(checkpoint=spec.checkpoint, **common)
+    elif spec.quality:
+        codec = load_codec(spec.arch, quality=spec.quality, pretrained=True, **common)
+    else:
+        codec = load_codec(spec.arch, pretrained=False, **common, **spec.model_config)
+    if codec.digest != spec.digest:
+        raise WeightsMismatchError(
+            f"weights {codec.digest[:16]} found for {spec.arch} quality {spec.quality} differ from "
+            f"the store's {spec.digest[:16]}; pass the checkpoint the store was written with")
+    return codec
+
+
+def encode_mask(valid: np.ndarray) -> bytes:
+    """A tile's validity mask, compactly (zlib of packbits); empty when every pixel is valid."""
+    if valid.all():
+        return b""
+    return zlib.compress(np.packbits(valid, axis=None).tobytes(), 9)
+
+
+def decode_mask(data: bytes, shape: tuple[int, int]) -> np.ndarray:
+    if not data:
+        return np.ones(shape, dtype=bool)
+    bits = np.unpackbits(np.frombuffer(zlib.decompress(data), dtype=np.uint8))
+    return bits[: shape[0] * shape[1]].reshape(shape).astype(bool)

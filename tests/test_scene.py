@@ -1,0 +1,226 @@
+"""The scene pipeline as users rely on it: georeferenced round trips, regions, resume, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from geocompress.codec import WeightsMismatchError
+from geocompress.geo import MissingCRSError, TileStatus, UnsupportedDtypeError
+from geocompress.scene import (
+    compress_scene,
+    decompress_scene,
+    open_dataarray,
+    store_info,
+)
+from geocompress.store import StoreError, StoreMismatchError, TileStore
+
+from .conftest import natural_tile
+
+TINY = dict(arch="mbt2018-mean", pretrained=False, model_config={"N": 16, "M": 24},
+            processes=False, progress=False, tile=64, shard=2)
+
+
+def write_scene(path, data, nodata=None, crs="EPSG:32618", colorinterp=None):
+    c, h, w = data.shape
+    profile = dict(driver="GTiff", width=w, height=h, count=c, dtype=data.dtype.name,
+                   transform=from_origin(500000, 4200000, 10, 10), nodata=nodata)
+    if crs:
+        profile["crs"] = CRS.from_string(crs)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        if colorinterp:
+            dst.colorinterp = colorinterp
+    return path
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """150 x 200, 3 bands, nodata 0 in the top-left tile and a border, one constant tile."""
+    data = natural_tile(150, 200, seed=11)
+    data[data == 0] = 1                      # 0 is nodata: keep it out of the image
+    data[:, :64, :64] = 0                    # a whole nodata tile
+    data[:, 64:80, :30] = 0                  # nodata pixels inside a kept tile
+    data[:, 64:128, 128:192] = 77            # a constant tile
+    return write_scene(tmp_path_factory.mktemp("scene") / "scene.tif", data, nodata=0)
+
+
+@pytest.fixture(scope="module")
+def compressed(scene, tmp_path_factory):
+    store = tmp_path_factory.mktemp("store") / "scene.zarr"
+    result = compress_scene(scene, store, **TINY)
+    return store, result
+
+
+@pytest.fixture(scope="module")
+def full_tif(compressed, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "full.tif"
+    return decompress_scene(compressed[0], out, processes=False, progress=False)
+
+
+def test_store_counts_and_info(compressed):
+    store, r = compressed
+    assert (r.tiles, r.dropped_nodata, r.dropped_constant) == (12, 1, 1)
+    assert r.written == 10 and r.bits == 8
+    info = store_info(store)
+    assert info["status"] == "complete" and info["crs"] == "EPSG:32618"
+    assert info["tile_bytes"] > 0 and info["ratio_raw"] > 1
+    ts = TileStore.open(store)
+    assert ts.status()[0, 0] == TileStatus.DROPPED_NODATA
+    assert ts.status()[1, 2] == TileStatus.DROPPED_CONSTANT
+
+
+def test_georeferencing_round_trip(scene, full_tif):
+    with rasterio.open(scene) as a, rasterio.open(full_tif) as b:
+        assert (b.crs, b.transform, b.bounds, b.dtypes, b.count, b.nodata, b.shape) == \
+               (a.crs, a.transform, a.bounds, a.dtypes, a.count, a.nodata, a.shape)
+        assert b.profile["tiled"] and b.profile["compress"] == "deflate"
+        assert b.overviews(1) or max(b.shape) <= 512  # COG: overviews only for larger images
+
+
+def test_nodata_comes_back_as_nodata_and_constants_exactly(scene, full_tif):
+    with rasterio.open(scene) as a, rasterio.open(full_tif) as b:
+        x, y = a.read(), b.read()
+        invalid = a.dataset_mask() == 0
+    assert (y[:, invalid] == 0).all()                 # dropped tile and masked pixels
+    np.testing.assert_array_equal(y[:, 64:128, 128:192], 77)  # constant tile: exact
+    assert invalid[:64, :64].all() and invalid[64:80, :30].all()
+
+
+def test_window_and_bbox_decode_equal_crops_of_the_full_decode(compressed, full_tif, tmp_path):
+    store = compressed[0]
+    with rasterio.open(full_tif) as f:
+        full = f.read()
+        transform = f.transform
+    win = decompress_scene(store, tmp_path / "win.tif", window=(50, 30, 100, 90),
+                           processes=False, progress=False)
+    with rasterio.open(win) as w:
+        np.testing.assert_array_equal(w.read(), full[:, 30:120, 50:150])
+        assert w.transform == transform @ transform.translation(50, 30)
+    # bbox in another CRS (lon/lat) around the same pixels
+    from pyproj import Transformer
+    t = Transformer.from_crs("EPSG:32618", "EPSG:4326", always_xy=True)
+    x0, y1 = transform @ (60, 40)
+    x1, y0 = transform @ (140, 110)
+    lon0, lat0 = t.transform(x0, y0)
+    lon1, lat1 = t.transform(x1, y1)
+    out = decompress_scene(store, tmp_path / "bbox.tif", bbox=(lon0, lat0, lon1, lat1),
+                           bbox_crs="EPSG:4326", processes=False, progress=False)
+    with rasterio.open(out) as b:
+        col, row = ~transform @ (b.transform.c, b.transform.f)
+        r, c = int(round(row)), int(round(col))
+        np.testing.assert_array_equal(b.read(), full[:, r:r + b.height, c:c + b.width])
+        assert b.width >= 80 and b.height >= 70
+    with pytest.raises(ValueError):
+        decompress_scene(store, tmp_path / "none.tif", bbox=(0, 0, 1, 1), bbox_crs="EPSG:4326",
+                         processes=False, progress=False)
+
+
+def test_lazy_dataarray_matches_the_geotiff(compressed, full_tif):
+    arr = open_dataarray(compressed[0], chunk_tiles=1)
+    assert arr.shape == (3, 150, 200) and arr.chunks[1][0] == 64
+    assert arr.rio.crs == CRS.from_epsg(32618)
+    with rasterio.open(full_tif) as f:
+        assert arr.rio.transform() == f.transform
+        np.testing.assert_array_equal(arr[:, 70:140, 20:90].values, f.read()[:, 70:140, 20:90])
+
+
+def test_interrupted_run_resumes_to_the_same_bytes(scene, compressed, tmp_path):
+    store = tmp_path / "interrupted.zarr"
+
+    class Stop(Exception):
+        pass
+
+    def stop(done):
+        raise Stop
+
+    with pytest.raises(Stop):
+        compress_scene(scene, store, **TINY, on_block=stop)
+    ts = TileStore.open(store)
+    assert not ts.is_complete and ts.status_counts()["PENDING"] > 0  # a valid, partial store
+    r = compress_scene(scene, store, **TINY)
+    assert r.blocks_resumed >= 1
+    a = TileStore.open(store).read_strings()
+    b = TileStore.open(compressed[0]).read_strings()
+    assert [bytes(s) for s in a.ravel()] == [bytes(s) for s in b.ravel()]
+
+
+def test_store_of_other_weights_is_refused_unless_overwrite(scene, compressed, tmp_path):
+    store = tmp_path / "s.zarr"
+    compress_scene(scene, store, **TINY)
+    other = {**TINY, "model_config": {"N": 16, "M": 32}}
+    with pytest.raises(StoreMismatchError, match="weights digest"):
+        compress_scene(scene, store, **other)
+    r = compress_scene(scene, store, **other, overwrite=True)
+    assert r.written == 10
+
+
+def test_decompress_with_wrong_checkpoint_is_refused(compressed, tmp_path):
+    from geocompress.codec import save_checkpoint, untrained
+
+    ck = tmp_path / "other.pt"
+    save_checkpoint(untrained("mbt2018-mean", N=16, M=32), ck)
+    with pytest.raises(WeightsMismatchError):
+        decompress_scene(compressed[0], tmp_path / "x.tif", checkpoint=str(ck), processes=False,
+                         progress=False)
+
+
+def test_uint16_single_band_with_auto_bit_depth(tmp_path):
+    data = (natural_tile(100, 130, c=1, dtype=np.uint16, seed=3).astype(np.uint32) * 2).astype(np.uint16)
+    src = write_scene(tmp_path / "u16.tif", data)  # values < 8192: 13 bits
+    r = compress_scene(src, tmp_path / "u16.zarr", **TINY)
+    assert r.bits == 13
+    out = decompress_scene(tmp_path / "u16.zarr", tmp_path / "u16_out.tif", processes=False,
+                           progress=False)
+    with rasterio.open(out) as b:
+        assert b.dtypes == ("uint16",) and b.count == 1 and b.nodata is None
+        assert b.read().max() < 2 ** 13
+
+
+def test_rgba_alpha_becomes_the_mask(tmp_path):
+    from rasterio.enums import ColorInterp as CI
+
+    data = natural_tile(80, 90, c=4, seed=4)
+    data[3] = 255
+    data[3, :20, :] = 0
+    src = write_scene(tmp_path / "rgba.tif", data,
+                      colorinterp=[CI.red, CI.green, CI.blue, CI.alpha])
+    compress_scene(src, tmp_path / "rgba.zarr", **TINY)
+    out = decompress_scene(tmp_path / "rgba.zarr", tmp_path / "rgba_out.tif", processes=False,
+                           progress=False)
+    with rasterio.open(out) as b:
+        y = b.read()
+    np.testing.assert_array_equal(y[3], data[3])  # alpha rebuilt exactly from the mask
+
+
+def test_bad_inputs_get_clear_errors(tmp_path):
+    no_crs = write_scene(tmp_path / "nocrs.tif", natural_tile(64, 64), crs=None)
+    with pytest.raises(MissingCRSError, match="CRS"):
+        compress_scene(no_crs, tmp_path / "a.zarr", **TINY)
+    f32 = write_scene(tmp_path / "f32.tif", natural_tile(64, 64).astype(np.float32))
+    with pytest.raises(UnsupportedDtypeError, match="float32"):
+        compress_scene(f32, tmp_path / "b.zarr", **TINY)
+    with pytest.raises(StoreError, match="no geocompress store"):
+        decompress_scene(tmp_path / "missing.zarr", tmp_path / "c.tif", processes=False)
+    (tmp_path / "notastore").mkdir()
+    (tmp_path / "notastore" / "x.txt").write_text("hi")
+    with pytest.raises(StoreError):
+        store_info(tmp_path / "notastore")
+
+
+def test_cli_compress_info_decompress(scene, tmp_path, capsys):
+    from geocompress.cli import main
+
+    store = tmp_path / "cli.zarr"
+    assert main(["--quiet", "compress", str(scene), str(store), "--untrained", "--tile", "64",
+                 "--shard", "4"]) == 0
+    assert main(["info", str(store)]) == 0
+    assert "EPSG:32618" in capsys.readouterr().out
+    assert main(["--quiet", "decompress", str(store), str(tmp_path / "o.tif"),
+                 "--window", "0", "0", "64", "64"]) == 0
+    with rasterio.open(tmp_path / "o.tif") as f:
+        assert f.shape == (64, 64)
+    assert main(["info", str(tmp_path / "nothing.zarr")]) == 1
