@@ -1,0 +1,45 @@
+"""Shared by the benchmarks: where the sample data is, and a VRT mosaic of any size."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import rasterio
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("GEOCOMPRESS_DATA", REPO.parent / "shared" / "data"))
+
+
+SAMPLE = "scenes/aerial_korea_0.6m_cogeo.tif"  # 1024 x 1024 RGB uint8, EPSG:3857, 0.6 m
+
+
+def mosaic_vrt(path: Path, size: int, source: Path | None = None) -> Path:
+    """A ``size`` x ``size`` scene made by repeating a sample scene on a grid, as a GDAL VRT
+    (SimpleSource per repetition, the sample's georeferencing extended to the mosaic): a real
+    large raster for windowed reads, with no large file on disk."""
+    source = source or data_dir() / SAMPLE
+    with rasterio.open(source) as src:
+        w, h, count, dtype, crs, t = src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform
+    gt = ", ".join(repr(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
+    bands = []
+    for b in range(1, count + 1):
+        sources = []
+        for y in range(0, size, h):
+            for x in range(0, size, w):
+                sw, sh = min(w, size - x), min(h, size - y)
+                sources.append(
+                    f'<SimpleSource><SourceFilename relativeToVRT="0">{source}</SourceFilename>'
+                    f"<SourceBand>{b}</SourceBand>"
+                    f'<SrcRect xOff="0" yOff="0" xSize="{sw}" ySize="{sh}"/>'
+                    f'<DstRect xOff="{x}" yOff="{y}" xSize="{sw}" ySize="{sh}"/></SimpleSource>')
+        bands.append(f'<VRTRasterBand dataType="{"Byte" if dtype == "uint8" else "UInt16"}" '
+                     f'band="{b}">' + "".join(sources) + "</VRTRasterBand>")
+    xml = (f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}">'
+           f"<SRS>{crs.to_wkt()}</SRS><GeoTransform>{gt}</GeoTransform>" + "".join(bands)
+           + "</VRTDataset>")
+    path.write_text(xml)
+    return path
