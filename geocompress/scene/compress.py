@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import rasterio
 from distributed import as_completed
 from tqdm.auto import tqdm
 
@@ -27,6 +28,7 @@ from .cluster import dask_client, default_torch_threads
 from .workers import CodecSpec, encode_mask, get_codec
 
 PathLike = str | Path
+GDAL_CACHE_MB = 64
 
 
 @dataclass
@@ -55,7 +57,7 @@ def scan_block_max(paths: Sequence[str], grid: dict, rows: tuple[int, int],
     """Largest valid value in a block (first pass for uint16 scenes' bit depth)."""
     g = TileGrid.from_dict(grid)
     best = 0
-    with SceneReader([Path(p) for p in paths]) as reader:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), SceneReader([Path(p) for p in paths]) as reader:
         for r in range(*rows):
             for c in range(*cols):
                 pixels, valid = reader.read_tile(g, r, c)
@@ -79,7 +81,9 @@ def compress_block(store: str, paths: Sequence[str], rows: tuple[int, int], cols
     kept: list[tuple[int, int]] = []
     pixels_kept: list[np.ndarray] = []
     raw = 0
-    with SceneReader([Path(p) for p in paths]) as reader:
+    # GDAL's block cache defaults to 5% of RAM and fills as a large scene is read: cap it, so
+    # memory stays flat with scene size (each block is read once; the cache buys nothing).
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), SceneReader([Path(p) for p in paths]) as reader:
         for i, r in enumerate(range(*rows)):
             for j, c in enumerate(range(*cols)):
                 pixels, valid = reader.read_tile(grid, r, c)
@@ -127,7 +131,7 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                    bits: int | str = "auto", scheduler: str | None = None, workers: int = 1,
                    processes: bool = True, batch_size: int = 8, precision: str = "float64",
                    overwrite: bool = False, progress: bool = True, gpu: bool = False,
-                   on_block: Callable[[int], None] | None = None) -> CompressResult:
+                   torch_threads: int | None = None, on_block: Callable[[int], None] | None = None) -> CompressResult:
     """Compress ``source`` (a GeoTIFF, or a list of single-band files of one grid) into ``store``.
 
     Rerunning with the same arguments resumes an interrupted run; a store written with other
@@ -140,7 +144,9 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                        precision=precision, **(model_config or {}))
     grid = scene.grid(tile)
     store = Path(store)
-    threads = default_torch_threads(workers) if scheduler is None else None
+    # Dask's nanny starts workers with OMP/MKL threads = 1: give torch the cores explicitly
+    # (split between local worker processes); on an existing cluster, only when asked.
+    threads = torch_threads or (default_torch_threads(workers) if scheduler is None else None)
     spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
                         batch_size=batch_size, torch_threads=threads).to_dict()
     filter_cfg = {"min_valid_fraction": tile_filter.min_valid_fraction,
