@@ -43,3 +43,17 @@ def mosaic_vrt(path: Path, size: int, source: Path | None = None) -> Path:
            + "</VRTDataset>")
     path.write_text(xml)
     return path
+
+
+def synthetic_tiles(n: int, size: int = 256, noise: float = 12.0, vary: bool = False):
+    """``n`` RGB uint8 tiles with image-like structure plus noise (speed benchmarks only)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    out = []
+    for i in range(n):
+        fx, fy = (7.0 + i % 5, 11.0 + i % 3) if vary else (9.0, 13.0)
+        base = 128 + 60 * np.sin(xx / fx) * np.cos(yy / fy)
+        out.append(np.clip(base + rng.normal(0, noise, (3, size, size)), 0, 255))
+    return np.stack(out).astype(np.uint8)

@@ -22,6 +22,8 @@ import argparse
 import sys
 import time
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -29,13 +31,10 @@ from geocompress.codec import TileCodec, untrained
 
 
 def tiles(n: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:256, 0:256]
-    out = []
-    for i in range(n):
-        base = 128 + 60 * np.sin(xx / (7.0 + i % 5)) * np.cos(yy / (11.0 + i % 3))
-        out.append(np.clip(base + rng.normal(0, 10, (3, 256, 256)), 0, 255))
-    return np.stack(out).astype(np.uint8)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import synthetic_tiles
+
+    return synthetic_tiles(n, noise=10, vary=True)
 
 
 def main() -> None:
@@ -65,7 +64,7 @@ def main() -> None:
             model._decompress_ar(c["strings"][0][0], y_hat, params, 16, 16, 5, 2)
         ref_latent = (time.perf_counter() - y_hat_t) / 4 * len(x)
 
-    rows = [(f"compressai per-tile (float32)*", ref_latent, ref_total)]
+    rows = [("compressai per-tile (float32)*", ref_latent, ref_total)]
     for precision in ("float32", "float64"):
         codec = TileCodec(untrained("mbt2018", N=128, M=192), precision=precision,
                           batch_size=len(x))

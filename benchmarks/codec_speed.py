@@ -10,7 +10,10 @@ is only a sanity check. Times are wall-clock per tile, best of ``--repeat`` runs
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,11 +25,10 @@ MODELS = [("mgssnet", {"N": 128, "M": 192}), ("cheng2020-attn", {"N": 128}),
 
 
 def tiles(n: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:256, 0:256]
-    base = 128 + 60 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
-    return np.stack([np.clip(base + rng.normal(0, 12, (3, 256, 256)), 0, 255)
-                     for _ in range(n)]).astype(np.uint8)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import synthetic_tiles
+
+    return synthetic_tiles(n, noise=12, vary=False)
 
 
 def main() -> None:

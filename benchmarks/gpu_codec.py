@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import sys
 import time
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,13 +23,6 @@ import torch
 import geocompress
 from geocompress.codec import WeightsError
 
-
-def tiles(n: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:256, 0:256]
-    base = 128 + 60 * np.sin(xx / 9.0) * np.cos(yy / 13.0)
-    return np.stack([np.clip(base + rng.normal(0, 12, (3, 256, 256)), 0, 255)
-                     for _ in range(n)]).astype(np.uint8)
 
 
 class Utilisation:
@@ -70,6 +66,13 @@ def load(device: str, batch: int, checkpoint: str | None, precision: str):
         return geocompress.load_codec(**kw)
     except WeightsError:
         return geocompress.load_codec(pretrained=False, N=64, M=96, **kw)
+
+
+def tiles(n: int) -> np.ndarray:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import synthetic_tiles
+
+    return synthetic_tiles(n, noise=12, vary=False)
 
 
 def main() -> None:

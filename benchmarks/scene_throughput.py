@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import rasterio
 from distributed import Client, LocalCluster
 

@@ -83,7 +83,7 @@ def test_georeferencing_round_trip(scene, full_tif):
 
 def test_nodata_comes_back_as_nodata_and_constants_exactly(scene, full_tif):
     with rasterio.open(scene) as a, rasterio.open(full_tif) as b:
-        x, y = a.read(), b.read()
+        y = b.read()
         invalid = a.dataset_mask() == 0
     assert (y[:, invalid] == 0).all()                 # dropped tile and masked pixels
     np.testing.assert_array_equal(y[:, 64:128, 128:192], 77)  # constant tile: exact

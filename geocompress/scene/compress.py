@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..codec import load_codec
 from ..geo import SceneReader, TileFilter, TileGrid, TileStatus, constant_value, open_scene
 from ..geo.source import SceneInfo
-from ..store import StoreError, TileStore
+from ..store import TileStore
 from ..store.stac import write_stac_item
 from .cluster import dask_client, default_torch_threads
 from .workers import CodecSpec, encode_mask, get_codec
