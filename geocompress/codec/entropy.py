@@ -158,7 +158,7 @@ class LatentCoder:
             for j in range(w):
                 crop = y_hat[:, :, i:i + k, j:j + k]
                 ctx = self.ctx.conv_valid(crop)
-                gp = self.ep(torch.cat((params[:, :, i:i + 1, j:j + 1], ctx), dim=1))
+                gp = self.ep(torch.cat((params[:, :, i:i + 1, j:j + 1], ctx), dim=1), snap=False)
                 scales, means = gp.chunk(2, 1)
                 idx = self._indexes(scales).reshape(b, c).tolist()
                 means = means.reshape(b, c)

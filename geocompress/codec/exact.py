@@ -59,28 +59,53 @@ class _Layer:
             dims = (1, 2, 3) if isinstance(module, nn.Conv2d) else (0, 2, 3)
             self.row_sum = float(self.weight.abs().sum(dim=dims).max())
             self.bias_max = 0.0 if self.bias is None else float(self.bias.abs().max())
+            self.pointwise = (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
+                              and module.stride == (1, 1) and module.groups == 1)
+            if self.pointwise:  # a 1x1 convolution is a matrix product: cheaper, as exact
+                self.matrix = self.weight.reshape(self.weight.shape[0], -1).t().contiguous()
+            if mask is not None and isinstance(module, nn.Conv2d):
+                # the context model at one position: only the causal taps are non-zero
+                taps = mask[0, 0].reshape(-1).nonzero().reshape(-1).to(device)
+                o, c = self.weight.shape[:2]
+                self.taps = taps
+                self.causal = self.weight.reshape(o, c, -1)[:, :, taps].reshape(o, -1).t().contiguous()
         elif isinstance(module, nn.LeakyReLU):
             self.slope = float(module.negative_slope)
         elif not isinstance(module, (nn.ReLU, nn.PixelShuffle, nn.Identity)):
             raise ExactUnsupported(f"no exact evaluation for layer {self.kind}")
 
-    def _check(self, x: Tensor) -> None:
-        bound = float(x.abs().max()) * self.row_sum + self.bias_max if x.numel() else 0.0
-        if bound >= _LIMIT:
+    def bound(self, bound_in: float) -> float:
+        """Largest |output| a conv can produce from inputs bounded by ``bound_in``; refuses when a
+        partial sum could leave float64's exact range."""
+        if not isinstance(self.module, (nn.Conv2d, nn.ConvTranspose2d)):
+            return bound_in
+        out = bound_in * self.row_sum + self.bias_max
+        if out >= _LIMIT:
             raise OverflowError(
-                f"exact entropy-parameter path out of range in {self.kind} (bound {bound:.3g} "
+                f"exact entropy-parameter path out of range in {self.kind} (bound {out:.3g} "
                 f">= {_LIMIT:.3g}); the latent is too large for bit-exact decoding")
+        return out + 2.0 ** -ACT_BITS
 
     def conv_valid(self, x: Tensor) -> Tensor:
-        """The convolution without padding: the context model evaluated on one k x k crop."""
-        self._check(x)
-        return to_grid(F.conv2d(x, self.weight, self.bias))
+        """The masked convolution at one position (a k x k crop -> 1 x 1), causal taps only."""
+        self.bound(float(x.abs().max()) if x.numel() else 0.0)
+        b = x.shape[0]
+        cols = x.reshape(b, x.shape[1], -1)[:, :, self.taps].reshape(b, -1)
+        y = cols @ self.causal
+        if self.bias is not None:
+            y = y + self.bias
+        return to_grid(y).reshape(b, -1, 1, 1)
 
     def __call__(self, x: Tensor) -> Tensor:
         m = self.module
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            self._check(x)
-            if isinstance(m, nn.Conv2d):
+            if self.pointwise:
+                b, c, h, w = x.shape
+                y = x.permute(0, 2, 3, 1).reshape(-1, c) @ self.matrix
+                if self.bias is not None:
+                    y = y + self.bias
+                y = y.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+            elif isinstance(m, nn.Conv2d):
                 y = F.conv2d(x, self.weight, self.bias, m.stride, m.padding, m.dilation, m.groups)
             else:
                 y = F.conv_transpose2d(x, self.weight, self.bias, m.stride, m.padding,
@@ -102,14 +127,22 @@ def _flatten(module: nn.Module) -> list[nn.Module]:
 
 
 class ExactNet:
-    """A ``nn.Sequential`` (or single layer) evaluated exactly; inputs are snapped to the grid."""
+    """A ``nn.Sequential`` (or single layer) evaluated exactly.
+
+    The range check is done once per call: the input's magnitude is propagated through the
+    layers' worst-case gains, so no layer can leave float64's exact range unnoticed."""
 
     def __init__(self, module: nn.Module, device: torch.device | str = "cpu") -> None:
         device = torch.device(device)
         self.layers = [_Layer(m, device) for m in _flatten(module)]
 
-    def __call__(self, x: Tensor) -> Tensor:
-        x = to_grid(x)
+    def __call__(self, x: Tensor, snap: bool = True) -> Tensor:
+        """``snap=False`` for inputs already on the activation grid (outputs of exact layers)."""
+        if snap:
+            x = to_grid(x)
+        bound = float(x.abs().max()) if x.numel() else 0.0
+        for layer in self.layers:
+            bound = layer.bound(bound)
         with no_cudnn():
             for layer in self.layers:
                 x = layer(x)

@@ -116,13 +116,12 @@ class TileCodec:
                              f"({2 ** b - 1})")
         return b
 
-    def _groups(self, x: np.ndarray) -> list[np.ndarray]:
-        c, n = x.shape[0], self.group
-        out = []
+    def _groups(self, c: int) -> list[list[int]]:
+        """Band indices of each group of ``self.group`` bands (a short last group repeats)."""
+        n, out = self.group, []
         for start in range(0, c, n):
             idx = list(range(start, min(start + n, c)))
-            idx += [idx[-1]] * (n - len(idx))
-            out.append(x[idx])
+            out.append(idx + [idx[-1]] * (n - len(idx)))
         return out
 
     def _padded(self, h: int, w: int) -> tuple[int, int]:
@@ -142,9 +141,8 @@ class TileCodec:
             ph, pw = self._padded(h, w)
             headers.append(TileHeader(self.arch, bytes.fromhex(self.digest[:16]), self.quality,
                                       tile.dtype, b, c, h, w, ph, pw))
-            scaled = tile.astype(np.float64) / (2 ** b - 1)
-            for g, img in enumerate(self._groups(scaled)):
-                jobs.append((t, g, img))
+            for g, idx in enumerate(self._groups(c)):
+                jobs.append((t, g, (tile, idx, 2 ** b - 1)))  # scaled per batch, not all at once
         streams, recon = self._run_encode(jobs, headers, reconstruct)
         strings = [pack(TileString(headers[t], streams[t])) for t in range(len(tiles))]
         if not reconstruct:
@@ -167,7 +165,8 @@ class TileCodec:
         order = {(t, g): i for i, (t, g, _) in enumerate(jobs)}
         out_streams: dict[tuple[int, int], list[bytes]] = {}
         for (ph, pw), batch in self._batches(jobs, headers):
-            x = torch.stack([torch.from_numpy(np.ascontiguousarray(img)) for _, _, img in batch])
+            x = torch.stack([torch.from_numpy(tile[idx].astype(np.float64) / peak)
+                             for _, _, (tile, idx, peak) in batch])
             x = x.to(self.device, self.dtype)
             h, w = x.shape[-2:]
             x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")

@@ -100,8 +100,9 @@ def compress_block(store: str, paths: Sequence[str], rows: tuple[int, int], cols
                 masks[i, j] = encode_mask(valid | ~inside)  # only in-scene nodata is recorded
                 kept.append((i, j))
                 pixels_kept.append(pixels)
-    if pixels_kept:
-        for (i, j), s in zip(kept, codec.encode(pixels_kept, bits=bits)):
+    n = max(1, codec.batch_size)
+    for k in range(0, len(kept), n):  # batch by batch: a block's float copies never coexist
+        for (i, j), s in zip(kept[k:k + n], codec.encode(pixels_kept[k:k + n], bits=bits)):
             strings[i, j] = s
     ts.write_block(slice(*rows), slice(*cols), strings, status, constants, masks)
     return {"tiles": status.size, "written": len(kept), "bytes": sum(len(s) for s in strings.ravel()
