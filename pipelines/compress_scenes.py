@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from distributed import Client, LocalCluster
 
 from geocompress import metrics
 from geocompress.scene import compress_scene, decompress_scene, store_info
@@ -37,7 +39,8 @@ def check(scene: Path | list[Path], out: Path, kw: dict) -> dict:
     name = paths[0].parent.name if isinstance(scene, list) else paths[0].stem
     t = time.perf_counter()
     r = compress_scene(scene, out / f"{name}.zarr", overwrite=True, progress=False, **kw)
-    tif = decompress_scene(out / f"{name}.zarr", out / f"{name}.tif", progress=False)
+    tif = decompress_scene(out / f"{name}.zarr", out / f"{name}.tif", progress=False,
+                           scheduler=kw.get("scheduler"))
     with rasterio.open(paths[0]) as a, rasterio.open(tif) as b:
         count = sum(rasterio.open(p).count for p in paths)
         geo = (a.crs == b.crs and a.transform == b.transform and a.shape == b.shape
@@ -66,18 +69,24 @@ def main() -> int:
     ap.add_argument("--arch", default="mgssnet")
     ap.add_argument("--quality", type=int)
     ap.add_argument("--untrained", action="store_true")
+    ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     kw: dict = {"arch": args.arch, "quality": args.quality}
     if args.untrained:
         kw.update(pretrained=False, model_config={"N": 16, "M": 24})
     rows = []
-    for scene in scenes_in(args.folder):
-        try:
-            rows.append(check(scene, args.out, kw))
-        except Exception as e:  # noqa: BLE001 - report every scene, then fail
-            rows.append({"scene": str(scene), "error": f"{type(e).__name__}: {e}"})
-        print(rows[-1], flush=True)
+    # one cluster for the whole folder: workers load the model once, not once per scene
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster):
+        kw.update(scheduler=cluster.scheduler_address,
+                  torch_threads=max(1, (os.cpu_count() or 1) // args.workers))
+        for scene in scenes_in(args.folder):
+            try:
+                rows.append(check(scene, args.out, kw))
+            except Exception as e:  # noqa: BLE001 - report every scene, then fail
+                rows.append({"scene": str(scene), "error": f"{type(e).__name__}: {e}"})
+            print(rows[-1], flush=True)
     with open(args.out / "scenes.csv", "w", newline="") as f:
         keys = sorted({k for r in rows for k in r})
         w = csv.DictWriter(f, fieldnames=keys)
