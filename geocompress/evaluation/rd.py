@@ -1,0 +1,502 @@
+"""Rate-distortion measurement of classical and learned codecs, per image, resumable.
+
+One record per (codec, setting, image): bytes, ``bpp`` (every byte of the file / string over
+H x W), ``psnr`` (fixed peak: ``2**bits - 1``), ``psnr_paper`` (eq. 10: per-band peak = that
+band's maximum, averaged over bands), ``ms_ssim`` and ``ms_ssim_db`` (eq. 11; NaN for images of
+160 px or less, below MS-SSIM's five scales), encode / decode seconds. Records are appended as
+JSON lines to a cache file as soon as they exist, so an interrupted run resumes where it stopped;
+a learned codec's records carry its weights digest and are redone when the checkpoint changes.
+
+Averages are taken per (codec, setting) over the images, as CompressAI and the paper do: the
+RD curve of a codec is its mean bpp against its mean quality at each setting.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import classical as C
+from .images import EvalImage, ImageSet
+
+METRICS = ("psnr_paper", "psnr", "ms_ssim_db")
+METRIC_LABELS = {"psnr_paper": "PSNR (eq. 10, per-band peak) [dB]",
+                 "psnr": "PSNR (fixed peak) [dB]", "ms_ssim_db": "MS-SSIM [dB] (eq. 11)",
+                 "ms_ssim": "MS-SSIM"}
+
+# Sweeps spanning ~0.1 .. 2 bpp on 256 x 256 RGB aerial tiles (measured on UC Merced test tiles),
+# the range of the paper's RD figures; the codecs' own default grids reach far higher rates.
+EVAL_GRIDS: dict[str, tuple[float, ...]] = {
+    "jpeg2000": (0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.2, 1.6, 2.0),
+    "webp": (0, 5, 15, 30, 50, 65, 75, 82),
+    "avif": (5, 15, 25, 35, 45, 52, 58, 64),
+    "jpegxl": (0, 10, 20, 35, 50, 65, 75, 85),
+    "bpg-hevc": (48, 45, 42, 39, 36, 33, 30, 27, 24),
+}
+
+CLASSICAL_LABELS = {"jpeg2000": "JPEG 2000 (OpenJPEG)", "webp": "WebP (libwebp)",
+                    "avif": "AVIF (libaom)", "jpegxl": "JPEG XL (libjxl)",
+                    "bpg-hevc": "BPG-like: HEVC intra (x265, HEIF)"}
+LEARNED_LABELS = {"mgssnet": "MGSSNet", "mbt2018": "Minnen et al. (joint)",
+                  "mbt2018-mean": "Minnen et al. (mean)", "bmshj2018-hyperprior": "Ballé et al. (hyperprior)",
+                  "bmshj2018-factorized": "Ballé et al. (factorized-ReLU)",
+                  "cheng2020-attn": "Cheng et al. (attn)"}
+
+__all__ = [
+    "EVAL_GRIDS",
+    "METRICS",
+    "ClassicalSpec",
+    "LearnedSpec",
+    "RDCache",
+    "average",
+    "curve",
+    "discover_runs",
+    "measure",
+    "run_classical",
+    "run_learned",
+]
+
+
+# ------------------------------------------------------------------------------------------ specs
+
+@dataclass(frozen=True)
+class ClassicalSpec:
+    """A classical codec and its sweep (codec quality parameters; None -> :data:`EVAL_GRIDS`)."""
+
+    codec: str
+    grid: tuple[float, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.codec
+
+    @property
+    def label(self) -> str:
+        return CLASSICAL_LABELS.get(self.codec, self.codec)
+
+    def settings(self) -> tuple[float, ...]:
+        if self.grid is not None:
+            return tuple(self.grid)
+        return EVAL_GRIDS.get(self.codec, C.get_codec(self.codec).default_grid)
+
+
+@dataclass
+class LearnedSpec:
+    """A learned codec: one checkpoint per quality, shipped weights, or the untrained architecture.
+
+    ``checkpoints``: quality -> checkpoint path (a path that does not exist is reported as missing);
+    ``shipped=True``: the package's shipped qualities of ``arch``; ``untrained=True``: the
+    fixed-seed architecture built from ``config`` (pipeline tests only). ``groups`` put the codec
+    on the report's figures: "main" (the paper's comparison), "ablation", "generalization".
+    """
+
+    name: str
+    arch: str | None = None
+    checkpoints: dict[int, str] = field(default_factory=dict)
+    shipped: bool = False
+    untrained: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    groups: tuple[str, ...] = ("main",)
+    precision: str = "float64"
+    batch_size: int = 8
+    expected: str | None = None  # where checkpoints were looked for (for the report's "Missing")
+    _loaded: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def display(self) -> str:
+        return self.label or LEARNED_LABELS.get(self.name, self.name)
+
+    def available(self) -> tuple[dict[int, str | None], list[str]]:
+        """(quality -> checkpoint or None for shipped/untrained, reasons for what is missing)."""
+        found: dict[int, str | None] = {}
+        missing: list[str] = []
+        if self.untrained:
+            return {0: None}, []
+        if self.shipped:
+            from geocompress.codec.weights import shipped_index
+
+            idx = shipped_index().get(self.arch or self.name)
+            if not idx:
+                missing.append(f"{self.name}: no shipped weights for {self.arch or self.name}")
+            else:
+                for q in sorted(int(k) for k in idx["qualities"]):
+                    found[q] = None
+        for q, p in sorted(self.checkpoints.items()):
+            if Path(p).is_file():
+                found[int(q)] = str(p)
+            else:
+                missing.append(f"{self.name} q{q}: {p}")
+        if not found and not missing:
+            missing.append(f"{self.name}: no checkpoint" + (f" (looked for {self.expected})"
+                                                            if self.expected else " given"))
+        return found, missing
+
+    def source_id(self, quality: int, checkpoint: str | None) -> str:
+        """Identity of the weights behind a quality, cheap to compute (no model load): cached
+        records are reused only while it is unchanged (a retrained checkpoint is measured again)."""
+        if self.untrained:
+            return f"untrained:{self.arch or self.name}:{json.dumps(self.config, sort_keys=True)}"
+        if checkpoint is None:
+            from geocompress.codec.weights import shipped_path
+
+            return f"shipped:{shipped_path(self.arch or self.name, quality)[2]}"
+        st = Path(checkpoint).stat()
+        return f"file:{Path(checkpoint).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+    def load(self, quality: int, checkpoint: str | None, device: str = "cpu"):
+        """The :class:`~geocompress.codec.TileCodec` of one quality (memoised: the report loads
+        a codec for RD, visual comparison and classification once)."""
+        from geocompress.codec import load_codec
+
+        key = (quality, checkpoint, device)
+        if key in self._loaded:
+            return self._loaded[key]
+        common = {"device": device, "precision": self.precision, "batch_size": self.batch_size}
+        if self.untrained:
+            codec = load_codec(self.arch or self.name, pretrained=False, **common, **self.config)
+        elif checkpoint is None:
+            codec = load_codec(self.arch or self.name, quality=quality, pretrained=True, **common)
+        else:
+            codec = load_codec(self.arch or self.name, quality=quality, checkpoint=checkpoint, **common)
+        self._loaded.clear()  # keep one model in memory at a time
+        self._loaded[key] = codec
+        return codec
+
+
+def discover_runs(runs: str | os.PathLike, names: Iterable[str] | None = None,
+                  export: str = "model.pt") -> dict[str, dict[int, str]]:
+    """Checkpoints laid out as the trainer writes them: ``runs/<name>/q<quality>/model.pt``.
+
+    With ``names``, every name is in the result (an empty dict when none was found), so a missing
+    codec shows up in the report instead of silently disappearing."""
+    runs = Path(runs)
+    out: dict[str, dict[int, str]] = {n: {} for n in (names or [])}
+    if runs.is_dir():
+        for d in sorted(runs.iterdir()):
+            if not d.is_dir() or (names is not None and d.name not in out):
+                continue
+            for q in sorted(d.glob("q*")):
+                if q.name[1:].isdigit() and (q / export).is_file():
+                    out.setdefault(d.name, {})[int(q.name[1:])] = str(q / export)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+class RDCache:
+    """JSON-lines store of records keyed by (codec, setting, image); appends survive a kill."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.records: dict[tuple[str, str, str], dict[str, Any]] = {}
+        if self.path.exists():
+            with open(self.path, "rb+") as fb:  # a line cut by a kill: end it, so appends stay whole
+                fb.seek(0, os.SEEK_END)
+                if fb.tell():
+                    fb.seek(-1, os.SEEK_END)
+                    if fb.read(1) != b"\n":
+                        fb.write(b"\n")
+            with open(self.path) as f:
+                for line in f:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        r = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut by a kill: redo that record
+                        continue
+                    self.records[self.key(r)] = r
+
+    @staticmethod
+    def key(r: dict[str, Any]) -> tuple[str, str, str]:
+        return str(r["codec"]), str(r["setting"]), str(r["image"])
+
+    def get(self, codec: str, setting: Any, image: str, digest: str | None = None) -> dict | None:
+        r = self.records.get((codec, str(setting), image))
+        if r is not None and digest is not None and r.get("digest") != digest:
+            return None
+        return r
+
+    def add(self, r: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(r, default=_json_default) + "\n")
+        self.records[self.key(r)] = r
+
+    def select(self, codec: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.records.values() if codec is None or r["codec"] == codec]
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(type(o))
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: MS-SSIM's small convolutions gain nothing from more, and on a
+    shared machine a second thread that has to wait makes them ~10x slower (measured: 0.08 s vs
+    0.7-1.2 s per 256 x 256 image beside a training run on 2 cores)."""
+    import torch
+
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def measure(orig: np.ndarray, recon: np.ndarray, nbytes: int, peak: float) -> dict[str, float]:
+    """Rate and distortion of one C x H x W reconstruction (see the module docstring)."""
+    from geocompress import metrics as M
+
+    orig = np.asarray(orig)
+    recon = np.asarray(recon).reshape(orig.shape)
+    _, h, w = orig.shape
+    out = {"bytes": int(nbytes), "bpp": 8.0 * nbytes / (h * w),
+           "psnr": M.psnr(orig, recon, peak=peak), "psnr_paper": M.psnr_paper(orig, recon)}
+    if min(h, w) > 160:
+        with one_thread():
+            v = M.ms_ssim(orig, recon, peak=peak)
+        out["ms_ssim"], out["ms_ssim_db"] = v, M.to_db(v)
+    else:
+        out["ms_ssim"] = out["ms_ssim_db"] = float("nan")
+    return out
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def _classical_input(im: EvalImage) -> np.ndarray:
+    a = im.hwc
+    return a if a.shape[2] in (1, 3) else np.ascontiguousarray(a[:, :, :3])
+
+
+def classical_roundtrip(codec: str, im: EvalImage, param: float) -> tuple[dict[str, Any], np.ndarray]:
+    """Encode + decode one image at one parameter; the record and the C x H x W reconstruction."""
+    a = _classical_input(im)
+    t0 = time.perf_counter()
+    data = C.encode(codec, a, param)
+    t1 = time.perf_counter()
+    dec = C.decode(codec, data, bands=a.shape[2])
+    t2 = time.perf_counter()
+    recon = np.moveaxis(dec.reshape(a.shape), -1, 0)
+    orig = np.moveaxis(a, -1, 0)
+    rec = {**measure(orig, recon, len(data), im.peak), "enc_s": t1 - t0, "dec_s": t2 - t1}
+    return rec, recon
+
+
+def run_classical(spec: ClassicalSpec, images: ImageSet, cache: RDCache, progress: bool = True
+                  ) -> list[dict[str, Any]]:
+    """Sweep ``spec`` over ``images``; cached records are reused, new ones appended."""
+    settings = spec.settings()
+    out = []
+    with _progress(len(settings) * len(images), spec.codec, progress) as bar:
+        for im in images:
+            for p in settings:
+                r = cache.get(spec.codec, p, im.name)
+                if r is None:
+                    r = {"codec": spec.codec, "kind": "classical", "setting": p, "image": im.name,
+                         "label": im.label}
+                    try:
+                        r.update(classical_roundtrip(spec.codec, im, p)[0])
+                    except C.UnsupportedInput as e:
+                        r["error"] = str(e)
+                    cache.add(r)
+                out.append(r)
+                bar.update(1)
+    return out
+
+
+def run_learned(spec: LearnedSpec, images: ImageSet, cache: RDCache, progress: bool = True,
+                device: str = "cpu") -> tuple[list[dict[str, Any]], list[str]]:
+    """Encode and decode ``images`` at every available quality of ``spec``.
+
+    Returns the records and what was missing (checkpoints that do not exist)."""
+    found, missing = spec.available()
+    out: list[dict[str, Any]] = []
+    for q, ckpt in found.items():
+        sid = spec.source_id(q, ckpt)
+        todo = [im for im in images if cache.get(spec.name, q, im.name, sid) is None]
+        out += [cache.get(spec.name, q, im.name) for im in images if im not in todo]
+        if not todo:
+            continue
+        codec = spec.load(q, ckpt, device=device)
+        with _progress(len(images), f"{spec.name} q{q}", progress) as bar:
+            bar.update(len(images) - len(todo))
+            step = max(1, spec.batch_size)
+            for i in range(0, len(todo), step):
+                chunk = todo[i:i + step]
+                for bits in sorted({im.bits for im in chunk}, key=lambda b: -1 if b is None else b):
+                    part = [im for im in chunk if im.bits == bits]
+                    t0 = time.perf_counter()
+                    strings = codec.encode([im.pixels for im in part], bits=bits)
+                    t1 = time.perf_counter()
+                    recons = codec.decode(strings)
+                    t2 = time.perf_counter()
+                    for im, s, x in zip(part, strings, recons):
+                        r = {"codec": spec.name, "kind": "learned", "setting": q, "image": im.name,
+                             "label": im.label, "arch": codec.arch, "digest": sid,
+                             "weights": codec.digest, "checkpoint": ckpt,
+                             **measure(im.pixels, x, len(s), im.peak),
+                             "enc_s": (t1 - t0) / len(part), "dec_s": (t2 - t1) / len(part)}
+                        cache.add(r)
+                        out.append(r)
+                    bar.update(len(part))
+    return out, missing
+
+
+# -------------------------------------------------------------------------------------- averaging
+
+def average(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean bpp and quality per (codec, setting), with the number of images; failed records
+    (unsupported input) are left out and counted."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["codec"], str(r["setting"])), []).append(r)
+    rows = []
+    for (codec, setting), rs in groups.items():
+        ok = [r for r in rs if "error" not in r]
+        row: dict[str, Any] = {"codec": codec, "kind": rs[0]["kind"], "setting": rs[0]["setting"],
+                               "images": len(ok), "failed": len(rs) - len(ok)}
+        for k in ("bpp", "psnr", "psnr_paper", "ms_ssim", "ms_ssim_db", "enc_s", "dec_s"):
+            vals = np.array([r[k] for r in ok if k in r], dtype=np.float64)
+            vals = vals[np.isfinite(vals)]
+            row[k] = float(vals.mean()) if vals.size else float("nan")
+        rows.append(row)
+    rows.sort(key=lambda r: (r["codec"], r["bpp"] if math.isfinite(r["bpp"]) else 0.0))
+    return rows
+
+
+def curve(rows: Sequence[dict[str, Any]], codec: str, metric: str, monotone: bool = True
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(bpp, metric) of ``codec``'s averaged points, by rate. ``monotone`` keeps only points that
+    raise both rate and quality over the previous kept one: Bjøntegaard's piecewise interpolation
+    needs a strictly increasing curve, and a point that spends more bits for no gain is dominated."""
+    pts = sorted((r["bpp"], r[metric]) for r in rows
+                 if r["codec"] == codec and r["images"] and math.isfinite(r["bpp"])
+                 and math.isfinite(r[metric]) and r["bpp"] > 0)
+    if monotone:
+        kept: list[tuple[float, float]] = []
+        for b, q in pts:
+            if not kept or (b > kept[-1][0] and q > kept[-1][1]):
+                kept.append((b, q))
+        pts = kept
+    if not pts:
+        return np.zeros(0), np.zeros(0)
+    b, q = zip(*pts)
+    return np.asarray(b), np.asarray(q)
+
+
+def bd_matrix(rows: Sequence[dict[str, Any]], tests: Sequence[str], anchors: Sequence[str],
+              metric: str = "psnr_paper") -> list[dict[str, Any]]:
+    """BD-rate (%) and BD-<metric> (dB) of every test codec against every anchor (pchip, the
+    JVET method, through :mod:`.bd`); NaN where a curve has < 2 points or the curves do not
+    overlap."""
+    from .bd import bd_psnr, bd_rate
+
+    out = []
+    for t in tests:
+        rt, qt = curve(rows, t, metric)
+        for a in anchors:
+            if a == t:
+                continue
+            ra, qa = curve(rows, a, metric)
+            br = bq = float("nan")
+            if len(rt) >= 2 and len(ra) >= 2:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    br, bq = bd_rate(ra, qa, rt, qt), bd_psnr(ra, qa, rt, qt)
+            out.append({"test": t, "anchor": a, "metric": metric, "bd_rate_pct": br,
+                        "bd_quality_db": bq, "test_points": len(rt), "anchor_points": len(ra)})
+    return out
+
+
+def quality_at(rows: Sequence[dict[str, Any]], codec: str, metric: str, rates: Sequence[float]
+               ) -> list[float]:
+    """``metric`` of ``codec``'s curve at ``rates`` (log-rate pchip; NaN outside its range)."""
+    from .bd import interp_psnr_at_rate
+
+    b, q = curve(rows, codec, metric)
+    if len(b) < 2:
+        return [float("nan")] * len(rates)
+    return [float(v) for v in np.atleast_1d(interp_psnr_at_rate(b, q, list(rates)))]
+
+
+def nearest_setting(records: Sequence[dict[str, Any]], codec: str, target_bpp: float,
+                    image: str | None = None) -> Any | None:
+    """The setting of ``codec`` whose bpp (on ``image``, or averaged) is closest to the target."""
+    rs = [r for r in records if r["codec"] == codec and "error" not in r
+          and (image is None or r["image"] == image)]
+    if not rs:
+        return None
+    if image is not None:
+        return min(rs, key=lambda r: abs(r["bpp"] - target_bpp))["setting"]
+    rows = average(rs)
+    return min(rows, key=lambda r: abs(r["bpp"] - target_bpp))["setting"]
+
+
+def reconstruct_near(spec: ClassicalSpec | LearnedSpec, images: Sequence[EvalImage], target_bpp: float,
+                     records: Sequence[dict[str, Any]], per_image: bool = False, device: str = "cpu"
+                     ) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """Reconstructions of ``images`` by ``spec`` near ``target_bpp``, with their records.
+
+    Classical codecs hit the rate per image (:func:`classical.encode_at_bpp`: the largest file at
+    or under the target; the cheapest setting when even that is over). Learned codecs have a few
+    qualities: the one whose bpp is nearest the target, on each image (``per_image``) or on
+    average over ``records`` (one quality for the whole set, as the paper's Fig. 15 does)."""
+    out: list[tuple[np.ndarray, dict[str, Any]]] = []
+    if isinstance(spec, ClassicalSpec):
+        c = C.get_codec(spec.codec)
+        for im in images:
+            a = _classical_input(im)
+            try:
+                _, _, param = C._encode_at_bpp(spec.codec, a, float(target_bpp))
+            except ValueError:
+                param = c.param_range[0] if c.increasing else c.param_range[1]
+            rec, recon = classical_roundtrip(spec.codec, im, float(param))
+            out.append((recon, {"codec": spec.codec, "setting": float(param), "image": im.name, **rec}))
+        return out
+    found, _ = spec.available()
+    if not found:
+        return out
+    fixed = None if per_image else nearest_setting(records, spec.name, target_bpp)
+    by_q: dict[Any, list[int]] = {}
+    for i, im in enumerate(images):
+        q = nearest_setting(records, spec.name, target_bpp, im.name) if per_image else fixed
+        q = next(iter(found)) if q is None or int(q) not in found else int(q)
+        by_q.setdefault(q, []).append(i)
+    results: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+    for q, idx in by_q.items():
+        codec = spec.load(q, found[q], device=device)
+        for j in range(0, len(idx), max(1, spec.batch_size)):
+            part = idx[j:j + max(1, spec.batch_size)]
+            for bits in {images[i].bits for i in part}:
+                sub = [i for i in part if images[i].bits == bits]
+                strings = codec.encode([images[i].pixels for i in sub], bits=bits)
+                for i, s, x in zip(sub, strings, codec.decode(strings)):
+                    im = images[i]
+                    results[i] = (x, {"codec": spec.name, "setting": q, "image": im.name,
+                                      **measure(im.pixels, x, len(s), im.peak)})
+    return [results[i] for i in range(len(images))]

@@ -1,0 +1,560 @@
+"""One evaluation report, the paper's experiments on any image set: ``reports/<name>/``.
+
+What :func:`run_report` writes (every step resumable through JSON-lines caches in the folder):
+
+==============================  ==============================================================
+``README.md``                   summary: data, codecs, BD tables, quality at fixed rates,
+                                visual comparison, classification, what was missing, notes
+``images.csv``                  the evaluated images (name, label, shape, dtype, peak)
+``rd.jsonl`` / ``per_image.csv``  one record per (codec, setting, image)
+``rd_average.csv``              mean bpp / PSNR (eq. 10, fixed peak) / MS-SSIM (dB) per setting
+``bd_<metric>.csv``             BD-rate (%) and BD-quality (dB) of every codec vs every anchor
+``quality_at_rates.csv``        each codec's quality at fixed rates (log-rate interpolation)
+``rd_<group>_<metric>.png``     RD curves: ``main`` (the paper's Figs. 8-9), ``ablation``
+                                (Figs. 12-13), ``generalization`` (Fig. 14)
+``bd_<group>.csv``              BD within the ablation / generalization groups vs their reference
+``visual_<bpp>bpp.png`` + csv   one tile from every codec near that rate, zoomed crops (Figs. 10-11)
+``classification.csv``          OA of the classifier on each codec's reconstructions (Fig. 15)
+``confusion_*.png``             confusion matrices (Fig. 16)
+``config.json``                 the run's configuration, for reruns
+==============================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import classical as C
+from .images import ImageSet
+from .rd import (
+    METRIC_LABELS,
+    METRICS,
+    ClassicalSpec,
+    LearnedSpec,
+    RDCache,
+    average,
+    bd_matrix,
+    curve,
+    quality_at,
+    reconstruct_near,
+    run_classical,
+    run_learned,
+)
+
+GROUPS = ("main", "ablation", "generalization")
+GROUP_TITLES = {"main": "codec comparison (paper Figs. 8-9)",
+                "ablation": "ablation: MGSSNet module sets (paper Figs. 12-13)",
+                "generalization": "generalization: modules in the factorized-ReLU baseline (paper Fig. 14)"}
+
+# reference codec of each group: BD deltas of the group are taken against it
+GROUP_REFS = {"ablation": "mgssnet-baseline", "generalization": "bmshj2018-factorized"}
+BASELINES = ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-attn")
+# trained as mgssnet with config modules=baseline|ssif|mhg (the full model is "mgssnet" itself)
+ABLATION = {"mgssnet-baseline": "MGSSNet baseline (no attention)",
+            "mgssnet-ssif": "MGSSNet (SSIF-AM)", "mgssnet-mhg": "MGSSNet (MHG-AM)"}
+GENERALIZATION = {"bmshj2018-factorized-ssif": "Ballé et al. (factorized-ReLU) + SSIF-AM",
+                  "bmshj2018-factorized-mhg": "Ballé et al. (factorized-ReLU) + MHG-AM",
+                  "bmshj2018-factorized-lgcm": "Ballé et al. (factorized-ReLU) + LGCM"}
+
+__all__ = ["ClassificationSetup", "ReportConfig", "paper_learned_specs", "run_report"]
+
+
+def paper_learned_specs(runs: str | Path = "runs", shipped: bool = True) -> list[LearnedSpec]:
+    """The paper's learned codecs: MGSSNet (shipped weights, else ``runs/mgssnet``), the five
+    CompressAI baselines, the ablation module sets and the generalization variants, each from
+    ``runs/<name>/q<n>/model.pt`` (what the trainer exports). Codecs without checkpoints stay in
+    the list: the report names them under *Missing*."""
+    from .rd import discover_runs
+
+    names = ["mgssnet", *BASELINES, *ABLATION, *GENERALIZATION]
+    found = discover_runs(runs, names)
+    specs: list[LearnedSpec] = []
+    use_shipped = False
+    if shipped:
+        from geocompress.codec.weights import shipped_index
+
+        use_shipped = bool(shipped_index().get("mgssnet"))
+    specs.append(LearnedSpec("mgssnet", "mgssnet", {} if use_shipped else found["mgssnet"],
+                             shipped=use_shipped, groups=("main", "ablation")))
+    for b in BASELINES:
+        specs.append(LearnedSpec(b, b, found[b], groups=("main", "generalization")
+                                 if b == "bmshj2018-factorized" else ("main",)))
+    for n, label in ABLATION.items():
+        specs.append(LearnedSpec(n, "mgssnet", found[n], label=label, groups=("ablation",)))
+    for n, label in GENERALIZATION.items():
+        specs.append(LearnedSpec(n, None, found[n], label=label, groups=("generalization",)))
+    for s in specs:  # where a missing codec was looked for, so the report can say so
+        s.expected = str(Path(runs) / s.name / "q<n>" / "model.pt")
+    return specs
+
+
+@dataclass
+class ClassificationSetup:
+    """Downstream classification: train on ``train`` originals, test on ``test`` reconstructions
+    near ``target_bpp``. ``test`` None -> the report's images (they must be labelled);
+    ``classifier``: an already trained checkpoint to use instead of training one."""
+
+    train: ImageSet | None = None
+    val: ImageSet | None = None
+    test: ImageSet | None = None
+    target_bpp: float = 0.8
+    config: Any = None  # ClassifierConfig; None -> defaults
+    classifier: str | None = None
+    codecs: list[str] | None = None  # None -> every codec of the report
+
+
+@dataclass
+class ReportConfig:
+    """Everything one report needs; see the module docstring for what it writes."""
+
+    name: str
+    images: ImageSet
+    classical: list[ClassicalSpec] = field(default_factory=list)
+    learned: list[LearnedSpec] = field(default_factory=list)
+    anchors: list[str] | None = None          # None -> every classical codec
+    metrics: tuple[str, ...] = METRICS
+    rates: tuple[float, ...] = (0.25, 0.5, 1.0)
+    visual_bpp: float | None = 0.3
+    visual_image: str | None = None
+    classification: ClassificationSetup | None = None
+    out_root: Path = Path("reports")
+    progress: bool = True
+    device: str = "cpu"
+    command: str | None = None
+    threads: int | None = None                # torch threads for the learned codecs (None: as is)
+    group_refs: dict[str, str] = field(default_factory=lambda: dict(GROUP_REFS))
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _say(cfg: ReportConfig, msg: str) -> None:
+    if cfg.progress:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Path:
+    fields = list(fields or (list(rows[0]) if rows else []))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt_csv(r.get(k)) for k in fields})
+    return path
+
+
+def _fmt_csv(v: Any) -> Any:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else (f"{v:.6g}" if abs(v) < 1e6 else v)
+    return v
+
+
+def _num(v: float, digits: int = 2, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def _setting(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def _environment() -> dict[str, str]:
+    env = {"python": platform.python_version(), "machine": f"{platform.machine()} {platform.system()}"}
+    for mod in ("torch", "compressai", "imagecodecs", "pillow_heif", "PIL", "bjontegaard"):
+        try:
+            m = __import__(mod)
+            env[mod] = str(getattr(m, "__version__", "?"))
+        except Exception:  # noqa: BLE001 - optional packages
+            env[mod] = "not installed"
+    try:
+        import pillow_heif
+
+        info = pillow_heif.libheif_info()
+        env["libheif"] = str(info.get("libheif", info.get("version", "?")))
+    except Exception:  # noqa: BLE001
+        pass
+    return env
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------- run
+
+def run_report(cfg: ReportConfig) -> Path:
+    """Measure everything ``cfg`` asks for and write ``<out_root>/<name>/``; returns that folder."""
+    if not cfg.threads:
+        return _run(cfg)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(cfg.threads))
+    try:
+        return _run(cfg)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(cfg: ReportConfig) -> Path:
+    out = Path(cfg.out_root) / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    images = cfg.images
+    if not len(images):
+        raise ValueError(f"no images to evaluate in {images.description or images.name}")
+    for s in cfg.classical:
+        C.get_codec(s.codec)  # unknown names fail before any work
+    unavailable = [s.codec for s in cfg.classical if not C.get_codec(s.codec).available]
+    classical = [s for s in cfg.classical if s.codec not in unavailable]
+    _write_config(out, cfg)
+    _write_csv(out / "images.csv", [{"name": im.name, "label": im.label or "",
+                                     "shape": "x".join(map(str, im.pixels.shape)),
+                                     "dtype": str(im.pixels.dtype), "peak": im.peak} for im in images])
+
+    # -- rate-distortion ------------------------------------------------------------------------
+    cache = RDCache(out / "rd.jsonl")
+    _say(cfg, f"{cfg.name}: {len(images)} images, {len(classical)} classical + "
+              f"{len(cfg.learned)} learned codecs")
+    records: list[dict[str, Any]] = []
+    for s in classical:
+        records += run_classical(s, images, cache, progress=cfg.progress)
+    missing: list[str] = [f"{c}: codec not available in this environment" for c in unavailable]
+    learned_ok: list[LearnedSpec] = []
+    if cfg.learned:
+        from geocompress.codec import WeightsError
+    for s in cfg.learned:
+        try:
+            recs, miss = run_learned(s, images, cache, progress=cfg.progress, device=cfg.device)
+        except (ValueError, WeightsError) as e:  # unknown architecture, damaged checkpoint
+            recs, miss = [], [f"{s.name}: {e}"]
+        records += recs
+        missing += miss
+        if recs:
+            learned_ok.append(s)
+    _write_csv(out / "per_image.csv", records,
+               ["codec", "kind", "setting", "image", "label", "bytes", "bpp", "psnr", "psnr_paper",
+                "ms_ssim", "ms_ssim_db", "enc_s", "dec_s", "error"])
+    rows = average(records)
+    _write_csv(out / "rd_average.csv", rows, ["codec", "kind", "setting", "images", "failed", "bpp",
+                                              "psnr", "psnr_paper", "ms_ssim", "ms_ssim_db",
+                                              "enc_s", "dec_s"])
+    labels = {s.codec: s.label for s in classical} | {s.name: s.display for s in cfg.learned}
+    codecs = [s.codec for s in classical] + [s.name for s in learned_ok]
+    anchors = [a for a in (cfg.anchors or [s.codec for s in classical]) if a in codecs]
+
+    bd: dict[str, list[dict[str, Any]]] = {}
+    for m in cfg.metrics:
+        bd[m] = bd_matrix(rows, codecs, anchors, m)
+        _write_csv(out / f"bd_{m}.csv", bd[m])
+    at_rates = [{"codec": c, "metric": m, **{f"{r:g}bpp": v for r, v in
+                                             zip(cfg.rates, quality_at(rows, c, m, cfg.rates))}}
+                for c in codecs for m in cfg.metrics]
+    _write_csv(out / "quality_at_rates.csv", at_rates)
+
+    # -- figures per group --------------------------------------------------------------------
+    from .figures import plot_rd
+
+    figures: dict[str, list[str]] = {}
+    group_bd: dict[str, list[dict[str, Any]]] = {}
+    for g in GROUPS:
+        members = [s.name for s in learned_ok if g in s.groups]
+        if g == "main":
+            members = [s.codec for s in classical] + members
+        if len(members) == 0 or (g != "main" and len(members) < 2):
+            continue
+        for m in cfg.metrics:
+            curves = {labels[c]: curve(rows, c, m, monotone=False) for c in members}
+            p = plot_rd(curves, out / f"rd_{g}_{m}.png", METRIC_LABELS[m],
+                        f"{images.name}: {GROUP_TITLES[g]}",
+                        dashed=[labels[s.codec] for s in classical])
+            figures.setdefault(g, []).append(p.name)
+        if g != "main":
+            ref = cfg.group_refs.get(g)
+            ref = ref if ref in members else members[0]
+            group_bd[g] = [r for m in cfg.metrics for r in bd_matrix(rows, members, [ref], m)]
+            _write_csv(out / f"bd_{g}.csv", group_bd[g])
+
+    # -- visual comparison --------------------------------------------------------------------
+    visual = None
+    if cfg.visual_bpp:
+        _say(cfg, f"visual comparison near {cfg.visual_bpp} bpp")
+        visual = _visual(cfg, out, images, classical, learned_ok, records, labels)
+
+    # -- classification -------------------------------------------------------------------------
+    classification = None
+    if cfg.classification is not None:
+        classification = _classification(cfg, out, images, classical, learned_ok, records, labels)
+
+    _write_readme(cfg, out, images, classical, learned_ok, rows, bd, at_rates, anchors, labels,
+                  figures, group_bd, visual, classification, missing)
+    _say(cfg, f"report written to {out}")
+    return out
+
+
+def _write_config(out: Path, cfg: ReportConfig) -> None:
+    d = {"name": cfg.name, "images": {"name": cfg.images.name, "description": cfg.images.description,
+                                      "count": len(cfg.images)},
+         "classical": [{"codec": s.codec, "grid": list(s.settings())} for s in cfg.classical],
+         "learned": [{k: getattr(s, k) for k in ("name", "arch", "checkpoints", "shipped", "untrained",
+                                                  "config", "label", "groups", "precision", "expected")}
+                     for s in cfg.learned],
+         "anchors": cfg.anchors, "metrics": list(cfg.metrics), "rates": list(cfg.rates),
+         "visual_bpp": cfg.visual_bpp, "visual_image": cfg.visual_image, "command": cfg.command,
+         "classification": None if cfg.classification is None else {
+             "target_bpp": cfg.classification.target_bpp, "classifier": cfg.classification.classifier,
+             "train": cfg.classification.train.description if cfg.classification.train else None,
+             "test": cfg.classification.test.description if cfg.classification.test else None,
+             "config": asdict(cfg.classification.config) if cfg.classification.config else None}}
+    (out / "config.json").write_text(json.dumps(d, indent=1, default=str) + "\n")
+
+
+def _detail(img) -> float:
+    g = img.pixels.astype(np.float64).mean(axis=0)
+    return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
+
+
+def _visual(cfg: ReportConfig, out: Path, images: ImageSet, classical: list[ClassicalSpec],
+            learned: list[LearnedSpec], records: list[dict[str, Any]], labels: dict[str, str]
+            ) -> dict[str, Any]:
+    from .figures import plot_visual
+
+    if cfg.visual_image:
+        im = images.by_name(cfg.visual_image)
+    else:  # a detailed but not extreme tile (75th percentile of gradient energy): codecs differ there
+        ranked = sorted(images, key=_detail)
+        im = ranked[min(len(ranked) - 1, int(0.75 * len(ranked)))]
+    panels, rows = [], []
+    for s in list(classical) + list(learned):
+        recon, rec = reconstruct_near(s, [im], cfg.visual_bpp, records, per_image=True,
+                                      device=cfg.device)[0]
+        name = s.codec if isinstance(s, ClassicalSpec) else s.name
+        panels.append({**rec, "label": labels[name], "image": np.moveaxis(recon, 0, -1)})
+        rows.append({"codec": name, "setting": rec["setting"], "bpp": rec["bpp"], "psnr": rec["psnr"],
+                     "psnr_paper": rec["psnr_paper"], "ms_ssim_db": rec["ms_ssim_db"]})
+    tag = f"{cfg.visual_bpp:g}"
+    fig = plot_visual(im.hwc, panels, out / f"visual_{tag}bpp.png", peak=im.peak,
+                      crop=max(16, min(im.pixels.shape[1:]) // 4),
+                      title=f"{im.name}: every codec near {tag} bpp")
+    _write_csv(out / f"visual_{tag}bpp.csv", rows)
+    return {"image": im.name, "figure": fig.name, "rows": rows}
+
+
+def _classification(cfg: ReportConfig, out: Path, images: ImageSet, classical: list[ClassicalSpec],
+                    learned: list[LearnedSpec], records: list[dict[str, Any]], labels: dict[str, str]
+                    ) -> dict[str, Any]:
+    from .classifier import (
+        ClassifierConfig,
+        confusion_matrix,
+        load_classifier,
+        overall_accuracy,
+        train_classifier,
+    )
+    from .figures import plot_confusion, plot_confusions
+
+    cs = cfg.classification
+    test = cs.test if cs.test is not None else images
+    if not test.labelled():
+        raise ValueError("classification needs labelled test images (class folders / dataset classes)")
+    if cs.classifier:
+        path = Path(cs.classifier)
+    else:
+        if cs.train is None:
+            raise ValueError("classification needs training images or a trained classifier")
+        _say(cfg, f"classifier: training on {len(cs.train)} original tiles (resumable)")
+        path = train_classifier(cs.train, cs.val, out / "classifier", cs.config or ClassifierConfig(),
+                                classes=cs.train.classes or None, progress=cfg.progress)
+    clf = load_classifier(path)
+    digest = _file_digest(path)
+    y = np.array([clf.classes.index(im.label) for im in test])
+    names = {im.name for im in test}  # learned qualities are chosen on these images' own rates
+    records = [r for r in records if r["image"] in names] or records
+    cache = RDCache(out / "classification.jsonl")
+    key = f"@{cs.target_bpp:g}"
+    results: dict[str, dict[str, Any]] = {}
+    cms: dict[str, np.ndarray] = {}
+
+    def done(codec: str) -> list[dict[str, Any]] | None:
+        rs = [cache.get(codec, key, im.name, digest) for im in test]
+        return rs if all(r is not None for r in rs) else None
+
+    specs: list[tuple[str, Any]] = [("original", None)] + [(s.codec, s) for s in classical] + \
+                                   [(s.name, s) for s in learned]
+    if cs.codecs is not None:
+        specs = [(n, s) for n, s in specs if n == "original" or n in cs.codecs]
+    from tqdm.auto import tqdm
+
+    for name, spec in tqdm(specs, desc="classification", disable=not cfg.progress, leave=False):
+        rs = done(name)
+        if rs is None:
+            if spec is None:
+                recs = [(im.pixels, {"bpp": float("nan"), "setting": "original"}) for im in test]
+            else:
+                recs = reconstruct_near(spec, list(test), cs.target_bpp, records, per_image=False,
+                                        device=cfg.device)
+            pred = clf.predict([x for x, _ in recs])
+            rs = []
+            for im, (x, rec), p in zip(test, recs, pred):
+                r = {"codec": name, "setting": key, "image": im.name, "digest": digest,
+                     "label": im.label, "pred": clf.classes[int(p)], "bpp": rec.get("bpp"),
+                     "codec_setting": rec.get("setting"), "psnr_paper": rec.get("psnr_paper")}
+                cache.add(r)
+                rs.append(r)
+        p = np.array([clf.classes.index(r["pred"]) for r in rs])
+        cms[name] = confusion_matrix(y, p, len(clf.classes))
+        bpps = np.array([r["bpp"] for r in rs if r["bpp"] is not None], dtype=np.float64)
+        settings = sorted({_setting(r["codec_setting"]) for r in rs})
+        results[name] = {"codec": name, "oa": overall_accuracy(y, p),
+                         "bpp": float(np.nanmean(bpps)) if np.isfinite(bpps).any() else float("nan"),
+                         "settings": ";".join(settings) if len(settings) <= 3 else f"{len(settings)} per-image",
+                         "images": len(rs)}
+    rows = list(results.values())
+    _write_csv(out / "classification.csv", rows, ["codec", "oa", "bpp", "settings", "images"])
+    figs = []
+    disp = {n: ("Original" if n == "original" else labels.get(n, n)) for n in cms}
+    for n, cm in cms.items():
+        np.savetxt(out / f"confusion_{n}.csv", cm, fmt="%d", delimiter=",",
+                   header=",".join(clf.classes), comments="")
+        figs.append(plot_confusion(cm, clf.classes, out / f"confusion_{n}.png",
+                                   f"{disp[n]}: OA {results[n]['oa']:.3f}").name)
+    plot_confusions({f"{disp[n]} (OA {results[n]['oa']:.3f})": cm for n, cm in cms.items()},
+                    clf.classes, out / "confusions.png")
+    return {"rows": rows, "figures": figs, "classifier": str(path), "meta": clf.meta,
+            "test": test.description, "target_bpp": cs.target_bpp}
+
+
+# -------------------------------------------------------------------------------------------- readme
+
+def _write_readme(cfg: ReportConfig, out: Path, images: ImageSet, classical: list[ClassicalSpec],
+                  learned: list[LearnedSpec], rows: list[dict[str, Any]],
+                  bd: dict[str, list[dict[str, Any]]], at_rates: list[dict[str, Any]],
+                  anchors: list[str], labels: dict[str, str], figures: dict[str, list[str]],
+                  group_bd: dict[str, list[dict[str, Any]]], visual: dict[str, Any] | None,
+                  classification: dict[str, Any] | None, missing: list[str]) -> None:
+    L: list[str] = [f"# Evaluation report `{cfg.name}`", ""]
+    L += [f"Images: **{len(images)}** — {images.description}.",
+          f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}"
+          + (f" by `{cfg.command}`" if cfg.command else "") + ".", ""]
+    L += ["Rate is every byte of each file / tile string over H x W (bpp). Quality: PSNR eq. (10) "
+          "(per band, peak = that band's maximum in the original, averaged over bands), fixed-peak "
+          "PSNR (255 for 8 bit), MS-SSIM in dB (eq. 11). Each point is the mean over the images at "
+          "one codec setting. BD-rate / BD-quality: Bjøntegaard deltas, piecewise cubic (pchip, the "
+          "JVET method) via the `bjontegaard` package, on each codec's averaged curve (points that "
+          "do not raise both rate and quality are left out); negative BD-rate = fewer bits than the "
+          "anchor for the same quality.", ""]
+
+    L += ["## Codecs", ""]
+    crow = []
+    for s in classical:
+        pts = [r for r in rows if r["codec"] == s.codec]
+        bpps = [r["bpp"] for r in pts if math.isfinite(r["bpp"])]
+        crow.append([labels[s.codec], "classical", ", ".join(f"{p:g}" for p in s.settings()),
+                     f"{min(bpps):.3f} - {max(bpps):.3f}" if bpps else "n/a",
+                     max((r["failed"] for r in pts), default=0)])
+    for s in learned:
+        pts = [r for r in rows if r["codec"] == s.name]
+        bpps = [r["bpp"] for r in pts if math.isfinite(r["bpp"])]
+        crow.append([labels[s.name], f"learned ({s.arch or s.name}{', untrained' if s.untrained else ''})",
+                     ", ".join(f"q{r['setting']}" for r in sorted(pts, key=lambda r: r["bpp"])),
+                     f"{min(bpps):.3f} - {max(bpps):.3f}" if bpps else "n/a", 0])
+    L += _md_table(["codec", "kind", "settings", "bpp range", "failed images"], crow) + [""]
+    if any(s.codec == "bpg-hevc" for s in classical):
+        L += ["**BPG**: there is no `bpgenc` package in this environment. BPG's coding tool is HEVC "
+              "intra; `bpg-hevc` runs it through libheif + x265 with bpgenc's settings (constant QP, "
+              "preset veryslow, tune ssim, 4:2:0) and stores it in a HEIF file whose container "
+              "(~370 bytes at 256 x 256, ~0.045 bpp) is counted in the rate; a .bpg header is a few "
+              "bytes, so BPG itself would sit slightly to the left of this curve.", ""]
+
+    main_metric = cfg.metrics[0]
+    for m in cfg.metrics:
+        if not bd.get(m) or not anchors:
+            continue
+        tests = [c for c in labels if any(r["test"] == c for r in bd[m])]
+        L += [f"## BD-rate vs anchors — {METRIC_LABELS[m]}", ""]
+        table = {(r["test"], r["anchor"]): r for r in bd[m]}
+        L += ["BD-rate (%), row codec against column anchor:", ""]
+        L += _md_table(["codec \\ anchor"] + [labels[a] for a in anchors],
+                       [[labels[t]] + [("—" if t == a else _num(table[(t, a)]["bd_rate_pct"], 1, True))
+                                       for a in anchors] for t in tests]) + [""]
+        L += [f"BD-{'PSNR' if m.startswith('psnr') else 'MS-SSIM'} (dB), row codec against column anchor:", ""]
+        L += _md_table(["codec \\ anchor"] + [labels[a] for a in anchors],
+                       [[labels[t]] + [("—" if t == a else _num(table[(t, a)]["bd_quality_db"], 2, True))
+                                       for a in anchors] for t in tests]) + [""]
+        L += [f"All pairs: [`bd_{m}.csv`](bd_{m}.csv)."]
+        if m == main_metric:
+            L += ["", f"![RD {m}](rd_main_{m}.png)"]
+        L += [""]
+
+    L += ["## Quality at fixed rates", ""]
+    for m in cfg.metrics:
+        L += [f"{METRIC_LABELS[m]}:", ""]
+        L += _md_table(["codec"] + [f"{r:g} bpp" for r in cfg.rates],
+                       [[labels[r["codec"]]] + [_num(r[f"{x:g}bpp"]) for x in cfg.rates]
+                        for r in at_rates if r["metric"] == m]) + [""]
+    L += ["Averaged points: [`rd_average.csv`](rd_average.csv); per image: "
+          "[`per_image.csv`](per_image.csv). Figures: "
+          + ", ".join(f"[`{f}`]({f})" for fs in figures.values() for f in fs) + ".", ""]
+
+    for g in ("ablation", "generalization"):
+        L += [f"## {GROUP_TITLES[g][0].upper() + GROUP_TITLES[g][1:]}", ""]
+        if g not in group_bd:
+            L += [f"Not measured: fewer than two {g} codecs had checkpoints (see *Missing*).", ""]
+            continue
+        ref = group_bd[g][0]["anchor"]
+        L += [f"Against {labels[ref]}:", ""]
+        L += _md_table(["codec", "metric", "BD-rate %", "BD-quality dB"],
+                       [[labels[r["test"]], r["metric"], _num(r["bd_rate_pct"], 1, True),
+                         _num(r["bd_quality_db"], 2, True)] for r in group_bd[g]]) + [""]
+        L += [f"![{g}](rd_{g}_{main_metric}.png)", ""]
+
+    if visual:
+        L += [f"## Visual comparison near {cfg.visual_bpp:g} bpp", "",
+              f"Tile `{visual['image']}`; classical codecs hit the rate per image (largest file at "
+              f"or under it), learned codecs use their quality nearest to it. Crops: the most "
+              f"detailed window in the upper-left and the lower-right half.", ""]
+        L += _md_table(["codec", "setting", "bpp", "PSNR eq.10", "PSNR", "MS-SSIM dB"],
+                       [[labels[r["codec"]], _setting(r["setting"]), _num(r["bpp"], 4), _num(r["psnr_paper"]),
+                         _num(r["psnr"]), _num(r["ms_ssim_db"])] for r in visual["rows"]]) + [""]
+        L += [f"![visual]({visual['figure']})", ""]
+
+    if classification:
+        meta = classification["meta"]
+        L += [f"## Downstream classification near {classification['target_bpp']:g} bpp", "",
+              f"Classifier: {meta.get('arch', 'ResNet-18')} trained from scratch on "
+              f"{meta.get('train_images', '?')} original tiles (validation accuracy "
+              f"{_num(meta.get('val_acc') if meta.get('val_acc') is not None else float('nan'), 3)}; "
+              f"config {json.dumps(meta.get('config', {}))}). Test: {classification['test']}. "
+              f"Classical codecs are coded per tile at or under the target rate; each learned codec "
+              f"uses its one quality whose mean bpp is nearest the target.", ""]
+        L += _md_table(["codec", "OA", "mean bpp", "setting(s)"],
+                       [["Original" if r["codec"] == "original" else labels.get(r["codec"], r["codec"]),
+                         _num(r["oa"], 4), _num(r["bpp"], 3), r["settings"]]
+                        for r in classification["rows"]]) + [""]
+        L += ["![confusion matrices](confusions.png)", ""]
+
+    L += ["## Missing", ""]
+    L += [f"- {m}" for m in missing] if missing else ["Nothing: every requested codec was measured."]
+    L += ["", "## Environment", ""]
+    L += [f"- {k}: {v}" for k, v in _environment().items()]
+    (out / "README.md").write_text("\n".join(L) + "\n")
