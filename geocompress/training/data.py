@@ -1,0 +1,97 @@
+"""PyTorch view of a tile store: random crops and flips for training, centre crops for eval.
+
+Augmentation randomness is not drawn from a global RNG: :class:`EpochSampler` hands every item a
+seed derived from (sampler seed, epoch, position), so a batch's pixels depend only on where the
+run is, which is what makes resuming a run exact (see :mod:`.trainer`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+import torch
+import zarr
+from torch.utils.data import Dataset, Sampler
+
+from .dataset import SPLIT_NAMES
+
+
+def split_index(split: int | str) -> int:
+    return SPLIT_NAMES.index(split) if isinstance(split, str) else int(split)
+
+
+class TileDataset(Dataset):
+    """Tiles of one split as float tensors in [0, 1] (3 x crop x crop).
+
+    ``augment`` (default: on for train): random crop position, horizontal and vertical flips.
+    Otherwise the centre ``crop`` (or the full tile when ``crop`` is None). ``cache`` loads the
+    split into memory once (about 200 kB per tile), which keeps the training loop off the disk.
+    ``limit`` keeps ``limit`` tiles evenly spaced over the split (a fixed, cheap validation set).
+    """
+
+    def __init__(self, store: str | os.PathLike | zarr.Group, split: int | str = "train",
+                 crop: int | None = 256, augment: bool | None = None, cache: bool = True,
+                 limit: int | None = None) -> None:
+        self.root = store if isinstance(store, zarr.Group) else zarr.open_group(store, mode="r")
+        self.split = split_index(split)
+        idx = np.flatnonzero(self.root["split"][:] == self.split)
+        if limit is not None and len(idx) > limit:
+            idx = idx[np.linspace(0, len(idx) - 1, limit).round().astype(int)]
+        self.indices = idx
+        self.tile = int(self.root["images"].shape[-1])
+        self.crop = None if crop is None or crop >= self.tile else int(crop)
+        self.augment = (self.split == 0) if augment is None else bool(augment)
+        self._cache = self.root["images"].get_orthogonal_selection((idx,)) if cache and len(idx) else None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def pixels(self, i: int) -> np.ndarray:
+        """Tile ``i`` of the split as stored (3 x T x T uint8)."""
+        if self._cache is not None:
+            return self._cache[i]
+        return self.root["images"][int(self.indices[i])]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        x = self.pixels(int(i))
+        if self.augment:
+            rng = np.random.default_rng(seed)
+            if self.crop:
+                r, c = rng.integers(0, self.tile - self.crop + 1, size=2)
+                x = x[:, r:r + self.crop, c:c + self.crop]
+            if rng.random() < 0.5:
+                x = x[:, :, ::-1]
+            if rng.random() < 0.5:
+                x = x[:, ::-1, :]
+        elif self.crop:
+            o = (self.tile - self.crop) // 2
+            x = x[:, o:o + self.crop, o:o + self.crop]
+        return torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
+
+
+class EpochSampler(Sampler):
+    """Shuffled ``(index, augmentation seed)`` pairs, reproducible from (seed, epoch, position).
+
+    ``set_epoch(e, start)`` begins epoch ``e`` at item ``start``: a resumed run continues with
+    exactly the items (and augmentations) the interrupted one would have drawn.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed = int(n), int(seed)
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start)
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.n)
+        seeds = rng.integers(0, 2 ** 63 - 1, size=self.n)
+        for pos in range(self.start, self.n):
+            yield int(order[pos]), int(seeds[pos])

@@ -1,0 +1,384 @@
+"""Train any registry architecture with the paper's recipe, resumably.
+
+Recipe (Shi et al. 2024, III-C, in CompressAI's form): loss ``R + lambda * 255**2 * MSE``
+(:mod:`.loss`); Adam on the main parameters (lr 1e-4) and a second Adam on the entropy
+bottleneck's ``quantiles`` (lr 1e-3, minimising ``model.aux_loss()``), the split of CompressAI's
+``configure_optimizers``; batch 8 of random crops with flips; gradient-norm clipping at 1.0;
+``ReduceLROnPlateau`` on the validation loss.
+
+Exact resume: the training state (model, both optimizers, scheduler, grad scaler, step, torch RNG
+states, best validation loss, accumulated wall time) is written atomically every
+``checkpoint_every_s`` seconds and on exit. The data position needs no state of its own: batch
+``k`` of epoch ``e`` is a pure function of (seed, e, k) (:class:`.data.EpochSampler`), so a run
+resumed at step ``s`` draws the batches, augmentations and quantization noise the uninterrupted
+run drew, and on the same machine reproduces its losses exactly.
+
+On CPU a model with depthwise convolutions (MGSSNet's SSIF-AM) runs in channels-last layout:
+PyTorch's contiguous-layout backward of a depthwise convolution is ~37x slower (3.6 s vs 0.1 s per
+5x5 layer, batch 8 at 64 x 64, 2 cores). Only those models: channels-last backward crashes
+(segfault) on Cheng2020-attn with torch 2.14 CPU, and gains nothing on dense convolutions. On CUDA, forward passes run under ``torch.autocast`` (bf16 where supported, else fp16
+with a ``GradScaler``); the entropy models stay in float32.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from geocompress.codec import save_checkpoint
+from geocompress.models import build
+
+from .data import EpochSampler, TileDataset
+from .loss import RateDistortionLoss
+
+STATE = "train_state.pt"
+EXPORT = "model.pt"
+LOG = "log.csv"
+PLOT = "curves.png"
+LOG_FIELDS = ["step", "epoch", "phase", "loss", "bpp", "mse", "psnr", "aux_loss", "lr", "wall_s"]
+
+
+@dataclass
+class TrainResult:
+    """What a call of :func:`train` did: where it stopped and what it wrote."""
+
+    step: int
+    total_steps: int
+    finished: bool
+    losses: list[float] = field(default_factory=list)   # per-step training loss of this call
+    val: dict[str, float] | None = None                 # last validation
+    state_path: Path | None = None
+    checkpoint: Path | None = None                       # fp16 inference checkpoint (finished)
+    digest: str | None = None
+
+
+def split_parameters(model: torch.nn.Module) -> tuple[list, list]:
+    """(main, aux) parameters: ``*.quantiles`` of entropy bottlenecks are the auxiliary ones."""
+    main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
+    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles") and p.requires_grad]
+    return main, aux
+
+
+def has_depthwise(model: torch.nn.Module) -> bool:
+    """Whether the model has grouped convolutions, whose CPU backward needs channels-last."""
+    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    return (f"CPU, {torch.get_num_threads()} torch threads on {os.cpu_count()} cores "
+            f"({platform.machine()}, {platform.processor() or platform.system()})")
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _fp32_entropy_models(model: torch.nn.Module) -> None:
+    """Run entropy models outside autocast: their CDF logits and likelihood bounds need fp32."""
+    from compressai.entropy_models import EntropyModel
+
+    for m in model.modules():
+        if isinstance(m, EntropyModel):
+            fwd = m.forward
+
+            @functools.wraps(fwd)
+            def wrapped(*args, _fwd=fwd, **kw):
+                with torch.autocast(device_type="cuda", enabled=False):
+                    args = [a.float() if torch.is_tensor(a) else a for a in args]
+                    return _fwd(*args, **kw)
+
+            m.forward = wrapped
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Weights of a training state or an inference checkpoint (same architecture and config)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    sd = ckpt["model"] if "model" in ckpt else ckpt["state_dict"]
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+
+
+class _Log:
+    """CSV log; on resume, rows after the resumed step are dropped (they were never saved)."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        rows = []
+        if resume_step is not None and path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, LOG_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        self.rows = rows
+
+    def write(self, row: dict[str, Any]) -> None:
+        row = {k: row.get(k, "") for k in LOG_FIELDS}
+        self.rows.append(row)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, LOG_FIELDS).writerow(row)
+
+
+def plot_log(rows: list[dict[str, Any]], out: Path, title: str) -> None:
+    """Loss, bpp and PSNR against step (train: moving average over 50 steps; val: points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, key in zip(axes, ("loss", "bpp", "psnr")):
+        for phase, style in (("train", "-"), ("val", "o-")):
+            pts = [(int(r["step"]), float(r[key])) for r in rows if r["phase"] == phase and r[key] != ""]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            if phase == "train" and len(ys) > 1:
+                k = min(50, len(ys))
+                ys = [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):i + 1])
+                      for i in range(len(ys))]
+            ax.plot(xs, ys, style, label=phase, ms=3, lw=1)
+        ax.set_xlabel("step")
+        ax.set_ylabel({"psnr": "PSNR (dB)", "bpp": "bpp (estimate)", "loss": "loss"}[key])
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: TileDataset, lmbda: float, device: torch.device,
+             batch: int = 8, channels_last: bool = False) -> dict[str, float]:
+    """Mean loss, estimated bpp, MSE and PSNR (mean over tiles of the per-tile PSNR)."""
+    was = model.training
+    model.eval()
+    crit = RateDistortionLoss(lmbda)
+    n, acc = 0, {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "psnr": 0.0}
+    for i in range(0, len(data), batch):
+        x = torch.stack([data[j] for j in range(i, min(i + batch, len(data)))]).to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = model(x)
+        parts = crit(out, x)
+        mse_t = ((out["x_hat"].float().clamp(0, 1) - x) ** 2).flatten(1).mean(1)
+        k = len(x)
+        for key in ("loss", "bpp", "mse"):
+            acc[key] += float(parts[key]) * k
+        acc["psnr"] += float((-10 * torch.log10(mse_t.clamp_min(1e-10))).sum())
+        n += k
+    model.train(was)
+    return {k: v / max(n, 1) for k, v in acc.items()}
+
+
+def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, lmbda: float,
+          out_dir: str | os.PathLike, steps: int | None = None, epochs: int | None = None,
+          batch: int = 8, crop: int = 256, lr: float = 1e-4, aux_lr: float = 1e-3,
+          resume: bool = True, device: str = "auto", warm_start: str | os.PathLike | None = None,
+          seed: int = 0, val_every: int | None = None, val_limit: int | None = None,
+          val_crop: int | None = None, checkpoint_every_s: float = 240.0, clip: float = 1.0,
+          plateau_patience: int = 5, plateau_factor: float = 0.5, min_lr: float = 1e-6,
+          amp: bool = True, threads: int | None = None, halt_after: int | None = None,
+          time_budget_s: float | None = None, progress: bool = True, quality: int | None = None,
+          dataset_name: str | None = None, export: bool = True,
+          channels_last: bool | None = None, max_bad_steps: int = 25) -> TrainResult:
+    """Train ``arch`` (with ``config``) on the train split of a tile store for ``steps`` optimizer
+    steps (or ``epochs`` passes) at ``lmbda`` (CompressAI convention, see :mod:`.loss`).
+
+    Writes into ``out_dir``: ``train_state.pt`` (resumable), ``log.csv``, ``curves.png`` and, once
+    finished, ``model.pt`` (fp16 inference checkpoint, ``model.update(force=True)`` first).
+    ``resume`` continues from ``train_state.pt`` if present; ``warm_start`` initialises a new run
+    from another run's weights (e.g. a lower lambda from a higher-rate quality). ``halt_after``
+    (steps) and ``time_budget_s`` (seconds) end this call early with the state saved, to be
+    resumed later. Validation on the val split (``val_limit`` tiles, centre ``val_crop``, default
+    the full tile) runs every ``val_every`` steps (default: every epoch) and drives the plateau
+    scheduler. A step whose loss or gradient is not finite is skipped (counted in the log as a
+    non-finite loss); ``max_bad_steps`` of them in a row stop the run with an error.
+    """
+    t_call = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = resolve_device(device)
+    use_amp = amp and dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+
+    state_path = out / STATE
+    state = torch.load(state_path, map_location="cpu", weights_only=False) \
+        if resume and state_path.exists() else None
+    if state is not None:
+        if state["arch"] != arch or state["lmbda"] != float(lmbda):
+            raise ValueError(f"{state_path} is a run of {state['arch']} at lambda {state['lmbda']}; "
+                             f"asked for {arch} at {lmbda}: use another out_dir or resume=False")
+        config = state["config"]
+    torch.manual_seed(seed)
+    model = build(arch, **(config or {}))
+    config = dict(model.config)
+    if state is not None:
+        model.load_state_dict(state["model"])
+    elif warm_start is not None:
+        load_weights(model, warm_start)
+    model = model.to(dev)
+    if channels_last is None:
+        channels_last = dev.type == "cpu" and has_depthwise(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if use_amp:
+        _fp32_entropy_models(model)
+    model.train()
+
+    main_p, aux_p = split_parameters(model)
+    opt = torch.optim.Adam(main_p, lr=lr)
+    aux_opt = torch.optim.Adam(aux_p, lr=aux_lr) if aux_p else None
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "min", factor=plateau_factor,
+                                                       patience=plateau_patience, min_lr=min_lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    crit = RateDistortionLoss(lmbda)
+
+    train_ds = TileDataset(dataset, "train", crop=crop, augment=True)
+    val_ds = TileDataset(dataset, "val", crop=val_crop, augment=False, limit=val_limit)
+    per_epoch = len(train_ds) // batch
+    if per_epoch == 0:
+        raise ValueError(f"train split has {len(train_ds)} tiles, fewer than a batch of {batch}")
+    total = int(steps) if steps is not None else int(epochs or 1) * per_epoch
+    val_every = int(val_every or per_epoch)
+    sampler = EpochSampler(len(train_ds), seed)
+
+    step, wall0, best = 0, 0.0, math.inf
+    if state is not None:
+        opt.load_state_dict(state["opt"])
+        if aux_opt is not None:
+            aux_opt.load_state_dict(state["aux_opt"])
+        sched.load_state_dict(state["sched"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if dev.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
+        step, wall0, best = state["step"], state["wall_s"], state["best_val"]
+    log = _Log(out / LOG, step if state is not None else None)
+    title = f"{arch} {config} lambda={lmbda} crop={crop} batch={batch}"
+
+    def wall() -> float:
+        return wall0 + time.time() - t_call
+
+    def save_state() -> None:
+        rng = {"torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+        _atomic_save({"arch": arch, "config": config, "lmbda": float(lmbda), "step": step,
+                      "total_steps": total, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                      "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict() if aux_opt else None,
+                      "sched": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
+                      "wall_s": wall(), "best_val": best, "quality": quality,
+                      "hparams": {"batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
+                                  "seed": seed, "dataset": str(dataset),
+                                  "dataset_name": dataset_name, "hardware": hardware(dev)}},
+                     state_path)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=step, disable=not progress, mininterval=10,
+               desc=f"{arch} q{quality if quality is not None else '-'} lambda={lmbda:g}")
+    losses: list[float] = []
+    bad = 0
+    last_val: dict[str, float] | None = None
+    last_ckpt = time.time()
+    halted = False
+    while step < total and not halted:
+        epoch, pos = divmod(step, per_epoch)
+        sampler.set_epoch(epoch, pos * batch)
+        # own generator: a DataLoader iterator draws a base seed from the global torch RNG,
+        # which would shift the quantization noise of a resumed run
+        loader = DataLoader(train_ds, batch_size=batch, sampler=sampler, drop_last=True,
+                            generator=torch.Generator().manual_seed(seed))
+        for x in loader:
+            x = x.to(dev, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
+                result = model(x)
+            parts = crit(result, x)
+            scaler.scale(parts["loss"]).backward()
+            scaler.unscale_(opt)
+            norm = torch.nn.utils.clip_grad_norm_(main_p, clip if clip else math.inf)
+            if torch.isfinite(parts["loss"]) and torch.isfinite(norm):
+                scaler.step(opt)
+                bad = 0
+            else:  # skip the update: one bad batch must not poison the weights
+                bad += 1
+                if bad >= max_bad_steps:
+                    raise FloatingPointError(
+                        f"{bad} consecutive non-finite losses / gradients at step {step}: lower "
+                        f"the learning rate or resume from {state_path} with another seed")
+            scaler.update()
+            aux = 0.0
+            if aux_opt is not None:
+                aux_opt.zero_grad(set_to_none=True)
+                aux_loss = model.aux_loss()
+                aux_loss.backward()
+                aux_opt.step()
+                aux = float(aux_loss.detach())
+            step += 1
+            p = {k: float(v.detach()) for k, v in parts.items()}
+            losses.append(p["loss"])
+            log.write({"step": step, "epoch": epoch, "phase": "train", **p, "aux_loss": aux,
+                       "lr": opt.param_groups[0]["lr"], "wall_s": round(wall(), 1)})
+            bar.update(1)
+            bar.set_postfix(loss=f"{p['loss']:.3f}", bpp=f"{p['bpp']:.3f}",
+                            psnr=f"{p['psnr']:.2f}", refresh=False)
+            if step % val_every == 0 or step == total:
+                last_val = evaluate(model, val_ds, lmbda, dev, batch, channels_last)
+                sched.step(last_val["loss"])
+                best = min(best, last_val["loss"])
+                log.write({"step": step, "epoch": epoch, "phase": "val", **last_val,
+                           "lr": opt.param_groups[0]["lr"], "wall_s": round(wall(), 1)})
+                plot_log(log.rows, out / PLOT, title)
+            halted = (halt_after is not None and len(losses) >= halt_after) or \
+                (time_budget_s is not None and time.time() - t_call >= time_budget_s)
+            if halted or step == total or time.time() - last_ckpt >= checkpoint_every_s:
+                save_state()
+                last_ckpt = time.time()
+            if halted or step == total or step % per_epoch == 0:
+                break
+    bar.close()
+    plot_log(log.rows, out / PLOT, title)
+    result = TrainResult(step, total, step >= total, losses, last_val, state_path)
+    if result.finished and export:
+        result.checkpoint = out / EXPORT
+        result.digest = export_checkpoint(model, result.checkpoint, {
+            "lambda": float(lmbda), "steps": step, "wall_s": round(wall(), 1),
+            "hardware": hardware(dev), "dataset": dataset_name or str(dataset),
+            "quality": int(quality or 0), "batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
+            "val": last_val})
+    return result
+
+
+def export_checkpoint(model: torch.nn.Module, path: Path, meta: dict[str, Any]) -> str:
+    """fp16 inference checkpoint (CDF tables from ``update(force=True)``); returns its digest."""
+    model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
+    meta = {"arch": model.arch, "config": dict(model.config), **meta}
+    return save_checkpoint(model, path, meta=meta, half=True)

@@ -1,0 +1,193 @@
+"""Dataset builder and trainer on tiny inputs: shapes, splits, filtering, loss falls, exact
+resume, and an exported checkpoint that the codec loads and round-trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import zarr
+from affine import Affine
+from PIL import Image
+
+from geocompress.training import EpochSampler, SceneSource, TileDataset, build_dataset
+from geocompress.training.lambdas import COMPRESSAI, PAPER, compressai_to_paper, paper_to_compressai
+from geocompress.training.radiometry import Stretch, band_selection
+from geocompress.training.splits import assign_blocks, assign_stratified
+
+T = 64  # tile size of the synthetic datasets (the real one uses 256)
+
+
+def _texture(h: int, w: int, c: int, seed: int, peak: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    bands = [0.5 + 0.3 * np.sin(xx / (5 + b)) * np.cos(yy / (7 + b)) + 0.1 * rng.standard_normal((h, w))
+             for b in range(c)]
+    return (np.clip(np.stack(bands), 0, 1) * peak).round()
+
+
+def _write_tif(path: Path, data: np.ndarray, nodata: float | None = None) -> Path:
+    c, h, w = data.shape
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=c, dtype=data.dtype,
+                       crs="EPSG:32633", transform=Affine(10, 0, 500000, 0, -10, 4_000_000),
+                       nodata=nodata) as ds:
+        ds.write(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("src")
+    # 8-bit RGB, 10 x 12 tiles of 64 plus a partial edge (which must not be used)
+    rgb = _write_tif(d / "rgb.tif", _texture(10 * T + 20, 12 * T + 30, 3, 0, 255).astype(np.uint8))
+    # 16-bit single band with a nodata border: left 2 tile columns nodata, one tile constant
+    pan = _texture(8 * T, 8 * T, 1, 1, 4000).astype(np.uint16) + 100
+    pan[:, :, : 2 * T - 5] = 0
+    pan[:, 3 * T:4 * T, 5 * T:6 * T] = 777
+    pan_path = _write_tif(d / "pan16.tif", pan, nodata=0)
+    imgs = d / "classes"
+    for k, cls in enumerate(("farm", "port")):
+        (imgs / cls).mkdir(parents=True)
+        for i in range(20):
+            h = T if i % 5 else T - 7  # some smaller than a tile: padded
+            arr = _texture(h, T + (4 if i == 3 else 0), 3, 100 * k + i, 255).astype(np.uint8)
+            Image.fromarray(arr.transpose(1, 2, 0)).save(imgs / cls / f"{cls}{i:02d}.png")
+    return {"rgb": rgb, "pan": pan_path, "imgs": imgs}
+
+
+@pytest.fixture(scope="module")
+def store(sources, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ds") / "tiny.zarr"
+    build_dataset(out, scenes=[sources["rgb"], sources["pan"]], image_folders=[sources["imgs"]],
+                  seed=3, tile=T, block=2, catalog_dir=out.parent / "catalog")
+    return out
+
+
+def test_store_layout_and_counts(store: Path) -> None:
+    root = zarr.open_group(store, mode="r")
+    n = root["images"].shape[0]
+    assert root["images"].shape == (n, 3, T, T) and root["images"].dtype == np.uint8
+    assert root["images"].chunks == (1, 3, T, T)
+    # rgb: 10 x 12 full tiles; pan: 8 x 8 minus 2 nodata columns (16) minus 1 constant; 40 images
+    assert n == 120 + (64 - 16 - 1) + 40
+    attrs = root.attrs.asdict()
+    rgb, pan, imgs = attrs["sources"]
+    assert rgb["crs_wkt"] and len(rgb["transform"]) == 6
+    assert pan["stretch"] is not None and pan["dropped"] == {"nodata": 16, "constant": 1}
+    assert attrs["classes"] == ["farm", "port"]
+    src, win = root["source"][:], root["window"][:]
+    assert win[src == 0].max(axis=0).tolist() == [9 * T, 11 * T]  # no partial edge tiles
+    assert (win[src == 1][:, 1] >= 2 * T).all()  # nothing from the nodata columns
+    assert set(root["class"][src == 2].tolist()) == {0, 1} and (root["class"][src < 2] == -1).all()
+    catalog = (store.parent / "catalog" / "tiny.json").read_text()
+    assert '"farm"' in catalog and (store.parent / "catalog" / "tiny.md").exists()
+
+
+def test_splits_ratio_blocks_and_determinism(store: Path, sources, tmp_path: Path) -> None:
+    root = zarr.open_group(store, mode="r")
+    split, src, block = root["split"][:], root["source"][:], root["block"][:]
+    sites = [s["site"] for s in root.attrs["sources"][:2]]
+    scene = block >= 0
+    frac = np.bincount(split[scene], minlength=3) / scene.sum()
+    assert np.allclose(frac, [0.8, 0.1, 0.1], atol=0.06)
+    keys = [(sites[s], b) for s, b in zip(src[scene], block[scene])]
+    owner: dict = {}
+    for k, s in zip(keys, split[scene]):
+        assert owner.setdefault(k, s) == s, f"block {k} is in two splits"
+    klass = root["class"][:]
+    for c in (0, 1):
+        assert np.bincount(split[klass == c], minlength=3).tolist() == [16, 2, 2]
+    again = tmp_path / "again.zarr"
+    build_dataset(again, scenes=[sources["rgb"], sources["pan"]], image_folders=[sources["imgs"]],
+                  seed=3, tile=T, block=2)
+    r2 = zarr.open_group(again, mode="r")
+    assert np.array_equal(r2["split"][:], split) and np.array_equal(r2["images"][:], root["images"][:])
+    other = tmp_path / "other.zarr"
+    build_dataset(other, scenes=[sources["rgb"]], image_folders=[sources["imgs"]], seed=4, tile=T, block=2)
+    assert not np.array_equal(zarr.open_group(other)["split"][:120], split[:120])
+
+
+def test_overlapping_scenes_share_blocks(sources, tmp_path: Path) -> None:
+    """Two dates of one place: tiles over the same ground must land in the same split."""
+    out = tmp_path / "two_dates.zarr"
+    build_dataset(out, scenes=[SceneSource.of(sources["rgb"], "date1"),
+                               SceneSource.of(sources["rgb"], "date2")], seed=0, tile=T, block=2)
+    root = zarr.open_group(out, mode="r")
+    src, split = root["source"][:], root["split"][:]
+    assert np.array_equal(split[src == 0], split[src == 1])
+
+
+def test_split_helpers() -> None:
+    blocks = assign_blocks({("a", i): 4 for i in range(50)}, seed=1)
+    assert np.bincount(list(blocks.values()), minlength=3).tolist() == [40, 5, 5]
+    names = [f"x{i}" for i in range(30)]
+    s = assign_stratified(names, "c", seed=2)
+    assert s == assign_stratified(names, "c", seed=2) and sorted(np.bincount(s)) == [3, 3, 24]
+    assert band_selection(1) == [1, 1, 1] and band_selection(4) == [1, 2, 3]
+    st = Stretch((100.0,), (4100.0,))
+    assert st.apply(np.array([[[0, 100, 2100, 4100, 9000]]])).tolist() == [[[0, 0, 128, 255, 255]]]
+
+
+def test_tile_dataset_crops_and_sampler(store: Path) -> None:
+    train = TileDataset(store, "train", crop=32)
+    test = TileDataset(store, "test", crop=None)
+    x = train[(0, 123)]
+    assert x.shape == (3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert np.array_equal(train[(0, 123)].numpy(), x.numpy())  # augmentation is seeded
+    assert test[0].shape == (3, T, T) and not test.augment
+    s = EpochSampler(10, seed=5)
+    full = list(s)
+    s.set_epoch(0, 4)
+    assert list(s) == full[4:]
+    s.set_epoch(1)
+    assert list(s) != full
+
+
+def test_lambda_tables() -> None:
+    assert len(PAPER) == 7 and COMPRESSAI[1] == 0.0018
+    for lam in PAPER:
+        assert compressai_to_paper(paper_to_compressai(lam)) == pytest.approx(lam)
+
+
+TINY = {"N": 16, "M": 24}  # mbt2018-mean: the cheapest model with the full two-optimizer setup
+
+
+def _train(store: Path, out: Path, **kw):
+    from geocompress.training import train
+
+    args = dict(arch="mbt2018-mean", config=TINY, dataset=store, lmbda=0.01, steps=12, batch=4,
+                crop=64, lr=3e-3, val_every=6, val_limit=2, progress=False, seed=1)
+    return train(out_dir=out, **{**args, **kw})
+
+
+def test_train_loss_falls_resume_is_exact_and_export_loads(store: Path, tmp_path: Path) -> None:
+    from geocompress.codec import load_codec
+
+    full = _train(store, tmp_path / "full")
+    assert full.finished and len(full.losses) == 12
+    assert np.mean(full.losses[-3:]) < 0.7 * np.mean(full.losses[:3])
+    part = _train(store, tmp_path / "split", halt_after=5)
+    assert not part.finished and part.checkpoint is None
+    rest = _train(store, tmp_path / "split")
+    assert part.losses + rest.losses == full.losses  # bit-exact continuation
+    assert (tmp_path / "split" / "curves.png").exists()
+    log = (tmp_path / "split" / "log.csv").read_text().splitlines()
+    assert sum(",train," in r for r in log) == 12 and sum(",val," in r for r in log) == 2
+    codec = load_codec(checkpoint=str(full.checkpoint))
+    assert codec.digest == full.digest
+    tile = TileDataset(store, "test", crop=None).pixels(0)
+    strings, recon = codec.encode_with_reconstruction(tile[None])
+    back = codec.decode(strings)[0]
+    assert back.shape == tile.shape and np.array_equal(back, recon[0])
+
+
+@pytest.mark.parametrize("arch", ["mgssnet", "bmshj2018-factorized", "bmshj2018-hyperprior",
+                                  "mbt2018", "cheng2020-attn"])
+def test_every_architecture_trains(store: Path, tmp_path: Path, arch: str) -> None:
+    from tests.conftest import SMALL
+
+    r = _train(store, tmp_path / arch, arch=arch, config=SMALL[arch], steps=1, val_every=1,
+               val_limit=1, export=False)
+    assert r.finished and all(np.isfinite(r.losses)) and r.val is not None
