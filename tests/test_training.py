@@ -191,3 +191,20 @@ def test_every_architecture_trains(store: Path, tmp_path: Path, arch: str) -> No
     r = _train(store, tmp_path / arch, arch=arch, config=SMALL[arch], steps=1, val_every=1,
                val_limit=1, export=False)
     assert r.finished and all(np.isfinite(r.losses)) and r.val is not None
+
+
+def test_shipped_weights_match_their_index() -> None:
+    """Every shipped checkpoint loads with its catalogued digest and stays under 15 MB."""
+    from geocompress.codec import load_checkpoint
+    from geocompress.codec.weights import shipped_index, shipped_path
+
+    index = shipped_index().get("mgssnet")
+    if not index:
+        pytest.skip("no shipped MGSSNet weights in this checkout")
+    qualities = sorted(int(q) for q in index["qualities"])
+    assert len(qualities) >= 4 and index["default"] in qualities
+    for q in qualities:
+        path, _, digest = shipped_path("mgssnet", q)
+        assert path.stat().st_size <= 15 * 1024 * 1024
+        model = load_checkpoint(path, expected_digest=digest)
+        assert model.meta["quality"] == q and model.meta["lambda"] > 0

@@ -1,0 +1,148 @@
+"""Shipped MGSSNet vs JPEG 2000 on the test split, at equal bpp.
+
+    .venv/bin/python benchmarks/rd_vs_jpeg2000.py
+
+Reads the per-tile MGSSNet results that ``pipelines/ship_weights.py`` measured through the real
+codec (``catalogs/models/mgssnet-test-tiles.json``: the same test tiles, every byte counted) and,
+on exactly those tiles, runs JPEG 2000 (OpenJPEG through ``geocompress.evaluation.classical``):
+
+* **matched**: each tile coded by JPEG 2000 at that tile's own MGSSNet bpp (largest rate not above
+  it), PSNR averaged over tiles;
+* **interpolated**: a JPEG 2000 RD curve over the tiles (mean bpp, mean PSNR at 12 target rates),
+  its PSNR read at MGSSNet's mean bpp (PCHIP over log-rate, ``interp_psnr_at_rate``);
+* BD-rate / BD-PSNR of MGSSNet against JPEG 2000 over the overlapping range.
+
+Prints a table, writes ``catalogs/models/rd_vs_jpeg2000.{md,json,png}``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from geocompress.evaluation.bd import bd_psnr, bd_rate, interp_psnr_at_rate
+from geocompress.evaluation.classical import bpp_of, encode_at_bpp, roundtrip
+from geocompress.metrics import ms_ssim_db, psnr
+from geocompress.training import TileDataset
+
+REPO = Path(__file__).resolve().parents[1]
+CATALOG = REPO / "catalogs" / "models"
+DATASET = REPO / "data" / "geocompress-rs-v1.zarr"
+CURVE_RATES = [0.04, 0.06, 0.09, 0.13, 0.18, 0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0]
+
+
+def j2k_point(tile: np.ndarray, rate: float, matched: bool) -> tuple[float, float, float]:
+    """(bpp, PSNR, MS-SSIM dB) of JPEG 2000 on one C x H x W tile."""
+    hwc = tile.transpose(1, 2, 0)
+    if matched:
+        data, dec = encode_at_bpp("jpeg2000", hwc, rate)
+    else:
+        data, dec = roundtrip("jpeg2000", hwc, rate)
+    back = dec.reshape(hwc.shape).transpose(2, 0, 1)
+    return bpp_of(data, hwc.shape), psnr(tile, back), ms_ssim_db(tile, back)
+
+
+def main() -> None:
+    measured = json.loads((CATALOG / "mgssnet-test-tiles.json").read_text())
+    models = json.loads((CATALOG / "mgssnet.json").read_text())
+    ds = TileDataset(DATASET, "test", crop=None, augment=False)
+    pos = {int(g): i for i, g in enumerate(ds.indices)}
+    tiles = [ds.pixels(pos[g]) for g in measured["tile_index"]]
+
+    curve = []
+    for r in CURVE_RATES:
+        pts = np.array([j2k_point(t, r, matched=False) for t in tiles])
+        curve.append(pts.mean(axis=0).tolist())
+    curve.sort()
+    c_bpp, c_psnr, c_ms = (np.array(v) for v in zip(*curve))
+
+    rows = []
+    for q in sorted(measured["qualities"], key=int):
+        per = measured["qualities"][q]
+        m_bpp = 8 * sum(r["bytes"] for r in per) / sum(t.shape[1] * t.shape[2] for t in tiles)
+        m_psnr = float(np.mean([r["psnr"] for r in per]))
+        m_ms = float(np.mean([r["ms_ssim_db"] for r in per]))
+        matched = np.array([j2k_point(t, r["bpp"], matched=True) for t, r in zip(tiles, per)])
+        j_interp = interp_psnr_at_rate(c_bpp, c_psnr, m_bpp)
+        rows.append({"quality": int(q), "bpp": m_bpp, "psnr": m_psnr, "ms_ssim_db": m_ms,
+                     "j2k_matched_bpp": float(matched[:, 0].mean()),
+                     "j2k_matched_psnr": float(matched[:, 1].mean()),
+                     "j2k_matched_ms_ssim_db": float(matched[:, 2].mean()),
+                     "j2k_interp_psnr": float(j_interp),
+                     "delta_interp_db": m_psnr - float(j_interp),
+                     "delta_matched_db": m_psnr - float(matched[:, 1].mean())})
+    rates = [r["bpp"] for r in rows]
+    psnrs = [r["psnr"] for r in rows]
+    bd = {}
+    if len(rows) >= 2:
+        bd = {"bd_rate_percent": bd_rate(c_bpp, c_psnr, rates, psnrs),
+              "bd_psnr_db": bd_psnr(c_bpp, c_psnr, rates, psnrs)}
+    result = {"dataset": measured["dataset"], "tiles": len(tiles), "rows": rows,
+              "jpeg2000_curve": {"bpp": c_bpp.tolist(), "psnr": c_psnr.tolist(),
+                                 "ms_ssim_db": c_ms.tolist()}, **bd,
+              "wins_every_quality": all(r["delta_interp_db"] > 0 and r["delta_matched_db"] > 0
+                                        for r in rows)}
+    (CATALOG / "rd_vs_jpeg2000.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_report(result, models)
+    plot(result)
+
+
+def write_report(res: dict, models: dict) -> None:
+    head = ("| q | MGSSNet bpp | MGSSNet PSNR | JPEG 2000 PSNR, matched per tile (its bpp) | "
+            "JPEG 2000 PSNR, interpolated at MGSSNet's bpp | delta (interp.) | delta (matched) | "
+            "MGSSNet MS-SSIM dB | JPEG 2000 MS-SSIM dB (matched) |")
+    lines = ["# MGSSNet vs JPEG 2000 at equal bpp (test split)", "",
+             f"{res['tiles']} test tiles of `{res['dataset']}`; MGSSNet through the real codec "
+             "(every byte of each tile string), JPEG 2000 = OpenJPEG raw codestream, 9/7, 5 levels "
+             "(`geocompress.evaluation.classical`). PSNR: peak 255, mean over tiles. Produced by "
+             "`benchmarks/rd_vs_jpeg2000.py`.", "", head, "|" + "---|" * 9]
+    for r in res["rows"]:
+        lines.append(f"| {r['quality']} | {r['bpp']:.3f} | {r['psnr']:.2f} | "
+                     f"{r['j2k_matched_psnr']:.2f} ({r['j2k_matched_bpp']:.3f}) | "
+                     f"{r['j2k_interp_psnr']:.2f} | {r['delta_interp_db']:+.2f} | "
+                     f"{r['delta_matched_db']:+.2f} | {r['ms_ssim_db']:.2f} | "
+                     f"{r['j2k_matched_ms_ssim_db']:.2f} |")
+    if "bd_rate_percent" in res:
+        lines += ["", f"BD-rate of MGSSNet vs JPEG 2000: {res['bd_rate_percent']:+.1f} % "
+                      f"(negative = fewer bits); BD-PSNR {res['bd_psnr_db']:+.2f} dB."]
+    lines += ["", f"MGSSNet beats JPEG 2000 at every shipped quality: "
+                  f"**{'yes' if res['wins_every_quality'] else 'no'}**.", "",
+              "![RD](rd_vs_jpeg2000.png)"]
+    steps = ", ".join(f"q{q['quality']}: {q['steps']} steps" for q in models["qualities"])
+    lines += ["", f"Weights: {steps} (catalogs/models/mgssnet.md)."]
+    (CATALOG / "rd_vs_jpeg2000.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[4:4 + 2 + len(res["rows"])]))
+    if "bd_rate_percent" in res:
+        print(f"BD-rate {res['bd_rate_percent']:+.1f} %, BD-PSNR {res['bd_psnr_db']:+.2f} dB")
+
+
+def plot(res: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    c = res["jpeg2000_curve"]
+    for ax, key, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ms_ssim_db", "MS-SSIM (dB)")):
+        ax.plot(c["bpp"], c[key], "s-", label="JPEG 2000 (OpenJPEG)", ms=4)
+        ax.plot([r["bpp"] for r in res["rows"]], [r[key] for r in res["rows"]], "o-",
+                label="MGSSNet (shipped)", ms=5)
+        for r in res["rows"]:
+            ax.annotate(f"q{r['quality']}", (r["bpp"], r[key]), fontsize=8,
+                        textcoords="offset points", xytext=(4, -10))
+        ax.set_xlabel("bpp (all bytes)")
+        ax.set_ylabel(label)
+        ax.set_xlim(0, max(1.2, max(r["bpp"] for r in res["rows"]) * 1.1))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{res['dataset']} test split, {res['tiles']} tiles of 256 x 256")
+    fig.tight_layout()
+    fig.savefig(CATALOG / "rd_vs_jpeg2000.png", dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
