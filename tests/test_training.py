@@ -175,6 +175,8 @@ def test_train_loss_falls_resume_is_exact_and_export_loads(store: Path, tmp_path
     assert (tmp_path / "split" / "curves.png").exists()
     log = (tmp_path / "split" / "log.csv").read_text().splitlines()
     assert sum(",train," in r for r in log) == 12 and sum(",val," in r for r in log) == 2
+    warm = _train(store, tmp_path / "warm", warm_start=full.state_path, steps=1, export=False)
+    assert warm.losses[0] < 0.5 * full.losses[0]  # starts from the trained weights
     codec = load_codec(checkpoint=str(full.checkpoint))
     assert codec.digest == full.digest
     tile = TileDataset(store, "test", crop=None).pixels(0)

@@ -117,6 +117,23 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
 
 
+def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
+                     aux_opt: torch.optim.Optimizer | None, lr: float, aux_lr: float) -> None:
+    """Adam moments of a training state used as warm start (not for inference checkpoints).
+
+    A fresh Adam after a warm start takes full-size steps with no second-moment history: the
+    loss jumps (measured on MGSSNet N=64: mean loss 59 over the first 20 steps vs 23 with the
+    moments carried over). The learning rates stay this run's own."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if "opt" not in ckpt:
+        return
+    for o, key, rate in ((opt, "opt", lr), (aux_opt, "aux_opt", aux_lr)):
+        if o is not None and ckpt.get(key) is not None:
+            o.load_state_dict(ckpt[key])
+            for g in o.param_groups:
+                g["lr"] = rate
+
+
 class _Log:
     """CSV log; on resume, rows after the resumed step are dropped (they were never saved)."""
 
@@ -211,7 +228,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     Writes into ``out_dir``: ``train_state.pt`` (resumable), ``log.csv``, ``curves.png`` and, once
     finished, ``model.pt`` (fp16 inference checkpoint, ``model.update(force=True)`` first).
     ``resume`` continues from ``train_state.pt`` if present; ``warm_start`` initialises a new run
-    from another run's weights (e.g. a lower lambda from a higher-rate quality). ``halt_after``
+    from another run's weights (e.g. a lower lambda from a higher-rate quality) and, from a
+    training state, its Adam moments. ``halt_after``
     (steps) and ``time_budget_s`` (seconds) end this call early with the state saved, to be
     resumed later. Validation on the val split (``val_limit`` tiles, centre ``val_crop``, default
     the full tile) runs every ``val_every`` steps (default: every epoch) and drives the plateau
@@ -269,6 +287,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     sampler = EpochSampler(len(train_ds), seed)
 
     step, wall0, best = 0, 0.0, math.inf
+    if state is None and warm_start is not None:
+        _warm_optimizers(warm_start, opt, aux_opt, lr, aux_lr)
     if state is not None:
         opt.load_state_dict(state["opt"])
         if aux_opt is not None:
