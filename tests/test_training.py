@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 import rasterio
 import zarr
@@ -177,6 +178,8 @@ def test_train_loss_falls_resume_is_exact_and_export_loads(store: Path, tmp_path
     assert sum(",train," in r for r in log) == 12 and sum(",val," in r for r in log) == 2
     warm = _train(store, tmp_path / "warm", warm_start=full.state_path, steps=1, export=False)
     assert warm.losses[0] < 0.5 * full.losses[0]  # starts from the trained weights
+    lineage = torch.load(warm.state_path, weights_only=False)["hparams"]["warm_start"]
+    assert lineage["steps"] == 12 and lineage["lambda"] == 0.01  # catalogs can say where it came from
     codec = load_codec(checkpoint=str(full.checkpoint))
     assert codec.digest == full.digest
     tile = TileDataset(store, "test", crop=None).pixels(0)

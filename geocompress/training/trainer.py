@@ -118,20 +118,26 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 
 def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
-                     aux_opt: torch.optim.Optimizer | None, lr: float, aux_lr: float) -> None:
+                     aux_opt: torch.optim.Optimizer | None, lr: float,
+                     aux_lr: float) -> dict[str, Any]:
     """Adam moments of a training state used as warm start (not for inference checkpoints).
 
     A fresh Adam after a warm start takes full-size steps with no second-moment history: the
     loss jumps (measured on MGSSNet N=64: mean loss 59 over the first 20 steps vs 23 with the
-    moments carried over). The learning rates stay this run's own."""
+    moments carried over). The learning rates stay this run's own. Returns the run's lineage
+    (where its weights came from, after how many steps and how much training time) for catalogs."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    lineage = {"path": str(path), "lambda": ckpt.get("lmbda") or ckpt.get("meta", {}).get("lambda"),
+               "steps": ckpt.get("step") or ckpt.get("meta", {}).get("steps"),
+               "wall_s": ckpt.get("wall_s") or ckpt.get("meta", {}).get("wall_s")}
     if "opt" not in ckpt:
-        return
+        return lineage
     for o, key, rate in ((opt, "opt", lr), (aux_opt, "aux_opt", aux_lr)):
         if o is not None and ckpt.get(key) is not None:
             o.load_state_dict(ckpt[key])
             for g in o.param_groups:
                 g["lr"] = rate
+    return lineage
 
 
 class _Log:
@@ -287,8 +293,9 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     sampler = EpochSampler(len(train_ds), seed)
 
     step, wall0, best = 0, 0.0, math.inf
+    lineage = state["hparams"].get("warm_start") if state is not None else None
     if state is None and warm_start is not None:
-        _warm_optimizers(warm_start, opt, aux_opt, lr, aux_lr)
+        lineage = _warm_optimizers(warm_start, opt, aux_opt, lr, aux_lr)
     if state is not None:
         opt.load_state_dict(state["opt"])
         if aux_opt is not None:
@@ -315,7 +322,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
                       "wall_s": wall(), "best_val": best, "quality": quality,
                       "hparams": {"batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
                                   "seed": seed, "dataset": str(dataset),
-                                  "dataset_name": dataset_name, "hardware": hardware(dev)}},
+                                  "dataset_name": dataset_name, "hardware": hardware(dev),
+                                  "warm_start": lineage}},
                      state_path)
 
     from tqdm.auto import tqdm
