@@ -16,6 +16,9 @@ SMALL = {
     "mbt2018-mean": {"N": 16, "M": 24},
     "mbt2018": {"N": 16, "M": 24},
     "cheng2020-attn": {"N": 16},
+    "bmshj2018-factorized-ssif": {"N": 16, "M": 24},
+    "bmshj2018-factorized-mhg": {"N": 16, "M": 24},
+    "bmshj2018-factorized-lgcm": {"N": 16, "M": 24},
 }
 
 

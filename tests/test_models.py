@@ -8,7 +8,27 @@ from .conftest import SMALL
 
 def test_registry_names_match_the_papers_baselines():
     assert names() == ["mgssnet", "bmshj2018-factorized", "bmshj2018-hyperprior",
-                       "mbt2018-mean", "mbt2018", "cheng2020-attn"]
+                       "mbt2018-mean", "mbt2018", "cheng2020-attn", "bmshj2018-factorized-ssif",
+                       "bmshj2018-factorized-mhg", "bmshj2018-factorized-lgcm"]
+
+
+@pytest.mark.parametrize("module", ["ssif", "mhg", "lgcm"])
+def test_generalization_variants_put_one_block_kind_in_the_relu_baseline(module):
+    """Paper Fig. 14: the baseline's transforms, with SSIF-AM at every scale or MHG/LGCM at the
+    coarsest hidden one; the entropy model stays the factorized prior's."""
+    from compressai.models import FactorizedPriorReLU
+
+    m = build(f"bmshj2018-factorized-{module}", N=16, M=24)
+    base = FactorizedPriorReLU(N=16, M=24)
+    kind = {"ssif": "SSIFAM", "mhg": "MHGAM", "lgcm": "LGCM"}[module]
+    enc = [type(b).__name__ for b in m.g_a if not isinstance(b, torch.nn.Identity)]
+    dec = [type(b).__name__ for b in m.g_s if not isinstance(b, torch.nn.Identity)]
+    assert enc.count(kind) == (3 if module == "ssif" else 1) and dec.count(kind) == enc.count(kind)
+    if module != "ssif":
+        assert enc[-2] == kind and dec[2] == kind  # after encoder stage 3, decoder stage 1
+    plain = [type(b).__name__ for b in base.g_a]
+    assert [n for n in enc if n != kind] == plain
+    assert not hasattr(m, "gaussian_conditional") and m.g_a(torch.rand(1, 3, 64, 64)).shape == (1, 24, 4, 4)
 
 
 @pytest.mark.parametrize("arch", list(SMALL))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 from compressai.models import (
@@ -13,6 +14,7 @@ from compressai.models import (
     ScaleHyperprior,
 )
 
+from .generalization import GENERALIZATION_MODULES, FactorizedReLUWithBlock
 from .mgssnet import MGSSNet
 
 # name -> (class, default config). Defaults are CompressAI's zoo values for its low qualities
@@ -24,6 +26,10 @@ ARCHITECTURES: dict[str, tuple[Callable[..., CompressionModel], dict[str, Any]]]
     "mbt2018-mean": (MeanScaleHyperprior, {"N": 128, "M": 192}),
     "mbt2018": (JointAutoregressiveHierarchicalPriors, {"N": 128, "M": 192}),
     "cheng2020-attn": (Cheng2020Attention, {"N": 128}),
+    # the paper's generalization experiment (Fig. 14): one MGSSNet block inside the ReLU baseline
+    **{f"bmshj2018-factorized-{m}": (partial(FactorizedReLUWithBlock, module=m),
+                                     {"N": 128, "M": 192, "beta": 0.1, "heads": 4})
+       for m in GENERALIZATION_MODULES},
 }
 
 
