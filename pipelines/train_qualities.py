@@ -11,6 +11,9 @@ Two phases, both resumable (rerun with larger budgets to continue every run wher
    branch needs a fraction of the steps of a run from scratch. One thread per process: on a small
    machine several single-threaded trainings get more steps per second in all than one
    multi-threaded one (PyTorch's OpenMP scaling on small convolutions is poor).
+3. **polish**: every quality continues side by side at a lower learning rate (a short run rarely
+   reaches the validation plateau that would halve it; the last low-rate stretch is worth a few
+   tenths of a dB).
 
 Budgets are cumulative training wall time per run (``wall_s`` of its training state). Each run
 writes runs/mgssnet/q<n>/ (train_state.pt, log.csv, curves.png); ``pipelines/ship_weights.py``
@@ -56,7 +59,7 @@ def trained_seconds(run: Path) -> float:
 
 
 def train_one(runs: Path, dataset: Path, q: int, budget_s: float, threads: int, device: str,
-              warm: Path | None) -> None:
+              warm: Path | None, lr: float | None = None) -> None:
     from geocompress.training import train
 
     run = runs / f"q{q}"
@@ -69,7 +72,7 @@ def train_one(runs: Path, dataset: Path, q: int, budget_s: float, threads: int, 
         return
     r = train("mgssnet", CONFIG, dataset, QUALITIES[q], run, quality=q, warm_start=warm,
               time_budget_s=left, threads=threads, device=device,
-              dataset_name="geocompress-rs-v1", progress=True, **RECIPE)
+              dataset_name="geocompress-rs-v1", progress=True, lr_override=lr, **RECIPE)
     print(f"[{time.strftime('%H:%M:%S')}] q{q}: step {r.step}, last val {json.dumps(r.val)}",
           flush=True)
 
@@ -81,28 +84,37 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--base-min", type=float, default=55.0, help="phase 1: minutes of q3 alone")
     p.add_argument("--branch-min", type=float, default=60.0,
                    help="phase 2: further minutes of every quality, side by side")
+    p.add_argument("--polish-min", type=float, default=0.0,
+                   help="phase 3: further minutes of every quality at --polish-lr")
+    p.add_argument("--polish-lr", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=2, help="torch threads of phase 1")
     p.add_argument("--device", default="auto")
-    p.add_argument("--only", type=int, help=argparse.SUPPRESS)  # one branch (internal)
+    p.add_argument("--only", type=int, help=argparse.SUPPRESS)  # one child (internal)
+    p.add_argument("--phase", choices=("branch", "polish"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     base_s = a.base_min * 60
-    if a.only is not None:  # a phase-2 child
+    if a.only is not None:  # a phase-2 or phase-3 child
         warm = a.runs / f"q{BASE}" / STATE if a.only != BASE else None
-        budget = base_s + a.branch_min * 60 if a.only == BASE else a.branch_min * 60
-        train_one(a.runs, a.dataset, a.only, budget, 1, a.device, warm)
+        budget = a.branch_min * 60 + (base_s if a.only == BASE else 0)
+        if a.phase == "polish":
+            budget += a.polish_min * 60
+        train_one(a.runs, a.dataset, a.only, budget, 1, a.device, warm,
+                  a.polish_lr if a.phase == "polish" else None)
         return
     train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None)
-    procs = []
-    for q in sorted(QUALITIES, reverse=True):
-        cmd = [sys.executable, __file__, "--runs", str(a.runs), "--dataset", str(a.dataset),
-               "--base-min", str(a.base_min), "--branch-min", str(a.branch_min),
-               "--device", a.device, "--only", str(q)]
-        log = open(a.runs / f"q{q}.log", "a")
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
-    codes = [pr.wait() for pr in procs]
-    print(f"[{time.strftime('%H:%M:%S')}] branches done, exit codes {codes}", flush=True)
-    if any(codes):
-        raise SystemExit(1)
+    for phase in ("branch", "polish") if a.polish_min > 0 else ("branch",):
+        procs = []
+        for q in sorted(QUALITIES, reverse=True):
+            cmd = [sys.executable, __file__, "--runs", str(a.runs), "--dataset", str(a.dataset),
+                   "--base-min", str(a.base_min), "--branch-min", str(a.branch_min),
+                   "--polish-min", str(a.polish_min), "--polish-lr", str(a.polish_lr),
+                   "--device", a.device, "--only", str(q), "--phase", phase]
+            log = open(a.runs / f"q{q}.log", "a")
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        codes = [pr.wait() for pr in procs]
+        print(f"[{time.strftime('%H:%M:%S')}] {phase} done, exit codes {codes}", flush=True)
+        if any(codes):
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -176,7 +176,9 @@ def test_train_loss_falls_resume_is_exact_and_export_loads(store: Path, tmp_path
     assert (tmp_path / "split" / "curves.png").exists()
     log = (tmp_path / "split" / "log.csv").read_text().splitlines()
     assert sum(",train," in r for r in log) == 12 and sum(",val," in r for r in log) == 2
-    warm = _train(store, tmp_path / "warm", warm_start=full.state_path, steps=1, export=False)
+    warm = _train(store, tmp_path / "warm", warm_start=full.state_path, steps=1, export=False,
+                  lr_override=1e-5)
+    assert (tmp_path / "warm" / "log.csv").read_text().splitlines()[1].split(",")[8] == "1e-05"
     assert warm.losses[0] < 0.5 * full.losses[0]  # starts from the trained weights
     lineage = torch.load(warm.state_path, weights_only=False)["hparams"]["warm_start"]
     assert lineage["steps"] == 12 and lineage["lambda"] == 0.01  # catalogs can say where it came from

@@ -16,7 +16,7 @@ from torch import Tensor
 
 def rate_bpp(likelihoods: dict[str, Tensor], pixels: int) -> Tensor:
     """Estimated bits per pixel from a model's likelihoods (always computed in float32)."""
-    return sum(torch.log(l.float()).sum() for l in likelihoods.values()) / (-math.log(2) * pixels)
+    return sum(torch.log(p.float()).sum() for p in likelihoods.values()) / (-math.log(2) * pixels)
 
 
 class RateDistortionLoss(torch.nn.Module):

@@ -16,8 +16,9 @@ run drew, and on the same machine reproduces its losses exactly.
 On CPU a model with depthwise convolutions (MGSSNet's SSIF-AM) runs in channels-last layout:
 PyTorch's contiguous-layout backward of a depthwise convolution is ~37x slower (3.6 s vs 0.1 s per
 5x5 layer, batch 8 at 64 x 64, 2 cores). Only those models: channels-last backward crashes
-(segfault) on Cheng2020-attn with torch 2.14 CPU, and gains nothing on dense convolutions. On CUDA, forward passes run under ``torch.autocast`` (bf16 where supported, else fp16
-with a ``GradScaler``); the entropy models stay in float32.
+(segfault) on Cheng2020-attn with torch 2.14 CPU, and gains nothing on dense convolutions.
+On CUDA, forward passes run under ``torch.autocast`` (bf16 where supported, else fp16 with a
+``GradScaler``); the entropy models stay in float32.
 """
 
 from __future__ import annotations
@@ -227,7 +228,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
           amp: bool = True, threads: int | None = None, halt_after: int | None = None,
           time_budget_s: float | None = None, progress: bool = True, quality: int | None = None,
           dataset_name: str | None = None, export: bool = True,
-          channels_last: bool | None = None, max_bad_steps: int = 25) -> TrainResult:
+          channels_last: bool | None = None, max_bad_steps: int = 25,
+          lr_override: float | None = None) -> TrainResult:
     """Train ``arch`` (with ``config``) on the train split of a tile store for ``steps`` optimizer
     steps (or ``epochs`` passes) at ``lmbda`` (CompressAI convention, see :mod:`.loss`).
 
@@ -239,8 +241,10 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     (steps) and ``time_budget_s`` (seconds) end this call early with the state saved, to be
     resumed later. Validation on the val split (``val_limit`` tiles, centre ``val_crop``, default
     the full tile) runs every ``val_every`` steps (default: every epoch) and drives the plateau
-    scheduler. A step whose loss or gradient is not finite is skipped (counted in the log as a
-    non-finite loss); ``max_bad_steps`` of them in a row stop the run with an error.
+    scheduler. ``lr_override`` sets the main learning rate of a resumed or warm-started run (a
+    final low-rate phase: the plateau scheduler rarely fires in a short run). A step whose loss
+    or gradient is not finite is skipped (counted in the log as a non-finite loss);
+    ``max_bad_steps`` of them in a row stop the run with an error.
     """
     t_call = time.time()
     out = Path(out_dir)
@@ -306,6 +310,9 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
         if dev.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
         step, wall0, best = state["step"], state["wall_s"], state["best_val"]
+    if lr_override is not None:
+        for g in opt.param_groups:
+            g["lr"] = float(lr_override)
     log = _Log(out / LOG, step if state is not None else None)
     title = f"{arch} {config} lambda={lmbda} crop={crop} batch={batch}"
 
