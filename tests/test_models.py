@@ -81,10 +81,15 @@ def test_blocks_preserve_shape_and_are_residual():
     x = torch.randn(2, 16, 8, 12)
     for block in (SSIFAM(16), MHGAM(16, heads=4), LGCM(16)):
         assert block(x).shape == x.shape
+    # fresh blocks start as the identity (zero gate projections), so a new MGSSNet trains from its
+    # plain baseline instead of blowing up the rate (measured: losses of 1e20 over the first 100
+    # steps with PyTorch's default init, none with this one)
+    for block in (SSIFAM(16), MHGAM(16, heads=4)):
+        assert torch.equal(block(x), x)
+    assert torch.allclose(LGCM(16, beta=0.1)(x), 1.1 * x)
     s = SSIFAM(16)
-    torch.nn.init.zeros_(s.fuse.weight)
-    torch.nn.init.zeros_(s.fuse.bias)
-    assert torch.equal(s(x), x)  # zero attention map -> identity through the residual
+    torch.nn.init.normal_(s.fuse.weight)
+    assert not torch.equal(s(x), x) and s(x).shape == x.shape
 
 
 def test_lgcm_is_ssif_plus_beta_mhg():

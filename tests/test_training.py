@@ -200,6 +200,22 @@ def test_every_architecture_trains(store: Path, tmp_path: Path, arch: str) -> No
     assert r.finished and all(np.isfinite(r.losses)) and r.val is not None
 
 
+def test_settle_quantiles_fits_the_bottleneck_without_touching_the_transforms() -> None:
+    from geocompress.models import build
+    from geocompress.training.trainer import settle_quantiles
+
+    torch.manual_seed(0)
+    model = build("mbt2018-mean", N=16, M=24)
+    with torch.no_grad():  # a density the quantiles have not followed, as after a short run
+        model.entropy_bottleneck.quantiles.add_(3.0)
+    before = float(model.aux_loss())
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "quantiles" not in k}
+    after = settle_quantiles(model)
+    assert before > 100 and after < 1e-2
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_shipped_weights_match_their_index() -> None:
     """Every shipped checkpoint loads with its catalogued digest and stays under 15 MB."""
     from geocompress.codec import load_checkpoint

@@ -38,6 +38,10 @@ class SSIFAM(nn.Module):
         self.avg = nn.AvgPool2d(pool, stride=1, padding=pool // 2, count_include_pad=False)
         self.max = nn.MaxPool2d(pool, stride=1, padding=pool // 2)
         self.fuse = nn.Conv2d(channels, channels, 1)
+        # the block starts as the identity (x * 0 + x): a deep transform of gated residual blocks
+        # then trains like its plain baseline first instead of multiplying random gates together
+        nn.init.zeros_(self.fuse.weight)
+        nn.init.zeros_(self.fuse.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.local(x)
@@ -67,6 +71,8 @@ class MHGAM(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.conv3 = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv5 = nn.Conv2d(channels, channels, 5, padding=2)
+        nn.init.zeros_(self.conv5.weight)  # starts as the identity, as SSIF-AM does
+        nn.init.zeros_(self.conv5.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape

@@ -412,8 +412,45 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     return result
 
 
+@torch.no_grad()
+def settle_quantiles(model: torch.nn.Module, iters: int = 64) -> float:
+    """Set the entropy bottleneck's quantiles to where its learned density puts them; returns the
+    aux loss after (0 up to float rounding).
+
+    The quantiles bound the CDF tables that ``update()`` builds. During a short training run the
+    auxiliary optimizer (lr 1e-3) trails the density that the main optimizer keeps sharpening
+    (measured: aux loss 4000 after 4400 MGSSNet steps), and tables built from stale quantiles are
+    too narrow (symbols escape to costly bypass coding) or too wide. The cumulative density is
+    monotone by construction, so each quantile is found exactly by bisection instead."""
+    from compressai.entropy_models import EntropyBottleneck
+
+    for eb in (m for m in model.modules() if isinstance(m, EntropyBottleneck)):
+        q = eb.quantiles
+        target = eb.target.to(q).view(1, 1, -1).expand_as(q)
+
+        def f(x: torch.Tensor, eb: EntropyBottleneck = eb) -> torch.Tensor:
+            return eb._logits_cumulative(x, stop_gradient=True)
+
+        lo, hi = q.detach().clone() - 1, q.detach().clone() + 1
+        for _ in range(64):  # widen the brackets until they hold the target
+            low_bad, high_bad = f(lo) > target, f(hi) < target
+            if not (low_bad.any() or high_bad.any()):
+                break
+            span = (hi - lo).abs()
+            lo = torch.where(low_bad, lo - span, lo)
+            hi = torch.where(high_bad, hi + span, hi)
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            above = f(mid) > target
+            hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
+        q.copy_((lo + hi) / 2)
+    return float(model.aux_loss())
+
+
 def export_checkpoint(model: torch.nn.Module, path: Path, meta: dict[str, Any]) -> str:
-    """fp16 inference checkpoint (CDF tables from ``update(force=True)``); returns its digest."""
+    """fp16 inference checkpoint (quantiles settled, CDF tables from ``update(force=True)``);
+    returns its digest."""
     model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
-    meta = {"arch": model.arch, "config": dict(model.config), **meta}
+    meta = {"arch": model.arch, "config": dict(model.config), **meta,
+            "aux_loss": round(settle_quantiles(model), 6)}
     return save_checkpoint(model, path, meta=meta, half=True)
