@@ -103,6 +103,7 @@ def test_lgcm_is_ssif_plus_beta_mhg():
 def test_mhgam_attention_is_global():
     torch.manual_seed(0)
     block = MHGAM(16, heads=4).eval()
+    torch.nn.init.normal_(block.conv5.weight, std=0.1)  # a trained block (fresh ones are identity)
     x = torch.randn(1, 16, 10, 10)
     x2 = x.clone()
     x2[..., 9, 9] += 5.0  # a far corner changes the attention output everywhere

@@ -231,3 +231,25 @@ def test_shipped_weights_match_their_index() -> None:
         assert path.stat().st_size <= 15 * 1024 * 1024
         model = load_checkpoint(path, expected_digest=digest)
         assert model.meta["quality"] == q and model.meta["lambda"] > 0
+
+
+def test_shipped_quality_codes_a_real_tile_and_unknown_quality_is_refused() -> None:
+    """The user's path: ``load_codec(quality=q)`` -> bytes -> pixels, on a test-split-like tile."""
+    import geocompress
+    from geocompress.codec import WeightsError
+    from geocompress.codec.weights import shipped_index
+
+    index = shipped_index().get("mgssnet")
+    if not index:
+        pytest.skip("no shipped MGSSNet weights in this checkout")
+    codec = geocompress.load_codec("mgssnet")  # the default quality
+    assert codec.quality == index["default"]
+    yy, xx = np.mgrid[0:64, 0:96]
+    tile = np.stack([(128 + 60 * np.sin(xx / 7.0) * np.cos(yy / 5.0)).astype(np.uint8)] * 3)
+    strings, recon = codec.encode_with_reconstruction(tile[None])
+    back = codec.decode(strings)[0]
+    assert np.array_equal(back, recon[0])
+    from geocompress.metrics import psnr
+    assert psnr(tile, back) > 20
+    with pytest.raises(WeightsError, match="no shipped quality"):
+        geocompress.load_codec("mgssnet", quality=99)
