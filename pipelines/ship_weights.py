@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -26,13 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from geocompress.codec import load_checkpoint
+from geocompress.codec import load_checkpoint, state_digest
 from geocompress.codec.tile_codec import TileCodec
 from geocompress.metrics import ms_ssim_db, psnr
-from geocompress.models import build
 from geocompress.training import TileDataset
-from geocompress.training.lambdas import compressai_to_paper
-from geocompress.training.trainer import STATE, export_checkpoint
+from geocompress.training.trainer import STATE, export_state
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "geocompress" / "weights"
@@ -43,39 +42,36 @@ MAX_BYTES = 15 * 1024 * 1024
 
 def export_run(run: Path, quality: int) -> dict[str, Any]:
     """fp16 checkpoint of the run's latest state; returns its catalog entry (no measurements)."""
-    state = torch.load(run / STATE, map_location="cpu", weights_only=False)
-    model = build(state["arch"], **state["config"])
-    model.load_state_dict(state["model"])
-    hp = state["hparams"]
-    meta = {"lambda": state["lmbda"], "lambda_scale": "compressai: bpp + lambda * 255^2 * MSE",
-            "lambda_paper_scale": compressai_to_paper(state["lmbda"]), "steps": state["step"],
-            "wall_s": round(state["wall_s"], 1), "hardware": hp["hardware"],
-            "dataset": hp.get("dataset_name") or hp["dataset"], "quality": quality,
-            "batch": hp["batch"], "crop": hp["crop"], "lr": hp["lr"], "aux_lr": hp["aux_lr"],
-            "best_val_loss": state["best_val"], "warm_start": _lineage(hp.get("warm_start"))}
-    path = WEIGHTS / f"{state['arch']}-q{quality}.pt"
-    digest = export_checkpoint(model, path, meta)
+    path = WEIGHTS / f"mgssnet-q{quality}.pt"
+    digest, meta, model = export_state(run / STATE, path, quality)
+    return _entry(path, digest, meta, model)
+
+
+def adopt_checkpoint(src: Path, quality: int) -> dict[str, Any]:
+    """A checkpoint exported elsewhere (e.g. on a GPU box by train_qualities --export-dir)."""
+    model = load_checkpoint(src)
+    path = WEIGHTS / f"{model.arch}-q{quality}.pt"
+    if src.resolve() != path.resolve():
+        shutil.copyfile(src, path)
+    model = load_checkpoint(path)
+    return _entry(path, state_digest(model.state_dict()), dict(model.meta), model)
+
+
+def _entry(path: Path, digest: str, meta: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise SystemExit(f"{path} is {size / 2**20:.1f} MiB, over the 15 MB limit")
-    return {"quality": quality, "file": path.name, "digest": digest, "bytes": size,
-            "arch": state["arch"], "config": state["config"],
-            "params": sum(p.numel() for p in model.parameters()), **meta}
-
-
-def _lineage(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Where a warm-started run's weights came from (run folder, its lambda, steps, wall time)."""
-    if not lineage:
-        return None
-    return {**lineage, "path": Path(lineage["path"]).parent.name}
+    return {"file": path.name, "digest": digest, "bytes": size, "arch": model.arch,
+            "config": dict(model.config), "params": sum(p.numel() for p in model.parameters()),
+            **meta}
 
 
 def _steps(e: dict[str, Any]) -> tuple[str, float]:
-    """Steps as 'own + inherited' and total training wall seconds, for the catalog table."""
+    """Steps as 'inherited (from) + own' and total training wall seconds, for the catalog."""
     w = e.get("warm_start")
     if not w:
         return str(e["steps"]), e["wall_s"]
-    return f"{w['steps']} ({w['path']}) + {e['steps']}", e["wall_s"] + (w.get("wall_s") or 0)
+    return f"{w['steps']} ({w['path']}) + {e['steps']}", e.get("total_wall_s", e["wall_s"])
 
 
 def measure(path: Path, digest: str, tiles: list[np.ndarray], quality: int,
@@ -146,6 +142,9 @@ def write_catalog(entries: list[dict[str, Any]], n_tiles: int, dataset: Path) ->
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "mgssnet")
+    p.add_argument("--checkpoints", type=Path, default=None,
+                   help="adopt mgssnet-q<n>.pt checkpoints exported elsewhere (a GPU box) instead "
+                        "of exporting runs/")
     p.add_argument("--dataset", type=Path, default=DATASET)
     p.add_argument("--max-tiles", type=int, default=0,
                    help="evenly spaced subset of the test split; 0 (default) = all of it (the exact "
@@ -155,12 +154,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="qualities measured side by side, one process and one torch thread each")
     a = p.parse_args(argv)
-    runs = sorted((int(d.name[1:]), d) for d in a.runs.glob("q*") if (d / STATE).exists())
-    if not runs:
-        raise SystemExit(f"no training states under {a.runs}")
     WEIGHTS.mkdir(parents=True, exist_ok=True)
+    if a.checkpoints is not None:
+        found = sorted((int(f.stem.rsplit("-q", 1)[1]), f) for f in a.checkpoints.glob("mgssnet-q*.pt"))
+        if not found:
+            raise SystemExit(f"no mgssnet-q<n>.pt under {a.checkpoints}")
+        entries = [adopt_checkpoint(f, q) for q, f in found]
+    else:
+        runs = sorted((int(d.name[1:]), d) for d in a.runs.glob("q*") if (d / STATE).exists())
+        if not runs:
+            raise SystemExit(f"no training states under {a.runs}")
+        entries = [export_run(run, q) for q, run in runs]
     tiles, idx = test_tiles(a.dataset, a.max_tiles or None)
-    entries = [export_run(run, q) for q, run in runs]
     with ProcessPoolExecutor(max_workers=min(a.workers, len(entries)),
                              initializer=torch.set_num_threads, initargs=(1,)) as pool:
         jobs = [pool.submit(measure, WEIGHTS / e["file"], e["digest"], tiles, e["quality"], a.batch)

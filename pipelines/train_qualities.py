@@ -15,6 +15,11 @@ Two phases, both resumable (rerun with larger budgets to continue every run wher
    reaches the validation plateau that would halve it; the last low-rate stretch is worth a few
    tenths of a dB).
 
+On a GPU box (see ``pipelines/device_train.sh``): ``--from-shipped`` skips phase 1 and warm-starts
+every quality from the package's shipped weights of that quality (continuing the CPU runs), and
+``--export-dir`` writes fp16 checkpoints (mgssnet-q<n>.pt) that ``pipelines/ship_weights.py
+--checkpoints`` adopts and measures.
+
 Budgets are cumulative training wall time per run (``wall_s`` of its training state). Each run
 writes runs/mgssnet/q<n>/ (train_state.pt, log.csv, curves.png); ``pipelines/ship_weights.py``
 exports whatever state is there at any time.
@@ -35,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from geocompress.training.lambdas import paper_to_compressai  # noqa: E402
-from geocompress.training.trainer import STATE  # noqa: E402
+from geocompress.training.trainer import STATE, export_state  # noqa: E402
 
 DATASET = REPO / "data" / "geocompress-rs-v1.zarr"
 # Shipped qualities: four entries of the paper's lambda list (0.211, 0.072, 0.033, 0.007),
@@ -89,32 +94,54 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--polish-lr", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=2, help="torch threads of phase 1")
     p.add_argument("--device", default="auto")
+    p.add_argument("--from-shipped", action="store_true",
+                   help="no phase 1: every quality warm-starts from its shipped weights")
+    p.add_argument("--export-dir", type=Path, default=None,
+                   help="finally export every run as DIR/mgssnet-q<n>.pt (fp16)")
+    p.add_argument("--batch", type=int, default=RECIPE["batch"])
+    p.add_argument("--crop", type=int, default=RECIPE["crop"])
+    p.add_argument("--lr", type=float, default=RECIPE["lr"])
     p.add_argument("--only", type=int, help=argparse.SUPPRESS)  # one child (internal)
     p.add_argument("--phase", choices=("branch", "polish"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    base_s = a.base_min * 60
+    RECIPE.update(batch=a.batch, crop=a.crop, lr=a.lr)
+    base_s = 0.0 if a.from_shipped else a.base_min * 60
     if a.only is not None:  # a phase-2 or phase-3 child
         warm = a.runs / f"q{BASE}" / STATE if a.only != BASE else None
+        if a.from_shipped:
+            from geocompress.codec.weights import shipped_path
+
+            warm = shipped_path("mgssnet", a.only)[0]
         budget = a.branch_min * 60 + (base_s if a.only == BASE else 0)
         if a.phase == "polish":
             budget += a.polish_min * 60
         train_one(a.runs, a.dataset, a.only, budget, 1, a.device, warm,
                   a.polish_lr if a.phase == "polish" else None)
         return
-    train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None)
+    if not a.from_shipped:
+        train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None)
     for phase in ("branch", "polish") if a.polish_min > 0 else ("branch",):
         procs = []
         for q in sorted(QUALITIES, reverse=True):
             cmd = [sys.executable, __file__, "--runs", str(a.runs), "--dataset", str(a.dataset),
                    "--base-min", str(a.base_min), "--branch-min", str(a.branch_min),
                    "--polish-min", str(a.polish_min), "--polish-lr", str(a.polish_lr),
-                   "--device", a.device, "--only", str(q), "--phase", phase]
+                   "--device", a.device, "--only", str(q), "--phase", phase,
+                   "--batch", str(a.batch), "--crop", str(a.crop), "--lr", str(a.lr)]
+            cmd += ["--from-shipped"] if a.from_shipped else []
             log = open(a.runs / f"q{q}.log", "a")
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
         codes = [pr.wait() for pr in procs]
         print(f"[{time.strftime('%H:%M:%S')}] {phase} done, exit codes {codes}", flush=True)
         if any(codes):
             raise SystemExit(1)
+    if a.export_dir is not None:
+        a.export_dir.mkdir(parents=True, exist_ok=True)
+        for q in sorted(QUALITIES):
+            if (a.runs / f"q{q}" / STATE).exists():
+                digest, meta, _ = export_state(a.runs / f"q{q}" / STATE,
+                                               a.export_dir / f"mgssnet-q{q}.pt", q)
+                print(f"q{q}: exported, {meta['total_steps']} steps in all, digest {digest[:16]}")
 
 
 if __name__ == "__main__":

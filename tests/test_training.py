@@ -191,7 +191,7 @@ def test_train_loss_falls_resume_is_exact_and_export_loads(store: Path, tmp_path
 
 
 @pytest.mark.parametrize("arch", ["mgssnet", "bmshj2018-factorized", "bmshj2018-hyperprior",
-                                  "mbt2018", "cheng2020-attn"])
+                                  "mbt2018", "cheng2020-attn", "bmshj2018-factorized-lgcm"])
 def test_every_architecture_trains(store: Path, tmp_path: Path, arch: str) -> None:
     from tests.conftest import SMALL
 
@@ -253,3 +253,26 @@ def test_shipped_quality_codes_a_real_tile_and_unknown_quality_is_refused() -> N
     assert psnr(tile, back) > 20
     with pytest.raises(WeightsError, match="no shipped quality"):
         geocompress.load_codec("mgssnet", quality=99)
+
+
+def test_pack_trains_like_its_store(store: Path, tmp_path: Path) -> None:
+    """A GPU box gets a JPEG pack of train/val instead of the store: same tiles, same order."""
+    from geocompress.training import open_tiles
+    from geocompress.training.pack import pack_splits
+
+    pack = pack_splits(store, tmp_path / "p.npz")
+    with pytest.raises(ValueError, match="test split"):
+        pack_splits(store, tmp_path / "q.npz", splits=("train", "test"))
+    for split in ("train", "val"):
+        a, b = TileDataset(store, split, crop=None), open_tiles(pack, split, crop=None)
+        assert len(a) == len(b) and np.array_equal(a.indices, b.indices)
+        for i in range(len(a)):
+            err = a.pixels(i).astype(float) - b.pixels(i)
+            assert 10 * np.log10(255 ** 2 / max(np.mean(err ** 2), 1e-9)) > 35  # JPEG q95
+    a, b = TileDataset(store, "train", crop=32), open_tiles(pack, "train", crop=32)
+    assert a[(0, 7)].shape == b[(0, 7)].shape == (3, 32, 32)
+    from geocompress.training import train
+
+    r = train("mbt2018-mean", TINY, pack, 0.01, tmp_path / "run", steps=4, batch=2, crop=64,
+              val_limit=1, progress=False, export=False)
+    assert r.finished and all(np.isfinite(r.losses))

@@ -5,17 +5,20 @@ filter of :mod:`geocompress.geo`, the architectures of :mod:`geocompress.models`
 :mod:`geocompress.codec`).
 """
 
-from .data import EpochSampler, TileDataset
-from .dataset import build_dataset
-from .sources import SceneSource, discover_scenes
+from .data import EpochSampler, TileDataset, open_tiles
 
-__all__ = ["EpochSampler", "TileDataset", "build_dataset", "SceneSource", "discover_scenes",
-           "train"]
+__all__ = ["EpochSampler", "TileDataset", "open_tiles", "build_dataset", "SceneSource",
+           "discover_scenes", "train"]
+
+# loaded on first use: the dataset builder pulls in rasterio / dask / zarr, the trainer matplotlib
+# and tqdm; a GPU box that only trains from a pack (.npz) needs none of the former
+_LAZY = {"build_dataset": ".dataset", "SceneSource": ".sources", "discover_scenes": ".sources",
+         "train": ".trainer"}
 
 
-def __getattr__(name: str):  # the trainer pulls in matplotlib / tqdm: load it on first use
-    if name == "train":
-        from .trainer import train
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-        return train
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(name)

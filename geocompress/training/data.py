@@ -1,4 +1,5 @@
-"""PyTorch view of a tile store: random crops and flips for training, centre crops for eval.
+"""PyTorch view of a tile store (Zarr) or of a portable pack of it (``.npz``, :mod:`.pack`):
+random crops and flips for training, centre crops for evaluation.
 
 Augmentation randomness is not drawn from a global RNG: :class:`EpochSampler` hands every item a
 seed derived from (sampler seed, epoch, position), so a batch's pixels depend only on where the
@@ -8,51 +9,46 @@ run is, which is what makes resuming a run exact (see :mod:`.trainer`).
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
-import zarr
 from torch.utils.data import Dataset, Sampler
 
-from .dataset import SPLIT_NAMES
+from .splits import SPLIT_NAMES
+
+if TYPE_CHECKING:  # pragma: no cover
+    import zarr
 
 
 def split_index(split: int | str) -> int:
     return SPLIT_NAMES.index(split) if isinstance(split, str) else int(split)
 
 
-class TileDataset(Dataset):
-    """Tiles of one split as float tensors in [0, 1] (3 x crop x crop).
+def evenly_spaced(idx: np.ndarray, limit: int | None) -> np.ndarray:
+    """``limit`` entries spread evenly over ``idx`` (a fixed, cheap validation set)."""
+    if limit is not None and len(idx) > limit:
+        idx = idx[np.linspace(0, len(idx) - 1, limit).round().astype(int)]
+    return idx
 
-    ``augment`` (default: on for train): random crop position, horizontal and vertical flips.
-    Otherwise the centre ``crop`` (or the full tile when ``crop`` is None). ``cache`` loads the
-    split into memory once (about 200 kB per tile), which keeps the training loop off the disk.
-    ``limit`` keeps ``limit`` tiles evenly spaced over the split (a fixed, cheap validation set).
-    """
 
-    def __init__(self, store: str | os.PathLike | zarr.Group, split: int | str = "train",
-                 crop: int | None = 256, augment: bool | None = None, cache: bool = True,
-                 limit: int | None = None) -> None:
-        self.root = store if isinstance(store, zarr.Group) else zarr.open_group(store, mode="r")
-        self.split = split_index(split)
-        idx = np.flatnonzero(self.root["split"][:] == self.split)
-        if limit is not None and len(idx) > limit:
-            idx = idx[np.linspace(0, len(idx) - 1, limit).round().astype(int)]
-        self.indices = idx
-        self.tile = int(self.root["images"].shape[-1])
+class _Tiles(Dataset):
+    """Crop / flip logic shared by the tile sources; subclasses set ``indices``, ``tile``,
+    ``split`` and implement :meth:`pixels`."""
+
+    indices: np.ndarray
+    tile: int
+    split: int
+
+    def _setup(self, crop: int | None, augment: bool | None) -> None:
         self.crop = None if crop is None or crop >= self.tile else int(crop)
         self.augment = (self.split == 0) if augment is None else bool(augment)
-        self._cache = self.root["images"].get_orthogonal_selection((idx,)) if cache and len(idx) else None
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def pixels(self, i: int) -> np.ndarray:
-        """Tile ``i`` of the split as stored (3 x T x T uint8)."""
-        if self._cache is not None:
-            return self._cache[i]
-        return self.root["images"][int(self.indices[i])]
+    def pixels(self, i: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
         i, seed = key if isinstance(key, tuple) else (key, None)
@@ -70,6 +66,44 @@ class TileDataset(Dataset):
             o = (self.tile - self.crop) // 2
             x = x[:, o:o + self.crop, o:o + self.crop]
         return torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
+
+
+class TileDataset(_Tiles):
+    """Tiles of one split of a Zarr tile store as float tensors in [0, 1] (3 x crop x crop).
+
+    ``augment`` (default: on for train): random crop position, horizontal and vertical flips.
+    Otherwise the centre ``crop`` (or the full tile when ``crop`` is None). ``cache`` loads the
+    split into memory once (about 200 kB per tile), which keeps the training loop off the disk.
+    ``limit`` keeps ``limit`` tiles evenly spaced over the split (a fixed, cheap validation set).
+    """
+
+    def __init__(self, store: "str | os.PathLike | zarr.Group", split: int | str = "train",
+                 crop: int | None = 256, augment: bool | None = None, cache: bool = True,
+                 limit: int | None = None) -> None:
+        import zarr  # here, not at module level: a packed dataset trains without zarr
+
+        self.root = store if isinstance(store, zarr.Group) else zarr.open_group(store, mode="r")
+        self.split = split_index(split)
+        self.indices = evenly_spaced(np.flatnonzero(self.root["split"][:] == self.split), limit)
+        self.tile = int(self.root["images"].shape[-1])
+        self._setup(crop, augment)
+        idx = self.indices
+        self._cache = self.root["images"].get_orthogonal_selection((idx,)) if cache and len(idx) else None
+
+    def pixels(self, i: int) -> np.ndarray:
+        """Tile ``i`` of the split as stored (3 x T x T uint8)."""
+        if self._cache is not None:
+            return self._cache[i]
+        return self.root["images"][int(self.indices[i])]
+
+
+def open_tiles(dataset: "str | os.PathLike", split: int | str = "train", **kw) -> _Tiles:
+    """The tiles of ``split`` from a Zarr tile store or a ``.npz`` pack (:mod:`.pack`)."""
+    if str(dataset).endswith(".npz"):
+        from .pack import PackedTiles
+
+        return PackedTiles(dataset, split, **kw)
+    return TileDataset(dataset, split, **kw)
 
 
 class EpochSampler(Sampler):

@@ -43,9 +43,8 @@ from geocompress.geo import TileFilter, open_scene
 
 from .sources import (SceneSource, TileBatch, compute_in_waves, image_classes, plan_scene,
                       read_images, read_scene_block, scene_sites)
-from .splits import RATIOS, assign_blocks, assign_stratified
+from .splits import RATIOS, SPLIT_NAMES, assign_blocks, assign_stratified
 
-SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_FILTER = TileFilter(min_valid_fraction=1.0, drop_constant=True)
 
 

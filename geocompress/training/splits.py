@@ -19,6 +19,8 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+SPLIT_NAMES = ("train", "val", "test")
+
 TRAIN, VAL, TEST = 0, 1, 2
 RATIOS = (0.8, 0.1, 0.1)
 

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from geocompress.codec import save_checkpoint
 from geocompress.models import build
 
-from .data import EpochSampler, TileDataset
+from .data import EpochSampler, open_tiles
 from .loss import RateDistortionLoss
 
 STATE = "train_state.pt"
@@ -128,9 +128,16 @@ def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
     moments carried over). The learning rates stay this run's own. Returns the run's lineage
     (where its weights came from, after how many steps and how much training time) for catalogs."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    lineage = {"path": str(path), "lambda": ckpt.get("lmbda") or ckpt.get("meta", {}).get("lambda"),
-               "steps": ckpt.get("step") or ckpt.get("meta", {}).get("steps"),
-               "wall_s": ckpt.get("wall_s") or ckpt.get("meta", {}).get("wall_s")}
+    meta = ckpt.get("meta", {})
+    if "step" in ckpt:  # a training state: its own steps plus what it inherited
+        inherited = (ckpt.get("hparams") or {}).get("warm_start") or {}
+        steps = ckpt["step"] + (inherited.get("steps") or 0)
+        wall = ckpt["wall_s"] + (inherited.get("wall_s") or 0)
+    else:  # an exported checkpoint already carries its totals
+        steps = meta.get("total_steps", meta.get("steps"))
+        wall = meta.get("total_wall_s", meta.get("wall_s"))
+    lineage = {"path": str(path), "lambda": ckpt.get("lmbda") or meta.get("lambda"),
+               "steps": steps, "wall_s": wall}
     if "opt" not in ckpt:
         return lineage
     for o, key, rate in ((opt, "opt", lr), (aux_opt, "aux_opt", aux_lr)):
@@ -195,7 +202,7 @@ def plot_log(rows: list[dict[str, Any]], out: Path, title: str) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: TileDataset, lmbda: float, device: torch.device,
+def evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: float, device: torch.device,
              batch: int = 8, channels_last: bool = False) -> dict[str, float]:
     """Mean loss, estimated bpp, MSE and PSNR (mean over tiles of the per-tile PSNR)."""
     was = model.training
@@ -287,8 +294,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     crit = RateDistortionLoss(lmbda)
 
-    train_ds = TileDataset(dataset, "train", crop=crop, augment=True)
-    val_ds = TileDataset(dataset, "val", crop=val_crop, augment=False, limit=val_limit)
+    train_ds = open_tiles(dataset, "train", crop=crop, augment=True)
+    val_ds = open_tiles(dataset, "val", crop=val_crop, augment=False, limit=val_limit)
     per_epoch = len(train_ds) // batch
     if per_epoch == 0:
         raise ValueError(f"train split has {len(train_ds)} tiles, fewer than a batch of {batch}")
@@ -445,6 +452,36 @@ def settle_quantiles(model: torch.nn.Module, iters: int = 64) -> float:
             hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
         q.copy_((lo + hi) / 2)
     return float(model.aux_loss())
+
+
+def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
+                 quality: int) -> tuple[str, dict[str, Any], torch.nn.Module]:
+    """fp16 inference checkpoint of a training state, with the catalog's facts in its ``meta``
+    (lambda, steps, wall time, hardware, data, recipe, lineage); returns (digest, meta, model)."""
+    from .lambdas import compressai_to_paper
+
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    model = build(state["arch"], **state["config"])
+    model.load_state_dict(state["model"])
+    hp = state["hparams"]
+    lineage = hp.get("warm_start") or None
+    if lineage:
+        lineage = {**lineage, "path": Path(lineage["path"]).parent.name
+                   if Path(lineage["path"]).name == STATE else Path(lineage["path"]).name}
+    meta = {"lambda": state["lmbda"], "lambda_scale": "compressai: bpp + lambda * 255^2 * MSE",
+            "lambda_paper_scale": compressai_to_paper(state["lmbda"]), "steps": state["step"],
+            "wall_s": round(state["wall_s"], 1), "hardware": hp["hardware"],
+            "dataset": hp.get("dataset_name") or hp["dataset"], "quality": int(quality),
+            "batch": hp["batch"], "crop": hp["crop"], "lr": hp["lr"], "aux_lr": hp["aux_lr"],
+            "best_val_loss": state["best_val"], "warm_start": lineage,
+            "total_steps": state["step"] + ((lineage or {}).get("steps") or 0),
+            "total_wall_s": round(state["wall_s"] + ((lineage or {}).get("wall_s") or 0), 1)}
+    digest = export_checkpoint(model, Path(out), meta)
+    return digest, load_meta(Path(out)), model
+
+
+def load_meta(path: Path) -> dict[str, Any]:
+    return dict(torch.load(path, map_location="cpu", weights_only=False).get("meta", {}))
 
 
 def export_checkpoint(model: torch.nn.Module, path: Path, meta: dict[str, Any]) -> str:
