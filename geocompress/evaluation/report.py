@@ -94,7 +94,7 @@ def paper_learned_specs(runs: str | Path = "runs", shipped: bool = True) -> list
     for n, label in ABLATION.items():
         specs.append(LearnedSpec(n, "mgssnet", found[n], label=label, groups=("ablation",)))
     for n, label in GENERALIZATION.items():
-        specs.append(LearnedSpec(n, None, found[n], label=label, groups=("generalization",)))
+        specs.append(LearnedSpec(n, n, found[n], label=label, groups=("generalization",)))
     for s in specs:  # where a missing codec was looked for, so the report can say so
         s.expected = str(Path(runs) / s.name / "q<n>" / "model.pt")
     return specs
