@@ -37,7 +37,10 @@ def j2k_point(tile: np.ndarray, rate: float, matched: bool) -> tuple[float, floa
     """(bpp, PSNR, MS-SSIM dB) of JPEG 2000 on one C x H x W tile."""
     hwc = tile.transpose(1, 2, 0)
     if matched:
-        data, dec = encode_at_bpp("jpeg2000", hwc, rate)
+        try:
+            data, dec = encode_at_bpp("jpeg2000", hwc, rate)
+        except ValueError:  # below JPEG 2000's lowest rate on this tile (flat tiles): its lowest
+            data, dec = roundtrip("jpeg2000", hwc, rate)  # setting, more bits: favours JPEG 2000
     else:
         data, dec = roundtrip("jpeg2000", hwc, rate)
     back = dec.reshape(hwc.shape).transpose(2, 0, 1)

@@ -132,9 +132,9 @@ def write_catalog(entries: list[dict[str, Any]], n_tiles: int, dataset: Path) ->
               f"fp16 weights). Training: {e0['dataset']} train split, batch {e0['batch']} of "
               f"{e0['crop']} x {e0['crop']} random crops with flips, Adam lr {e0['lr']} (main) / "
               f"{e0['aux_lr']} (aux), gradient clipping 1.0, lr halved on validation plateau; "
-              f"hardware: {e0['hardware']}. q3 trained from scratch first; the other qualities were "
-              "warm-started from its training state, then all four trained side by side and "
-              "finished at a lower learning rate (`pipelines/train_qualities.py`).",
+              f"hardware: {e0['hardware']}. Phases and budgets: `pipelines/train_qualities.py` "
+              "(q3 from scratch, the others warm-started from its training state, then all side by "
+              "side); `steps` counts inherited + own steps, `wall time` both.",
               "", "Comparison with JPEG 2000: `benchmarks/rd_vs_jpeg2000.py` -> `rd_vs_jpeg2000.md`."]
     (CATALOG / "mgssnet.md").write_text("\n".join(lines) + "\n")
 
