@@ -49,11 +49,10 @@ def export_run(run: Path, quality: int) -> dict[str, Any]:
 
 def adopt_checkpoint(src: Path, quality: int) -> dict[str, Any]:
     """A checkpoint exported elsewhere (e.g. on a GPU box by train_qualities --export-dir)."""
-    model = load_checkpoint(src)
-    path = WEIGHTS / f"{model.arch}-q{quality}.pt"
+    path = WEIGHTS / f"mgssnet-q{quality}.pt"
     if src.resolve() != path.resolve():
         shutil.copyfile(src, path)
-    model = load_checkpoint(path)
+    model = load_checkpoint(path)  # refuses a damaged file before it is catalogued
     return _entry(path, state_digest(model.state_dict()), dict(model.meta), model)
 
 

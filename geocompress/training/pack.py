@@ -58,7 +58,7 @@ def pack_splits(store: str | os.PathLike, out: str | os.PathLike,
 
 class PackedTiles(_Tiles):
     """One split of a pack, decoded into memory once, with :class:`~.data.TileDataset`'s crops,
-    flips and ``limit``."""
+    flips and ``limit`` (``cache`` is accepted for the same signature: a pack is always in memory)."""
 
     def __init__(self, pack: str | os.PathLike, split: int | str = "train", crop: int | None = 256,
                  augment: bool | None = None, cache: bool = True, limit: int | None = None) -> None:

@@ -118,6 +118,12 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
 
 
+def _totals(steps: int, wall_s: float, lineage: dict[str, Any] | None) -> tuple[int, float]:
+    """A run's own steps and wall time plus those of the weights it started from."""
+    lineage = lineage or {}
+    return steps + (lineage.get("steps") or 0), wall_s + (lineage.get("wall_s") or 0)
+
+
 def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
                      aux_opt: torch.optim.Optimizer | None, lr: float,
                      aux_lr: float) -> dict[str, Any]:
@@ -130,9 +136,7 @@ def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     meta = ckpt.get("meta", {})
     if "step" in ckpt:  # a training state: its own steps plus what it inherited
-        inherited = (ckpt.get("hparams") or {}).get("warm_start") or {}
-        steps = ckpt["step"] + (inherited.get("steps") or 0)
-        wall = ckpt["wall_s"] + (inherited.get("wall_s") or 0)
+        steps, wall = _totals(ckpt["step"], ckpt["wall_s"], (ckpt.get("hparams") or {}).get("warm_start"))
     else:  # an exported checkpoint already carries its totals
         steps = meta.get("total_steps", meta.get("steps"))
         wall = meta.get("total_wall_s", meta.get("wall_s"))
@@ -473,9 +477,9 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
             "wall_s": round(state["wall_s"], 1), "hardware": hp["hardware"],
             "dataset": hp.get("dataset_name") or hp["dataset"], "quality": int(quality),
             "batch": hp["batch"], "crop": hp["crop"], "lr": hp["lr"], "aux_lr": hp["aux_lr"],
-            "best_val_loss": state["best_val"], "warm_start": lineage,
-            "total_steps": state["step"] + ((lineage or {}).get("steps") or 0),
-            "total_wall_s": round(state["wall_s"] + ((lineage or {}).get("wall_s") or 0), 1)}
+            "best_val_loss": state["best_val"], "warm_start": lineage}
+    meta["total_steps"], total_wall = _totals(state["step"], state["wall_s"], lineage)
+    meta["total_wall_s"] = round(total_wall, 1)
     digest = export_checkpoint(model, Path(out), meta)
     return digest, load_meta(Path(out)), model
 
