@@ -1,8 +1,8 @@
 """GPU throughput of the tile codec (prepared for a lent H200; run as one script).
 
 Reports tiles/s and megapixels/s for encode and decode at several batch sizes, the share of wall
-time the GPU is busy (mean of NVML utilisation samples taken every 50 ms; needs pynvml), and checks the cross-device promise: strings encoded on the GPU
-decode on the CPU to the same pixels as on the GPU.
+time the GPU is busy (mean of NVML utilisation samples taken every 50 ms; needs pynvml), and
+checks the cross-device promise: strings encoded on the GPU decode on the CPU to the same pixels as on the GPU.
 
     python benchmarks/gpu_codec.py [--tiles 256] [--batches 16 32 64] [--checkpoint CKPT]
 """

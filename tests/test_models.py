@@ -41,7 +41,7 @@ def test_every_architecture_builds_and_runs_forward(arch):
     for lik in out["likelihoods"].values():
         assert torch.all(lik > 0) and torch.all(lik <= 1)
     # rate term is differentiable: the trainer depends on it
-    rate = sum(torch.log(l).sum() for l in out["likelihoods"].values())
+    rate = sum(torch.log(lk).sum() for lk in out["likelihoods"].values())
     rate.backward()
     assert {k: model.config[k] for k in SMALL[arch]} == SMALL[arch]
     assert model.arch == arch

@@ -60,7 +60,8 @@ def test_create_open_round_trip_georeferencing(store, scene):
     assert s.shape == (5, 7) and s.grid == scene.grid(tile=16) and s.shard == 2
     m = s.meta
     assert m["format_version"] == 1 and m["status"] == "in-progress"
-    assert (m["model"], m["weights_digest"], m["quality"], m["codec_config"]) == ("mgssnet", "sha256:abc", 4, {"lmbda": 0.01})
+    assert (m["model"], m["weights_digest"], m["quality"], m["codec_config"]) == \
+        ("mgssnet", "sha256:abc", 4, {"lmbda": 0.01})
     assert (m["width"], m["height"], m["count"], m["dtype"], m["nodata"]) == (100, 70, 3, "uint8", 0)
     assert m["source_checksum"] == scene.checksum and m["band_names"] == ["band_1", "band_2", "band_3"]
     assert s.codec_meta == META
@@ -248,7 +249,8 @@ def test_layers_do_not_import_model_or_codec():
 
     code = (
         "import sys, geocompress.geo, geocompress.store, geocompress.store.stac;"
-        "bad=[m for m in sys.modules if m.split('.')[0]=='torch' or m.startswith(('geocompress.models','geocompress.codec'))];"
+        "bad=[m for m in sys.modules if m.split('.')[0]=='torch'"
+        " or m.startswith(('geocompress.models','geocompress.codec'))];"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

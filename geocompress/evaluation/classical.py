@@ -492,7 +492,8 @@ def roundtrip(name: str, img: np.ndarray, quality_param: float, **opts: Any) -> 
     return data, d.reshape(a.shape)
 
 
-def _point(name: str, img: np.ndarray, param: float, peak: float | None, **opts: Any) -> tuple[RDPoint, bytes, np.ndarray]:
+def _point(name: str, img: np.ndarray, param: float, peak: float | None,
+           **opts: Any) -> tuple[RDPoint, bytes, np.ndarray]:
     data, dec = roundtrip(name, img, param, **opts)
     return RDPoint(bpp_of(data, img.shape), psnr(img, dec, peak), len(data), float(param)), data, dec
 

@@ -348,7 +348,8 @@ class TileStore:
         shape = (rows.stop - rows.start, cols.stop - cols.start)
         status = np.asarray(status, dtype=np.uint8)
         if status.shape != shape or np.shape(strings) != shape:
-            raise ValueError(f"block {shape} needs strings/status of that shape, got {np.shape(strings)} / {status.shape}")
+            raise ValueError(f"block {shape} needs strings/status of that shape, "
+                             f"got {np.shape(strings)} / {status.shape}")
         if not np.isin(status, [s for s in TileStatus if s.is_final]).all():
             raise ValueError("status must be final (WRITTEN or DROPPED_*) for every tile of a block")
         cshape = (*shape, int(self.meta["count"]))
