@@ -77,6 +77,22 @@ def test_mgssnet_encoder_stage_structure():
     assert len(convs_ha) == 5 and sum(isinstance(b, torch.nn.LeakyReLU) for b in m.h_a) == 4
 
 
+def test_mgssnet_stages_start_near_their_shallow_core():
+    # the trainability init: buffer blocks start as the identity, the stride-1 conv before each
+    # GDN mostly passes its input through (measured to halve the steps to a given loss)
+    m = MGSSNet(N=16, M=24)
+    x = torch.randn(2, 16, 8, 8)
+    for seq in (m.g_a, m.g_s):
+        blocks = [b for b in seq if type(b).__name__ == "ResidualBlock"]
+        assert len(blocks) == len(seq) // 6
+        for b in blocks:
+            assert torch.equal(b(x), x)
+        pre_gdn = [seq[i - 1] for i, b in enumerate(seq) if type(b).__name__ == "GDN"]
+        for conv in pre_gdn:
+            y = conv(x)
+            assert torch.corrcoef(torch.stack([y.flatten(), x.flatten()]))[0, 1] > 0.9
+
+
 def test_blocks_preserve_shape_and_are_residual():
     x = torch.randn(2, 16, 8, 12)
     for block in (SSIFAM(16), MHGAM(16, heads=4), LGCM(16)):

@@ -21,6 +21,13 @@ Architecture choices where the paper is ambiguous (recorded here, as the checkpo
   placement the reported results were produced with. ``modules`` also gives the paper's ablation
   variants: ``baseline`` (no block), ``ssif`` (SSIF-AM after the first three stages both sides),
   ``mhg`` (MHG-AM after the 3rd downsampling / 1st upsampling).
+* Initialisation (training only; the paper does not state one): each stage starts close to its
+  shallow core ``conv5x5/2 -> LeakyReLU -> GDN``, as the attention blocks already start as the
+  identity: the stride-1 convolution before each GDN starts as the identity plus a tenth of its
+  default random init, and each buffer block's second convolution starts at zero (the block is the
+  identity). Measured on the project's data (N=64, M=96, lambda 0.009, 8 x 128² crops, lr 5e-4,
+  1 thread): train loss 6.7 at step 450 against 8.3 with PyTorch's default init, which reached
+  7 only at step ~1,100. The function class is unchanged; trained weights overwrite all of it.
 * Hyper networks: five convolutions and four LeakyReLU each (eqs. 3-4), the shapes of CompressAI's
   Cheng2020 hyper encoder / decoder (subpixel upsampling in the decoder).
 """
@@ -32,6 +39,7 @@ from typing import Any
 from compressai.layers import GDN, MaskedConv2d, ResidualBlock, conv3x3, subpel_conv3x3
 from compressai.models import JointAutoregressiveHierarchicalPriors
 from compressai.models.utils import conv, deconv
+import torch
 from torch import nn
 
 from .blocks import LGCM, MHGAM, SSIFAM
@@ -65,6 +73,20 @@ def _placement(modules: str) -> tuple[list[str | None], list[str | None]]:
         raise ValueError(f"modules must be one of {MODULE_SETS}, got {modules!r}")
     dec = [enc[2], enc[1], enc[0]]  # mirror: decoder stage 1 works at encoder stage 3's scale
     return enc, dec
+
+
+def _start_near_shallow(stages: nn.Sequential) -> None:
+    """Identity-dominated init of the stride-1 conv before each GDN and of each buffer block
+    (module docstring): a 17-convolution transform then trains like a 4-convolution one first."""
+    mods = list(stages)
+    for prev, mod in zip(mods, mods[1:]):
+        if isinstance(mod, GDN) and isinstance(prev, nn.Conv2d) and prev.stride == (1, 1):
+            with torch.no_grad():
+                prev.weight.mul_(0.1).add_(nn.init.dirac_(torch.empty_like(prev.weight)))
+                prev.bias.zero_()
+        if isinstance(mod, ResidualBlock):
+            nn.init.zeros_(mod.conv2.weight)
+            nn.init.zeros_(mod.conv2.bias)
 
 
 class MGSSNet(JointAutoregressiveHierarchicalPriors):
@@ -113,3 +135,5 @@ class MGSSNet(JointAutoregressiveHierarchicalPriors):
             conv3x3(M * 3 // 2, M * 2),
         )
         self.context_prediction = MaskedConv2d(M, 2 * M, kernel_size=5, padding=2, stride=1)
+        _start_near_shallow(self.g_a)
+        _start_near_shallow(self.g_s)
