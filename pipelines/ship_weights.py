@@ -134,7 +134,9 @@ def write_catalog(entries: list[dict[str, Any]], n_tiles: int, dataset: Path) ->
               f"hardware: {e0['hardware']}. Phases and budgets: `pipelines/train_qualities.py` "
               "(q3 from scratch, the others warm-started from its training state, then all side by "
               "side); `steps` counts inherited + own steps, `wall time` both.",
-              "", "Comparison with JPEG 2000: `benchmarks/rd_vs_jpeg2000.py` -> `rd_vs_jpeg2000.md`."]
+              "", "Comparison with JPEG 2000: `benchmarks/rd_vs_jpeg2000.py` -> `rd_vs_jpeg2000.md`. "
+              "Which runs produced these weights, what was tried and where they stand: "
+              "`mgssnet-training.md` (kept by hand; this file is generated)."]
     (CATALOG / "mgssnet.md").write_text("\n".join(lines) + "\n")
 
 
