@@ -184,6 +184,18 @@ PSNRS = np.array([26.0, 29.2, 31.9, 34.3, 36.4])
 BACKENDS = ["native"] + (["bjontegaard"] if bd._bjontegaard_module() is not None else [])
 
 
+def test_rd_front_drops_dominated_points_so_bd_still_works():
+    # shipped qualities where q4 costs more bits than q3 for less PSNR (an under-trained quality)
+    rates, psnrs = [0.075, 0.135, 0.192, 0.248], [21.99, 22.01, 24.21, 23.91]
+    with pytest.raises(ValueError, match="strictly increasing"):
+        bd.bd_rate(2 * np.array(rates), psnrs, rates, psnrs)
+    front = bd.rd_front(rates, psnrs)
+    assert front == [0, 1, 2]
+    fr, fq = np.array(rates)[front], np.array(psnrs)[front]
+    assert bd.bd_rate(2 * fr, fq, fr, fq) == pytest.approx(-50.0, abs=1e-6)
+    assert bd.rd_front(RATES[::-1], PSNRS[::-1]) == [4, 3, 2, 1, 0]  # order-free, nothing dropped
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", bd.METHODS)
 def test_bd_identities(method, backend):

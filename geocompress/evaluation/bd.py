@@ -67,6 +67,18 @@ def _check_monotone(x: np.ndarray, what: str) -> None:
         )
 
 
+def rd_front(rates: _ArrayLike, psnrs: _ArrayLike) -> list[int]:
+    """Indices of the points on the RD front: sorted by rate, each of higher quality than every
+    cheaper point. A dominated point (more bits, no better) has no place on a BD curve; report it
+    apart instead of letting the interpolation fail or fold back."""
+    r, q = np.asarray(rates, dtype=float), np.asarray(psnrs, dtype=float)
+    keep: list[int] = []
+    for i in np.argsort(r, kind="stable"):
+        if not keep or (q[i] > q[keep[-1]] and r[i] > r[keep[-1]]):
+            keep.append(int(i))
+    return keep
+
+
 class _Cubic:
     def __init__(self, x: np.ndarray, y: np.ndarray):
         deg = min(3, x.size - 1)

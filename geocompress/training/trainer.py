@@ -84,7 +84,8 @@ def resolve_device(device: str) -> torch.device:
 def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    return (f"CPU, {torch.get_num_threads()} torch threads on {os.cpu_count()} cores "
+    n = torch.get_num_threads()
+    return (f"CPU, {n} torch thread{'s' if n != 1 else ''} on {os.cpu_count()} cores "
             f"({platform.machine()}, {platform.processor() or platform.system()})")
 
 
