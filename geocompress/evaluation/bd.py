@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["bd_rate", "bd_psnr", "interp_psnr_at_rate", "interp_rate_at_psnr", "METHODS"]
+__all__ = ["bd_rate", "bd_psnr", "interp_psnr_at_rate", "interp_rate_at_psnr", "rd_front", "METHODS"]
 
 METHODS = ("pchip", "cubic", "akima")
 
@@ -70,7 +70,7 @@ def _check_monotone(x: np.ndarray, what: str) -> None:
 def rd_front(rates: _ArrayLike, psnrs: _ArrayLike) -> list[int]:
     """Indices of the points on the RD front: sorted by rate, each of higher quality than every
     cheaper point. A dominated point (more bits, no better) has no place on a BD curve; report it
-    apart instead of letting the interpolation fail or fold back."""
+    apart instead of letting the interpolation fail or fold back (``rd.curve`` filters with it)."""
     r, q = np.asarray(rates, dtype=float), np.asarray(psnrs, dtype=float)
     keep: list[int] = []
     for i in np.argsort(r, kind="stable"):

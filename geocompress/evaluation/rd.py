@@ -397,12 +397,10 @@ def curve(rows: Sequence[dict[str, Any]], codec: str, metric: str, monotone: boo
     pts = sorted((r["bpp"], r[metric]) for r in rows
                  if r["codec"] == codec and r["images"] and math.isfinite(r["bpp"])
                  and math.isfinite(r[metric]) and r["bpp"] > 0)
-    if monotone:
-        kept: list[tuple[float, float]] = []
-        for b, q in pts:
-            if not kept or (b > kept[-1][0] and q > kept[-1][1]):
-                kept.append((b, q))
-        pts = kept
+    if monotone and pts:
+        from .bd import rd_front
+
+        pts = [pts[i] for i in rd_front(*zip(*pts))]
     if not pts:
         return np.zeros(0), np.zeros(0)
     b, q = zip(*pts)
