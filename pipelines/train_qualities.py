@@ -20,9 +20,11 @@ every quality from the package's shipped weights of that quality (continuing the
 ``--export-dir`` writes fp16 checkpoints (mgssnet-q<n>.pt) that ``pipelines/ship_weights.py
 --checkpoints`` adopts and measures.
 
-Budgets are cumulative training wall time per run (``wall_s`` of its training state). Each run
-writes runs/mgssnet/q<n>/ (train_state.pt, log.csv, curves.png); ``pipelines/ship_weights.py``
-exports whatever state is there at any time.
+Budgets are cumulative training wall time per run (``wall_s`` of its training state), so a rerun
+with the same budgets is a no-op and a rerun with larger ones continues. ``--more-min M`` instead
+gives every quality M further minutes from wherever its run stands (and ``--polish-min`` on top),
+which is what continuing unevenly trained runs wants. Each run writes runs/mgssnet/q<n>/
+(train_state.pt, log.csv, curves.png); ``pipelines/ship_weights.py`` exports whatever state is there at any time.
 """
 
 from __future__ import annotations
@@ -101,8 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=RECIPE["batch"])
     p.add_argument("--crop", type=int, default=RECIPE["crop"])
     p.add_argument("--lr", type=float, default=RECIPE["lr"])
+    p.add_argument("--more-min", type=float, default=None,
+                   help="instead of --branch-min: M further minutes of every quality from where its "
+                        "run stands (not idempotent: each rerun adds M again)")
     p.add_argument("--only", type=int, help=argparse.SUPPRESS)  # one child (internal)
     p.add_argument("--phase", choices=("branch", "polish"), help=argparse.SUPPRESS)
+    p.add_argument("--target-s", type=float, help=argparse.SUPPRESS)  # the child's budget (internal)
     a = p.parse_args(argv)
     RECIPE.update(batch=a.batch, crop=a.crop, lr=a.lr)
     base_s = 0.0 if a.from_shipped else a.base_min * 60
@@ -112,14 +118,19 @@ def main(argv: list[str] | None = None) -> None:
             from geocompress.codec.weights import shipped_path
 
             warm = shipped_path("mgssnet", a.only)[0]
-        budget = a.branch_min * 60 + (base_s if a.only == BASE else 0)
-        if a.phase == "polish":
-            budget += a.polish_min * 60
+        if a.target_s is not None:
+            budget = a.target_s
+        else:
+            budget = a.branch_min * 60 + (base_s if a.only == BASE else 0)
+            if a.phase == "polish":
+                budget += a.polish_min * 60
         train_one(a.runs, a.dataset, a.only, budget, 1, a.device, warm,
                   a.polish_lr if a.phase == "polish" else None)
         return
     if not a.from_shipped:
         train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None)
+    # --more-min: fix each run's targets now, before any of them moves
+    start = {q: trained_seconds(a.runs / f"q{q}") for q in QUALITIES}
     for phase in ("branch", "polish") if a.polish_min > 0 else ("branch",):
         procs = []
         for q in sorted(QUALITIES, reverse=True):
@@ -129,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
                    "--device", a.device, "--only", str(q), "--phase", phase,
                    "--batch", str(a.batch), "--crop", str(a.crop), "--lr", str(a.lr)]
             cmd += ["--from-shipped"] if a.from_shipped else []
+            if a.more_min is not None:
+                target = start[q] + 60 * (a.more_min + (a.polish_min if phase == "polish" else 0))
+                cmd += ["--target-s", str(target)]
             log = open(a.runs / f"q{q}.log", "a")
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
         codes = [pr.wait() for pr in procs]

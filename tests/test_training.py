@@ -280,3 +280,37 @@ def test_pack_trains_like_its_store(store: Path, tmp_path: Path) -> None:
     r = train("mbt2018-mean", TINY, pack, 0.01, tmp_path / "run", steps=4, batch=2, crop=64,
               val_limit=1, progress=False, export=False)
     assert r.finished and all(np.isfinite(r.losses))
+
+
+def test_train_qualities_more_min_adds_time_to_each_run_where_it_stands(tmp_path: Path, monkeypatch) -> None:
+    """Unevenly trained runs continue by equal added minutes; the polish phase stacks on top."""
+    import importlib.util
+    import subprocess
+
+    spec = importlib.util.spec_from_file_location(
+        "train_qualities", Path(__file__).resolve().parents[1] / "pipelines" / "train_qualities.py")
+    tq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tq)
+    runs = tmp_path / "runs"
+    walls = {1: 600.0, 3: 1800.0}  # q2 and q4 do not exist yet
+    for q, w in walls.items():
+        (runs / f"q{q}").mkdir(parents=True)
+        torch.save({"wall_s": w}, runs / f"q{q}" / tq.STATE)
+    launched: list[list[str]] = []
+
+    class Done:
+        def __init__(self, cmd, **_):
+            launched.append(cmd)
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Done)
+    tq.main(["--runs", str(runs), "--base-min", "0", "--more-min", "10", "--polish-min", "5"])
+    targets = {(c[c.index("--phase") + 1], int(c[c.index("--only") + 1])): float(c[c.index("--target-s") + 1])
+               for c in launched}
+    assert len(launched) == 8
+    for q in (1, 2, 3, 4):
+        start = walls.get(q, 0.0)
+        assert targets["branch", q] == start + 600
+        assert targets["polish", q] == start + 900
