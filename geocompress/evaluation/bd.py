@@ -133,6 +133,22 @@ def _use_package(backend: str, method: str):
     return mod
 
 
+def _package_bd(kind: str, mod, ra, qa, rt, qt, method: str) -> float:
+    """The ``bjontegaard`` package's ``bd_rate``/``bd_psnr`` after our own monotonicity check
+    (its error on a non-monotone curve is opaque), with its low-overlap warning replaced by ours."""
+    if method != "cubic":  # the interpolated axis must be monotone
+        for v, what in ((qa, "anchor PSNR"), (qt, "test PSNR")) if kind == "rate" else \
+                ((np.log10(ra), "anchor rate"), (np.log10(rt), "test rate")):
+            _check_monotone(v, what)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fn = mod.bd_rate if kind == "rate" else mod.bd_psnr
+        val = float(fn(ra, qa, rt, qt, method=method, require_matching_points=False, min_overlap=0))
+    if math.isnan(val):
+        warnings.warn("RD curves do not overlap; Bjøntegaard delta is undefined", RuntimeWarning)
+    return val
+
+
 def bd_rate(rate_anchor: _ArrayLike, psnr_anchor: _ArrayLike, rate_test: _ArrayLike,
             psnr_test: _ArrayLike, method: str = "pchip", backend: str = "auto") -> float:
     """Bjøntegaard delta rate of the test curve against the anchor, in percent."""
@@ -140,16 +156,7 @@ def bd_rate(rate_anchor: _ArrayLike, psnr_anchor: _ArrayLike, rate_test: _ArrayL
     rt, qt = _prep(rate_test, psnr_test, "test")
     mod = _use_package(backend, method)
     if mod is not None:
-        if method != "cubic":
-            _check_monotone(qa, "anchor PSNR")
-            _check_monotone(qt, "test PSNR")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # its low-overlap warning; ours is below
-            val = float(mod.bd_rate(ra, qa, rt, qt, method=method, require_matching_points=False,
-                                    min_overlap=0))
-        if math.isnan(val):
-            warnings.warn("RD curves do not overlap; Bjøntegaard delta is undefined", RuntimeWarning)
-        return val
+        return _package_bd("rate", mod, ra, qa, rt, qt, method)
     avg_log = _bd_native(qa, np.log10(ra), qt, np.log10(rt), method)
     return (10.0 ** avg_log - 1.0) * 100.0 if not math.isnan(avg_log) else float("nan")
 
@@ -161,16 +168,7 @@ def bd_psnr(rate_anchor: _ArrayLike, psnr_anchor: _ArrayLike, rate_test: _ArrayL
     rt, qt = _prep(rate_test, psnr_test, "test")
     mod = _use_package(backend, method)
     if mod is not None:
-        if method != "cubic":
-            _check_monotone(np.log10(ra), "anchor rate")
-            _check_monotone(np.log10(rt), "test rate")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            val = float(mod.bd_psnr(ra, qa, rt, qt, method=method, require_matching_points=False,
-                                    min_overlap=0))
-        if math.isnan(val):
-            warnings.warn("RD curves do not overlap; Bjøntegaard delta is undefined", RuntimeWarning)
-        return val
+        return _package_bd("psnr", mod, ra, qa, rt, qt, method)
     return _bd_native(np.log10(ra), qa, np.log10(rt), qt, method)
 
 
