@@ -130,10 +130,12 @@ def write_catalog(entries: list[dict[str, Any]], n_tiles: int, dataset: Path) ->
     lines += ["", f"Architecture: MGSSNet ({e0['config']}, {e0['params'] / 1e6:.2f} M parameters, "
               f"fp16 weights). Training: {e0['dataset']} train split, batch {e0['batch']} of "
               f"{e0['crop']} x {e0['crop']} random crops with flips, Adam lr {e0['lr']} (main) / "
-              f"{e0['aux_lr']} (aux), gradient clipping 1.0, lr halved on validation plateau; "
+              f"{e0['aux_lr']} (aux), gradient clipping 1.0, lr halved on validation plateau, "
+              "then a polish phase at a lower lr; "
               f"hardware: {e0['hardware']}. Phases and budgets: `pipelines/train_qualities.py` "
               "(q3 from scratch, the others warm-started from its training state, then all side by "
-              "side); `steps` counts inherited + own steps, `wall time` both.",
+              "side; each session's lrs and thread counts: `mgssnet-training.md`); `steps` counts "
+              "inherited + own steps, `wall time` both.",
               "", "Comparison with JPEG 2000: `benchmarks/rd_vs_jpeg2000.py` -> `rd_vs_jpeg2000.md`. "
               "Which runs produced these weights, what was tried and where they stand: "
               "`mgssnet-training.md` (kept by hand; this file is generated)."]

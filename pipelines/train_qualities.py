@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not a.from_shipped:
         train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None)
-    # --more-min: fix each run's targets now, before any of them moves
-    start = {q: trained_seconds(a.runs / f"q{q}") for q in QUALITIES}
+    if a.more_min is not None:  # fix each run's targets now, before any of them moves
+        start = {q: trained_seconds(a.runs / f"q{q}") for q in QUALITIES}
     for phase in ("branch", "polish") if a.polish_min > 0 else ("branch",):
         procs = []
         for q in sorted(QUALITIES, reverse=True):

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import classical as C
+from .bd import bd_psnr, bd_rate, interp_psnr_at_rate, rd_front
 from .images import EvalImage, ImageSet
 
 METRICS = ("psnr_paper", "psnr", "ms_ssim_db")
@@ -398,8 +399,6 @@ def curve(rows: Sequence[dict[str, Any]], codec: str, metric: str, monotone: boo
                  if r["codec"] == codec and r["images"] and math.isfinite(r["bpp"])
                  and math.isfinite(r[metric]) and r["bpp"] > 0)
     if monotone and pts:
-        from .bd import rd_front
-
         pts = [pts[i] for i in rd_front(*zip(*pts))]
     if not pts:
         return np.zeros(0), np.zeros(0)
@@ -412,8 +411,6 @@ def bd_matrix(rows: Sequence[dict[str, Any]], tests: Sequence[str], anchors: Seq
     """BD-rate (%) and BD-<metric> (dB) of every test codec against every anchor (pchip, the
     JVET method, through :mod:`.bd`); NaN where a curve has < 2 points or the curves do not
     overlap."""
-    from .bd import bd_psnr, bd_rate
-
     out = []
     for t in tests:
         rt, qt = curve(rows, t, metric)
@@ -434,8 +431,6 @@ def bd_matrix(rows: Sequence[dict[str, Any]], tests: Sequence[str], anchors: Seq
 def quality_at(rows: Sequence[dict[str, Any]], codec: str, metric: str, rates: Sequence[float]
                ) -> list[float]:
     """``metric`` of ``codec``'s curve at ``rates`` (log-rate pchip; NaN outside its range)."""
-    from .bd import interp_psnr_at_rate
-
     b, q = curve(rows, codec, metric)
     if len(b) < 2:
         return [float("nan")] * len(rates)
