@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--polish-min", type=float, default=0.0,
                    help="phase 3: further minutes of every quality at --polish-lr")
     p.add_argument("--polish-lr", type=float, default=1e-4)
+    p.add_argument("--branch-lr", type=float, default=None,
+                   help="phase 2: set every run's lr to this (default: a resumed run keeps its own, "
+                        "which the plateau scheduler may have lowered; a new run starts at --lr)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of phase 1")
     p.add_argument("--device", default="auto")
     p.add_argument("--from-shipped", action="store_true",
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             if a.phase == "polish":
                 budget += a.polish_min * 60
         train_one(a.runs, a.dataset, a.only, budget, 1, a.device, warm,
-                  a.polish_lr if a.phase == "polish" else None)
+                  a.polish_lr if a.phase == "polish" else a.branch_lr)
         return
     if not a.from_shipped:
         train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None)
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             cmd = [sys.executable, __file__, "--runs", str(a.runs), "--dataset", str(a.dataset),
                    "--base-min", str(a.base_min), "--branch-min", str(a.branch_min),
                    "--polish-min", str(a.polish_min), "--polish-lr", str(a.polish_lr),
+                   *(["--branch-lr", str(a.branch_lr)] if a.branch_lr is not None else []),
                    "--device", a.device, "--only", str(q), "--phase", phase,
                    "--batch", str(a.batch), "--crop", str(a.crop), "--lr", str(a.lr)]
             cmd += ["--from-shipped"] if a.from_shipped else []

@@ -306,7 +306,8 @@ def test_train_qualities_more_min_adds_time_to_each_run_where_it_stands(tmp_path
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", Done)
-    tq.main(["--runs", str(runs), "--base-min", "0", "--more-min", "10", "--polish-min", "5"])
+    tq.main(["--runs", str(runs), "--base-min", "0", "--more-min", "10", "--polish-min", "5",
+             "--branch-lr", "5e-4"])
     targets = {(c[c.index("--phase") + 1], int(c[c.index("--only") + 1])): float(c[c.index("--target-s") + 1])
                for c in launched}
     assert len(launched) == 8
@@ -314,3 +315,12 @@ def test_train_qualities_more_min_adds_time_to_each_run_where_it_stands(tmp_path
         start = walls.get(q, 0.0)
         assert targets["branch", q] == start + 600
         assert targets["polish", q] == start + 900
+    assert all(float(c[c.index("--branch-lr") + 1]) == 5e-4 for c in launched)
+
+    # each child trains at its phase's lr: --branch-lr in the branch, --polish-lr in the polish
+    lrs: dict[str, float | None] = {}
+    monkeypatch.setattr(tq, "train_one", lambda *a: lrs.__setitem__(phase, a[-1]))
+    for phase in ("branch", "polish"):
+        tq.main(["--runs", str(runs), "--only", "2", "--phase", phase, "--target-s", "60",
+                 "--branch-lr", "5e-4", "--polish-lr", "1e-4"])
+    assert lrs == {"branch": 5e-4, "polish": 1e-4}
