@@ -23,7 +23,9 @@ every quality from the package's shipped weights of that quality (continuing the
 Budgets are cumulative training wall time per run (``wall_s`` of its training state), so a rerun
 with the same budgets is a no-op and a rerun with larger ones continues. ``--more-min M`` instead
 gives every quality M further minutes from wherever its run stands (and ``--polish-min`` on top),
-which is what continuing unevenly trained runs wants. Each run writes runs/mgssnet/q<n>/
+which is what continuing unevenly trained runs wants; ``--branch-lr`` restarts them at a chosen lr
+(a resumed run otherwise keeps the lr its plateau scheduler lowered; a higher lr, then the polish,
+is the better use of a CPU session: ``catalogs/models/mgssnet-training.md``). Each run writes runs/mgssnet/q<n>/
 (train_state.pt, log.csv, curves.png); ``pipelines/ship_weights.py`` exports whatever state is there at any time.
 """
 
