@@ -68,7 +68,7 @@ def trained_seconds(run: Path) -> float:
 
 
 def train_one(runs: Path, dataset: Path, q: int, budget_s: float, threads: int, device: str,
-              warm: Path | None, lr: float | None = None) -> None:
+              warm: Path | None, lr: float | None = None, quantization: str | None = None) -> None:
     from geocompress.training import train
 
     run = runs / f"q{q}"
@@ -81,7 +81,8 @@ def train_one(runs: Path, dataset: Path, q: int, budget_s: float, threads: int, 
         return
     r = train("mgssnet", CONFIG, dataset, QUALITIES[q], run, quality=q, warm_start=warm,
               time_budget_s=left, threads=threads, device=device,
-              dataset_name="geocompress-rs-v1", progress=True, lr_override=lr, **RECIPE)
+              dataset_name="geocompress-rs-v1", progress=True, lr_override=lr,
+              quantization=quantization, **RECIPE)
     print(f"[{time.strftime('%H:%M:%S')}] q{q}: step {r.step}, last val {json.dumps(r.val)}",
           flush=True)
 
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--branch-lr", type=float, default=None,
                    help="phase 2: set every run's lr to this (default: a resumed run keeps its own, "
                         "which the plateau scheduler may have lowered; a new run starts at --lr)")
+    p.add_argument("--quantization", choices=("noise", "mixed"), default=None,
+                   help="training quantization of every run (default: each run keeps its own; "
+                        "geocompress.training.quantization)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of phase 1")
     p.add_argument("--device", default="auto")
     p.add_argument("--from-shipped", action="store_true",
@@ -130,10 +134,10 @@ def main(argv: list[str] | None = None) -> None:
             if a.phase == "polish":
                 budget += a.polish_min * 60
         train_one(a.runs, a.dataset, a.only, budget, 1, a.device, warm,
-                  a.polish_lr if a.phase == "polish" else a.branch_lr)
+                  a.polish_lr if a.phase == "polish" else a.branch_lr, a.quantization)
         return
     if not a.from_shipped:
-        train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None)
+        train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None, None, a.quantization)
     if a.more_min is not None:  # fix each run's targets now, before any of them moves
         start = {q: trained_seconds(a.runs / f"q{q}") for q in QUALITIES}
     for phase in ("branch", "polish") if a.polish_min > 0 else ("branch",):
@@ -143,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                    "--base-min", str(a.base_min), "--branch-min", str(a.branch_min),
                    "--polish-min", str(a.polish_min), "--polish-lr", str(a.polish_lr),
                    *(["--branch-lr", str(a.branch_lr)] if a.branch_lr is not None else []),
+                   *(["--quantization", a.quantization] if a.quantization else []),
                    "--device", a.device, "--only", str(q), "--phase", phase,
                    "--batch", str(a.batch), "--crop", str(a.crop), "--lr", str(a.lr)]
             cmd += ["--from-shipped"] if a.from_shipped else []

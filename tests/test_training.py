@@ -190,6 +190,20 @@ def test_train_loss_falls_resume_is_exact_and_export_loads(store: Path, tmp_path
     assert back.shape == tile.shape and np.array_equal(back, recon[0])
 
 
+def test_mixed_quantization_trains_resumes_exactly_and_stays_with_the_run(store: Path, tmp_path: Path) -> None:
+    from tests.conftest import SMALL
+
+    kw = dict(arch="mbt2018", config=SMALL["mbt2018"], steps=8, val_every=4, export=False)
+    full = _train(store, tmp_path / "full", quantization="mixed", **kw)
+    assert np.mean(full.losses[-2:]) < np.mean(full.losses[:2])
+    part = _train(store, tmp_path / "split", quantization="mixed", halt_after=3, **kw)
+    rest = _train(store, tmp_path / "split", **kw)  # resumed without saying: keeps its own mode
+    assert part.losses + rest.losses == full.losses
+    assert torch.load(rest.state_path, weights_only=False)["hparams"]["quantization"] == "mixed"
+    with pytest.raises(ValueError, match="unknown quantization"):
+        _train(store, tmp_path / "bad", quantization="ste", **kw)
+
+
 @pytest.mark.parametrize("arch", ["mgssnet", "bmshj2018-factorized", "bmshj2018-hyperprior",
                                   "mbt2018", "cheng2020-attn", "bmshj2018-factorized-lgcm"])
 def test_every_architecture_trains(store: Path, tmp_path: Path, arch: str) -> None:
@@ -316,11 +330,12 @@ def test_train_qualities_more_min_adds_time_to_each_run_where_it_stands(tmp_path
         assert targets["branch", q] == start + 600
         assert targets["polish", q] == start + 900
     assert all(float(c[c.index("--branch-lr") + 1]) == 5e-4 for c in launched)
+    assert not any("--quantization" in c for c in launched)  # not asked for: each run keeps its own
 
     # each child trains at its phase's lr: --branch-lr in the branch, --polish-lr in the polish
-    lrs: dict[str, float | None] = {}
-    monkeypatch.setattr(tq, "train_one", lambda *a: lrs.__setitem__(phase, a[-1]))
+    lrs: dict[str, tuple] = {}
+    monkeypatch.setattr(tq, "train_one", lambda *a: lrs.__setitem__(phase, a[-2:]))
     for phase in ("branch", "polish"):
         tq.main(["--runs", str(runs), "--only", "2", "--phase", phase, "--target-s", "60",
-                 "--branch-lr", "5e-4", "--polish-lr", "1e-4"])
-    assert lrs == {"branch": 5e-4, "polish": 1e-4}
+                 "--branch-lr", "5e-4", "--polish-lr", "1e-4", "--quantization", "mixed"])
+    assert lrs == {"branch": (5e-4, "mixed"), "polish": (1e-4, "mixed")}

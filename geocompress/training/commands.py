@@ -120,6 +120,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality", type=int, default=None, help="quality index recorded in the checkpoint")
+    p.add_argument("--quantization", choices=("noise", "mixed"), default=None,
+                   help="noise: CompressAI's uniform noise; mixed: the decoder-side transforms see the "
+                        "rounded latents the codec decodes (closes the gap between the estimated and "
+                        "the real coded rate / PSNR; geocompress.training.quantization). Default: a "
+                        "resumed run's own, else noise")
     p.set_defaults(func=run_train)
     return p
 
@@ -148,7 +153,7 @@ def run_train(args: argparse.Namespace) -> int:
               aux_lr=args.aux_lr, resume=not args.no_resume, device=args.device,
               warm_start=args.warm_start, seed=args.seed, val_every=args.val_every,
               val_limit=args.val_limit, checkpoint_every_s=args.checkpoint_every_s,
-              threads=args.threads, quality=args.quality,
+              threads=args.threads, quality=args.quality, quantization=args.quantization,
               time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60,
               dataset_name=Path(args.dataset).name.removesuffix(".zarr"))
     print(json.dumps({"step": r.step, "total": r.total_steps, "finished": r.finished,

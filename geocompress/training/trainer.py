@@ -41,6 +41,7 @@ from geocompress.models import build
 
 from .data import EpochSampler, open_tiles
 from .loss import RateDistortionLoss
+from .quantization import MODES, forward
 
 STATE = "train_state.pt"
 EXPORT = "model.pt"
@@ -208,8 +209,9 @@ def plot_log(rows: list[dict[str, Any]], out: Path, title: str) -> None:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: float, device: torch.device,
-             batch: int = 8, channels_last: bool = False) -> dict[str, float]:
-    """Mean loss, estimated bpp, MSE and PSNR (mean over tiles of the per-tile PSNR)."""
+             batch: int = 8, channels_last: bool = False, quantization: str = "noise") -> dict[str, float]:
+    """Mean loss, estimated bpp, MSE and PSNR (mean over tiles of the per-tile PSNR), in eval mode
+    of the run's ``quantization`` (:mod:`.quantization`)."""
     was = model.training
     model.eval()
     crit = RateDistortionLoss(lmbda)
@@ -218,7 +220,7 @@ def evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: floa
         x = torch.stack([data[j] for j in range(i, min(i + batch, len(data)))]).to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x)
+        out = forward(model, x, quantization)
         parts = crit(out, x)
         mse_t = ((out["x_hat"].float().clamp(0, 1) - x) ** 2).flatten(1).mean(1)
         k = len(x)
@@ -241,7 +243,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
           time_budget_s: float | None = None, progress: bool = True, quality: int | None = None,
           dataset_name: str | None = None, export: bool = True,
           channels_last: bool | None = None, max_bad_steps: int = 25,
-          lr_override: float | None = None) -> TrainResult:
+          lr_override: float | None = None, quantization: str | None = None) -> TrainResult:
     """Train ``arch`` (with ``config``) on the train split of a tile store for ``steps`` optimizer
     steps (or ``epochs`` passes) at ``lmbda`` (CompressAI convention, see :mod:`.loss`).
 
@@ -256,7 +258,10 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     scheduler. ``lr_override`` sets the main learning rate of a resumed or warm-started run (a
     final low-rate phase: the plateau scheduler rarely fires in a short run). A step whose loss
     or gradient is not finite is skipped (counted in the log as a non-finite loss);
-    ``max_bad_steps`` of them in a row stop the run with an error.
+    ``max_bad_steps`` of them in a row stop the run with an error. ``quantization`` (``noise``,
+    CompressAI's, or ``mixed``: :mod:`.quantization`) defaults to the resumed run's own, else
+    ``noise``; switching a resumed run restarts its plateau scheduler (validation losses of the
+    two modes are not comparable).
     """
     t_call = time.time()
     out = Path(out_dir)
@@ -275,6 +280,10 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
             raise ValueError(f"{state_path} is a run of {state['arch']} at lambda {state['lmbda']}; "
                              f"asked for {arch} at {lmbda}: use another out_dir or resume=False")
         config = state["config"]
+    run_quant = state["hparams"].get("quantization", "noise") if state is not None else "noise"
+    quantization = quantization or run_quant
+    if quantization not in MODES:
+        raise ValueError(f"unknown quantization {quantization!r}; choose one of {MODES}")
     torch.manual_seed(seed)
     model = build(arch, **(config or {}))
     config = dict(model.config)
@@ -322,6 +331,10 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
         if dev.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
         step, wall0, best = state["step"], state["wall_s"], state["best_val"]
+        if quantization != run_quant:
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, "min", factor=plateau_factor, patience=plateau_patience, min_lr=min_lr)
+            best = math.inf
     if lr_override is not None:
         for g in opt.param_groups:
             g["lr"] = float(lr_override)
@@ -342,7 +355,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
                       "hparams": {"batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
                                   "seed": seed, "dataset": str(dataset),
                                   "dataset_name": dataset_name, "hardware": hardware(dev),
-                                  "warm_start": lineage}},
+                                  "warm_start": lineage, "quantization": quantization}},
                      state_path)
 
     from tqdm.auto import tqdm
@@ -367,7 +380,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
                 x = x.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
-                result = model(x)
+                result = forward(model, x, quantization)
             parts = crit(result, x)
             scaler.scale(parts["loss"]).backward()
             scaler.unscale_(opt)
@@ -398,7 +411,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
             bar.set_postfix(loss=f"{p['loss']:.3f}", bpp=f"{p['bpp']:.3f}",
                             psnr=f"{p['psnr']:.2f}", refresh=False)
             if step % val_every == 0 or step == total:
-                last_val = evaluate(model, val_ds, lmbda, dev, batch, channels_last)
+                last_val = evaluate(model, val_ds, lmbda, dev, batch, channels_last, quantization)
                 sched.step(last_val["loss"])
                 best = min(best, last_val["loss"])
                 log.write({"step": step, "epoch": epoch, "phase": "val", **last_val,
@@ -420,7 +433,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
             "lambda": float(lmbda), "steps": step, "wall_s": round(wall(), 1),
             "hardware": hardware(dev), "dataset": dataset_name or str(dataset),
             "quality": int(quality or 0), "batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
-            "val": last_val})
+            "quantization": quantization, "val": last_val})
     return result
 
 
