@@ -491,7 +491,8 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
             "wall_s": round(state["wall_s"], 1), "hardware": hp["hardware"],
             "dataset": hp.get("dataset_name") or hp["dataset"], "quality": int(quality),
             "batch": hp["batch"], "crop": hp["crop"], "lr": hp["lr"], "aux_lr": hp["aux_lr"],
-            "best_val_loss": state["best_val"], "warm_start": lineage}
+            "best_val_loss": state["best_val"], "warm_start": lineage,
+            "quantization": hp.get("quantization", "noise")}
     meta["total_steps"], total_wall = _totals(state["step"], state["wall_s"], lineage)
     meta["total_wall_s"] = round(total_wall, 1)
     digest = export_checkpoint(model, Path(out), meta)
