@@ -131,6 +131,8 @@ def write_catalog(entries: list[dict[str, Any]], n_tiles: int, dataset: Path) ->
               f"fp16 weights). Training: {e0['dataset']} train split, batch {e0['batch']} of "
               f"{e0['crop']} x {e0['crop']} random crops with flips, Adam lr {e0['lr']} (main) / "
               f"{e0['aux_lr']} (aux), gradient clipping 1.0, lr halved on validation plateau, "
+              f"quantization of the last phase: {', '.join(sorted({e.get('quantization', 'noise') for e in entries}))} "
+              "(geocompress/training/quantization.py), "
               "then a polish phase at a lower lr; "
               f"hardware: {e0['hardware']}. Phases and budgets: `pipelines/train_qualities.py` "
               "(q3 from scratch, the others warm-started from its training state, then all side by "
