@@ -50,7 +50,8 @@ run)
     nvidia-smi -L
     python3 pipelines/train_qualities.py --from-shipped --device cuda \
         --dataset .devpack/rs-v1-trainval.npz --runs /tmp/runs --branch-min "$minutes" \
-        --polish-min 1.5 --polish-lr 1e-4 --batch 8 --crop 256 --lr 2e-4 --export-dir "$OUT"
+        --polish-min 1.5 --polish-lr 1e-4 --batch 8 --crop 256 --lr 2e-4 --quantization mixed \
+        --export-dir "$OUT"
     tar czf "$OUT/logs.tar.gz" --exclude train_state.pt -C /tmp/runs .
     ls -la "$OUT"
     ;;

@@ -45,14 +45,16 @@ def _bottleneck(eb: torch.nn.Module, v: Tensor) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def decoder_latent(model: torch.nn.Module, y: Tensor, params: Tensor,
                    iters: int = FIXED_POINT_ITERS) -> Tensor:
-    """Approximately the ``y_hat`` the joint model's sequential decoder rebuilds from ``y``."""
-    y = y.detach()
-    params = params.detach()
+    """Approximately the ``y_hat`` the joint model's sequential decoder rebuilds from ``y``; in
+    float32 also under autocast (bf16 cannot hold ``round(y - mu) + mu`` for larger latents)."""
+    y = y.detach().float()
+    params = params.detach().float()
     y_hat = torch.round(y)
-    for _ in range(iters):
-        ctx = model.context_prediction(y_hat)
-        means = model.entropy_parameters(torch.cat((params, ctx), dim=1)).chunk(2, 1)[1]
-        y_hat = torch.round(y - means) + means
+    with torch.autocast(device_type=y.device.type, enabled=False):
+        for _ in range(iters):
+            ctx = model.context_prediction(y_hat)
+            means = model.entropy_parameters(torch.cat((params, ctx), dim=1)).chunk(2, 1)[1]
+            y_hat = torch.round(y - means) + means
     return y_hat
 
 
