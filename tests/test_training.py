@@ -202,6 +202,15 @@ def test_mixed_quantization_trains_resumes_exactly_and_stays_with_the_run(store:
     assert torch.load(rest.state_path, weights_only=False)["hparams"]["quantization"] == "mixed"
     with pytest.raises(ValueError, match="unknown quantization"):
         _train(store, tmp_path / "bad", quantization="ste", **kw)
+    # a noise run switched to mixed: its plateau scheduler starts over (the losses differ in kind)
+    noise = _train(store, tmp_path / "switch", **{**kw, "steps": 4})
+    state = torch.load(noise.state_path, weights_only=False)
+    state["sched"]["best"] = state["best_val"] = -1.0  # a noise loss no mixed loss could beat
+    torch.save(state, noise.state_path)
+    switched = _train(store, tmp_path / "switch", quantization="mixed", **kw)
+    state = torch.load(switched.state_path, weights_only=False)
+    assert state["hparams"]["quantization"] == "mixed"
+    assert state["sched"]["best"] == state["best_val"] == switched.val["loss"]
 
 
 @pytest.mark.parametrize("arch", ["mgssnet", "bmshj2018-factorized", "bmshj2018-hyperprior",
