@@ -16,8 +16,11 @@ fixed-point iterations of ``y_hat <- round(y - mu(y_hat)) + mu(y_hat)`` (no grad
 sequential decoder's exact solution would cost one network call per latent position), and
 ``g_s``, the context model and the rate's Gaussian parameters all read it. The hyper latent
 is rounded around the entropy bottleneck's medians, as the codec codes it. In eval mode the
-rate is the likelihood of exactly those rounded values, which tracks the real coded size far
-better than ``forward``'s.
+rate is the likelihood of exactly those rounded values: for noise-trained weights it predicts the
+real coded size (v4 q1: 0.0853 vs 0.0851 bpp real, ``forward`` 0.0794). Weights trained this way
+fit the three-iteration approximation somewhat (v5 q1: real 2 % above the estimate, 0.2 dB below
+its PSNR), and at high rates the approximation is looser (v5 q4: 11 % of symbols differ from the
+sequential decoder's, against 18 % for ``round(y)``); the real codec still gained 0.4-0.7 dB.
 """
 
 from __future__ import annotations
@@ -47,8 +50,9 @@ def decoder_latent(model: torch.nn.Module, y: Tensor, params: Tensor,
                    iters: int = FIXED_POINT_ITERS) -> Tensor:
     """Approximately the ``y_hat`` the joint model's sequential decoder rebuilds from ``y``; in
     float32 also under autocast (bf16 cannot hold ``round(y - mu) + mu`` for larger latents)."""
-    y = y.detach().float()
-    params = params.detach().float()
+    dtype = torch.promote_types(y.dtype, torch.float32)  # bf16/fp16 -> fp32; fp64 stays
+    y = y.detach().to(dtype)
+    params = params.detach().to(dtype)
     y_hat = torch.round(y)
     with torch.autocast(device_type=y.device.type, enabled=False):
         for _ in range(iters):
