@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                   a.polish_lr if a.phase == "polish" else a.branch_lr, a.quantization)
         return
     if not a.from_shipped:
-        train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None, None, a.quantization)
+        train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None, quantization=a.quantization)
     if a.more_min is not None:  # fix each run's targets now, before any of them moves
         start = {q: trained_seconds(a.runs / f"q{q}") for q in QUALITIES}
     for phase in ("branch", "polish") if a.polish_min > 0 else ("branch",):
