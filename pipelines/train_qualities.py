@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from geocompress.training.lambdas import paper_to_compressai  # noqa: E402
+from geocompress.training.quantization import MODES  # noqa: E402
 from geocompress.training.trainer import STATE, export_state  # noqa: E402
 
 DATASET = REPO / "data" / "geocompress-rs-v1.zarr"
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--branch-lr", type=float, default=None,
                    help="phase 2: set every run's lr to this (default: a resumed run keeps its own, "
                         "which the plateau scheduler may have lowered; a new run starts at --lr)")
-    p.add_argument("--quantization", choices=("noise", "mixed"), default=None,
+    p.add_argument("--quantization", choices=MODES, default=None,
                    help="training quantization of every run (default: each run keeps its own; "
                         "geocompress.training.quantization)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of phase 1")

@@ -303,8 +303,11 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     main_p, aux_p = split_parameters(model)
     opt = torch.optim.Adam(main_p, lr=lr)
     aux_opt = torch.optim.Adam(aux_p, lr=aux_lr) if aux_p else None
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "min", factor=plateau_factor,
-                                                       patience=plateau_patience, min_lr=min_lr)
+    def new_scheduler() -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "min", factor=plateau_factor,
+                                                          patience=plateau_patience, min_lr=min_lr)
+
+    sched = new_scheduler()
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     crit = RateDistortionLoss(lmbda)
 
@@ -332,8 +335,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
             torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
         step, wall0, best = state["step"], state["wall_s"], state["best_val"]
         if quantization != run_quant:
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, "min", factor=plateau_factor, patience=plateau_patience, min_lr=min_lr)
+            sched = new_scheduler()
             best = math.inf
     if lr_override is not None:
         for g in opt.param_groups:
