@@ -182,6 +182,15 @@ def test_train_loss_falls_resume_is_exact_and_export_loads(store: Path, tmp_path
     assert warm.losses[0] < 0.5 * full.losses[0]  # starts from the trained weights
     lineage = torch.load(warm.state_path, weights_only=False)["hparams"]["warm_start"]
     assert lineage["steps"] == 12 and lineage["lambda"] == 0.01  # catalogs can say where it came from
+    # from an inference checkpoint (no Adam moments) the lr ramps up, and a resume keeps the ramp
+    kw = dict(warm_start=full.checkpoint, steps=6, export=False, lr_override=1e-3, warmup_steps=4)
+    ramp = _train(store, tmp_path / "ramp", **kw)
+    lrs = [float(r.split(",")[8]) for r in (tmp_path / "ramp" / "log.csv").read_text().splitlines()[1:]
+           if ",train," in r]
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    part = _train(store, tmp_path / "ramp-split", halt_after=2, **kw)
+    rest = _train(store, tmp_path / "ramp-split", **{**kw, "warm_start": None})
+    assert part.losses + rest.losses == ramp.losses
     codec = load_codec(checkpoint=str(full.checkpoint))
     assert codec.digest == full.digest
     tile = TileDataset(store, "test", crop=None).pixels(0)

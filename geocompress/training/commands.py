@@ -112,6 +112,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--val-limit", type=int, default=None, help="validation tiles (default all)")
     p.add_argument("--warm-start", type=Path, default=None,
                    help="start from these weights (train_state.pt or model.pt, same architecture)")
+    p.add_argument("--warmup-steps", type=int, default=200,
+                   help="after a warm start from a model.pt (no Adam moments), ramp the lr up over this "
+                        "many steps: a fresh Adam's first full-size steps undo part of the trained weights")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing train_state.pt")
     p.add_argument("--time-budget-min", type=float, default=None,
                    help="stop (state saved) after this many minutes; rerun to continue")
@@ -154,6 +157,7 @@ def run_train(args: argparse.Namespace) -> int:
               warm_start=args.warm_start, seed=args.seed, val_every=args.val_every,
               val_limit=args.val_limit, checkpoint_every_s=args.checkpoint_every_s,
               threads=args.threads, quality=args.quality, quantization=args.quantization,
+              warmup_steps=args.warmup_steps,
               time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60,
               dataset_name=Path(args.dataset).name.removesuffix(".zarr"))
     print(json.dumps({"step": r.step, "total": r.total_steps, "finished": r.finished,

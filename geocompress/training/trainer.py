@@ -128,13 +128,14 @@ def _totals(steps: int, wall_s: float, lineage: dict[str, Any] | None) -> tuple[
 
 def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
                      aux_opt: torch.optim.Optimizer | None, lr: float,
-                     aux_lr: float) -> dict[str, Any]:
+                     aux_lr: float) -> tuple[dict[str, Any], bool]:
     """Adam moments of a training state used as warm start (not for inference checkpoints).
 
     A fresh Adam after a warm start takes full-size steps with no second-moment history: the
     loss jumps (measured on MGSSNet N=64: mean loss 59 over the first 20 steps vs 23 with the
     moments carried over). The learning rates stay this run's own. Returns the run's lineage
-    (where its weights came from, after how many steps and how much training time) for catalogs."""
+    (where its weights came from, after how many steps and how much training time) for catalogs,
+    and whether Adam moments were found (an inference checkpoint has none)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     meta = ckpt.get("meta", {})
     if "step" in ckpt:  # a training state: its own steps plus what it inherited
@@ -145,13 +146,13 @@ def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
     lineage = {"path": str(path), "lambda": ckpt.get("lmbda") or meta.get("lambda"),
                "steps": steps, "wall_s": wall}
     if "opt" not in ckpt:
-        return lineage
+        return lineage, False
     for o, key, rate in ((opt, "opt", lr), (aux_opt, "aux_opt", aux_lr)):
         if o is not None and ckpt.get(key) is not None:
             o.load_state_dict(ckpt[key])
             for g in o.param_groups:
                 g["lr"] = rate
-    return lineage
+    return lineage, True
 
 
 class _Log:
@@ -243,7 +244,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
           time_budget_s: float | None = None, progress: bool = True, quality: int | None = None,
           dataset_name: str | None = None, export: bool = True,
           channels_last: bool | None = None, max_bad_steps: int = 25,
-          lr_override: float | None = None, quantization: str | None = None) -> TrainResult:
+          lr_override: float | None = None, quantization: str | None = None,
+          warmup_steps: int = 200) -> TrainResult:
     """Train ``arch`` (with ``config``) on the train split of a tile store for ``steps`` optimizer
     steps (or ``epochs`` passes) at ``lmbda`` (CompressAI convention, see :mod:`.loss`).
 
@@ -261,7 +263,10 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     ``max_bad_steps`` of them in a row stop the run with an error. ``quantization`` (``noise``,
     CompressAI's, or ``mixed``: :mod:`.quantization`) defaults to the resumed run's own, else
     ``noise``; switching a resumed run restarts its plateau scheduler (validation losses of the
-    two modes are not comparable).
+    two modes are not comparable). A run warm-started from weights without Adam moments (an
+    inference checkpoint such as the shipped weights) ramps its lr linearly over its first
+    ``warmup_steps``: a fresh Adam's first steps move every parameter by about the full lr
+    whatever its gradient's noise, which undoes part of what the weights had learned.
     """
     t_call = time.time()
     out = Path(out_dir)
@@ -322,8 +327,11 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
 
     step, wall0, best = 0, 0.0, math.inf
     lineage = state["hparams"].get("warm_start") if state is not None else None
+    warmup = state["hparams"].get("warmup") if state is not None else None
     if state is None and warm_start is not None:
-        lineage = _warm_optimizers(warm_start, opt, aux_opt, lr, aux_lr)
+        lineage, moments = _warm_optimizers(warm_start, opt, aux_opt, lr, aux_lr)
+        if not moments and warmup_steps > 0:
+            warmup = {"steps": int(warmup_steps), "lr": float(lr)}
     if state is not None:
         opt.load_state_dict(state["opt"])
         if aux_opt is not None:
@@ -340,6 +348,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     if lr_override is not None:
         for g in opt.param_groups:
             g["lr"] = float(lr_override)
+        if warmup is not None:
+            warmup = {**warmup, "lr": float(lr_override)}
     log = _Log(out / LOG, step if state is not None else None)
     title = f"{arch} {config} lambda={lmbda} crop={crop} batch={batch}"
 
@@ -357,7 +367,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
                       "hparams": {"batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
                                   "seed": seed, "dataset": str(dataset),
                                   "dataset_name": dataset_name, "hardware": hardware(dev),
-                                  "warm_start": lineage, "quantization": quantization}},
+                                  "warm_start": lineage, "quantization": quantization,
+                                  "warmup": warmup}},
                      state_path)
 
     from tqdm.auto import tqdm
@@ -380,6 +391,9 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
             x = x.to(dev, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if warmup is not None and step < warmup["steps"]:
+                for g in opt.param_groups:
+                    g["lr"] = warmup["lr"] * (step + 1) / warmup["steps"]
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
                 result = forward(model, x, quantization)
