@@ -206,6 +206,29 @@ def test_checkpoint_round_trip_keeps_digest_and_detects_damage(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_fp16_checkpoint_keeps_the_architectures_constants(tmp_path):
+    """fp16 would turn the 1e-9 likelihood bounds and GDN pedestals into 0: a zero likelihood
+    is an infinite loss in training. Buffers stay exact; old all-fp16 files get them back."""
+    model = untrained("mgssnet", N=16, M=24)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    params = {n for n, _ in model.named_parameters()}
+    save_checkpoint(model, tmp_path / "new.pt")
+    sd = torch.load(tmp_path / "new.pt", weights_only=True)["state_dict"]
+    assert all(sd[n].dtype == torch.float16 for n in params)  # the size saving stays
+    bounds = [k for k in sd if k.endswith("likelihood_lower_bound.bound")]
+    assert bounds and all(float(sd[k]) == pytest.approx(1e-9) for k in bounds)
+    # a checkpoint written the old way: every floating tensor in fp16
+    old = torch.load(tmp_path / "new.pt", weights_only=True)
+    old["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    assert all(float(old["state_dict"][k]) == 0.0 for k in bounds)
+    torch.save(old, tmp_path / "old.pt")
+    for name in ("new.pt", "old.pt"):
+        loaded = load_checkpoint(tmp_path / name).state_dict()
+        for k, v in fresh.items():
+            if k not in params and v.is_floating_point():
+                assert torch.equal(loaded[k], v), (name, k)
+
+
 def test_pretrained_without_shipped_weights_says_what_to_do():
     with pytest.raises(WeightsError, match="no shipped"):
         geocompress.load_codec("cheng2020-attn", pretrained=True)

@@ -5,10 +5,17 @@ through :func:`geocompress.models.build`. The state dict includes the entropy mo
 so a decoder never recomputes them (see :mod:`geocompress.codec.entropy`). The digest is SHA-256
 over the state dict's tensors (sorted names, raw bytes of each tensor) and identifies the weights in
 every tile string and store.
+
+fp16 is for the learned parameters only. Buffers are constants of the architecture (likelihood
+bounds of 1e-9, GDN pedestals of 2^-36, a scale bound of 0.11): fp16 turns the first two into 0
+and moves the last, so a buffer is stored in fp16 only where that is exact. Checkpoints written
+before that rule (and training states warm-started from them) hold the fp16 images of those
+constants; :func:`restore_constants` puts the architecture's values back when they load.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from importlib import resources
@@ -52,7 +59,8 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict | None 
     """Write an inference checkpoint (fp16 weights by default; CDF tables stay int32) and return
     the digest of the weights as they will be loaded."""
     model.update(force=True)
-    sd = {k: (v.half() if half and v.is_floating_point() else v).cpu()
+    params = {name for name, _ in model.named_parameters()}
+    sd = {k: (v.half() if half and _half_ok(k in params, v) else v).cpu()
           for k, v in model.state_dict().items()}
     ckpt = {"arch": model.arch, "config": dict(model.config), "state_dict": sd,
             "meta": dict(meta or {})}
@@ -61,6 +69,34 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict | None 
     torch.save(ckpt, tmp)
     tmp.replace(path)
     return state_digest(_loaded_state(sd))
+
+
+def _half_ok(is_param: bool, v: torch.Tensor) -> bool:
+    """Parameters go to fp16 (the price the checkpoint size is worth); buffers only if exact."""
+    if not v.is_floating_point():
+        return False
+    return is_param or bool(torch.equal(v.half().to(v.dtype), v))
+
+
+def restore_constants(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd`` with every floating buffer that holds the fp16 image of ``model``'s own (constructor)
+    value, but not the value itself, given that value back. ``model`` must be freshly built: its
+    buffers are the architecture's constants (the scale table is set by ``update``, which the
+    checkpoint's CDF tables were built from). Learned parameters and CDF tables are untouched."""
+    params = {name for name, _ in model.named_parameters()}
+    reference = copy.deepcopy(model)  # the model's own CDF buffers keep their (empty) shapes
+    reference.update(force=True)
+    out = dict(sd)
+    for name, ref in reference.state_dict().items():
+        got = sd.get(name)
+        if (name in params or got is None or not ref.is_floating_point()
+                or not got.is_floating_point() or got.shape != ref.shape):
+            continue
+        ref = ref.detach().cpu().float()
+        got32 = got.detach().cpu().float()
+        if not torch.equal(got32, ref) and torch.equal(got32, ref.half().float()):
+            out[name] = ref
+    return out
 
 
 def _loaded_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,7 +112,7 @@ def load_checkpoint(path: str | Path, expected_digest: str | None = None) -> tor
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         sd = _loaded_state(ckpt["state_dict"])
         model = build(ckpt["arch"], **ckpt["config"])
-        model.load_state_dict(sd)
+        model.load_state_dict(restore_constants(model, sd))
     except WeightsError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure here means a damaged checkpoint

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from geocompress.codec import save_checkpoint
+from geocompress.codec import restore_constants, save_checkpoint
 from geocompress.models import build
 
 from .data import EpochSampler, open_tiles
@@ -117,7 +117,8 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Weights of a training state or an inference checkpoint (same architecture and config)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     sd = ckpt["model"] if "model" in ckpt else ckpt["state_dict"]
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    model.load_state_dict(restore_constants(model, {k: v.float() if v.is_floating_point() else v
+                                                    for k, v in sd.items()}))
 
 
 def _totals(steps: int, wall_s: float, lineage: dict[str, Any] | None) -> tuple[int, float]:
@@ -293,7 +294,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     model = build(arch, **(config or {}))
     config = dict(model.config)
     if state is not None:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(restore_constants(model, state["model"]))
     elif warm_start is not None:
         load_weights(model, warm_start)
     model = model.to(dev)
@@ -496,7 +497,7 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
 
     state = torch.load(state_path, map_location="cpu", weights_only=False)
     model = build(state["arch"], **state["config"])
-    model.load_state_dict(state["model"])
+    model.load_state_dict(restore_constants(model, state["model"]))
     hp = state["hparams"]
     lineage = hp.get("warm_start") or None
     if lineage:
