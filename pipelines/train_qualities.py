@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--more-min", type=float, default=None,
                    help="instead of --branch-min: M further minutes of every quality from where its "
                         "run stands (not idempotent: each rerun adds M again)")
+    p.add_argument("--qualities", type=int, nargs="+", choices=sorted(QUALITIES), default=None,
+                   help="phases 2-3 train only these qualities (default: all); with four runs on two "
+                        "cores, leaving one out gives each of the others a third more steps")
     p.add_argument("--only", type=int, help=argparse.SUPPRESS)  # one child (internal)
     p.add_argument("--phase", choices=("branch", "polish"), help=argparse.SUPPRESS)
     p.add_argument("--target-s", type=float, help=argparse.SUPPRESS)  # the child's budget (internal)
@@ -139,11 +142,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not a.from_shipped:
         train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None, quantization=a.quantization)
+    qualities = sorted(set(a.qualities or QUALITIES), reverse=True)
     if a.more_min is not None:  # fix each run's targets now, before any of them moves
-        start = {q: trained_seconds(a.runs / f"q{q}") for q in QUALITIES}
+        start = {q: trained_seconds(a.runs / f"q{q}") for q in qualities}
     for phase in ("branch", "polish") if a.polish_min > 0 else ("branch",):
         procs = []
-        for q in sorted(QUALITIES, reverse=True):
+        for q in qualities:
             cmd = [sys.executable, __file__, "--runs", str(a.runs), "--dataset", str(a.dataset),
                    "--base-min", str(a.base_min), "--branch-min", str(a.branch_min),
                    "--polish-min", str(a.polish_min), "--polish-lr", str(a.polish_lr),
