@@ -9,8 +9,8 @@ every tile string and store.
 fp16 is for the learned parameters only. Buffers are constants of the architecture (likelihood
 bounds of 1e-9, GDN pedestals of 2^-36, a scale bound of 0.11): fp16 turns the first two into 0
 and moves the last, so a buffer is stored in fp16 only where that is exact. Checkpoints written
-before that rule (and training states warm-started from them) hold the fp16 images of those
-constants; :func:`restore_constants` puts the architecture's values back when they load.
+before that rule (and training states warm-started from them) hold those zeros;
+:func:`restore_constants` gives the architecture's values back when they load.
 """
 
 from __future__ import annotations
