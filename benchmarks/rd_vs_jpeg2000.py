@@ -120,8 +120,8 @@ def write_report(res: dict, models: dict) -> None:
     lines += ["", f"MGSSNet beats JPEG 2000 at every shipped quality: "
                   f"**{'yes' if res['wins_every_quality'] else 'no'}**.", "",
               "![RD](rd_vs_jpeg2000.png)"]
-    steps = ", ".join(f"q{q['quality']}: {q['steps']} steps" for q in models["qualities"])
-    lines += ["", f"Weights: {steps} (catalogs/models/mgssnet.md)."]
+    steps = ", ".join(f"q{q['quality']}: {q.get('total_steps', q['steps'])} steps" for q in models["qualities"])
+    lines += ["", f"Weights: {steps} in all, inherited + own (catalogs/models/mgssnet.md)."]
     (CATALOG / "rd_vs_jpeg2000.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[4:4 + 2 + len(res["rows"])]))
     if "bd_rate_percent" in res:
