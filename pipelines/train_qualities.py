@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     if not a.from_shipped:
         train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None, quantization=a.quantization)
     qualities = sorted(set(a.qualities or QUALITIES), reverse=True)
+    a.runs.mkdir(parents=True, exist_ok=True)  # --from-shipped on a fresh machine has no phase 1 to make it
     if a.more_min is not None:  # fix each run's targets now, before any of them moves
         start = {q: trained_seconds(a.runs / f"q{q}") for q in qualities}
     for phase in ("branch", "polish") if a.polish_min > 0 else ("branch",):
