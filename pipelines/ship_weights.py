@@ -98,15 +98,15 @@ def measure(path: Path, digest: str, tiles: list[np.ndarray], quality: int,
 def shipped_entries(keep_out: set[int], idx: list[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Qualities shipped before and not re-exported now: shipping q2-q4 must not unlist q1.
 
-    Returns (measured, to_measure): entries whose catalogued figures still hold (same checkpoint
-    digest, same test tiles), and entries whose checkpoint is unchanged but must be measured again.
+    Returns (kept, stale): entries whose catalogued figures still hold (same checkpoint digest, same
+    test tiles), and entries whose checkpoint is unchanged but must be measured again.
     """
     catalog, tiles_json = CATALOG / "mgssnet.json", CATALOG / "mgssnet-test-tiles.json"
     if not catalog.exists():
         return [], []
     old = json.loads(catalog.read_text())["qualities"]
     per_tile = json.loads(tiles_json.read_text()) if tiles_json.exists() else {}
-    measured, to_measure = [], []
+    kept, stale = [], []
     for e in old:
         q = e["quality"]
         if q in keep_out or not (WEIGHTS / e["file"]).exists():
@@ -114,10 +114,10 @@ def shipped_entries(keep_out: set[int], idx: list[int]) -> tuple[list[dict[str, 
         load_checkpoint(WEIGHTS / e["file"], expected_digest=e["digest"])  # raises if the file changed
         tiles_q = per_tile.get("qualities", {}).get(str(q))
         if per_tile.get("tile_index") == idx and tiles_q is not None:
-            measured.append(e | {"test": e["test"] | {"per_tile": tiles_q}})
+            kept.append(e | {"test": e["test"] | {"per_tile": tiles_q}})
         else:
-            to_measure.append({k: v for k, v in e.items() if k != "test"})
-    return measured, to_measure
+            stale.append({k: v for k, v in e.items() if k != "test"})
+    return kept, stale
 
 
 def test_tiles(dataset: Path, max_tiles: int | None) -> tuple[list[np.ndarray], list[int]]:
