@@ -31,6 +31,7 @@ from geocompress.codec import load_checkpoint, state_digest
 from geocompress.codec.tile_codec import TileCodec
 from geocompress.metrics import ms_ssim_db, psnr
 from geocompress.training import TileDataset
+from geocompress.training.lr_history import describe
 from geocompress.training.trainer import STATE, export_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,8 +155,8 @@ def write_catalog(entries: list[dict[str, Any]], n_tiles: int, dataset: Path) ->
     e0 = entries[0]
     lines += ["", f"Architecture: MGSSNet ({e0['config']}, {e0['params'] / 1e6:.2f} M parameters, "
               f"fp16 weights). Training: {e0['dataset']} train split, batch {e0['batch']} of "
-              f"{e0['crop']} x {e0['crop']} random crops with flips, Adam lr {e0['lr']} (main) / "
-              f"{e0['aux_lr']} (aux), gradient clipping 1.0, lr halved on validation plateau, "
+              f"{e0['crop']} x {e0['crop']} random crops with flips, Adam (main; recipe lr {e0['lr']}, "
+              f"as run: below) / lr {e0['aux_lr']} (aux), gradient clipping 1.0, lr halved on validation plateau, "
               f"quantization of the last phase: {', '.join(sorted({e.get('quantization', 'noise') for e in entries}))} "
               "(geocompress/training/quantization.py), "
               "then a polish phase at a lower lr; "
@@ -163,7 +164,14 @@ def write_catalog(entries: list[dict[str, Any]], n_tiles: int, dataset: Path) ->
               "(q3 from scratch, the others warm-started from its training state, then all side by "
               "side; each session's lrs and thread counts: `mgssnet-training.md`); `steps` counts "
               "inherited + own steps, `wall time` both.",
-              "", "Comparison with JPEG 2000: `benchmarks/rd_vs_jpeg2000.py` -> `rd_vs_jpeg2000.md`. "
+              "", "Main lr of each quality's own steps, as its training log recorded them (steps "
+              "counted from the warm start; inherited steps: the previous version of this file and "
+              "`mgssnet-training.md`):", ""]
+    for e in entries:
+        sched = describe(e["lr_schedule"]) if e.get("lr_schedule") else \
+            "not recorded (exported before the catalog kept it; see `mgssnet-training.md`)"
+        lines.append(f"* q{e['quality']}: {sched}")
+    lines += ["", "Comparison with JPEG 2000: `benchmarks/rd_vs_jpeg2000.py` -> `rd_vs_jpeg2000.md`. "
               "Which runs produced these weights, what was tried and where they stand: "
               "`mgssnet-training.md` (kept by hand; this file is generated)."]
     (CATALOG / "mgssnet.md").write_text("\n".join(lines) + "\n")

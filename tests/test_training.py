@@ -232,6 +232,20 @@ def test_every_architecture_trains(store: Path, tmp_path: Path, arch: str) -> No
     assert r.finished and all(np.isfinite(r.losses)) and r.val is not None
 
 
+def test_lr_segments_record_ramp_overrides_and_halvings() -> None:
+    from geocompress.training.lr_history import describe, lr_segments
+
+    lrs = [1e-4, 2e-4, 3e-4, 4e-4, 4e-4, 4e-4, 2e-4, 2e-4, 1e-4, 2.5e-4]  # ramp, plateau halving,
+    rows = [{"step": i + 1, "phase": "train", "lr": lr} for i, lr in enumerate(lrs)]  # a new session
+    rows.insert(6, {"step": 6, "phase": "val", "lr": 2e-4})  # val rows carry the lr after the step
+    segs = lr_segments(rows)
+    assert [(s["from_step"], s["to_step"], s["lr"], s.get("ramp_from")) for s in segs] == [
+        (1, 4, 4e-4, 1e-4), (5, 6, 4e-4, None), (7, 8, 2e-4, None), (9, 9, 1e-4, None),
+        (10, 10, 2.5e-4, None)]
+    assert describe(segs) == "1-4: ramp to 0.0004; 5-6: 0.0004; 7-8: 0.0002; 9: 0.0001; 10: 0.00025"
+    assert lr_segments([]) == []
+
+
 def test_settle_quantiles_fits_the_bottleneck_without_touching_the_transforms() -> None:
     from geocompress.models import build
     from geocompress.training.trainer import settle_quantiles

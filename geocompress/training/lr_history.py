@@ -1,0 +1,57 @@
+"""The main learning rate a run's steps actually ran at, read back from its CSV log.
+
+A run's recipe lr says little once it has been resumed over several sessions: each session may
+override it, the plateau scheduler halves it, and a warm start from weights without Adam moments
+ramps it up first. The catalog records these segments so that a checkpoint says how it was made.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["lr_segments", "read_lr_segments", "describe"]
+
+
+def lr_segments(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Segments ``{"from_step", "to_step", "lr"}`` of constant lr over the log's train rows, in
+    step order. The trainer's warm-up sets lr = target * step / warmup_steps, so consecutive steps
+    whose lr rises in proportion to the step become one segment with ``"ramp_from"``, its first lr."""
+    segs: list[dict[str, Any]] = []
+    for r in rows:
+        if r.get("phase") != "train" or r.get("lr") in ("", None):
+            continue
+        step, lr = int(r["step"]), float(r["lr"])
+        last = segs[-1] if segs else None
+        if last is not None and "ramp_from" not in last and math.isclose(lr, last["lr"], rel_tol=1e-6):
+            last["to_step"] = step
+        elif (last is not None and lr > last["lr"] and step == last["to_step"] + 1
+              and math.isclose(lr / step, last["lr"] / last["to_step"], rel_tol=1e-6)):
+            last.setdefault("ramp_from", last["lr"])
+            last.update(to_step=step, lr=lr)
+        else:
+            segs.append({"from_step": step, "to_step": step, "lr": lr})
+    return segs
+
+
+def read_lr_segments(log_path: str | os.PathLike) -> list[dict[str, Any]]:
+    """``lr_segments`` of a trainer log file; an empty list when the run has no log."""
+    path = Path(log_path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return lr_segments(csv.DictReader(f))
+
+
+def describe(segs: Iterable[Mapping[str, Any]]) -> str:
+    """One line for a catalog, e.g. ``1-200: ramp to 0.00025; 201-2010: 0.00025; 2011-2363: 0.0001``."""
+    parts = []
+    for s in segs:
+        span = f"{s['from_step']}-{s['to_step']}" if s["to_step"] > s["from_step"] else f"{s['from_step']}"
+        lr = f"ramp to {s['lr']:.3g}" if "ramp_from" in s else f"{s['lr']:.3g}"
+        parts.append(f"{span}: {lr}")
+    return "; ".join(parts)
