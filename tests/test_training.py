@@ -188,6 +188,15 @@ def test_train_loss_falls_resume_is_exact_and_export_loads(store: Path, tmp_path
     lrs = [float(r.split(",")[8]) for r in (tmp_path / "ramp" / "log.csv").read_text().splitlines()[1:]
            if ",train," in r]
     assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    from geocompress.codec import load_checkpoint
+    from geocompress.training.trainer import export_state
+
+    _, meta, _ = export_state(ramp.state_path, tmp_path / "ramp.pt", quality=1)
+    assert meta["lr_schedule"] == [{"from_step": 1, "to_step": 4, "lr": pytest.approx(1e-3),
+                                    "ramp_from": pytest.approx(2.5e-4)},
+                                   {"from_step": 5, "to_step": 6, "lr": pytest.approx(1e-3)}]
+    assert load_checkpoint(full.checkpoint).meta["lr_schedule"] == [
+        {"from_step": 1, "to_step": 12, "lr": 3e-3}]  # the export at a run's end says it too
     part = _train(store, tmp_path / "ramp-split", halt_after=2, **kw)
     rest = _train(store, tmp_path / "ramp-split", **{**kw, "warm_start": None})
     assert part.losses + rest.losses == ramp.losses

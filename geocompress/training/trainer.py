@@ -40,6 +40,7 @@ from geocompress.codec import restore_constants, save_checkpoint
 from geocompress.models import build
 
 from .data import EpochSampler, open_tiles
+from .lr_history import lr_segments, read_lr_segments
 from .loss import RateDistortionLoss
 from .quantization import MODES, forward
 
@@ -450,7 +451,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
             "lambda": float(lmbda), "steps": step, "wall_s": round(wall(), 1),
             "hardware": hardware(dev), "dataset": dataset_name or str(dataset),
             "quality": int(quality or 0), "batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
-            "quantization": quantization, "val": last_val})
+            "quantization": quantization, "val": last_val, "lr_schedule": lr_segments(log.rows)})
     return result
 
 
@@ -509,7 +510,8 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
             "dataset": hp.get("dataset_name") or hp["dataset"], "quality": int(quality),
             "batch": hp["batch"], "crop": hp["crop"], "lr": hp["lr"], "aux_lr": hp["aux_lr"],
             "best_val_loss": state["best_val"], "warm_start": lineage,
-            "quantization": hp.get("quantization", "noise")}
+            "quantization": hp.get("quantization", "noise"),
+            "lr_schedule": read_lr_segments(Path(state_path).parent / LOG)}
     meta["total_steps"], total_wall = _totals(state["step"], state["wall_s"], lineage)
     meta["total_wall_s"] = round(total_wall, 1)
     digest = export_checkpoint(model, Path(out), meta)
