@@ -69,7 +69,8 @@ def trained_seconds(run: Path) -> float:
 
 
 def train_one(runs: Path, dataset: Path, q: int, budget_s: float, threads: int, device: str,
-              warm: Path | None, lr: float | None = None, quantization: str | None = None) -> None:
+              warm: Path | None, lr: float | None = None, quantization: str | None = None,
+              stretch: float | None = None) -> None:
     from geocompress.training import train
 
     run = runs / f"q{q}"
@@ -83,7 +84,7 @@ def train_one(runs: Path, dataset: Path, q: int, budget_s: float, threads: int, 
     r = train("mgssnet", CONFIG, dataset, QUALITIES[q], run, quality=q, warm_start=warm,
               time_budget_s=left, threads=threads, device=device,
               dataset_name="geocompress-rs-v1", progress=True, lr_override=lr,
-              quantization=quantization, **RECIPE)
+              quantization=quantization, stretch=stretch, **RECIPE)
     print(f"[{time.strftime('%H:%M:%S')}] q{q}: step {r.step}, last val {json.dumps(r.val)}",
           flush=True)
 
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quantization", choices=MODES, default=None,
                    help="training quantization of every run (default: each run keeps its own; "
                         "geocompress.training.quantization)")
+    p.add_argument("--stretch", type=float, default=None,
+                   help="probability that a training crop is re-stretched band by band, a false-colour "
+                        "composite (geocompress.training.data.restretch; default: each run keeps "
+                        "its own, else 0)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of phase 1")
     p.add_argument("--device", default="auto")
     p.add_argument("--from-shipped", action="store_true",
@@ -138,10 +143,11 @@ def main(argv: list[str] | None = None) -> None:
             if a.phase == "polish":
                 budget += a.polish_min * 60
         train_one(a.runs, a.dataset, a.only, budget, 1, a.device, warm,
-                  a.polish_lr if a.phase == "polish" else a.branch_lr, a.quantization)
+                  a.polish_lr if a.phase == "polish" else a.branch_lr, a.quantization, a.stretch)
         return
     if not a.from_shipped:
-        train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None, quantization=a.quantization)
+        train_one(a.runs, a.dataset, BASE, base_s, a.threads, a.device, None,
+                  quantization=a.quantization, stretch=a.stretch)
     qualities = sorted(set(a.qualities or QUALITIES), reverse=True)
     a.runs.mkdir(parents=True, exist_ok=True)  # --from-shipped on a fresh machine has no phase 1 to make it
     if a.more_min is not None:  # fix each run's targets now, before any of them moves
@@ -154,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                    "--polish-min", str(a.polish_min), "--polish-lr", str(a.polish_lr),
                    *(["--branch-lr", str(a.branch_lr)] if a.branch_lr is not None else []),
                    *(["--quantization", a.quantization] if a.quantization else []),
+                   *(["--stretch", str(a.stretch)] if a.stretch is not None else []),
                    "--device", a.device, "--only", str(q), "--phase", phase,
                    "--batch", str(a.batch), "--crop", str(a.crop), "--lr", str(a.lr)]
             cmd += ["--from-shipped"] if a.from_shipped else []

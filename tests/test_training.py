@@ -146,6 +146,29 @@ def test_tile_dataset_crops_and_sampler(store: Path) -> None:
     assert list(s) != full
 
 
+def test_restretch_keeps_each_band_s_structure_and_is_seeded(store: Path) -> None:
+    from geocompress.training.data import restretch
+
+    rng = np.random.default_rng(0)
+    x = np.stack([np.linspace(0, 1, 64 * 64).reshape(64, 64) ** (k + 1) for k in range(3)])
+    y = restretch(x, np.random.default_rng(7))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert np.array_equal(y, restretch(x, np.random.default_rng(7)))
+    # every output band is a monotone (non-decreasing) map of one input band: orders agree
+    order = np.argsort(x[0].ravel(), kind="stable")  # all three input bands share this order
+    for band in y:
+        assert np.all(np.diff(band.ravel()[order]) >= -1e-12)
+    assert not np.allclose(y, x) and not np.allclose(restretch(x, rng), y)
+    plain = TileDataset(store, "train", crop=32)
+    always = TileDataset(store, "train", crop=32, stretch=1.0)
+    a, b = plain[(0, 5)].numpy(), always[(0, 5)].numpy()
+    assert a.shape == b.shape and not np.allclose(a, b)
+    assert np.array_equal(always[(0, 5)].numpy(), b)  # seeded like the crops and flips
+    assert TileDataset(store, "test", crop=None, stretch=1.0).stretch == 0  # evaluation is never stretched
+    with pytest.raises(ValueError, match="probability"):
+        TileDataset(store, "train", stretch=2.0)
+
+
 def test_lambda_tables() -> None:
     assert len(PAPER) == 7 and COMPRESSAI[1] == 0.0018
     for lam in PAPER:
@@ -229,6 +252,12 @@ def test_mixed_quantization_trains_resumes_exactly_and_stays_with_the_run(store:
     state = torch.load(switched.state_path, weights_only=False)
     assert state["hparams"]["quantization"] == "mixed"
     assert state["sched"]["best"] == state["best_val"] == switched.val["loss"]
+    # band stretches (same batches, other pixels): resumes exactly and keeps its probability
+    sfull = _train(store, tmp_path / "sfull", stretch=0.5, **{**kw, "steps": 6})
+    spart = _train(store, tmp_path / "ssplit", stretch=0.5, halt_after=2, **{**kw, "steps": 6})
+    srest = _train(store, tmp_path / "ssplit", **{**kw, "steps": 6})
+    assert spart.losses + srest.losses == sfull.losses and sfull.losses[:4] != noise.losses
+    assert torch.load(srest.state_path, weights_only=False)["hparams"]["stretch"] == 0.5
 
 
 @pytest.mark.parametrize("arch", ["mgssnet", "bmshj2018-factorized", "bmshj2018-hyperprior",

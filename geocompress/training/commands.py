@@ -128,6 +128,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                         "rounded latents the codec decodes (closes the gap between the estimated and "
                         "the real coded rate / PSNR; geocompress.training.quantization). Default: a "
                         "resumed run's own, else noise")
+    p.add_argument("--stretch", type=float, default=None, metavar="P",
+                   help="probability that a training crop is re-stretched band by band and its bands "
+                        "shuffled, so that the codec also learns false-colour and percentile-stretched "
+                        "composites (geocompress.training.data.restretch). Default: a resumed run's "
+                        "own, else 0")
     p.set_defaults(func=run_train)
     return p
 
@@ -157,7 +162,7 @@ def run_train(args: argparse.Namespace) -> int:
               warm_start=args.warm_start, seed=args.seed, val_every=args.val_every,
               val_limit=args.val_limit, checkpoint_every_s=args.checkpoint_every_s,
               threads=args.threads, quality=args.quality, quantization=args.quantization,
-              warmup_steps=args.warmup_steps,
+              warmup_steps=args.warmup_steps, stretch=args.stretch,
               time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60,
               dataset_name=Path(args.dataset).name.removesuffix(".zarr"))
     print(json.dumps({"step": r.step, "total": r.total_steps, "finished": r.finished,

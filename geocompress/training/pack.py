@@ -61,7 +61,8 @@ class PackedTiles(_Tiles):
     flips and ``limit`` (``cache`` is accepted for the same signature: a pack is always in memory)."""
 
     def __init__(self, pack: str | os.PathLike, split: int | str = "train", crop: int | None = 256,
-                 augment: bool | None = None, cache: bool = True, limit: int | None = None) -> None:
+                 augment: bool | None = None, cache: bool = True, limit: int | None = None,
+                 stretch: float = 0.0) -> None:
         self.split = split_index(split)
         name = SPLIT_NAMES[self.split]
         with np.load(pack, allow_pickle=False) as z:
@@ -75,7 +76,7 @@ class PackedTiles(_Tiles):
         self._tiles = np.stack([
             np.asarray(Image.open(io.BytesIO(data[offsets[k]:offsets[k + 1]].tobytes())).convert("RGB"))
             .transpose(2, 0, 1) for k in keep]) if len(keep) else np.zeros((0, 3, self.tile, self.tile), np.uint8)
-        self._setup(crop, augment)
+        self._setup(crop, augment, stretch)
 
     def pixels(self, i: int) -> np.ndarray:
         return self._tiles[i]

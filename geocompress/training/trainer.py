@@ -247,7 +247,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
           dataset_name: str | None = None, export: bool = True,
           channels_last: bool | None = None, max_bad_steps: int = 25,
           lr_override: float | None = None, quantization: str | None = None,
-          warmup_steps: int = 200) -> TrainResult:
+          warmup_steps: int = 200, stretch: float | None = None) -> TrainResult:
     """Train ``arch`` (with ``config``) on the train split of a tile store for ``steps`` optimizer
     steps (or ``epochs`` passes) at ``lmbda`` (CompressAI convention, see :mod:`.loss`).
 
@@ -269,6 +269,9 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     inference checkpoint such as the shipped weights) ramps its lr linearly over its first
     ``warmup_steps``: a fresh Adam's first steps move every parameter by about the full lr
     whatever its gradient's noise, which undoes part of what the weights had learned.
+    ``stretch`` is the probability that a training crop is re-stretched band by band
+    (:func:`.data.restretch`: false-colour and stretched composites); default: the resumed run's
+    own, else 0.
     """
     t_call = time.time()
     out = Path(out_dir)
@@ -289,6 +292,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
         config = state["config"]
     run_quant = state["hparams"].get("quantization", "noise") if state is not None else "noise"
     quantization = quantization or run_quant
+    if stretch is None:
+        stretch = state["hparams"].get("stretch", 0.0) if state is not None else 0.0
     if quantization not in MODES:
         raise ValueError(f"unknown quantization {quantization!r}; choose one of {MODES}")
     torch.manual_seed(seed)
@@ -318,7 +323,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     crit = RateDistortionLoss(lmbda)
 
-    train_ds = open_tiles(dataset, "train", crop=crop, augment=True)
+    train_ds = open_tiles(dataset, "train", crop=crop, augment=True, stretch=stretch)
     val_ds = open_tiles(dataset, "val", crop=val_crop, augment=False, limit=val_limit)
     per_epoch = len(train_ds) // batch
     if per_epoch == 0:
@@ -370,7 +375,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
                                   "seed": seed, "dataset": str(dataset),
                                   "dataset_name": dataset_name, "hardware": hardware(dev),
                                   "warm_start": lineage, "quantization": quantization,
-                                  "warmup": warmup}},
+                                  "warmup": warmup, "stretch": stretch}},
                      state_path)
 
     from tqdm.auto import tqdm
@@ -451,7 +456,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
             "lambda": float(lmbda), "steps": step, "wall_s": round(wall(), 1),
             "hardware": hardware(dev), "dataset": dataset_name or str(dataset),
             "quality": int(quality or 0), "batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
-            "quantization": quantization, "val": last_val, "lr_schedule": lr_segments(log.rows)})
+            "quantization": quantization, "stretch": stretch, "val": last_val,
+            "lr_schedule": lr_segments(log.rows)})
     return result
 
 
@@ -510,7 +516,7 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
             "dataset": hp.get("dataset_name") or hp["dataset"], "quality": int(quality),
             "batch": hp["batch"], "crop": hp["crop"], "lr": hp["lr"], "aux_lr": hp["aux_lr"],
             "best_val_loss": state["best_val"], "warm_start": lineage,
-            "quantization": hp.get("quantization", "noise"),
+            "quantization": hp.get("quantization", "noise"), "stretch": hp.get("stretch", 0.0),
             "lr_schedule": read_lr_segments(Path(state_path).parent / LOG)}
     meta["total_steps"], total_wall = _totals(state["step"], state["wall_s"], lineage)
     meta["total_wall_s"] = round(total_wall, 1)
