@@ -12,6 +12,9 @@ on exactly those tiles, runs JPEG 2000 (OpenJPEG through ``geocompress.evaluatio
   its PSNR read at MGSSNet's mean bpp (PCHIP over log-rate, ``interp_psnr_at_rate``);
 * **bits at equal PSNR**: MGSSNet's bpp against the JPEG 2000 curve's bpp at MGSSNet's PSNR, per
   quality (a point-wise rate ratio, comparable across weight versions);
+* **by source**: the matched per-tile PSNR difference averaged over each source scene (or image
+  class) of the test split, worst first: a mean over tiles hides a codec that fails outright on
+  one kind of imagery (a false-colour composite, say) while winning elsewhere;
 * BD-rate / BD-PSNR of MGSSNet against JPEG 2000 over the overlapping range. BD-rate averages over
   MGSSNet's own PSNR span, so raising the top quality's PSNR alone widens that span into the region
   where the curves differ most: BD-rate can worsen while every quality's point-wise figures improve.
@@ -65,13 +68,14 @@ def main() -> None:
     curve.sort()
     c_bpp, c_psnr, c_ms = (np.array(v) for v in zip(*curve))
 
-    rows = []
+    rows, deltas = [], {}
     for q in sorted(measured["qualities"], key=int):
         per = measured["qualities"][q]
         m_bpp = 8 * sum(r["bytes"] for r in per) / sum(t.shape[1] * t.shape[2] for t in tiles)
         m_psnr = float(np.mean([r["psnr"] for r in per]))
         m_ms = float(np.mean([r["ms_ssim_db"] for r in per]))
         matched = np.array([j2k_point(t, r["bpp"], matched=True) for t, r in zip(tiles, per)])
+        deltas[int(q)] = np.array([r["psnr"] for r in per]) - matched[:, 1]
         j_interp = interp_psnr_at_rate(c_bpp, c_psnr, m_bpp)
         j_rate = interp_rate_at_psnr(c_bpp, c_psnr, m_psnr)  # nan outside the curve's PSNR range
         rows.append({"quality": int(q), "bpp": m_bpp, "psnr": m_psnr, "ms_ssim_db": m_ms,
@@ -92,6 +96,7 @@ def main() -> None:
         bd |= {"bd_rate_percent": bd_rate(c_bpp, c_psnr, rates, psnrs),
                "bd_psnr_db": bd_psnr(c_bpp, c_psnr, rates, psnrs)}
     result = {"dataset": measured["dataset"], "tiles": len(tiles), "rows": rows,
+              "by_source": by_source(ds, measured["tile_index"], deltas),
               "jpeg2000_curve": {"bpp": c_bpp.tolist(), "psnr": c_psnr.tolist(),
                                  "ms_ssim_db": c_ms.tolist()}, **bd,
               "wins_every_quality": all(r["delta_interp_db"] > 0 and r["delta_matched_db"] > 0
@@ -99,6 +104,24 @@ def main() -> None:
     (CATALOG / "rd_vs_jpeg2000.json").write_text(json.dumps(result, indent=1) + "\n")
     write_report(result, models)
     plot(result)
+
+
+def by_source(ds: TileDataset, tile_index: list[int], deltas: dict[int, np.ndarray]) -> list[dict]:
+    """Matched PSNR differences (MGSSNet - JPEG 2000, dB) averaged per source of the test tiles,
+    worst first (by the mean over qualities)."""
+    sources = ds.root.attrs["sources"]
+    classes = ds.root.attrs.get("classes", [])
+    src = ds.root["source"][:][tile_index]
+    cls = ds.root["class"][:][tile_index]
+    names = [sources[s]["name"] + (f"/{classes[c]}" if c >= 0 and c < len(classes) else "")
+             for s, c in zip(src, cls)]
+    out = []
+    for name in sorted(set(names)):
+        sel = np.array([n == name for n in names])
+        per_q = {q: float(d[sel].mean()) for q, d in deltas.items()}
+        out.append({"source": name, "tiles": int(sel.sum()), "delta_matched_db": per_q,
+                    "worst_tile_db": float(min(d[sel].min() for d in deltas.values()))})
+    return sorted(out, key=lambda r: np.mean(list(r["delta_matched_db"].values())))
 
 
 def write_report(res: dict, models: dict) -> None:
@@ -127,6 +150,15 @@ def write_report(res: dict, models: dict) -> None:
         dom = ", ".join(f"q{q}" for q in res["dominated_qualities"])
         lines += ["", f"Dominated (more bits than a lower quality, no higher PSNR; left out of the "
                       f"BD curve): {dom}."]
+    qs = [r["quality"] for r in res["rows"]]
+    lines += ["", "By source (mean over its test tiles of MGSSNet's PSNR minus JPEG 2000's at the same "
+                  "tile's bpp, dB; worst first):", "",
+              "| source | tiles | " + " | ".join(f"q{q}" for q in qs) + " | worst tile |",
+              "|---|---|" + "---|" * (len(qs) + 1)]
+    for r in res["by_source"]:
+        d = r["delta_matched_db"]
+        lines.append(f"| {r['source']} | {r['tiles']} | "
+                     + " | ".join(f"{d[q]:+.2f}" for q in qs) + f" | {r['worst_tile_db']:+.1f} |")
     lines += ["", f"MGSSNet beats JPEG 2000 at every shipped quality: "
                   f"**{'yes' if res['wins_every_quality'] else 'no'}**.", "",
               "![RD](rd_vs_jpeg2000.png)"]
@@ -136,6 +168,9 @@ def write_report(res: dict, models: dict) -> None:
     print("\n".join(lines[4:4 + 2 + len(res["rows"])]))
     if "bd_rate_percent" in res:
         print(f"BD-rate {res['bd_rate_percent']:+.1f} %, BD-PSNR {res['bd_psnr_db']:+.2f} dB")
+    for r in res["by_source"][:3]:
+        print(f"worst source {r['source']} ({r['tiles']} tiles): "
+              + ", ".join(f"q{q} {v:+.1f} dB" for q, v in r["delta_matched_db"].items()))
 
 
 def plot(res: dict) -> None:

@@ -74,6 +74,15 @@ def _steps(e: dict[str, Any]) -> tuple[str, float]:
     return f"{w['steps']} ({w['path']}) + {e['steps']}", e.get("total_wall_s", e["wall_s"])
 
 
+def _stretches(entries: list[dict[str, Any]]) -> str:
+    """Each quality's stretch probability, compactly (one value when they agree)."""
+    by_q = {e["quality"]: e.get("stretch", 0.0) for e in entries}
+    if len(set(by_q.values())) == 1:
+        p = next(iter(by_q.values()))
+        return f"probability {p:g}" if p else "none"
+    return ", ".join(f"q{q} {p:g}" for q, p in sorted(by_q.items()))
+
+
 def measure(path: Path, digest: str, tiles: list[np.ndarray], quality: int,
             batch: int = 8) -> dict[str, Any]:
     """Code every tile to bytes and back through the real codec; per-tile and mean figures."""
@@ -159,6 +168,8 @@ def write_catalog(entries: list[dict[str, Any]], n_tiles: int, dataset: Path) ->
               f"as run: below) / lr {e0['aux_lr']} (aux), gradient clipping 1.0, lr halved on validation plateau, "
               f"quantization of the last phase: {', '.join(sorted({e.get('quantization', 'noise') for e in entries}))} "
               "(geocompress/training/quantization.py), "
+              f"per-band stretch augmentation of the last phase: {_stretches(entries)} "
+              "(geocompress/training/data.py `restretch`), "
               "then a polish phase at a lower lr; "
               f"hardware: {e0['hardware']}. Phases and budgets: `pipelines/train_qualities.py` "
               "(q3 from scratch, the others warm-started from its training state, then all side by "

@@ -61,3 +61,9 @@ def test_catalog_lists_the_lr_each_quality_ran_at(tmp_path, monkeypatch):
     assert f"* q{entries[0]['quality']}: not recorded" in md
     saved = json.loads((tmp_path / "mgssnet.json").read_text())["qualities"]
     assert saved[1]["lr_schedule"][1] == {"from_step": 201, "to_step": 900, "lr": 1e-4}
+    assert "per-band stretch augmentation of the last phase: none" in md  # older entries: no key
+    entries[1]["stretch"] = 0.25
+    ship_weights.write_catalog(entries, 162, Path("geocompress-rs-v1.zarr"))
+    md = (tmp_path / "mgssnet.md").read_text()
+    assert f"stretch augmentation of the last phase: q{entries[0]['quality']} 0, " \
+           f"q{entries[1]['quality']} 0.25" in md
