@@ -176,11 +176,15 @@ def write_catalog(entries: list[dict[str, Any]], n_tiles: int, dataset: Path) ->
               "side; each session's lrs and thread counts: `mgssnet-training.md`); `steps` counts "
               "inherited + own steps, `wall time` both.",
               "", "Main lr of each quality's own steps, as its training log recorded them (steps "
-              "counted from the warm start; inherited steps: the previous version of this file and "
-              "`mgssnet-training.md`):", ""]
+              "counted from the warm start; inherited steps where the lineage recorded them, else "
+              "the previous version of this file and `mgssnet-training.md`):", ""]
     for e in entries:
         sched = describe(e["lr_schedule"]) if e.get("lr_schedule") else \
             "not recorded (exported before the catalog kept it; see `mgssnet-training.md`)"
+        w = e.get("warm_start") or {}
+        if w.get("lr_schedule"):
+            sched += f"; inherited from {w['path']} ({w['steps']} steps, numbered over the chain): " \
+                     f"{describe(w['lr_schedule'])}"
         lines.append(f"* q{e['quality']}: {sched}")
     lines += ["", "Comparison with JPEG 2000: `benchmarks/rd_vs_jpeg2000.py` -> `rd_vs_jpeg2000.md`. "
               "Which runs produced these weights, what was tried and where they stand: "

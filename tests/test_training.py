@@ -205,6 +205,10 @@ def test_train_loss_falls_resume_is_exact_and_export_loads(store: Path, tmp_path
     assert warm.losses[0] < 0.5 * full.losses[0]  # starts from the trained weights
     lineage = torch.load(warm.state_path, weights_only=False)["hparams"]["warm_start"]
     assert lineage["steps"] == 12 and lineage["lambda"] == 0.01  # catalogs can say where it came from
+    assert lineage["lr_schedule"] == [{"from_step": 1, "to_step": 12, "lr": 3e-3}]  # and at what lr
+    chain = _train(store, tmp_path / "chain", warm_start=warm.state_path, steps=1, export=False)
+    assert torch.load(chain.state_path, weights_only=False)["hparams"]["warm_start"]["lr_schedule"] == [
+        {"from_step": 1, "to_step": 12, "lr": 3e-3}, {"from_step": 13, "to_step": 13, "lr": 1e-5}]
     # from an inference checkpoint (no Adam moments) the lr ramps up, and a resume keeps the ramp
     kw = dict(warm_start=full.checkpoint, steps=6, export=False, lr_override=1e-3, warmup_steps=4)
     ramp = _train(store, tmp_path / "ramp", **kw)
@@ -220,6 +224,8 @@ def test_train_loss_falls_resume_is_exact_and_export_loads(store: Path, tmp_path
                                    {"from_step": 5, "to_step": 6, "lr": pytest.approx(1e-3)}]
     assert load_checkpoint(full.checkpoint).meta["lr_schedule"] == [
         {"from_step": 1, "to_step": 12, "lr": 3e-3}]  # the export at a run's end says it too
+    assert meta["warm_start"]["lr_schedule"] == [{"from_step": 1, "to_step": 12, "lr": 3e-3}]
+    assert meta["warm_start"]["path"] == "model.pt" and meta["total_steps"] == 18
     part = _train(store, tmp_path / "ramp-split", halt_after=2, **kw)
     rest = _train(store, tmp_path / "ramp-split", **{**kw, "warm_start": None})
     assert part.losses + rest.losses == ramp.losses
@@ -268,6 +274,17 @@ def test_every_architecture_trains(store: Path, tmp_path: Path, arch: str) -> No
     r = _train(store, tmp_path / arch, arch=arch, config=SMALL[arch], steps=1, val_every=1,
                val_limit=1, export=False)
     assert r.finished and all(np.isfinite(r.losses)) and r.val is not None
+
+
+def test_inherited_schedule_numbers_the_chain_and_shows_unrecorded_links() -> None:
+    from geocompress.training.lr_history import describe, inherited
+
+    own = [{"from_step": 1, "to_step": 50, "lr": 1e-4}, {"from_step": 51, "to_step": 90, "lr": 5e-5}]
+    assert inherited(own, 60, None) == [{"from_step": 1, "to_step": 50, "lr": 1e-4},
+                                        {"from_step": 51, "to_step": 60, "lr": 5e-5}]
+    grand = {"steps": 100, "lr_schedule": [{"from_step": 1, "to_step": 100, "lr": 5e-4}]}
+    assert describe(inherited(own, 90, grand)) == "1-100: 0.0005; 101-150: 0.0001; 151-190: 5e-05"
+    assert describe(inherited(own, 90, {"steps": 100})) == "101-150: 0.0001; 151-190: 5e-05"  # a gap
 
 
 def test_lr_segments_record_ramp_overrides_and_halvings() -> None:
@@ -404,8 +421,10 @@ def test_train_qualities_more_min_adds_time_to_each_run_where_it_stands(tmp_path
 
     # each child trains at its phase's lr: --branch-lr in the branch, --polish-lr in the polish
     lrs: dict[str, tuple] = {}
-    monkeypatch.setattr(tq, "train_one", lambda *a: lrs.__setitem__(phase, a[-2:]))
+    monkeypatch.setattr(tq, "train_one", lambda *a: lrs.__setitem__(phase, a[-3:]))
     for phase in ("branch", "polish"):
         tq.main(["--runs", str(runs), "--only", "2", "--phase", phase, "--target-s", "60",
-                 "--branch-lr", "5e-4", "--polish-lr", "1e-4", "--quantization", "mixed"])
-    assert lrs == {"branch": (5e-4, "mixed"), "polish": (1e-4, "mixed")}
+                 "--branch-lr", "5e-4", "--polish-lr", "1e-4", "--quantization", "mixed",
+                 "--stretch", "0.25"])
+    assert lrs == {"branch": (5e-4, "mixed", 0.25), "polish": (1e-4, "mixed", 0.25)}
+    assert not any("--stretch" in c for c in launched)  # likewise the stretch augmentation

@@ -2,7 +2,8 @@
 
 A run's recipe lr says little once it has been resumed over several sessions: each session may
 override it, the plateau scheduler halves it, and a warm start from weights without Adam moments
-ramps it up first. The catalog records these segments so that a checkpoint says how it was made.
+ramps it up first. The catalog records these segments so that a checkpoint says how it was made,
+including the steps it inherited through warm starts (:func:`inherited`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["lr_segments", "read_lr_segments", "describe"]
+__all__ = ["lr_segments", "read_lr_segments", "describe", "inherited"]
 
 
 def lr_segments(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -45,6 +46,24 @@ def read_lr_segments(log_path: str | os.PathLike) -> list[dict[str, Any]]:
         return []
     with path.open(newline="") as f:
         return lr_segments(csv.DictReader(f))
+
+
+def inherited(parent_own: Iterable[Mapping[str, Any]], parent_steps: int,
+              parent_lineage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The whole known schedule behind a warm start's weights, numbered over the chain's steps:
+    the parent's own inherited schedule, then the parent's own segments (up to ``parent_steps``,
+    where it was when the child started) shifted past the steps the parent inherited. A link
+    whose schedule was never recorded leaves a gap at the start (``describe`` then starts later
+    than step 1)."""
+    lineage = parent_lineage or {}
+    offset = int(lineage.get("steps") or 0)
+    out = [dict(s) for s in lineage.get("lr_schedule") or []]
+    for s in parent_own:
+        if s["from_step"] > parent_steps:
+            break
+        out.append({**s, "from_step": s["from_step"] + offset,
+                    "to_step": min(s["to_step"], parent_steps) + offset})
+    return out
 
 
 def describe(segs: Iterable[Mapping[str, Any]]) -> str:

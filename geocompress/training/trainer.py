@@ -40,7 +40,7 @@ from geocompress.codec import restore_constants, save_checkpoint
 from geocompress.models import build
 
 from .data import EpochSampler, open_tiles
-from .lr_history import lr_segments, read_lr_segments
+from .lr_history import inherited, lr_segments, read_lr_segments
 from .loss import RateDistortionLoss
 from .quantization import MODES, forward
 
@@ -128,6 +128,15 @@ def _totals(steps: int, wall_s: float, lineage: dict[str, Any] | None) -> tuple[
     return steps + (lineage.get("steps") or 0), wall_s + (lineage.get("wall_s") or 0)
 
 
+def _public_lineage(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A lineage for a shipped checkpoint's meta: the parent named by its run or file, not by a
+    path on the machine that trained it."""
+    if not lineage:
+        return None
+    path = Path(lineage["path"])
+    return {**lineage, "path": path.parent.name if path.name == STATE else path.name}
+
+
 def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
                      aux_opt: torch.optim.Optimizer | None, lr: float,
                      aux_lr: float) -> tuple[dict[str, Any], bool]:
@@ -136,17 +145,22 @@ def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
     A fresh Adam after a warm start takes full-size steps with no second-moment history: the
     loss jumps (measured on MGSSNet N=64: mean loss 59 over the first 20 steps vs 23 with the
     moments carried over). The learning rates stay this run's own. Returns the run's lineage
-    (where its weights came from, after how many steps and how much training time) for catalogs,
-    and whether Adam moments were found (an inference checkpoint has none)."""
+    (where its weights came from, after how many steps and how much training time, and the lr
+    those steps ran at as far as recorded) for catalogs, and whether Adam moments were found (an
+    inference checkpoint has none)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     meta = ckpt.get("meta", {})
     if "step" in ckpt:  # a training state: its own steps plus what it inherited
-        steps, wall = _totals(ckpt["step"], ckpt["wall_s"], (ckpt.get("hparams") or {}).get("warm_start"))
+        parent = (ckpt.get("hparams") or {}).get("warm_start")
+        steps, wall = _totals(ckpt["step"], ckpt["wall_s"], parent)
+        schedule = inherited(read_lr_segments(Path(path).parent / LOG), ckpt["step"], parent)
     else:  # an exported checkpoint already carries its totals
         steps = meta.get("total_steps", meta.get("steps"))
         wall = meta.get("total_wall_s", meta.get("wall_s"))
+        own = meta.get("lr_schedule") or []
+        schedule = inherited(own, own[-1]["to_step"] if own else 0, meta.get("warm_start"))
     lineage = {"path": str(path), "lambda": ckpt.get("lmbda") or meta.get("lambda"),
-               "steps": steps, "wall_s": wall}
+               "steps": steps, "wall_s": wall, "lr_schedule": schedule}
     if "opt" not in ckpt:
         return lineage, False
     for o, key, rate in ((opt, "opt", lr), (aux_opt, "aux_opt", aux_lr)):
@@ -457,7 +471,9 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
             "hardware": hardware(dev), "dataset": dataset_name or str(dataset),
             "quality": int(quality or 0), "batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
             "quantization": quantization, "stretch": stretch, "val": last_val,
-            "lr_schedule": lr_segments(log.rows)})
+            "lr_schedule": lr_segments(log.rows), "warm_start": _public_lineage(lineage),
+            "total_steps": _totals(step, 0.0, lineage)[0],
+            "total_wall_s": round(_totals(step, wall(), lineage)[1], 1)})
     return result
 
 
@@ -506,10 +522,7 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
     model = build(state["arch"], **state["config"])
     model.load_state_dict(restore_constants(model, state["model"]))
     hp = state["hparams"]
-    lineage = hp.get("warm_start") or None
-    if lineage:
-        lineage = {**lineage, "path": Path(lineage["path"]).parent.name
-                   if Path(lineage["path"]).name == STATE else Path(lineage["path"]).name}
+    lineage = _public_lineage(hp.get("warm_start"))
     meta = {"lambda": state["lmbda"], "lambda_scale": "compressai: bpp + lambda * 255^2 * MSE",
             "lambda_paper_scale": compressai_to_paper(state["lmbda"]), "steps": state["step"],
             "wall_s": round(state["wall_s"], 1), "hardware": hp["hardware"],
