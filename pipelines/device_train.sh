@@ -9,7 +9,8 @@
 #
 # On the GPU all four qualities train side by side (one process each, bf16 autocast), each
 # warm-started from its shipped weights, for MIN minutes at lr 2e-4 (batch 8 of 256 x 256 crops,
-# the paper's recipe) and 1.5 more at 1e-4; then they are exported as fp16 checkpoints into $OUT.
+# the paper's recipe; a quarter of them re-stretched band by band, as on the CPU since session 13)
+# and 1.5 more at 1e-4; then they are exported as fp16 checkpoints into $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +51,7 @@ run)
     nvidia-smi -L
     python3 pipelines/train_qualities.py --from-shipped --device cuda \
         --dataset .devpack/rs-v1-trainval.npz --runs /tmp/runs --branch-min "$minutes" \
-        --polish-min 1.5 --polish-lr 1e-4 --batch 8 --crop 256 --lr 2e-4 --quantization mixed \
+        --polish-min 1.5 --polish-lr 1e-4 --batch 8 --crop 256 --lr 2e-4 --quantization mixed --stretch 0.25 \
         --export-dir "$OUT"
     tar czf "$OUT/logs.tar.gz" --exclude train_state.pt -C /tmp/runs .
     ls -la "$OUT"
