@@ -113,7 +113,7 @@ def by_source(ds: TileDataset, tile_index: list[int], deltas: dict[int, np.ndarr
     classes = ds.root.attrs.get("classes", [])
     src = ds.root["source"][:][tile_index]
     cls = ds.root["class"][:][tile_index]
-    names = [sources[s]["name"] + (f"/{classes[c]}" if c >= 0 and c < len(classes) else "")
+    names = [sources[s]["name"] + (f"/{classes[c]}" if 0 <= c < len(classes) else "")
              for s, c in zip(src, cls)]
     out = []
     for name in sorted(set(names)):

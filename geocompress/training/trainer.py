@@ -466,14 +466,14 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     result = TrainResult(step, total, step >= total, losses, last_val, state_path)
     if result.finished and export:
         result.checkpoint = out / EXPORT
+        total_steps, total_wall = _totals(step, wall(), lineage)
         result.digest = export_checkpoint(model, result.checkpoint, {
             "lambda": float(lmbda), "steps": step, "wall_s": round(wall(), 1),
             "hardware": hardware(dev), "dataset": dataset_name or str(dataset),
             "quality": int(quality or 0), "batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
             "quantization": quantization, "stretch": stretch, "val": last_val,
             "lr_schedule": lr_segments(log.rows), "warm_start": _public_lineage(lineage),
-            "total_steps": _totals(step, 0.0, lineage)[0],
-            "total_wall_s": round(_totals(step, wall(), lineage)[1], 1)})
+            "total_steps": total_steps, "total_wall_s": round(total_wall, 1)})
     return result
 
 
