@@ -224,3 +224,20 @@ def test_cli_compress_info_decompress(scene, tmp_path, capsys):
     with rasterio.open(tmp_path / "o.tif") as f:
         assert f.shape == (64, 64)
     assert main(["info", str(tmp_path / "nothing.zarr")]) == 1
+
+
+def test_refined_store_decodes_plainly_and_keeps_its_setting(scene, tmp_path):
+    from geocompress.codec import save_checkpoint, untrained
+
+    ck = str(tmp_path / "w.pt")
+    save_checkpoint(untrained("mbt2018-mean", N=16, M=24), ck, meta={"lambda": 0.01})
+    store = tmp_path / "refined.zarr"
+    r = compress_scene(scene, store, **{**TINY, "checkpoint": ck}, refine_steps=2)
+    assert r.written == 10
+    assert TileStore.open(store).codec_meta["config"]["refine_steps"] == 2
+    out = decompress_scene(store, tmp_path / "refined.tif", checkpoint=ck, processes=False,
+                           progress=False)  # the decoder needs no refinement setting
+    with rasterio.open(out) as b, rasterio.open(scene) as s:
+        assert b.shape == s.shape and b.transform == s.transform
+    with pytest.raises(StoreMismatchError, match="codec config"):  # resuming must not mix settings
+        compress_scene(scene, store, **{**TINY, "checkpoint": ck})

@@ -14,10 +14,15 @@ What the codec does around the model, and why:
   size, thread count or device, and a tile encodes to the same bytes alone or in a batch.
   ``precision="float32"`` is faster and still decodes correctly everywhere (the entropy path stays
   exact), but pixel values may then differ by one level between devices or batch sizes.
+* **Refinement** (``refine_steps > 0``, off by default): the encoder searches, per tile, for a
+  latent that codes better under the weights' own rate-distortion objective (:mod:`.refine`).
+  Decoding is untouched (same format, same bit-exactness); the encoder then runs in float32 and
+  costs a forward and backward pass per step, and its bytes may differ between machines.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
@@ -29,9 +34,11 @@ import torch.nn.functional as F
 from .entropy import LatentCoder
 from .errors import CodecError, WeightsMismatchError
 from .format import TileHeader, TileString, pack, read_header, unpack
+from .refine import refine_latents
 from .weights import load_checkpoint, shipped_path, state_digest, untrained
 
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
+REFINE_LR = 5e-3
 
 
 def _as_tiles(tiles: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -48,9 +55,12 @@ class TileCodec:
     """A model plus everything needed to turn tiles into strings: see the module docstring."""
 
     def __init__(self, model: torch.nn.Module, quality: int = 0, device: str | torch.device = "cpu",
-                 precision: str = "float64", batch_size: int = 16) -> None:
+                 precision: str = "float64", batch_size: int = 16, refine_steps: int = 0,
+                 refine_lr: float = REFINE_LR, refine_lambda: float | None = None) -> None:
         if precision not in ("float64", "float32"):
             raise ValueError("precision must be 'float64' or 'float32'")
+        if refine_steps < 0:
+            raise ValueError("refine_steps must be >= 0")
         model = model.eval()
         self.arch: str = getattr(model, "arch", type(model).__name__.lower())
         self.config: dict[str, Any] = dict(getattr(model, "config", {}))
@@ -64,10 +74,18 @@ class TileCodec:
         self.coder = LatentCoder(self.model)
         self.factor = int(getattr(model, "downsampling_factor", 64))
         self.group = int(self.config.get("in_channels", 3))
+        self.refine_steps = int(refine_steps)
+        self.refine_lr = float(refine_lr)
+        self.lmbda: float | None = (refine_lambda if refine_lambda is not None
+                                    else getattr(model, "meta", {}).get("lambda"))
+        if self.refine_steps and self.lmbda is None:
+            raise CodecError("refinement optimises the weights' own rate-distortion trade-off, and "
+                             "these weights do not record the lambda they were trained with")
+        self._refine_model: torch.nn.Module | None = None
 
     def __repr__(self) -> str:
         return (f"TileCodec(arch={self.arch!r}, quality={self.quality}, digest={self.digest[:12]}, "
-                f"device={self.device}, precision={self.precision})")
+                f"device={self.device}, precision={self.precision}, refine_steps={self.refine_steps})")
 
     # -- public API ------------------------------------------------------------------------
     def encode(self, tiles: np.ndarray | Sequence[np.ndarray], bits: int | None = None) -> list[bytes]:
@@ -171,6 +189,8 @@ class TileCodec:
             h, w = x.shape[-2:]
             x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
             y = self.model.g_a(x)
+            if self.refine_steps:
+                y = self._refine(x, y, [headers[t] for t, _, _ in batch])
             s, y_hat = self.coder.encode(y)
             for (t, g, _), st in zip(batch, s):
                 out_streams[(t, g)] = st
@@ -199,6 +219,18 @@ class TileCodec:
                 images[t][g] = img
         return images
 
+    def _refine(self, x: torch.Tensor, y: torch.Tensor, headers: list[TileHeader]) -> torch.Tensor:
+        """Refined latents of a batch, in float32 (module docstring); padding is not counted."""
+        if self._refine_model is None:
+            self._refine_model = (self.model if self.dtype == torch.float32
+                                  else copy.deepcopy(self.model).float())
+        mask = torch.zeros((x.shape[0], 1, *x.shape[-2:]), dtype=torch.float32, device=x.device)
+        for i, h in enumerate(headers):
+            mask[i, :, :h.height, :h.width] = 1
+        y32 = refine_latents(self._refine_model, x.float(), y.float(), self.lmbda, self.refine_steps,
+                             self.refine_lr, mask=mask)
+        return y32.to(self.dtype)
+
     def _synthesize(self, y_hat: torch.Tensor) -> np.ndarray:
         x_hat = self.model.g_s(y_hat.to(self.dtype)).clamp_(0, 1)
         return x_hat.to(torch.float64).cpu().numpy()
@@ -215,9 +247,10 @@ class TileCodec:
 
 def load_codec(arch: str = "mgssnet", quality: int | None = None, pretrained: bool = True,
                device: str = "cpu", checkpoint: str | None = None, precision: str = "float64",
-               batch_size: int = 16, **config: Any) -> TileCodec:
+               batch_size: int = 16, refine_steps: int = 0, **config: Any) -> TileCodec:
     """A :class:`TileCodec` from a checkpoint file, the shipped weights at ``quality``, or (with
-    ``pretrained=False``) the architecture's fixed-seed initialisation built from ``config``."""
+    ``pretrained=False``) the architecture's fixed-seed initialisation built from ``config``;
+    ``refine_steps`` > 0 turns on encoder-side latent refinement (module docstring)."""
     if checkpoint is not None:
         model = load_checkpoint(checkpoint)
         q = int(quality or getattr(model, "meta", {}).get("quality", 0))
@@ -226,4 +259,5 @@ def load_codec(arch: str = "mgssnet", quality: int | None = None, pretrained: bo
         model = load_checkpoint(path, expected_digest=digest)
     else:
         model, q = untrained(arch, **config), 0
-    return TileCodec(model, quality=q, device=device, precision=precision, batch_size=batch_size)
+    return TileCodec(model, quality=q, device=device, precision=precision, batch_size=batch_size,
+                     refine_steps=refine_steps)

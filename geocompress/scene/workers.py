@@ -35,12 +35,13 @@ class CodecSpec:
     batch_size: int = 8
     torch_threads: int | None = None
     device: str | None = None  # None: the worker decides (GPU resource -> cuda)
+    refine_steps: int = 0      # encoder-side latent refinement (geocompress.codec.refine)
 
     @classmethod
     def of(cls, codec: TileCodec, checkpoint: str | None = None, **kw: Any) -> "CodecSpec":
         return cls(arch=codec.arch, digest=codec.digest, quality=codec.quality,
                    checkpoint=checkpoint, model_config=dict(codec.config),
-                   precision=codec.precision, **kw)
+                   precision=codec.precision, refine_steps=codec.refine_steps, **kw)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +65,7 @@ def worker_device() -> str:
 
 def get_codec(spec: CodecSpec) -> TileCodec:
     device = spec.device or worker_device()
-    key = (spec.arch, spec.digest, spec.checkpoint, spec.precision, device)
+    key = (spec.arch, spec.digest, spec.checkpoint, spec.precision, spec.refine_steps, device)
     with _LOCK:
         codec = _CACHE.get(key)
         if codec is None:
@@ -80,7 +81,8 @@ def get_codec(spec: CodecSpec) -> TileCodec:
 
 def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
     """The codec named by ``spec``; raises :class:`WeightsMismatchError` if its weights differ."""
-    common = {"device": device, "precision": spec.precision, "batch_size": spec.batch_size}
+    common = {"device": device, "precision": spec.precision, "batch_size": spec.batch_size,
+              "refine_steps": spec.refine_steps}
     if spec.checkpoint:
         codec = load_codec(checkpoint=spec.checkpoint, **common)
     elif spec.quality:

@@ -1,0 +1,147 @@
+"""Encoder-side latent refinement: spend encode time on a better latent for the same decoder.
+
+``g_a`` is one network amortised over every image, and on this project's CPU budget an
+undertrained one; for a given tile, the latent that minimises the model's own ``R + lambda * D``
+under the codec's quantization is usually another one. Searching for it per tile by gradient
+descent (Campos et al. 2019, "Content adaptive optimization for neural image compression"; Yang,
+Bamler & Mandt 2020, "Improving inference for neural image compression") changes only *which*
+latent the encoder codes: the decoder, the string format and bit-exact decoding are untouched,
+and a refined string decodes with any geocompress of the same weights.
+
+The objective is the codec's: the hyper latent is ``h_a(y)`` rounded around the bottleneck's
+medians, ``y`` is rounded around the means the sequential decoder will predict (a few fixed-point
+iterations, :func:`decoder_latent`), rounding passes gradients straight through, the rate is
+the likelihood of exactly those rounded values, and the distortion counts only the tile's own
+pixels (not the codec's edge padding). Each tile's objective depends on its own latent only, so
+a tile refines to the same latent alone or in a batch. Costs one forward and backward pass of
+the whole model per step: worth it on a GPU, minutes per tile on a small CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .entropy import structure
+
+FIXED_POINT_ITERS = 3
+
+
+def ste(x: Tensor, x_hat: Tensor) -> Tensor:
+    """``x_hat`` forward, identity gradient to ``x``."""
+    return x + (x_hat - x).detach()
+
+
+def median_rounded(eb: torch.nn.Module, v: Tensor) -> Tensor:
+    """``v`` rounded around the entropy bottleneck's medians (as the codec codes it), with a
+    straight-through gradient."""
+    med = eb._get_medians().reshape(1, -1, 1, 1).to(v.dtype)
+    return ste(v, torch.round(v - med) + med)
+
+
+@torch.no_grad()
+def decoder_latent(model: torch.nn.Module, y: Tensor, params: Tensor,
+                   iters: int = FIXED_POINT_ITERS) -> Tensor:
+    """Approximately the ``y_hat`` the joint model's sequential decoder rebuilds from ``y``
+    (``y_hat <- round(y - mu(y_hat)) + mu(y_hat)`` iterated in parallel); in float32 also under
+    autocast (bf16 cannot hold ``round(y - mu) + mu`` for larger latents)."""
+    dtype = torch.promote_types(y.dtype, torch.float32)  # bf16/fp16 -> fp32; fp64 stays
+    y = y.detach().to(dtype)
+    params = params.detach().to(dtype)
+    y_hat = torch.round(y)
+    with torch.autocast(device_type=y.device.type, enabled=False):
+        for _ in range(iters):
+            ctx = model.context_prediction(y_hat)
+            means = model.entropy_parameters(torch.cat((params, ctx), dim=1)).chunk(2, 1)[1]
+            y_hat = torch.round(y - means) + means
+    return y_hat
+
+
+def _bottleneck_bits(eb: torch.nn.Module, v_hat: Tensor) -> Tensor:
+    """Bits of each sample of already-rounded ``v_hat`` (B x C x H x W) under the factorized
+    bottleneck, differentiable in ``v_hat``."""
+    c = v_hat.shape[1]
+    values = v_hat.transpose(0, 1).reshape(c, 1, -1)  # the layout EntropyBottleneck works in
+    lik, _, _ = eb._likelihood(values)
+    if eb.use_likelihood_bound:
+        lik = eb.likelihood_lower_bound(lik)
+    bits = -torch.log2(lik).reshape(c, v_hat.shape[0], -1)
+    return bits.sum(dim=(0, 2))
+
+
+def _gaussian_bits(gc: torch.nn.Module, y_hat: Tensor, scales: Tensor, means: Tensor | None) -> Tensor:
+    lik = gc._likelihood(y_hat, scales, means)
+    if gc.use_likelihood_bound:
+        lik = gc.likelihood_lower_bound(lik)
+    return -torch.log2(lik).flatten(1).sum(1)
+
+
+def codec_objective(model: torch.nn.Module, y: Tensor, x: Tensor, mask: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor]:
+    """(bits, squared error) per tile of coding latent ``y`` for image batch ``x``, as the codec
+    would code it; ``mask`` (B x 1 x H x W, 1 = the tile's own pixels) leaves padding out."""
+    kind = structure(model)
+    if kind == "factorized":
+        y_hat = median_rounded(model.entropy_bottleneck, y)
+        bits = _bottleneck_bits(model.entropy_bottleneck, y_hat)
+    else:
+        z_hat = median_rounded(model.entropy_bottleneck, model.h_a(torch.abs(y) if kind == "scale" else y))
+        bits = _bottleneck_bits(model.entropy_bottleneck, z_hat)
+        params = model.h_s(z_hat)
+        gc = model.gaussian_conditional
+        if kind == "scale":
+            y_hat = ste(y, torch.round(y))
+            bits = bits + _gaussian_bits(gc, y_hat, params, None)
+        else:
+            if kind == "mean-scale":
+                scales, means = params.chunk(2, 1)
+                y_hat = ste(y, torch.round(y - means) + means)
+            else:  # joint: the means depend on the decoded neighbours
+                y_hat = ste(y, decoder_latent(model, y, params))
+                ctx = model.context_prediction(y_hat)
+                scales, means = model.entropy_parameters(torch.cat((params, ctx), dim=1)).chunk(2, 1)
+            bits = bits + _gaussian_bits(gc, y_hat, scales, means)
+    err = (model.g_s(y_hat) - x) ** 2
+    if mask is not None:
+        err = err * mask
+    return bits, err.flatten(1).sum(1)
+
+
+def refine_latents(model: torch.nn.Module, x: Tensor, y: Tensor, lmbda: float, steps: int,
+                   lr: float = 5e-3, mask: Tensor | None = None) -> Tensor:
+    """``y`` moved by ``steps`` Adam steps on ``bpp + lmbda * 255**2 * MSE`` of each tile's own
+    pixels (``mask``; the training loss of the weights, so ``lmbda`` is theirs). Returns, per
+    tile, the latent with the lowest objective seen (the start included), detached."""
+    if steps <= 0:
+        return y
+    if mask is None:
+        mask = torch.ones((x.shape[0], 1, *x.shape[-2:]), dtype=x.dtype, device=x.device)
+    pixels = mask.flatten(1).sum(1).clamp_min(1)
+    was = model.training
+    model.eval()
+    grads = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            var = y.detach().clone().requires_grad_(True)
+            opt = torch.optim.Adam([var], lr=lr)
+            best = y.detach().clone()
+            best_loss = torch.full((y.shape[0],), float("inf"), dtype=y.dtype, device=y.device)
+            for step in range(steps + 1):
+                bits, sse = codec_objective(model, var, x, mask)
+                loss = bits / pixels + lmbda * 255 ** 2 * sse / (pixels * x.shape[1])
+                with torch.no_grad():
+                    better = loss < best_loss
+                    best[better] = var.detach()[better]
+                    best_loss = torch.where(better, loss.detach(), best_loss)
+                if step == steps:
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                opt.step()
+    finally:
+        for p, g in zip(model.parameters(), grads):
+            p.requires_grad_(g)
+        model.train(was)
+    return best
