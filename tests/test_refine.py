@@ -16,7 +16,7 @@ LAMBDA = 0.01
 
 def _objective(model, x, y):
     with torch.no_grad():
-        bits, sse = codec_objective(model, y, x)
+        bits, sse, _ = codec_objective(model, y, x)
     px = x.shape[-2] * x.shape[-1]
     return bits / px + LAMBDA * 255 ** 2 * sse / (px * x.shape[1])
 
