@@ -29,37 +29,15 @@ import torch
 from torch import Tensor
 
 from geocompress.codec.entropy import structure
+from geocompress.codec.refine import FIXED_POINT_ITERS, decoder_latent, median_rounded, ste
 
 MODES = ("noise", "mixed")
-FIXED_POINT_ITERS = 3
-
-
-def _ste(x: Tensor, x_hat: Tensor) -> Tensor:
-    """``x_hat`` forward, identity gradient to ``x``."""
-    return x + (x_hat - x).detach()
+__all__ = ["MODES", "FIXED_POINT_ITERS", "decoder_latent", "forward"]
 
 
 def _bottleneck(eb: torch.nn.Module, v: Tensor) -> tuple[Tensor, Tensor]:
     _, likelihoods = eb(v)  # noise in training, median-centred rounding in eval
-    med = eb._get_medians().reshape(1, -1, 1, 1)
-    return _ste(v, torch.round(v - med) + med), likelihoods
-
-
-@torch.no_grad()
-def decoder_latent(model: torch.nn.Module, y: Tensor, params: Tensor,
-                   iters: int = FIXED_POINT_ITERS) -> Tensor:
-    """Approximately the ``y_hat`` the joint model's sequential decoder rebuilds from ``y``; in
-    float32 also under autocast (bf16 cannot hold ``round(y - mu) + mu`` for larger latents)."""
-    dtype = torch.promote_types(y.dtype, torch.float32)  # bf16/fp16 -> fp32; fp64 stays
-    y = y.detach().to(dtype)
-    params = params.detach().to(dtype)
-    y_hat = torch.round(y)
-    with torch.autocast(device_type=y.device.type, enabled=False):
-        for _ in range(iters):
-            ctx = model.context_prediction(y_hat)
-            means = model.entropy_parameters(torch.cat((params, ctx), dim=1)).chunk(2, 1)[1]
-            y_hat = torch.round(y - means) + means
-    return y_hat
+    return median_rounded(eb, v), likelihoods
 
 
 def forward(model: torch.nn.Module, x: Tensor, mode: str = "noise") -> dict:
@@ -78,14 +56,14 @@ def forward(model: torch.nn.Module, x: Tensor, mode: str = "noise") -> dict:
     params = model.h_s(z_hat)
     gc = model.gaussian_conditional
     if kind == "scale":
-        y_hat = _ste(y, torch.round(y))
+        y_hat = ste(y, torch.round(y))
         _, y_lik = gc(y, params)
     elif kind == "mean-scale":
         scales, means = params.chunk(2, 1)
-        y_hat = _ste(y, torch.round(y - means) + means)
+        y_hat = ste(y, torch.round(y - means) + means)
         _, y_lik = gc(y, scales, means=means)
     else:  # joint
-        y_hat = _ste(y, decoder_latent(model, y, params))
+        y_hat = ste(y, decoder_latent(model, y, params))
         ctx = model.context_prediction(y_hat)
         scales, means = model.entropy_parameters(torch.cat((params, ctx), dim=1)).chunk(2, 1)
         _, y_lik = gc(y, scales, means=means)
