@@ -1,6 +1,6 @@
 """Encoder-side latent refinement vs plain encoding, shipped MGSSNet, test split, side by side.
 
-    .venv/bin/python benchmarks/refine_gain.py [--tiles 16] [--steps 40] [--workers 2]
+    .venv/bin/python benchmarks/refine_gain.py [--tiles 12] [--steps 80] [--workers 2]
 
 On an evenly spaced subset of the test tiles, every shipped quality encodes each tile twice --
 plainly and with ``refine_steps`` (:mod:`geocompress.codec.refine`) -- and the *plain* codec decodes
@@ -60,8 +60,8 @@ def measure(quality: int, n: int, steps: int, lr: float) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tiles", type=int, default=16, help="evenly spaced test tiles (0 = all)")
-    p.add_argument("--steps", type=int, default=40, help="refinement steps per tile")
+    p.add_argument("--tiles", type=int, default=12, help="evenly spaced test tiles (0 = all)")
+    p.add_argument("--steps", type=int, default=80, help="refinement steps per tile")
     p.add_argument("--lr", type=float, default=5e-3, help="refinement step size (Adam)")
     p.add_argument("--qualities", type=int, nargs="+", default=None)
     p.add_argument("--workers", type=int, default=2, help="qualities measured side by side")
