@@ -35,13 +35,12 @@ def subset(n: int) -> tuple[list[int], list[np.ndarray]]:
     return [int(ds.indices[p]) for p in pos], [ds.pixels(int(p)) for p in pos]
 
 
-def measure(quality: int, n: int, steps: int, lr: float) -> dict:
+def measure(quality: int, tiles: list[np.ndarray], steps: int, lr: float) -> dict:
     import torch
 
     torch.set_num_threads(1)
     from geocompress import load_codec
 
-    _, tiles = subset(n)
     plain = load_codec("mgssnet", quality=quality)
     refining = load_codec("mgssnet", quality=quality, refine_steps=steps)
     refining.refine_lr = lr
@@ -70,7 +69,7 @@ def main() -> None:
     models = json.loads((CATALOG / "mgssnet.json").read_text())
     qualities = a.qualities or [q["quality"] for q in models["qualities"]]
     with ProcessPoolExecutor(a.workers) as pool:
-        futures = [pool.submit(measure, q, a.tiles, a.steps, a.lr) for q in qualities]
+        futures = [pool.submit(measure, q, tiles, a.steps, a.lr) for q in qualities]
         curve = sorted(np.array([j2k_point(t, r, matched=False) for t in tiles]).mean(axis=0).tolist()
                        for r in CURVE_RATES)
         c_bpp, c_psnr = np.array([c[0] for c in curve]), np.array([c[1] for c in curve])
