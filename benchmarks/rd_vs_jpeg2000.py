@@ -38,10 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "catalogs" / "models"
 DATASET = REPO / "data" / "geocompress-rs-v1.zarr"
 CURVE_RATES = [0.04, 0.06, 0.09, 0.13, 0.18, 0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0]
+WORST = 4  # tiles shown, worst matched PSNR difference at the top quality
 
 
-def j2k_point(tile: np.ndarray, rate: float, matched: bool) -> tuple[float, float, float]:
-    """(bpp, PSNR, MS-SSIM dB) of JPEG 2000 on one C x H x W tile."""
+def j2k_decoded(tile: np.ndarray, rate: float, matched: bool) -> tuple[bytes, np.ndarray]:
+    """JPEG 2000's bytes and decoded C x H x W tile at ``rate`` (``matched``: the largest rate not
+    above it)."""
     hwc = tile.transpose(1, 2, 0)
     if matched:
         try:
@@ -50,8 +52,13 @@ def j2k_point(tile: np.ndarray, rate: float, matched: bool) -> tuple[float, floa
             data, dec = roundtrip("jpeg2000", hwc, rate)  # setting, more bits: favours JPEG 2000
     else:
         data, dec = roundtrip("jpeg2000", hwc, rate)
-    back = dec.reshape(hwc.shape).transpose(2, 0, 1)
-    return bpp_of(data, hwc.shape), psnr(tile, back), ms_ssim_db(tile, back)
+    return data, dec.reshape(hwc.shape).transpose(2, 0, 1)
+
+
+def j2k_point(tile: np.ndarray, rate: float, matched: bool) -> tuple[float, float, float]:
+    """(bpp, PSNR, MS-SSIM dB) of JPEG 2000 on one C x H x W tile."""
+    data, back = j2k_decoded(tile, rate, matched)
+    return bpp_of(data, tile.transpose(1, 2, 0).shape), psnr(tile, back), ms_ssim_db(tile, back)
 
 
 def main() -> None:
@@ -95,8 +102,16 @@ def main() -> None:
     if len(front) >= 2:
         bd |= {"bd_rate_percent": bd_rate(c_bpp, c_psnr, rates, psnrs),
                "bd_psnr_db": bd_psnr(c_bpp, c_psnr, rates, psnrs)}
+    names = source_names(ds, measured["tile_index"])
+    top = max(deltas)
+    worst = [int(i) for i in np.argsort(deltas[top])[:WORST]]
     result = {"dataset": measured["dataset"], "tiles": len(tiles), "rows": rows,
-              "by_source": by_source(ds, measured["tile_index"], deltas),
+              "by_source": by_source(names, deltas),
+              "worst_tiles": [{"tile_index": int(measured["tile_index"][i]), "source": names[i],
+                               "bpp": {q: measured["qualities"][str(q)][i]["bpp"] for q in deltas},
+                               "psnr": {q: measured["qualities"][str(q)][i]["psnr"] for q in deltas},
+                               "delta_matched_db": {q: float(d[i]) for q, d in deltas.items()}}
+                              for i in worst],
               "jpeg2000_curve": {"bpp": c_bpp.tolist(), "psnr": c_psnr.tolist(),
                                  "ms_ssim_db": c_ms.tolist()}, **bd,
               "wins_every_quality": all(r["delta_interp_db"] > 0 and r["delta_matched_db"] > 0
@@ -104,17 +119,22 @@ def main() -> None:
     (CATALOG / "rd_vs_jpeg2000.json").write_text(json.dumps(result, indent=1) + "\n")
     write_report(result, models)
     plot(result)
+    plot_worst(result, [tiles[i] for i in worst], top)
 
 
-def by_source(ds: TileDataset, tile_index: list[int], deltas: dict[int, np.ndarray]) -> list[dict]:
-    """Matched PSNR differences (MGSSNet - JPEG 2000, dB) averaged per source of the test tiles,
-    worst first (by the mean over qualities)."""
+def source_names(ds: TileDataset, tile_index: list[int]) -> list[str]:
+    """Each test tile's source scene, or ``dataset/class`` for scene-classification images."""
     sources = ds.root.attrs["sources"]
     classes = ds.root.attrs.get("classes", [])
     src = ds.root["source"][:][tile_index]
     cls = ds.root["class"][:][tile_index]
-    names = [sources[s]["name"] + (f"/{classes[c]}" if 0 <= c < len(classes) else "")
-             for s, c in zip(src, cls)]
+    return [sources[s]["name"] + (f"/{classes[c]}" if 0 <= c < len(classes) else "")
+            for s, c in zip(src, cls)]
+
+
+def by_source(names: list[str], deltas: dict[int, np.ndarray]) -> list[dict]:
+    """Matched PSNR differences (MGSSNet - JPEG 2000, dB) averaged per source of the test tiles,
+    worst first (by the mean over qualities)."""
     out = []
     for name in sorted(set(names)):
         sel = np.array([n == name for n in names])
@@ -159,6 +179,18 @@ def write_report(res: dict, models: dict) -> None:
         d = r["delta_matched_db"]
         lines.append(f"| {r['source']} | {r['tiles']} | "
                      + " | ".join(f"{d[q]:+.2f}" for q in qs) + f" | {r['worst_tile_db']:+.1f} |")
+    top = max(qs)
+    lines += ["", f"Worst tiles at q{top} (MGSSNet bpp / PSNR at each quality; the last column is "
+                  f"MGSSNet's PSNR minus JPEG 2000's at the same bytes, q{top}). A tile whose PSNR "
+                  "barely moves while its bits multiply is one the transforms cannot represent, "
+                  "not one the entropy model prices badly:", "",
+              "| tile | source | " + " | ".join(f"q{q}" for q in qs) + f" | vs JPEG 2000 (q{top}) |",
+              "|---|---|" + "---|" * (len(qs) + 1)]
+    for w in res["worst_tiles"]:
+        lines.append(f"| {w['tile_index']} | {w['source']} | "
+                     + " | ".join(f"{w['bpp'][q]:.3f} / {w['psnr'][q]:.1f}" for q in qs)
+                     + f" | {w['delta_matched_db'][top]:+.1f} dB |")
+    lines += ["", "![worst tiles](rd_vs_jpeg2000_worst.png)"]
     lines += ["", f"MGSSNet beats JPEG 2000 at every shipped quality: "
                   f"**{'yes' if res['wins_every_quality'] else 'no'}**.", "",
               "![RD](rd_vs_jpeg2000.png)"]
@@ -196,6 +228,35 @@ def plot(res: dict) -> None:
     fig.suptitle(f"{res['dataset']} test split, {res['tiles']} tiles of 256 x 256")
     fig.tight_layout()
     fig.savefig(CATALOG / "rd_vs_jpeg2000.png", dpi=100)
+    plt.close(fig)
+
+
+def plot_worst(res: dict, tiles: list[np.ndarray], quality: int) -> None:
+    """Original, MGSSNet (decoded from its real bytes) and JPEG 2000 at the same bytes, for the
+    tiles where MGSSNet loses most: where people would rather look than read a table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from geocompress.codec import load_codec
+
+    codec = load_codec("mgssnet", quality=quality)
+    ours = codec.decode(codec.encode(tiles))
+    fig, axes = plt.subplots(len(tiles), 3, figsize=(9, 3 * len(tiles)), squeeze=False)
+    for row, tile, back, w in zip(axes, tiles, ours, res["worst_tiles"]):
+        data, j2k = j2k_decoded(tile, w["bpp"][quality], matched=True)
+        bpp_j = bpp_of(data, tile.transpose(1, 2, 0).shape)
+        panels = ((tile, f"tile {w['tile_index']}: {w['source']}"),
+                  (back, f"MGSSNet q{quality}: {w['bpp'][quality]:.3f} bpp, {psnr(tile, back):.1f} dB"),
+                  (j2k, f"JPEG 2000: {bpp_j:.3f} bpp, {psnr(tile, j2k):.1f} dB"))
+        for ax, (img, title) in zip(row, panels):
+            shown = img[0] if img.shape[0] < 3 else img[:3].transpose(1, 2, 0)
+            ax.imshow(shown, cmap="gray" if img.shape[0] < 3 else None, vmin=0, vmax=255)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(CATALOG / "rd_vs_jpeg2000_worst.png", dpi=80)
     plt.close(fig)
 
 
