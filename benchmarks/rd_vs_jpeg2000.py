@@ -61,6 +61,13 @@ def j2k_point(tile: np.ndarray, rate: float, matched: bool) -> tuple[float, floa
     return bpp_of(data, tile.transpose(1, 2, 0).shape), psnr(tile, back), ms_ssim_db(tile, back)
 
 
+def j2k_curve(tiles: list[np.ndarray]) -> np.ndarray:
+    """JPEG 2000's RD curve over ``tiles``: rows (mean bpp, mean PSNR, mean MS-SSIM dB) at
+    ``CURVE_RATES``, by rate."""
+    pts = np.array([np.array([j2k_point(t, r, matched=False) for t in tiles]).mean(axis=0) for r in CURVE_RATES])
+    return pts[np.argsort(pts[:, 0])]
+
+
 def main() -> None:
     measured = json.loads((CATALOG / "mgssnet-test-tiles.json").read_text())
     models = json.loads((CATALOG / "mgssnet.json").read_text())
@@ -68,12 +75,7 @@ def main() -> None:
     pos = {int(g): i for i, g in enumerate(ds.indices)}
     tiles = [ds.pixels(pos[g]) for g in measured["tile_index"]]
 
-    curve = []
-    for r in CURVE_RATES:
-        pts = np.array([j2k_point(t, r, matched=False) for t in tiles])
-        curve.append(pts.mean(axis=0).tolist())
-    curve.sort()
-    c_bpp, c_psnr, c_ms = (np.array(v) for v in zip(*curve))
+    c_bpp, c_psnr, c_ms = j2k_curve(tiles).T
 
     rows, deltas = [], {}
     for q in sorted(measured["qualities"], key=int):

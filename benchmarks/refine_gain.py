@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rd_vs_jpeg2000 import CATALOG, CURVE_RATES, DATASET, j2k_point  # noqa: E402
+from rd_vs_jpeg2000 import CATALOG, DATASET, j2k_curve, j2k_point  # noqa: E402
 
 from geocompress.evaluation.bd import interp_psnr_at_rate  # noqa: E402
 from geocompress.metrics import ms_ssim_db, psnr  # noqa: E402
@@ -70,9 +70,7 @@ def main() -> None:
     qualities = a.qualities or [q["quality"] for q in models["qualities"]]
     with ProcessPoolExecutor(a.workers) as pool:
         futures = [pool.submit(measure, q, tiles, a.steps, a.lr) for q in qualities]
-        curve = sorted(np.array([j2k_point(t, r, matched=False) for t in tiles]).mean(axis=0).tolist()
-                       for r in CURVE_RATES)
-        c_bpp, c_psnr = np.array([c[0] for c in curve]), np.array([c[1] for c in curve])
+        c_bpp, c_psnr = j2k_curve(tiles).T[:2]
         results = [f.result() for f in futures]
     rows = []
     for res in results:

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rd_vs_jpeg2000 import CATALOG, CURVE_RATES, DATASET, j2k_point  # noqa: E402
+from rd_vs_jpeg2000 import CATALOG, DATASET, j2k_curve  # noqa: E402
+from refine_gain import subset  # noqa: E402
 
 from geocompress.evaluation.bd import interp_psnr_at_rate, interp_rate_at_psnr  # noqa: E402
 from geocompress.metrics import psnr  # noqa: E402
@@ -83,18 +84,17 @@ def decoder_search(model, tiles: list[np.ndarray], steps: int, lr: float = 5e-3)
     return [psnr(t, b) for t, b in zip(tiles, back)]
 
 
-def searched(tiles: list[np.ndarray], measured: dict, qualities: list[int], steps: int, n: int) -> dict:
-    """The decoder search on ``n`` evenly spaced tiles of the measured ones, with JPEG 2000's curve
-    over the same tiles."""
+def searched(measured: dict, qualities: list[int], steps: int, n: int) -> dict:
+    """The decoder search on ``refine_gain``'s ``n`` evenly spaced test tiles (its figures sit beside
+    these), with JPEG 2000's curve over the same tiles."""
     from geocompress.codec import load_codec
 
-    pos = np.linspace(0, len(tiles) - 1, n).round().astype(int)
-    sub = [tiles[i] for i in pos]
-    pts = np.array([[j2k_point(t, r, matched=False)[:2] for t in sub] for r in CURVE_RATES]).mean(axis=1)
-    pts = pts[np.argsort(pts[:, 0])]
+    index, sub = subset(n)
+    where = {int(g): i for i, g in enumerate(measured["tile_index"])}
+    pts = j2k_curve(sub)
     rows = []
     for q in qualities:
-        per = [measured["qualities"][str(q)][i] for i in pos]
+        per = [measured["qualities"][str(q)][where[g]] for g in index]
         bpp = float(np.mean([r["bpp"] for r in per]))
         model = load_codec("mgssnet", quality=q).model
         enc = float(np.mean(ceiling(model, sub)))
@@ -104,7 +104,7 @@ def searched(tiles: list[np.ndarray], measured: dict, qualities: list[int], step
                      "ceiling_psnr": enc, "searched_psnr": dec, "j2k_psnr_at_bpp": j2k,
                      "searched_minus_j2k_db": dec - j2k})
         print(f"q{q} decoder search: {dec:.2f} dB (g_s(g_a(x)) {enc:.2f}, JPEG 2000 {j2k:.2f})", flush=True)
-    return {"tile_index": [int(measured["tile_index"][i]) for i in pos], "steps": steps, "rows": rows}
+    return {"tile_index": index, "steps": steps, "rows": rows}
 
 
 def shipped(tiles: list[np.ndarray], measured: dict, catalog: dict, curve: dict) -> list[dict]:
@@ -264,7 +264,7 @@ def main() -> None:
     rows = shipped(tiles, measured, catalog, rd["jpeg2000_curve"])
     res = {"dataset": DATASET.name, "tiles": len(tiles), "rows": rows}
     if args.decoder_steps:
-        res["decoder_search"] = searched(tiles, measured, args.qualities, args.decoder_steps, args.search_tiles)
+        res["decoder_search"] = searched(measured, args.qualities, args.decoder_steps, args.search_tiles)
     if args.history:
         res["history"] = history(tiles, args.qualities)
         plot_history(res)
