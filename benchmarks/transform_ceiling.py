@@ -84,9 +84,9 @@ def decoder_search(model, tiles: list[np.ndarray], steps: int, lr: float = 5e-3)
     return [psnr(t, b) for t, b in zip(tiles, back)]
 
 
-def searched(measured: dict, qualities: list[int], steps: int, n: int) -> dict:
+def searched(measured: dict, shipped_rows: list[dict], qualities: list[int], steps: int, n: int) -> dict:
     """The decoder search on ``refine_gain``'s ``n`` evenly spaced test tiles (its figures sit beside
-    these), with JPEG 2000's curve over the same tiles."""
+    these), with JPEG 2000's curve over the same tiles; their g_s(g_a(x)) comes from ``shipped``."""
     from geocompress.codec import load_codec
 
     index, sub = subset(n)
@@ -95,9 +95,10 @@ def searched(measured: dict, qualities: list[int], steps: int, n: int) -> dict:
     rows = []
     for q in qualities:
         per = [measured["qualities"][str(q)][where[g]] for g in index]
+        row = next(r for r in shipped_rows if r["quality"] == q)
         bpp = float(np.mean([r["bpp"] for r in per]))
         model = load_codec("mgssnet", quality=q).model
-        enc = float(np.mean(ceiling(model, sub)))
+        enc = float(np.mean([row["ceiling_per_tile"][where[g]] for g in index]))
         dec = float(np.mean(decoder_search(model, sub, steps)))
         j2k = float(interp_psnr_at_rate(pts[:, 0], pts[:, 1], bpp))
         rows.append({"quality": q, "bpp": bpp, "psnr": float(np.mean([r["psnr"] for r in per])),
@@ -119,11 +120,13 @@ def shipped(tiles: list[np.ndarray], measured: dict, catalog: dict, curve: dict)
                      "ones; rerun pipelines/ship_weights.py first")
         per = measured["qualities"][q]
         bpp, cod = float(np.mean([r["bpp"] for r in per])), float(np.mean([r["psnr"] for r in per]))
-        ceil = float(np.mean(ceiling(codec.model, tiles)))
+        per_tile = ceiling(codec.model, tiles)
+        ceil = float(np.mean(per_tile))
         j2k = float(interp_psnr_at_rate(curve["bpp"], curve["psnr"], bpp))
         rows.append({"quality": int(q), "bpp": bpp, "psnr": cod, "ceiling_psnr": ceil,
                      "quantization_loss_db": ceil - cod, "j2k_psnr_at_bpp": j2k, "headroom_db": ceil - j2k,
-                     "j2k_bpp_at_ceiling": float(interp_rate_at_psnr(curve["bpp"], curve["psnr"], ceil))})
+                     "j2k_bpp_at_ceiling": float(interp_rate_at_psnr(curve["bpp"], curve["psnr"], ceil)),
+                     "ceiling_per_tile": per_tile})
     return rows
 
 
@@ -264,7 +267,7 @@ def main() -> None:
     rows = shipped(tiles, measured, catalog, rd["jpeg2000_curve"])
     res = {"dataset": DATASET.name, "tiles": len(tiles), "rows": rows}
     if args.decoder_steps:
-        res["decoder_search"] = searched(measured, args.qualities, args.decoder_steps, args.search_tiles)
+        res["decoder_search"] = searched(measured, rows, args.qualities, args.decoder_steps, args.search_tiles)
     if args.history:
         res["history"] = history(tiles, args.qualities)
         plot_history(res)
