@@ -18,7 +18,10 @@ Four latent structures cover the registry:
 
 from __future__ import annotations
 
+import functools
+
 import torch
+from compressai.entropy_models import EntropyModel
 from compressai.ans import RansDecoder, RansEncoder
 from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from torch import Tensor
@@ -26,6 +29,7 @@ from torch import Tensor
 from .exact import ExactNet, _Layer, no_cudnn, to_grid
 
 Streams = list[bytes]
+RASTER, WAVEFRONT = "raster", "wavefront"  # joint models' symbol orders (see schedule)
 
 
 def structure(model: torch.nn.Module) -> str:
@@ -63,8 +67,9 @@ class _CdfTable:
 class LatentCoder:
     """Codes a batch of latents ``y`` to per-image lists of byte streams, and back to ``y_hat``."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, transforms=None) -> None:
         self.model = model
+        self.transforms = transforms  # runs h_a in the codec's precision (None: as the model is)
         self.kind = structure(model)
         device = next(model.parameters()).device
         if self.kind != "factorized":
@@ -76,6 +81,14 @@ class LatentCoder:
             self.ep = ExactNet(model.entropy_parameters, device)
             k = model.context_prediction.kernel_size[0]
             self.k, self.pad = k, k // 2
+            o, cin = self.ctx.weight.shape[:2]
+            # causal taps x channels -> outputs: rows in the order the loop gathers them
+            w = self.ctx.weight.reshape(o, cin, -1)[:, :, self.ctx.taps]
+            self.ctx_matrix = w.permute(2, 1, 0).reshape(-1, o).contiguous()
+        if hasattr(model, "entropy_bottleneck"):
+            # the hyper latent's medians in float64, whatever the transforms run in: an encoder
+            # and a decoder in different precisions then dequantize z identically
+            self.z_medians = model.entropy_bottleneck._get_medians().detach().to(torch.float64)
 
     # -- helpers ---------------------------------------------------------------------------
     def _indexes(self, scales: Tensor) -> Tensor:
@@ -87,16 +100,24 @@ class LatentCoder:
 
     def _z(self, y: Tensor) -> tuple[list[bytes], Tensor]:
         m = self.model
-        z = m.h_a(torch.abs(y) if self.kind == "scale" else y)
-        z_strings = m.entropy_bottleneck.compress(z)
+        y_in = torch.abs(y) if self.kind == "scale" else y
+        z = self.transforms(m.h_a, y_in) if self.transforms is not None else m.h_a(y_in)
+        z_strings = m.entropy_bottleneck.compress(z.to(self.z_medians.dtype))
         return z_strings, self._z_hat(z_strings, z.shape[-2:])
 
     def _z_hat(self, z_strings: list[bytes], size) -> Tensor:
-        return to_grid(self.model.entropy_bottleneck.decompress(z_strings, tuple(size)))
+        """CompressAI's ``EntropyBottleneck.decompress``, with its medians in float64."""
+        eb = self.model.entropy_bottleneck
+        size = tuple(size)
+        indexes = eb._build_indexes((len(z_strings), eb._quantized_cdf.size(0), *size))
+        medians = self.z_medians.reshape(1, -1, *([1] * len(size)))
+        medians = medians.expand(len(z_strings), -1, *size).to(indexes.device)
+        return to_grid(EntropyModel.decompress(eb, z_strings, indexes.to(eb._quantized_cdf.device),
+                                               torch.float64, medians))
 
     # -- encode ----------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, y: Tensor) -> tuple[list[Streams], Tensor]:
+    def encode(self, y: Tensor, order: str = WAVEFRONT) -> tuple[list[Streams], Tensor]:
         """Returns the streams of each image and the quantized latent the decoder will rebuild."""
         m = self.model
         if self.kind == "factorized":
@@ -106,18 +127,19 @@ class LatentCoder:
         z_strings, z_hat = self._z(y)
         params = self.h_s(z_hat)
         if self.kind == "joint":
-            y_strings, y_hat = self._joint(params, y=y)
+            y_strings, y_hat = self._joint(params, y=y, order=order)
         else:
             scales, means = (params, None) if self.kind == "scale" else params.chunk(2, 1)
             idx = self._indexes(scales)
-            y64 = y.to(torch.float64)
+            y64 = y.to(torch.float64)  # symbols and y_hat exactly as the decoder rebuilds them
             y_strings = self.gc.compress(y64, idx, means)
             y_hat = self.gc.quantize(y64, "dequantize", means)
         return [[z, s] for z, s in zip(z_strings, y_strings)], y_hat
 
     # -- decode ----------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, streams: list[Streams], y_size: tuple[int, int]) -> Tensor:
+    def decode(self, streams: list[Streams], y_size: tuple[int, int],
+               order: str = WAVEFRONT) -> Tensor:
         m = self.model
         if self.kind == "factorized":
             return m.entropy_bottleneck.decompress([s[0] for s in streams], y_size)
@@ -126,59 +148,106 @@ class LatentCoder:
         params = self.h_s(z_hat)
         y_strings = [s[1] for s in streams]
         if self.kind == "joint":
-            return self._joint(params, strings=y_strings)[1]
+            return self._joint(params, strings=y_strings, order=order)[1]
         scales, means = (params, None) if self.kind == "scale" else params.chunk(2, 1)
         idx = self._indexes(scales)
         return self.gc.decompress(y_strings, idx, torch.float64, means)
 
-    # -- the autoregressive part, batched over tiles ---------------------------------------
+    # -- the autoregressive part, batched over tiles and positions ------------------------
     def _joint(self, params: Tensor, y: Tensor | None = None,
-               strings: list[bytes] | None = None) -> tuple[list[bytes], Tensor]:
+               strings: list[bytes] | None = None, order: str = WAVEFRONT) -> tuple[list[bytes], Tensor]:
         with no_cudnn():
-            return self._joint_loop(params, y, strings)
+            return self._joint_loop(params, y, strings, order)
 
-    def _joint_loop(self, params: Tensor, y: Tensor | None,
-                    strings: list[bytes] | None) -> tuple[list[bytes], Tensor]:
+    def _joint_loop(self, params: Tensor, y: Tensor | None, strings: list[bytes] | None,
+                    order: str) -> tuple[list[bytes], Tensor]:
+        """One step per group of :func:`schedule`: every tile of the batch and every position of
+        the group in one gather, one context product, one entropy-parameter pass and one rANS
+        call per tile. The latent is held channels-last and flattened (``b x positions x c``), so
+        a step's causal neighbourhoods are a single index into it."""
         b, _, h, w = params.shape
-        c = self.model.M
-        k, p = self.k, self.pad
-        y_hat = params.new_zeros((b, c, h + 2 * p, w + 2 * p))
+        c, k, p = self.model.M, self.k, self.pad
+        wp = w + 2 * p
+        dev = params.device
+        y_hat = params.new_zeros((b, (h + 2 * p) * wp, c))
+        hyper = params.permute(0, 2, 3, 1).reshape(b, h * w, -1)
+        taps = self.ctx.taps.to(dev)
+        offsets = (taps // k) * wp + taps % k  # tap -> offset from the window's top-left
         encoding = y is not None
         if encoding:
-            y = y.to(torch.float64)
-            symbols: list[list[int]] = [[] for _ in range(b)]
-            indexes: list[list[int]] = [[] for _ in range(b)]
+            y_rows = y.to(torch.float64).permute(0, 2, 3, 1).reshape(b, h * w, c)
+            symbols = torch.empty((b, h * w * c), dtype=torch.int64)
+            indexes = torch.empty((b, h * w * c), dtype=torch.int32)
         else:
             decoders = []
             for s in strings:  # type: ignore[union-attr]
                 d = RansDecoder()
                 d.set_stream(s)
                 decoders.append(d)
-        for i in range(h):
-            for j in range(w):
-                crop = y_hat[:, :, i:i + k, j:j + k]
-                ctx = self.ctx.conv_valid(crop)
-                gp = self.ep(torch.cat((params[:, :, i:i + 1, j:j + 1], ctx), dim=1), snap=False)
-                scales, means = gp.chunk(2, 1)
-                idx = self._indexes(scales).reshape(b, c).tolist()
-                means = means.reshape(b, c)
-                if encoding:
-                    sym = torch.round(y[:, :, i, j] - means)
-                    for t, (sy, ix) in enumerate(zip(sym.to(torch.int64).tolist(), idx)):
-                        symbols[t] += sy
-                        indexes[t] += ix
-                else:
-                    rows = []
-                    for t in range(b):
-                        sub, cdfs, lens, offs = self.table.subset(idx[t])
-                        rows.append(decoders[t].decode_stream(sub, cdfs, lens, offs))
-                    sym = torch.tensor(rows, dtype=torch.float64, device=means.device)
-                y_hat[:, :, i + p, j + p] = sym + means
-        y_hat = y_hat[:, :, p:p + h, p:p + w]
+        done = 0
+        for rows, cols in schedule(h, w, k, order):
+            n = len(rows)
+            rows_t, cols_t = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
+            window = (rows_t * wp + cols_t)[:, None] + offsets[None, :]          # n x taps
+            ctx_in = y_hat[:, window].reshape(b * n, -1)                          # (b n) x (taps c)
+            ctx = self._context_rows(ctx_in)
+            pos = rows_t * w + cols_t
+            gp = self.ep.rows(torch.cat((hyper[:, pos].reshape(b * n, -1), ctx), dim=1))
+            scales, means = gp[:, :c], gp[:, c:]
+            idx = self._indexes(scales).reshape(b, n * c)
+            means = means.reshape(b, n, c)
+            if encoding:
+                sym = torch.round(y_rows[:, pos] - means)
+                symbols[:, done:done + n * c] = sym.reshape(b, -1).to(torch.int64).cpu()
+                indexes[:, done:done + n * c] = idx.cpu()
+            else:
+                idx_l = idx.tolist()
+                out = []
+                for t in range(b):
+                    sub, cdfs, lens, offs = self.table.subset(idx_l[t])
+                    out.append(decoders[t].decode_stream(sub, cdfs, lens, offs))
+                sym = torch.tensor(out, dtype=torch.float64, device=dev).reshape(b, n, c)
+            y_hat[:, (rows_t + p) * wp + cols_t + p] = sym + means
+            done += n * c
+        y_hat = y_hat.reshape(b, h + 2 * p, wp, c)[:, p:p + h, p:p + w].permute(0, 3, 1, 2)
+        y_hat = y_hat.contiguous()
         if not encoding:
             return [], y_hat
         out = []
         for t in range(b):
-            sub, cdfs, lens, offs = self.table.subset(indexes[t])
-            out.append(RansEncoder().encode_with_indexes(symbols[t], sub, cdfs, lens, offs))
+            sub, cdfs, lens, offs = self.table.subset(indexes[t].tolist())
+            out.append(RansEncoder().encode_with_indexes(symbols[t].tolist(), sub, cdfs, lens, offs))
         return out, y_hat
+
+    def _context_rows(self, cols: Tensor) -> Tensor:
+        """The masked context convolution at many positions: causal taps only, exact."""
+        self.ctx.bound(float(cols.abs().max()) if cols.numel() else 0.0)
+        out = cols @ self.ctx_matrix
+        if self.ctx.bias is not None:
+            out = out + self.ctx.bias
+        return to_grid(out)
+
+
+
+@functools.lru_cache(maxsize=64)
+def schedule(h: int, w: int, k: int, order: str) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+    """Groups of latent positions ``(rows, cols)`` in coding order; a group's positions depend
+    only on earlier groups, so they are coded together.
+
+    ``raster`` (format 1): one position per group, row by row. ``wavefront`` (format 2): a
+    ``k x k`` causal mask reaches ``k // 2`` columns to the right on the rows above, so position
+    ``(i, j)`` depends only on positions with a smaller ``(k // 2 + 1) * i + j``; the groups are
+    those diagonals (61 steps instead of 256 for a 16 x 16 latent at k = 5), rows ascending
+    within a group. The symbols and the decoded latent are the same in both orders; only their
+    order in the stream differs."""
+    if order == RASTER:
+        return tuple(((i,), (j,)) for i in range(h) for j in range(w))
+    if order != WAVEFRONT:
+        raise ValueError(f"unknown coding order {order!r}")
+    a = k // 2 + 1
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for i in range(h):
+        for j in range(w):
+            groups.setdefault(a * i + j, []).append((i, j))
+    return tuple((tuple(i for i, _ in g), tuple(j for _, j in g))
+                 for _, g in sorted(groups.items()))

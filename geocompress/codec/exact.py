@@ -152,6 +152,26 @@ class ExactNet:
                 x = layer(x)
         return x
 
+    def rows(self, x: Tensor) -> Tensor:
+        """The net on a batch of positions (``n x channels``, already on the grid), when every
+        convolution is 1x1: matrix products on the rows, with the same exactness checks."""
+        for layer in self.layers:
+            if layer.weight is not None:
+                if not layer.pointwise:
+                    raise ExactUnsupported(f"rows() needs 1x1 convolutions, {layer.kind} is not")
+                layer.bound(float(x.abs().max()) if x.numel() else 0.0)
+                x = x @ layer.matrix
+                if layer.bias is not None:
+                    x = x + layer.bias
+                x = to_grid(x)
+            elif isinstance(layer.module, nn.LeakyReLU):
+                x = to_grid(torch.where(x >= 0, x, x * layer.slope))
+            elif isinstance(layer.module, nn.ReLU):
+                x = torch.clamp_min(x, 0.0)
+            elif not isinstance(layer.module, nn.Identity):
+                raise ExactUnsupported(f"rows() cannot evaluate {layer.kind}")
+        return x
+
 
 @contextlib.contextmanager
 def no_cudnn():

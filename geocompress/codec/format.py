@@ -1,6 +1,6 @@
 """The self-describing tile string: header, per-group entropy-coded streams, CRC-32 trailer.
 
-Layout (little-endian), format version 1::
+Layout (little-endian), format versions 1 and 2::
 
     magic        4s   b"GEOC"
     version      u8   FORMAT_VERSION
@@ -18,6 +18,11 @@ Layout (little-endian), format version 1::
     crc32        u32  zlib.crc32 of everything before it
 
 Bits per pixel computed from ``len(string)`` therefore count the header and checksum too.
+
+Versions differ only in the order of a joint (autoregressive) model's latent symbols inside its
+stream: version 1 codes them in raster order, version 2 by wavefront (diagonal groups of positions
+that do not depend on each other, :func:`geocompress.codec.entropy.schedule`), which lets the
+decoder evaluate a whole group at once. Both are read; version 2 is written.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from .errors import (
 )
 
 MAGIC = b"GEOC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
+SYMBOL_ORDER = {1: "raster", 2: "wavefront"}  # joint models' symbol order per version
 DTYPES = {1: np.dtype("uint8"), 2: np.dtype("uint16")}
 DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 _FIXED = struct.Struct("<8sBBBHHHHH")
@@ -110,10 +117,11 @@ def read_header(data: bytes) -> tuple[TileHeader, _Reader]:
     r = _Reader(data)
     r.pos = 4
     version, arch_len = r.unpack("<BB", "format version")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise UnsupportedVersionError(
-            f"tile string has format version {version}; this geocompress reads version "
-            f"{FORMAT_VERSION}" + (" (upgrade geocompress)" if version > FORMAT_VERSION else ""))
+            f"tile string has format version {version}; this geocompress reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}"
+            + (" (upgrade geocompress)" if version > FORMAT_VERSION else ""))
     arch = r.take(arch_len, "architecture name").decode("utf-8", "replace")
     digest, quality, dcode, bits, c, h, w, ph, pw = r.unpack(_FIXED, "header")
     if dcode not in DTYPES:

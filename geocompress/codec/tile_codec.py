@@ -9,11 +9,12 @@ What the codec does around the model, and why:
   grey RGB, a 4-band tile as RGB + NNN). The decoder keeps the first bands of each group.
 * **Padding**: sizes that are not a multiple of the model's downsampling factor are padded by
   edge replication (cheap to code, unlike zeros) and cropped back.
-* **Determinism**: by default the whole model runs in float64 and the entropy-parameter path in
-  exact fixed point (:mod:`.exact`), so the same bytes decode to the same pixels whatever the batch
-  size, thread count or device, and a tile encodes to the same bytes alone or in a batch.
-  ``precision="float32"`` is faster and still decodes correctly everywhere (the entropy path stays
-  exact), but pixel values may then differ by one level between devices or batch sizes.
+* **Precision**: the entropy-parameter path always runs in exact fixed point (:mod:`.exact`), so
+  bytes written in any precision decode correctly in any other, on any device. The transforms
+  run in the mode of :mod:`.precision`: by default (``"auto"``) the fastest one the hardware has
+  (bfloat16 on AMX / AVX512-BF16 CPUs and on GPUs). Only ``precision="float64"`` makes the pixels
+  identical whatever the machine, batch size or thread count (and a tile encode to the same bytes
+  alone or in a batch); the fast modes may differ by a level here and there.
 * **Refinement** (``refine_steps > 0``, off by default): the encoder searches, per tile, for a
   latent that codes better under the weights' own rate-distortion objective (:mod:`.refine`).
   Decoding is untouched (same format, same bit-exactness); the encoder then runs in float32 and
@@ -33,7 +34,8 @@ import torch.nn.functional as F
 
 from .entropy import LatentCoder
 from .errors import CodecError, WeightsMismatchError
-from .format import TileHeader, TileString, pack, read_header, unpack
+from .format import SYMBOL_ORDER, TileHeader, TileString, pack, read_header, unpack
+from .precision import Transforms, resolve_precision, weight_dtype
 from .refine import refine_latents
 from .weights import load_checkpoint, shipped_path, state_digest, untrained
 
@@ -55,10 +57,8 @@ class TileCodec:
     """A model plus everything needed to turn tiles into strings: see the module docstring."""
 
     def __init__(self, model: torch.nn.Module, quality: int = 0, device: str | torch.device = "cpu",
-                 precision: str = "float64", batch_size: int = 16, refine_steps: int = 0,
+                 precision: str = "auto", batch_size: int = 16, refine_steps: int = 0,
                  refine_lr: float = REFINE_LR, refine_lambda: float | None = None) -> None:
-        if precision not in ("float64", "float32"):
-            raise ValueError("precision must be 'float64' or 'float32'")
         if refine_steps < 0:
             raise ValueError("refine_steps must be >= 0")
         model = model.eval()
@@ -67,11 +67,12 @@ class TileCodec:
         self.digest = state_digest(model.state_dict())
         self.quality = int(quality)
         self.device = torch.device(device)
-        self.dtype = torch.float64 if precision == "float64" else torch.float32
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)
+        self.dtype = weight_dtype(self.precision)
         self.batch_size = int(batch_size)
         self.model = model.to(device=self.device, dtype=self.dtype)
-        self.coder = LatentCoder(self.model)
+        self.transforms = Transforms(self.model, self.precision, self.device)
+        self.coder = LatentCoder(self.model, self.transforms)
         self.factor = int(getattr(model, "downsampling_factor", 64))
         self.group = int(self.config.get("in_channels", 3))
         self.refine_steps = int(refine_steps)
@@ -168,13 +169,14 @@ class TileCodec:
         return strings, [self._assemble(headers[t], recon[t]) for t in range(len(tiles))]
 
     def _batches(self, jobs, headers):
+        """Jobs grouped by padded size and format version (one latent shape and symbol order)."""
         by_size = defaultdict(list)
         for job in jobs:
             h = headers[job[0]]
-            by_size[(h.pad_h, h.pad_w)].append(job)
-        for size, group in by_size.items():
+            by_size[(h.pad_h, h.pad_w, h.version)].append(job)
+        for key, group in by_size.items():
             for i in range(0, len(group), self.batch_size):
-                yield size, group[i:i + self.batch_size]
+                yield key, group[i:i + self.batch_size]
 
     @torch.no_grad()
     def _run_encode(self, jobs, headers, reconstruct):
@@ -182,13 +184,13 @@ class TileCodec:
         recon: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
         order = {(t, g): i for i, (t, g, _) in enumerate(jobs)}
         out_streams: dict[tuple[int, int], list[bytes]] = {}
-        for (ph, pw), batch in self._batches(jobs, headers):
+        for (ph, pw, _), batch in self._batches(jobs, headers):
             x = torch.stack([torch.from_numpy(tile[idx].astype(np.float64) / peak)
                              for _, _, (tile, idx, peak) in batch])
             x = x.to(self.device, self.dtype)
             h, w = x.shape[-2:]
             x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
-            y = self.model.g_a(x)
+            y = self.transforms(self.model.g_a, x)
             if self.refine_steps:
                 y = self._refine(x, y, [headers[t] for t, _, _ in batch])
             s, y_hat = self.coder.encode(y)
@@ -205,14 +207,15 @@ class TileCodec:
     @torch.no_grad()
     def _run_decode(self, jobs, headers):
         images: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
-        for (ph, pw), batch in self._batches(jobs, headers):
+        for (ph, pw, version), batch in self._batches(jobs, headers):
             expected = 1 if self.coder.kind == "factorized" else 2
             for t, g, st in batch:
                 if len(st) != expected:
                     raise CodecError(f"tile {t} group {g} holds {len(st)} streams; "
                                      f"{self.arch} writes {expected}")
             try:
-                y_hat = self.coder.decode([st for _, _, st in batch], (ph // 16, pw // 16))
+                y_hat = self.coder.decode([st for _, _, st in batch], (ph // 16, pw // 16),
+                                          order=SYMBOL_ORDER[version])
             except (RuntimeError, ValueError) as e:
                 raise CodecError(f"entropy decoding failed: {e}") from e
             for (t, g, _), img in zip(batch, self._synthesize(y_hat)):
@@ -232,7 +235,7 @@ class TileCodec:
         return y32.to(self.dtype)
 
     def _synthesize(self, y_hat: torch.Tensor) -> np.ndarray:
-        x_hat = self.model.g_s(y_hat.to(self.dtype)).clamp_(0, 1)
+        x_hat = self.transforms(self.model.g_s, y_hat).clamp_(0, 1)
         return x_hat.to(torch.float64).cpu().numpy()
 
     def _assemble(self, h: TileHeader, groups: dict[int, np.ndarray]) -> np.ndarray:
@@ -246,7 +249,7 @@ class TileCodec:
 
 
 def load_codec(arch: str = "mgssnet", quality: int | None = None, pretrained: bool = True,
-               device: str = "cpu", checkpoint: str | None = None, precision: str = "float64",
+               device: str = "cpu", checkpoint: str | None = None, precision: str = "auto",
                batch_size: int = 16, refine_steps: int = 0, **config: Any) -> TileCodec:
     """A :class:`TileCodec` from a checkpoint file, the shipped weights at ``quality``, or (with
     ``pretrained=False``) the architecture's fixed-seed initialisation built from ``config``;
