@@ -48,7 +48,8 @@ class SSIFAM(nn.Module):
         # memory-bound at full resolution: accumulate in place, and x * attn + x as one addcmul
         c = self.local(x)
         s = c + self.avg(c)
-        s += max_pool3(c) if self.max.kernel_size == 3 else self.max(c)
+        fast_max = self.max.kernel_size == 3 and not (torch.is_grad_enabled() and c.requires_grad)
+        s += max_pool3(c) if fast_max else self.max(c)  # max_pool3's backward is slow: inference only
         for strip in self.strips:
             s += strip(c)
         return torch.addcmul(x, x, self.fuse(s))
@@ -56,7 +57,8 @@ class SSIFAM(nn.Module):
 
 def max_pool3(x: Tensor) -> Tensor:
     """``MaxPool2d(3, stride=1, padding=1)`` as four elementwise maxima of shifted views: the same
-    values, faster on CPU in channels-last bfloat16 (measured in ``catalogs/benchmarks.md``)."""
+    values, faster on CPU in channels-last bfloat16 inference (its backward, through ``maximum``, is
+    several times slower than max pooling's, so training keeps ``MaxPool2d``)."""
     p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
     r = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])
     return torch.maximum(torch.maximum(r[..., :-2, :], r[..., 1:-1, :]), r[..., 2:, :])

@@ -128,6 +128,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                         "rounded latents the codec decodes (closes the gap between the estimated and "
                         "the real coded rate / PSNR; geocompress.training.quantization). Default: a "
                         "resumed run's own, else noise")
+    p.add_argument("--precision", choices=("auto", "float32", "mixed"), default="auto",
+                   help="mixed: bf16 autocast for dense convolutions and attention, float32 for "
+                        "depthwise convolutions and the entropy models (auto: mixed on CUDA and on "
+                        "CPUs with AMX / AVX512-BF16, else float32)")
     p.add_argument("--stretch", type=float, default=None, metavar="P",
                    help="probability that a training crop is re-stretched band by band and its bands "
                         "shuffled, so that the codec also learns false-colour and percentile-stretched "
@@ -162,7 +166,7 @@ def run_train(args: argparse.Namespace) -> int:
               warm_start=args.warm_start, seed=args.seed, val_every=args.val_every,
               val_limit=args.val_limit, checkpoint_every_s=args.checkpoint_every_s,
               threads=args.threads, quality=args.quality, quantization=args.quantization,
-              warmup_steps=args.warmup_steps, stretch=args.stretch,
+              warmup_steps=args.warmup_steps, stretch=args.stretch, precision=args.precision,
               time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60,
               dataset_name=Path(args.dataset).name.removesuffix(".zarr"))
     print(json.dumps({"step": r.step, "total": r.total_steps, "finished": r.finished,

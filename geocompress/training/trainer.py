@@ -97,21 +97,55 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _fp32_entropy_models(model: torch.nn.Module) -> None:
-    """Run entropy models outside autocast: their CDF logits and likelihood bounds need fp32."""
+def keep_float32(module: torch.nn.Module) -> bool:
+    """Layers that stay in float32 inside a bf16 / fp16 autocast: the entropy models (their CDF
+    logits and likelihood bounds need it) and, on CPU, depthwise convolutions, whose bf16 backward
+    is several times slower than float32's (``benchmarks/train_speed.py``)."""
     from compressai.entropy_models import EntropyModel
 
+    if isinstance(module, EntropyModel):
+        return True
+    return isinstance(module, torch.nn.Conv2d) and module.groups > 1
+
+
+def _float32_layers(model: torch.nn.Module, device_type: str) -> None:
+    """Run the :func:`keep_float32` layers outside autocast, on float32 inputs."""
     for m in model.modules():
-        if isinstance(m, EntropyModel):
+        if keep_float32(m) and not getattr(m, "_geocompress_fp32", False):
             fwd = m.forward
 
             @functools.wraps(fwd)
             def wrapped(*args, _fwd=fwd, **kw):
-                with torch.autocast(device_type="cuda", enabled=False):
-                    args = [a.float() if torch.is_tensor(a) else a for a in args]
+                with torch.autocast(device_type=device_type, enabled=False):
+                    args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a
+                            for a in args]
                     return _fwd(*args, **kw)
 
             m.forward = wrapped
+            m._geocompress_fp32 = True
+
+
+TRAIN_PRECISIONS = ("auto", "float32", "mixed")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a training run, or None for plain float32.
+
+    ``mixed`` is bf16 autocast for the dense convolutions and attention products with the
+    :func:`keep_float32` layers in float32; on CUDA fp16 (with a ``GradScaler``) where bf16 is
+    not supported. ``auto`` is ``mixed`` on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16),
+    float32 elsewhere."""
+    from geocompress.codec.precision import cpu_bf16_supported
+
+    if precision not in TRAIN_PRECISIONS:
+        raise ValueError(f"training precision must be one of {TRAIN_PRECISIONS}, got {precision!r}")
+    if precision == "float32":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "auto" and not cpu_bf16_supported():
+        return None
+    return torch.bfloat16
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -256,7 +290,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
           seed: int = 0, val_every: int | None = None, val_limit: int | None = None,
           val_crop: int | None = None, checkpoint_every_s: float = 240.0, clip: float = 1.0,
           plateau_patience: int = 5, plateau_factor: float = 0.5, min_lr: float = 1e-6,
-          amp: bool = True, threads: int | None = None, halt_after: int | None = None,
+          precision: str = "auto", threads: int | None = None, halt_after: int | None = None,
           time_budget_s: float | None = None, progress: bool = True, quality: int | None = None,
           dataset_name: str | None = None, export: bool = True,
           channels_last: bool | None = None, max_bad_steps: int = 25,
@@ -293,8 +327,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
-    use_amp = amp and dev.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = autocast_dtype(precision, dev)
+    use_amp = amp_dtype is not None
 
     state_path = out / STATE
     state = torch.load(state_path, map_location="cpu", weights_only=False) \
@@ -323,7 +357,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if use_amp:
-        _fp32_entropy_models(model)
+        _float32_layers(model, dev.type)
     model.train()
 
     main_p, aux_p = split_parameters(model)
@@ -334,7 +368,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
                                                           patience=plateau_patience, min_lr=min_lr)
 
     sched = new_scheduler()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(dev.type, enabled=use_amp and amp_dtype == torch.float16)
     crit = RateDistortionLoss(lmbda)
 
     train_ds = open_tiles(dataset, "train", crop=crop, augment=True, stretch=stretch)
@@ -416,7 +450,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
                 for g in opt.param_groups:
                     g["lr"] = warmup["lr"] * (step + 1) / warmup["steps"]
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
+            with torch.autocast(device_type=dev.type, dtype=amp_dtype or torch.float32,
+                                enabled=use_amp):
                 result = forward(model, x, quantization)
             parts = crit(result, x)
             scaler.scale(parts["loss"]).backward()
