@@ -57,3 +57,15 @@ def synthetic_tiles(n: int, size: int = 256, noise: float = 12.0, vary: bool = F
         base = 128 + 60 * np.sin(xx / fx) * np.cos(yy / fy)
         out.append(np.clip(base + rng.normal(0, noise, (3, size, size)), 0, 255))
     return np.stack(out).astype(np.uint8)
+
+
+def sample_tiles(n: int = 16, size: int = 256):
+    """Up to ``n`` ``size`` x ``size`` tiles of the sample scene, row by row (C x H x W uint8)."""
+    import numpy as np
+    from rasterio.windows import Window
+
+    with rasterio.open(data_dir() / SAMPLE) as src:
+        per_row = src.width // size
+        tiles = [src.read(window=Window((i % per_row) * size, (i // per_row) * size, size, size))[:3]
+                 for i in range(min(n, per_row * (src.height // size)))]
+    return np.stack(tiles)

@@ -26,9 +26,25 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
                    help="use an existing Dask cluster (e.g. tcp://10.0.0.5:8786); its workers "
                         "declared with --resources GPU=1 run the model on GPU. Default: an "
                         "embedded LocalCluster")
-    g.add_argument("--workers", type=int, default=1,
-                   help="LocalCluster worker processes (default 1; torch threads are split "
-                        "between them)")
+    g.add_argument("--workers", type=_positive, default=None,
+                   help="LocalCluster worker processes (default: one per core; torch threads "
+                        "are split between them)")
+    g.add_argument("--precision", choices=("auto", "bfloat16", "float16", "float32", "float64"),
+                   default="auto",
+                   help="numeric precision of the transforms (default auto: bfloat16 on CPUs with "
+                        "AMX / AVX512-BF16 and on GPUs, else float32). Any precision decodes any "
+                        "store; only float64 gives pixel-identical output on every machine, batch "
+                        "size and thread count")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _codec_args(p: argparse.ArgumentParser) -> None:
@@ -39,7 +55,7 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", help="use this checkpoint instead of shipped weights")
     g.add_argument("--untrained", action="store_true",
                    help="fixed-seed untrained weights (testing the pipeline only)")
-    g.add_argument("--batch-size", type=int, default=8, help="tiles per model batch (default 8)")
+    g.add_argument("--batch-size", type=_positive, default=8, help="tiles per model batch (default 8)")
 
 
 def cmd_compress(a: argparse.Namespace) -> int:
@@ -51,7 +67,7 @@ def cmd_compress(a: argparse.Namespace) -> int:
         checkpoint=a.checkpoint, pretrained=not a.untrained, tile=a.tile, shard=a.shard,
         tile_filter=TileFilter(a.min_valid_fraction, not a.keep_constant), bits=a.bits,
         scheduler=a.scheduler, workers=a.workers, batch_size=a.batch_size,
-        overwrite=a.overwrite, progress=not a.quiet, gpu=a.gpu,
+        overwrite=a.overwrite, progress=not a.quiet, gpu=a.gpu, precision=a.precision,
         model_config={"N": 64, "M": 96} if a.untrained else None, refine_steps=a.refine_steps)
     print(json.dumps(r.summary(), indent=2))
     return 0
@@ -62,7 +78,7 @@ def cmd_decompress(a: argparse.Namespace) -> int:
 
     out = decompress_scene(a.store, a.out, window=a.window, bbox=a.bbox, bbox_crs=a.bbox_crs,
                            checkpoint=a.checkpoint, scheduler=a.scheduler, workers=a.workers,
-                           progress=not a.quiet, cog=not a.no_cog)
+                           progress=not a.quiet, cog=not a.no_cog, precision=a.precision)
     print(out)
     return 0
 

@@ -59,7 +59,7 @@ def test_fixed_point_approximates_the_sequential_decoders_latent(shared_data: Pa
         pytest.skip("no shipped MGSSNet weights in this checkout")
     with rasterio.open(shared_data / "tiles" / "ucmerced" / "agricultural" / "agricultural12.png") as src:
         tile = src.read(window=((0, 128), (0, 128)))[:3]
-    model = geocompress.load_codec("mgssnet", quality=1).model.eval()  # float64, as the codec runs it
+    model = geocompress.load_codec("mgssnet", quality=1, precision="float64").model.eval()
     x = torch.from_numpy(tile.astype(np.float64) / 255)[None]
     with torch.no_grad():
         y = model.g_a(x)

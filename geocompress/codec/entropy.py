@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 from compressai.entropy_models import EntropyModel
 from compressai.ans import RansDecoder, RansEncoder
@@ -55,12 +56,12 @@ class _CdfTable:
         self.lengths = lengths
         self.offsets = gc._offset.reshape(-1).int().tolist()
 
-    def subset(self, indexes: list[int]) -> tuple[list[int], list[list[int]], list[int], list[int]]:
+    def subset(self, indexes: np.ndarray) -> tuple[list[int], list[list[int]], list[int], list[int]]:
         """Remap ``indexes`` onto only the rows they use: the coder's cost of marshalling tables
         is then proportional to what a position needs, not to the whole 64-row table."""
-        used = sorted(set(indexes))
-        where = {u: i for i, u in enumerate(used)}
-        return ([where[i] for i in indexes], [self.rows[u] for u in used],
+        used, where = np.unique(np.asarray(indexes), return_inverse=True)
+        used = used.tolist()
+        return (where.tolist(), [self.rows[u] for u in used],
                 [self.lengths[u] for u in used], [self.offsets[u] for u in used])
 
 
@@ -201,12 +202,12 @@ class LatentCoder:
                 symbols[:, done:done + n * c] = sym.reshape(b, -1).to(torch.int64).cpu()
                 indexes[:, done:done + n * c] = idx.cpu()
             else:
-                idx_l = idx.tolist()
-                out = []
+                idx_np = idx.cpu().numpy()
+                out = np.empty((b, n * c), dtype=np.float64)
                 for t in range(b):
-                    sub, cdfs, lens, offs = self.table.subset(idx_l[t])
-                    out.append(decoders[t].decode_stream(sub, cdfs, lens, offs))
-                sym = torch.tensor(out, dtype=torch.float64, device=dev).reshape(b, n, c)
+                    sub, cdfs, lens, offs = self.table.subset(idx_np[t])
+                    out[t] = decoders[t].decode_stream(sub, cdfs, lens, offs)
+                sym = torch.from_numpy(out).to(dev).reshape(b, n, c)
             y_hat[:, (rows_t + p) * wp + cols_t + p] = sym + means
             done += n * c
         y_hat = y_hat.reshape(b, h + 2 * p, wp, c)[:, p:p + h, p:p + w].permute(0, 3, 1, 2)
@@ -215,7 +216,7 @@ class LatentCoder:
             return [], y_hat
         out = []
         for t in range(b):
-            sub, cdfs, lens, offs = self.table.subset(indexes[t].tolist())
+            sub, cdfs, lens, offs = self.table.subset(indexes[t].numpy())
             out.append(RansEncoder().encode_with_indexes(symbols[t].tolist(), sub, cdfs, lens, offs))
         return out, y_hat
 

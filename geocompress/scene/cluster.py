@@ -14,20 +14,30 @@ from typing import Iterator
 from distributed import Client, LocalCluster
 
 
+def local_workers(workers: int | None) -> int:
+    """LocalCluster size: one single-threaded worker per core by default (on small CPU machines
+    separate processes beat one process's thread pool, ``benchmarks/worker_scaling.py``)."""
+    if workers is None:
+        return max(1, os.cpu_count() or 1)
+    if int(workers) < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    return int(workers)
+
+
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, workers: int = 1, processes: bool = True,
+def dask_client(scheduler: str | None = None, workers: int | None = None, processes: bool = True,
                 gpu: bool = False) -> Iterator[Client]:
     if scheduler:
         with Client(scheduler) as client:
             yield client
         return
     resources = {"GPU": 1} if gpu else None
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+    with LocalCluster(n_workers=local_workers(workers), threads_per_worker=1, processes=processes,
                       dashboard_address=None, resources=resources,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
 
-def default_torch_threads(workers: int) -> int:
+def default_torch_threads(workers: int | None) -> int:
     """Split the machine's cores between local worker processes (no oversubscription)."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    return max(1, (os.cpu_count() or 1) // local_workers(workers))

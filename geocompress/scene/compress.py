@@ -1,10 +1,11 @@
-"""Compress a scene of any size: a Dask task per shard block of tiles, written straight to Zarr.
+"""Compress a scene of any size: small encode tasks, one write task per shard block of Zarr.
 
-The graph is one task per *pending* shard block of the store (16 x 16 tiles by default): read the
-block's tiles by window, drop nodata / constant tiles, encode the rest in batches, write the block.
-A block is one file per Zarr array and its status is written last, so an interrupted run leaves a
-valid store whose unfinished blocks are still PENDING; rerunning the same command does only those.
-Memory is bounded by a block per worker, whatever the scene size.
+For every *pending* shard block of the store (16 x 16 tiles by default) the graph has a few encode
+tasks (``tiles_per_task`` tiles each: read by window, drop nodata / constant tiles, encode the
+rest) and one write task that takes their results and writes the block. A block is one file per
+Zarr array, written by one task, its status last, so an interrupted run leaves a valid store
+whose unfinished blocks are still PENDING; rerunning the same command does only those. Memory is
+bounded by the encoded parts in flight (kilobytes per tile), whatever the scene size.
 """
 
 from __future__ import annotations
@@ -66,10 +67,10 @@ def scan_block_max(paths: Sequence[str], grid: dict, rows: tuple[int, int],
     return best
 
 
-def compress_block(store: str, paths: Sequence[str], rows: tuple[int, int], cols: tuple[int, int],
-                   spec: dict, bits: int, tile_filter: dict) -> dict[str, int]:
-    """The task: read, filter, encode and write one shard block. Returns its counts."""
-    ts = TileStore.open(store, "r+")
+def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: tuple[int, int],
+                spec: dict, bits: int, tile_filter: dict) -> dict[str, Any]:
+    """The encode task: read, filter and encode a few tiles of a shard block (nothing written)."""
+    ts = TileStore.open(store, "r")
     grid = ts.grid
     flt = TileFilter(**tile_filter)
     codec = get_codec(CodecSpec(**spec))
@@ -101,14 +102,42 @@ def compress_block(store: str, paths: Sequence[str], rows: tuple[int, int], cols
                 kept.append((i, j))
                 pixels_kept.append(pixels)
     n = max(1, codec.batch_size)
-    for k in range(0, len(kept), n):  # batch by batch: a block's float copies never coexist
+    for k in range(0, len(kept), n):  # batch by batch: the float copies never coexist
         for (i, j), s in zip(kept[k:k + n], codec.encode(pixels_kept[k:k + n], bits=bits)):
             strings[i, j] = s
+    return {"rows": rows, "cols": cols, "status": status, "strings": strings, "masks": masks,
+            "constants": constants, "raw": raw}
+
+
+def write_shard(store: str, rows: tuple[int, int], cols: tuple[int, int],
+                parts: list[dict[str, Any]]) -> dict[str, int]:
+    """The write task: a shard block's encoded parts, written as one block (status last)."""
+    ts = TileStore.open(store, "r+")
+    shape = (rows[1] - rows[0], cols[1] - cols[0])
+    status = np.zeros(shape, np.uint8)
+    strings = np.full(shape, None, dtype=object)
+    masks = np.full(shape, b"", dtype=object)
+    constants = np.zeros((*shape, int(ts.meta["count"])), dtype=ts.meta["dtype"])
+    for part in parts:
+        r = slice(part["rows"][0] - rows[0], part["rows"][1] - rows[0])
+        c = slice(part["cols"][0] - cols[0], part["cols"][1] - cols[0])
+        status[r, c], strings[r, c] = part["status"], part["strings"]
+        masks[r, c], constants[r, c] = part["masks"], part["constants"]
     ts.write_block(slice(*rows), slice(*cols), strings, status, constants, masks)
-    return {"tiles": status.size, "written": len(kept), "bytes": sum(len(s) for s in strings.ravel()
-                                                                       if s), "raw": raw,
+    return {"tiles": status.size, "written": int((status == TileStatus.WRITTEN).sum()),
+            "bytes": sum(len(s) for s in strings.ravel() if s),
+            "raw": sum(p["raw"] for p in parts),
             "dropped_nodata": int((status == TileStatus.DROPPED_NODATA).sum()),
             "dropped_constant": int((status == TileStatus.DROPPED_CONSTANT).sum())}
+
+
+def split_block(rows: tuple[int, int], cols: tuple[int, int], tiles_per_task: int
+                ) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """A shard block cut row by row into runs of at most ``tiles_per_task`` tiles: tasks small
+    enough that every worker has work and the progress bar moves, on any scene size."""
+    step = max(1, int(tiles_per_task))
+    return [((r, r + 1), (c, min(c + step, cols[1])))
+            for r in range(*rows) for c in range(cols[0], cols[1], step)]
 
 
 def _bits_for(scene: SceneInfo, bits: int | str, client, grid: TileGrid, shard: int) -> int:
@@ -129,15 +158,18 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                    quality: int | None = None, checkpoint: str | None = None,
                    pretrained: bool = True, model_config: dict | None = None, tile: int = 256,
                    shard: int = 16, tile_filter: TileFilter | None = None,
-                   bits: int | str = "auto", scheduler: str | None = None, workers: int = 1,
-                   processes: bool = True, batch_size: int = 8, precision: str = "float64",
+                   bits: int | str = "auto", scheduler: str | None = None, workers: int | None = None,
+                   processes: bool = True, batch_size: int = 8, precision: str = "auto",
                    overwrite: bool = False, progress: bool = True, gpu: bool = False,
                    torch_threads: int | None = None, on_block: Callable[[int], None] | None = None,
-                   refine_steps: int = 0) -> CompressResult:
+                   refine_steps: int = 0, tiles_per_task: int = 4) -> CompressResult:
     """Compress ``source`` (a GeoTIFF, or a list of single-band files of one grid) into ``store``.
 
     ``refine_steps`` > 0 refines each tile's latent at encode time (:mod:`geocompress.codec.refine`):
     fewer bits or higher PSNR for the same decoder, at a forward and backward pass per step.
+    ``precision`` is the transforms' mode (:mod:`geocompress.codec.precision`); it is not stored:
+    a store decodes in any mode. Each task encodes ``tiles_per_task`` tiles; one write task per
+    shard block writes them once all its parts are done.
 
     Rerunning with the same arguments resumes an interrupted run; a store written with other
     weights, quality, source or settings is refused unless ``overwrite``.
@@ -153,7 +185,7 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     # (split between local worker processes); on an existing cluster, only when asked.
     threads = torch_threads or (default_torch_threads(workers) if scheduler is None else None)
     spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
-                        batch_size=batch_size, torch_threads=threads).to_dict()
+                        batch_size=batch_size, torch_threads=threads, precision=precision).to_dict()
     filter_cfg = {"min_valid_fraction": tile_filter.min_valid_fraction,
                   "drop_constant": tile_filter.drop_constant}
     with dask_client(scheduler, workers, processes, gpu) as client:
@@ -162,36 +194,49 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
             ts = TileStore.open(store, "r+")
             stored_bits = ts.codec_meta["config"].get("bits")
             want_bits = stored_bits if bits == "auto" else int(bits)
-            ts.check_compatible(scene.checksum, _codec_meta(codec, want_bits, precision, filter_cfg),
+            ts.check_compatible(scene.checksum, _codec_meta(codec, want_bits, filter_cfg),
                                 tile=tile)
             used_bits = int(stored_bits)
         else:
             used_bits = _bits_for(scene, bits, client, grid, shard)
             ts = TileStore.create(store, scene, grid,
-                                  _codec_meta(codec, used_bits, precision, filter_cfg),
+                                  _codec_meta(codec, used_bits, filter_cfg),
                                   shard=shard, overwrite=overwrite)
         all_blocks = list(ts.shard_blocks())
         pending = list(ts.pending_blocks())
         del codec  # the client does not encode; workers load their own
         paths = [str(p) for p in scene.paths]
-        futures = [client.submit(compress_block, str(store), paths, *_slices(rs, cs), spec,
-                                 used_bits, filter_cfg, pure=False)
-                   for rs, cs in pending]
+        kinds: dict = {}
+        futures = []
+        for rs, cs in pending:
+            rows, cols = _slices(rs, cs)
+            parts = [client.submit(encode_part, str(store), paths, r, c, spec, used_bits,
+                                   filter_cfg, pure=False)
+                     for r, c in split_block(rows, cols, tiles_per_task)]
+            for f, (r, c) in zip(parts, split_block(rows, cols, tiles_per_task)):
+                kinds[f.key] = (r[1] - r[0]) * (c[1] - c[0])
+            write = client.submit(write_shard, str(store), rows, cols, parts, pure=False)
+            futures += parts + [write]
         totals = {"tiles": 0, "written": 0, "bytes": 0, "raw": 0, "dropped_nodata": 0,
                   "dropped_constant": 0}
         n_tiles = sum((rs.stop - rs.start) * (cs.stop - cs.start) for rs, cs in pending)
         bar = tqdm(total=n_tiles, unit="tile", disable=not progress, desc=f"compress {scene.name}",
                    dynamic_ncols=True)
         try:
-            for done, fut in enumerate(as_completed(futures), 1):
+            blocks = 0
+            for fut in as_completed(futures):
+                if fut.key in kinds:  # an encode part: progress, tile by tile
+                    fut.result()  # raises the task's error here
+                    bar.update(kinds[fut.key])
+                    continue
                 counts = fut.result()
                 for k in totals:
                     totals[k] += counts[k]
-                bar.update(counts["tiles"])
+                blocks += 1
                 rate = totals["raw"] / 1e6 / max(bar.format_dict["elapsed"], 1e-9)
                 bar.set_postfix_str(f"{rate:.2f} MB/s raw, {totals['bytes'] / 1e6:.2f} MB out")
                 if on_block is not None:
-                    on_block(done)
+                    on_block(blocks)
         finally:
             bar.close()
             for f in futures:
@@ -208,8 +253,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                           seconds=time.perf_counter() - t0, bits=used_bits)
 
 
-def _codec_meta(codec, bits: int, precision: str, filter_cfg: dict) -> dict:
-    config = {"model": dict(codec.config), "bits": int(bits), "precision": precision, "filter": filter_cfg}
+def _codec_meta(codec, bits: int, filter_cfg: dict) -> dict:
+    config = {"model": dict(codec.config), "bits": int(bits), "filter": filter_cfg}
     if codec.refine_steps:  # only when on: stores written without it stay resumable as they were
         config["refine_steps"] = codec.refine_steps
     return {"model": codec.arch, "weights_digest": codec.digest, "quality": codec.quality, "config": config}
@@ -220,4 +265,4 @@ def raw_size(store: TileStore) -> int:
     return int(m["width"]) * int(m["height"]) * int(m["count"]) * np.dtype(m["dtype"]).itemsize
 
 
-__all__ = ["CompressResult", "compress_scene", "compress_block", "raw_size"]
+__all__ = ["CompressResult", "compress_scene", "encode_part", "write_shard", "split_block", "raw_size"]

@@ -31,14 +31,15 @@ PathLike = str | Path
 
 
 def store_spec(ts: TileStore, checkpoint: str | None = None, batch_size: int = 8,
-               device: str | None = None) -> CodecSpec:
-    """The codec a store was written with (verified by digest when it is built)."""
+               device: str | None = None, precision: str = "auto") -> CodecSpec:
+    """The codec a store was written with (verified by digest when it is built), with the
+    transforms in ``precision`` (any mode decodes any store)."""
     cm = ts.codec_meta
     cfg = cm.get("config", {})
     return CodecSpec(arch=cm["model"], digest=cm["weights_digest"], quality=int(cm["quality"]),
                      checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
                      model_config=dict(cfg.get("model", {})),
-                     precision=cfg.get("precision", "float64"), batch_size=batch_size,
+                     precision=precision, batch_size=batch_size,
                      device=device)
 
 
@@ -110,31 +111,33 @@ def _region_window(ts: TileStore, window: Sequence[int] | None, bbox: Sequence[f
         raise ValueError(f"window {tuple(window)} lies outside the {g.width} x {g.height} scene") from None
 
 
-def _blocks(win: Window, step: int) -> list[tuple[int, int, int, int]]:
-    """Cut a window into pieces aligned to ``step`` pixels (a shard block per piece)."""
+def _blocks(win: Window, step_x: int, step_y: int) -> list[tuple[int, int, int, int]]:
+    """Cut a window into pieces aligned to a ``step_x`` x ``step_y`` pixel grid (whole tiles)."""
     c0, r0 = int(win.col_off), int(win.row_off)
     c1, r1 = c0 + int(win.width), r0 + int(win.height)
     out = []
-    for y in range(r0 - r0 % step, r1, step):
-        for x in range(c0 - c0 % step, c1, step):
+    for y in range(r0 - r0 % step_y, r1, step_y):
+        for x in range(c0 - c0 % step_x, c1, step_x):
             ya, xa = max(y, r0), max(x, c0)
-            out.append((xa, ya, min(x + step, c1) - xa, min(y + step, r1) - ya))
+            out.append((xa, ya, min(x + step_x, c1) - xa, min(y + step_y, r1) - ya))
     return out
 
 
 def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | None = None,
                      bbox: Sequence[float] | None = None, bbox_crs: Any = None,
                      checkpoint: str | None = None, scheduler: str | None = None,
-                     workers: int = 1, processes: bool = True, progress: bool = True,
-                     cog: bool = True, batch_size: int = 8) -> Path:
+                     workers: int | None = None, processes: bool = True, progress: bool = True,
+                     cog: bool = True, batch_size: int = 8, precision: str = "auto",
+                     tiles_per_task: int = 4) -> Path:
     """Write the scene (or a pixel window / a bbox in any CRS) to a tiled, compressed GeoTIFF,
-    cloud-optimized (with overviews) unless ``cog=False``. The file appears atomically."""
+    cloud-optimized (with overviews) unless ``cog=False``. The file appears atomically.
+    Each task decodes a run of ``tiles_per_task`` tiles of one tile row, in ``precision``."""
     ts = TileStore.open(store, "r")
     if not ts.is_complete:
         pending = ts.status_counts()["PENDING"]
         warnings.warn(f"{store} is incomplete ({pending} tiles pending): they come back as nodata",
                       stacklevel=2)
-    spec = store_spec(ts, checkpoint, batch_size)
+    spec = store_spec(ts, checkpoint, batch_size, precision=precision)
     build_codec(CodecSpec(**{**spec.to_dict(), "device": "cpu"}))  # fail early on wrong weights
     win = _region_window(ts, window, bbox, bbox_crs)
     meta, grid = ts.meta, ts.grid
@@ -146,8 +149,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                "count": int(meta["count"]), "dtype": meta["dtype"], "crs": grid.crs,
                "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
                "blockysize": 256, "compress": "deflate", "predictor": 2, "BIGTIFF": "IF_SAFER"}
-    step = grid.tile * ts.shard
-    pieces = _blocks(win, step)
+    pieces = _blocks(win, grid.tile * max(1, int(tiles_per_task)), grid.tile)
     fd, tmp = tempfile.mkstemp(suffix=".tif", dir=out.parent if out.parent.exists() else None)
     os.close(fd)
     try:

@@ -18,7 +18,7 @@ from .mosaic import decompress_scene
 
 
 def roundtrip(scene: str | Path, out_dir: str | Path, *, quality: int | None = None,
-              checkpoint: str | None = None, workers: int = 1, scheduler: str | None = None,
+              checkpoint: str | None = None, workers: int | None = None, scheduler: str | None = None,
               overwrite: bool = True, progress: bool = True, **compress_kw: Any) -> dict[str, Any]:
     """Compress ``scene`` into ``out_dir/<name>.zarr``, decode it to ``<name>.tif``, and return
     bpp, PSNR (fixed peak and eq. 10), MS-SSIM (and dB), compression ratios and wall times.

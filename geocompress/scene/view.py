@@ -26,11 +26,13 @@ def _chunk(store: str, window: tuple[int, int, int, int], spec: dict) -> np.ndar
     return decode_region(store, window, spec)[0]
 
 
-def open_dataarray(store: PathLike, chunk_tiles: int = 4, checkpoint: str | None = None
-                   ) -> xr.DataArray:
+def open_dataarray(store: PathLike, chunk_tiles: int = 1, checkpoint: str | None = None,
+                   precision: str = "auto") -> xr.DataArray:
+    """A lazy view of the store; one Dask chunk per ``chunk_tiles`` x ``chunk_tiles`` tiles (one
+    tile by default, so a small region read decodes only the tiles it touches)."""
     ts = TileStore.open(store, "r")
     meta, grid = ts.meta, ts.grid
-    spec = store_spec(ts, checkpoint).to_dict()
+    spec = store_spec(ts, checkpoint, precision=precision).to_dict()
     count, dtype = int(meta["count"]), np.dtype(meta["dtype"])
     step = grid.tile * chunk_tiles
     rows = [(y, min(step, grid.height - y)) for y in range(0, grid.height, step)]

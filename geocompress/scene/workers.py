@@ -31,7 +31,7 @@ class CodecSpec:
     quality: int = 0
     checkpoint: str | None = None
     model_config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-    precision: str = "float64"
+    precision: str = "auto"    # resolved by each worker for its own device
     batch_size: int = 8
     torch_threads: int | None = None
     device: str | None = None  # None: the worker decides (GPU resource -> cuda)
@@ -39,9 +39,10 @@ class CodecSpec:
 
     @classmethod
     def of(cls, codec: TileCodec, checkpoint: str | None = None, **kw: Any) -> "CodecSpec":
+        kw.setdefault("precision", codec.precision)
         return cls(arch=codec.arch, digest=codec.digest, quality=codec.quality,
                    checkpoint=checkpoint, model_config=dict(codec.config),
-                   precision=codec.precision, refine_steps=codec.refine_steps, **kw)
+                   refine_steps=codec.refine_steps, **kw)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -284,7 +284,11 @@ class TileStore:
             "quality": (m["quality"], codec_meta.get("quality")),
         }
         if "config" in codec_meta:
-            want["codec config"] = (m.get("codec_config", {}), codec_meta["config"])
+            # the transforms' precision is not a property of a store (stores written before it
+            # was dropped from the config still list it): any mode resumes or decodes any store
+            stored = {k: v for k, v in m.get("codec_config", {}).items() if k != "precision"}
+            asked = {k: v for k, v in codec_meta["config"].items() if k != "precision"}
+            want["codec config"] = (stored, asked)
         tile = codec_meta.get("tile", tile)
         stride = codec_meta.get("stride", stride)
         if tile is not None:
