@@ -33,6 +33,17 @@ Streams = list[bytes]
 RASTER, WAVEFRONT = "raster", "wavefront"  # joint models' symbol orders (see schedule)
 
 
+def padded(stream: bytes, symbols: int) -> bytes:
+    """``stream`` followed by zeros the rANS decoder may read past its end.
+
+    CompressAI's decoder reads 32-bit words without bounds checks: a damaged or forged stream
+    (even one with a valid CRC) makes it read past the buffer, up to a word per symbol plus the
+    bypass-coded runs the payload's own bits can ask for (at most 15 nibbles per payload nibble).
+    Zeros there end every bypass run at once; a valid stream never reads them, so they change
+    nothing it decodes."""
+    return bytes(stream) + bytes(16 * len(stream) + 16 * int(symbols) + 64)
+
+
 def structure(model: torch.nn.Module) -> str:
     if hasattr(model, "context_prediction") and hasattr(model, "entropy_parameters"):
         return "joint"
@@ -110,6 +121,8 @@ class LatentCoder:
         """CompressAI's ``EntropyBottleneck.decompress``, with its medians in float64."""
         eb = self.model.entropy_bottleneck
         size = tuple(size)
+        n = eb._quantized_cdf.size(0) * size[0] * size[1]
+        z_strings = [padded(z, n) for z in z_strings]
         indexes = eb._build_indexes((len(z_strings), eb._quantized_cdf.size(0), *size))
         medians = self.z_medians.reshape(1, -1, *([1] * len(size)))
         medians = medians.expand(len(z_strings), -1, *size).to(indexes.device)
@@ -143,11 +156,13 @@ class LatentCoder:
                order: str = WAVEFRONT) -> Tensor:
         m = self.model
         if self.kind == "factorized":
-            return m.entropy_bottleneck.decompress([s[0] for s in streams], y_size)
+            n = m.entropy_bottleneck._quantized_cdf.size(0) * y_size[0] * y_size[1]
+            return m.entropy_bottleneck.decompress([padded(s[0], n) for s in streams], y_size)
         z_size = (y_size[0] // 4, y_size[1] // 4)
         z_hat = self._z_hat([s[0] for s in streams], z_size)
         params = self.h_s(z_hat)
-        y_strings = [s[1] for s in streams]
+        channels = params.shape[1] // (1 if self.kind == "scale" else 2)
+        y_strings = [padded(s[1], channels * y_size[0] * y_size[1]) for s in streams]
         if self.kind == "joint":
             return self._joint(params, strings=y_strings, order=order)[1]
         scales, means = (params, None) if self.kind == "scale" else params.chunk(2, 1)

@@ -127,6 +127,12 @@ def read_header(data: bytes) -> tuple[TileHeader, _Reader]:
     if dcode not in DTYPES:
         raise CorruptStreamError(f"tile header names unknown dtype code {dcode}")
     header = TileHeader(arch, digest, quality, DTYPES[dcode], bits, c, h, w, ph, pw, version)
+    native = 8 * header.dtype.itemsize
+    if not 1 <= bits <= native:
+        raise CorruptStreamError(f"tile header says {bits} bits for a {header.dtype} tile")
+    if min(c, h, w) < 1 or ph < h or pw < w:
+        raise CorruptStreamError(f"tile header has an impossible shape: {c} x {h} x {w} padded to "
+                                 f"{ph} x {pw}")
     return header, r
 
 

@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 
 from .entropy import LatentCoder
-from .errors import CodecError, WeightsMismatchError
+from .errors import CodecError, CorruptStreamError, WeightsMismatchError
 from .format import SYMBOL_ORDER, TileHeader, TileString, pack, read_header, unpack
 from .precision import Transforms, resolve_precision, weight_dtype
 from .refine import refine_latents
 from .weights import load_checkpoint, shipped_path, state_digest, untrained
 
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
+MAX_DECODE_PIXELS = 4096 * 4096  # bounds what a header can make the decoder allocate
 REFINE_LR = 5e-3
 
 
@@ -100,9 +101,15 @@ class TileCodec:
         return self._encode(tiles, bits, reconstruct=True)
 
     def decode(self, strings: Iterable[bytes]) -> list[np.ndarray]:
-        parsed = [unpack(s) for s in strings]
-        for p in parsed:
+        parsed = []
+        for t, s in enumerate(strings):
+            try:
+                parsed.append(unpack(s))
+            except CodecError as e:
+                raise type(e)(f"tile {t}: {e}") from e
+        for t, p in enumerate(parsed):
             self._check_origin(p.header)
+            self._check_layout(t, p)
         jobs = []  # (tile, group, streams)
         for t, p in enumerate(parsed):
             for g, streams in enumerate(p.groups):
@@ -121,6 +128,27 @@ class TileCodec:
                 f"tile was encoded by {h.arch} weights {h.digest.hex()} (quality {h.quality}); this "
                 f"codec is {self.arch} weights {self.digest[:16]} (quality {self.quality}): load "
                 f"the codec that wrote it")
+
+    def _check_layout(self, t: int, p: TileString) -> None:
+        """Every header field consistent with this codec before any byte reaches a decoder: a
+        forged string with a valid CRC must not make it allocate or read what it should not."""
+        h = p.header
+        if (h.pad_h, h.pad_w) != self._padded(h.height, h.width):
+            raise CorruptStreamError(
+                f"tile {t}: header pads {h.height} x {h.width} to {h.pad_h} x {h.pad_w}; this codec "
+                f"pads it to {self._padded(h.height, h.width)}")
+        if h.height * h.width > MAX_DECODE_PIXELS:
+            raise CodecError(f"tile {t}: {h.height} x {h.width} is larger than a tile this codec "
+                             f"decodes ({MAX_DECODE_PIXELS} pixels); cut the scene into tiles")
+        if len(p.groups) != len(self._groups(h.channels)):
+            raise CorruptStreamError(f"tile {t}: {h.channels} bands need "
+                                     f"{len(self._groups(h.channels))} band groups, the string "
+                                     f"holds {len(p.groups)}")
+        expected = {"factorized": 1}.get(self.coder.kind, 2)
+        for g, streams in enumerate(p.groups):
+            if len(streams) != expected:
+                raise CorruptStreamError(f"tile {t} group {g} holds {len(streams)} streams; "
+                                         f"{self.arch} writes {expected}")
 
     def _bits(self, tile: np.ndarray, bits: int | None) -> int:
         if tile.dtype not in SUPPORTED_DTYPES:
@@ -153,6 +181,10 @@ class TileCodec:
         for t, tile in enumerate(tiles):
             if tile.ndim != 3 or 0 in tile.shape:
                 raise CodecError(f"tile {t} has shape {tile.shape}; expected non-empty C x H x W")
+            if tile.shape[2] <= 4 < tile.shape[0] and tile.shape[0] >= 4 * tile.shape[2]:
+                raise CodecError(f"tile {t} has shape {tile.shape}: that looks like H x W x C (an "
+                                 f"image array); the codec takes C x H x W, e.g. "
+                                 f"tile.transpose(2, 0, 1)")
             b = self._bits(tile, bits)
             c, h, w = tile.shape
             if max(h, w) > 65535 or c > 65535:
@@ -185,11 +217,12 @@ class TileCodec:
         order = {(t, g): i for i, (t, g, _) in enumerate(jobs)}
         out_streams: dict[tuple[int, int], list[bytes]] = {}
         for (ph, pw, _), batch in self._batches(jobs, headers):
-            x = torch.stack([torch.from_numpy(tile[idx].astype(np.float64) / peak)
-                             for _, _, (tile, idx, peak) in batch])
+            # each tile padded on its own: tiles of different sizes share a padded size
+            x = torch.stack([
+                F.pad(torch.from_numpy(tile[idx].astype(np.float64) / peak)[None],
+                      (0, pw - tile.shape[2], 0, ph - tile.shape[1]), mode="replicate")[0]
+                for _, _, (tile, idx, peak) in batch])
             x = x.to(self.device, self.dtype)
-            h, w = x.shape[-2:]
-            x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
             y = self.transforms(self.model.g_a, x)
             if self.refine_steps:
                 y = self._refine(x, y, [headers[t] for t, _, _ in batch])
@@ -208,16 +241,13 @@ class TileCodec:
     def _run_decode(self, jobs, headers):
         images: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
         for (ph, pw, version), batch in self._batches(jobs, headers):
-            expected = 1 if self.coder.kind == "factorized" else 2
-            for t, g, st in batch:
-                if len(st) != expected:
-                    raise CodecError(f"tile {t} group {g} holds {len(st)} streams; "
-                                     f"{self.arch} writes {expected}")
             try:
                 y_hat = self.coder.decode([st for _, _, st in batch], (ph // 16, pw // 16),
                                           order=SYMBOL_ORDER[version])
-            except (RuntimeError, ValueError) as e:
-                raise CodecError(f"entropy decoding failed: {e}") from e
+            except (RuntimeError, ValueError, OverflowError, TypeError, IndexError) as e:
+                tiles = sorted({t for t, _, _ in batch})
+                raise CodecError(f"entropy decoding of tile(s) {tiles} failed (damaged or forged "
+                                 f"bytes): {type(e).__name__}: {e}") from e
             for (t, g, _), img in zip(batch, self._synthesize(y_hat)):
                 images[t][g] = img
         return images
