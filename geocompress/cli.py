@@ -78,7 +78,8 @@ def cmd_decompress(a: argparse.Namespace) -> int:
 
     out = decompress_scene(a.store, a.out, window=a.window, bbox=a.bbox, bbox_crs=a.bbox_crs,
                            checkpoint=a.checkpoint, scheduler=a.scheduler, workers=a.workers,
-                           progress=not a.quiet, cog=not a.no_cog, precision=a.precision)
+                           progress=not a.quiet, cog=not a.no_cog, precision=a.precision,
+                           allow_incomplete=a.allow_incomplete)
     print(out)
     return 0
 
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326")
     d.add_argument("--checkpoint", help="checkpoint the store was written with, if not shipped")
     d.add_argument("--no-cog", action="store_true", help="plain tiled GeoTIFF, no overviews")
+    d.add_argument("--allow-incomplete", action="store_true",
+                   help="decode a store whose compress run did not finish (its missing tiles come "
+                        "back masked as nodata); without it such a store is refused")
     _cluster_args(d)
     d.set_defaults(func=cmd_decompress)
 

@@ -91,14 +91,17 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
                 raw += pixels.nbytes
                 decision = flt.decide(pixels, valid, grid.in_scene_pixels(r, c))
                 status[i, j] = decision.status
-                if decision.status == TileStatus.DROPPED_CONSTANT:
-                    constants[i, j] = constant_value(pixels, valid)
-                if not decision.keep:
+                if decision.status == TileStatus.DROPPED_NODATA:
                     continue
                 inside = np.zeros_like(valid)
                 win = grid.valid_window(r, c)
                 inside[: int(win.height), : int(win.width)] = True
-                masks[i, j] = encode_mask(valid | ~inside)  # only in-scene nodata is recorded
+                # only in-scene nodata is recorded; constant tiles keep theirs too (a saturated
+                # tile at a swath edge is one value *and* nodata)
+                masks[i, j] = encode_mask(valid | ~inside)
+                if decision.status == TileStatus.DROPPED_CONSTANT:
+                    constants[i, j] = constant_value(pixels, valid)
+                    continue
                 kept.append((i, j))
                 pixels_kept.append(pixels)
     n = max(1, codec.batch_size)

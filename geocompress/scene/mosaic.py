@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from ..geo import TileStatus
-from ..store import TileStore
+from ..store import StoreError, TileStore
 from .cluster import dask_client
 from .workers import CodecSpec, build_codec, decode_mask, get_codec
 
@@ -83,16 +83,33 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
         if s == TileStatus.WRITTEN:
             m = decode_mask(bytes(masks[i, j]), (t, t))[src]
             px = decoded[(i, j)][(slice(None), *src)]
+            if nodata is not None:
+                px = nudge_off_nodata(px, m, nodata)
             out[(slice(None), *dst)] = np.where(m, px, out[(slice(None), *dst)])
             valid[dst] = m
         elif s == TileStatus.DROPPED_CONSTANT:
-            out[(slice(None), *dst)] = consts[i, j].astype(dtype)[:, None, None]
-            valid[dst] = True
+            m = decode_mask(bytes(masks[i, j]), (t, t))[src]
+            const = consts[i, j].astype(dtype)[:, None, None]
+            out[(slice(None), *dst)] = np.where(m, const, out[(slice(None), *dst)])
+            valid[dst] = m
     alpha = [k for k, ci in enumerate(meta.get("colorinterp", [])) if str(ci).lower() == "alpha"]
     peak = np.iinfo(dtype).max
     for k in alpha:  # the alpha band is the mask: rebuild it exactly rather than lossy-coded
         out[k] = np.where(valid, peak, 0).astype(dtype)
     return out, valid
+
+
+def nudge_off_nodata(px: np.ndarray, valid: np.ndarray, nodata: float) -> np.ndarray:
+    """Valid pixels that decode to the nodata value in every band, moved one level off it in the
+    first band: in a GeoTIFF with a nodata value they would otherwise read back as nodata.
+    Validity comes from the stored mask, never from a decoded value (LAYOUT.md)."""
+    hit = valid & (px == nodata).all(axis=0)
+    if not hit.any():
+        return px
+    px = px.copy()
+    top = np.iinfo(px.dtype).max
+    px[0][hit] = nodata + 1 if nodata < top else nodata - 1
+    return px
 
 
 def _region_window(ts: TileStore, window: Sequence[int] | None, bbox: Sequence[float] | None,
@@ -128,15 +145,21 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                      checkpoint: str | None = None, scheduler: str | None = None,
                      workers: int | None = None, processes: bool = True, progress: bool = True,
                      cog: bool = True, batch_size: int = 8, precision: str = "auto",
-                     tiles_per_task: int = 4) -> Path:
+                     tiles_per_task: int = 4, allow_incomplete: bool = False) -> Path:
     """Write the scene (or a pixel window / a bbox in any CRS) to a tiled, compressed GeoTIFF,
     cloud-optimized (with overviews) unless ``cog=False``. The file appears atomically.
     Each task decodes a run of ``tiles_per_task`` tiles of one tile row, in ``precision``."""
     ts = TileStore.open(store, "r")
-    if not ts.is_complete:
+    incomplete = not ts.is_complete
+    if incomplete:
         pending = ts.status_counts()["PENDING"]
-        warnings.warn(f"{store} is incomplete ({pending} tiles pending): they come back as nodata",
-                      stacklevel=2)
+        if not allow_incomplete:
+            raise StoreError(f"{store} is incomplete ({pending} tiles never written: the compress "
+                             f"run was interrupted); rerun the same compress command to finish it, "
+                             f"or pass allow_incomplete / --allow-incomplete to decode what is there "
+                             f"(missing tiles come back masked)")
+        warnings.warn(f"{store} is incomplete ({pending} tiles pending): they come back masked "
+                      f"as nodata", stacklevel=2)
     spec = store_spec(ts, checkpoint, batch_size, precision=precision)
     build_codec(CodecSpec(**{**spec.to_dict(), "device": "cpu"}))  # fail early on wrong weights
     win = _region_window(ts, window, bbox, bbox_crs)
@@ -144,7 +167,8 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     out = Path(out)
     transform = grid.transform @ Affine.translation(int(win.col_off), int(win.row_off))
     nodata = meta.get("nodata")
-    use_mask = nodata is None and bool(meta.get("has_mask"))
+    # pending tiles of an incomplete store are invalid: without a nodata value they need a mask
+    use_mask = nodata is None and (bool(meta.get("has_mask")) or incomplete)
     profile = {"driver": "GTiff", "width": int(win.width), "height": int(win.height),
                "count": int(meta["count"]), "dtype": meta["dtype"], "crs": grid.crs,
                "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
