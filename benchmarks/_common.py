@@ -17,11 +17,17 @@ def data_dir() -> Path:
 SAMPLE = "scenes/aerial_korea_0.6m_cogeo.tif"  # 1024 x 1024 RGB uint8, EPSG:3857, 0.6 m
 
 
+def sample_path() -> Path:
+    """The sample scene: from the data folder, else the copy bundled with the package."""
+    p = data_dir() / SAMPLE
+    return p if p.exists() else REPO / "geocompress" / "data" / "sample_aerial_korea_0.6m.tif"
+
+
 def mosaic_vrt(path: Path, size: int, source: Path | None = None) -> Path:
     """A ``size`` x ``size`` scene made by repeating a sample scene on a grid, as a GDAL VRT
     (SimpleSource per repetition, the sample's georeferencing extended to the mosaic): a real
     large raster for windowed reads, with no large file on disk."""
-    source = source or data_dir() / SAMPLE
+    source = source or sample_path()
     with rasterio.open(source) as src:
         w, h, count, dtype, crs, t = src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform
     gt = ", ".join(repr(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
@@ -64,7 +70,7 @@ def sample_tiles(n: int = 16, size: int = 256):
     import numpy as np
     from rasterio.windows import Window
 
-    with rasterio.open(data_dir() / SAMPLE) as src:
+    with rasterio.open(sample_path()) as src:
         per_row = src.width // size
         tiles = [src.read(window=Window((i % per_row) * size, (i // per_row) * size, size, size))[:3]
                  for i in range(min(n, per_row * (src.height // size)))]

@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
-    from _common import SAMPLE, data_dir
+    from _common import sample_path
 
-    scene = data_dir() / SAMPLE
+    scene = sample_path()
     kw: dict = {"arch": "mgssnet", "quality": args.quality}
     try:
         if args.untrained:

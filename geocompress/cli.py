@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SCENE = "scenes/aerial_korea_0.6m_cogeo.tif"
+SAMPLE_SCENE = "sample_aerial_korea_0.6m.tif"  # CC0, from rasterio's test data: data/SAMPLE.md
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("GEOCOMPRESS_DATA", REPO.parent / "shared" / "data"))
+def sample_scene() -> Path:
+    """The 1024 x 1024 sample scene shipped inside the package (the demo's default)."""
+    return Path(__file__).resolve().parent / "data" / SAMPLE_SCENE
 
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:
@@ -99,9 +98,9 @@ def cmd_info(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from .scene.roundtrip import roundtrip
 
-    scene = Path(a.scene) if a.scene else data_dir() / DEFAULT_SCENE
+    scene = Path(a.scene) if a.scene else sample_scene()
     if not scene.exists():
-        print(f"scene {scene} not found (set GEOCOMPRESS_DATA or pass a path)", file=sys.stderr)
+        print(f"scene {scene} not found", file=sys.stderr)
         return 2
     rep = roundtrip(scene, a.out, quality=a.quality, checkpoint=a.checkpoint,
                     workers=a.workers, scheduler=a.scheduler, progress=not a.quiet)
@@ -174,10 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     m = sub.add_parser("demo", help="the main job: compress a sample scene, rebuild it, measure",
-                       description="Compress SCENE (default: a sample scene from the shared data "
-                       "folder), rebuild it, print bpp, PSNR, MS-SSIM, compression ratio and "
+                       description="Compress SCENE (default: the 1024 x 1024 sample scene bundled "
+                       "with geocompress), rebuild it, print bpp, PSNR, MS-SSIM, compression ratio and "
                        "wall time, and write a side-by-side PNG of a crop to --out.")
-    m.add_argument("scene", nargs="?")
+    m.add_argument("scene", nargs="?", help="any GeoTIFF (default: the bundled 1024 x 1024 sample "
+                   "scene, geocompress/data/SAMPLE.md)")
     m.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     m.add_argument("--quality", type=int)
     m.add_argument("--checkpoint")

@@ -241,3 +241,14 @@ def test_refined_store_decodes_plainly_and_keeps_its_setting(scene, tmp_path):
         assert b.shape == s.shape and b.transform == s.transform
     with pytest.raises(StoreMismatchError, match="codec config"):  # resuming must not mix settings
         compress_scene(scene, store, **{**TINY, "checkpoint": ck})
+
+
+def test_demo_runs_on_the_bundled_sample_without_a_data_folder(tmp_path, monkeypatch, capsys):
+    """README's first command on a fresh clone: no shared data folder beside the repository."""
+    from geocompress.cli import main
+
+    monkeypatch.setenv("GEOCOMPRESS_DATA", str(tmp_path / "nowhere"))
+    assert main(["--quiet", "demo", "--out", str(tmp_path / "demo"), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "sample_aerial_korea_0.6m" in out and "psnr_db" in out
+    assert list((tmp_path / "demo").glob("*_crop.png"))
