@@ -59,7 +59,7 @@ def test_create_open_round_trip_georeferencing(store, scene):
     s = TileStore.open(store.path)
     assert s.shape == (5, 7) and s.grid == scene.grid(tile=16) and s.shard == 2
     m = s.meta
-    assert m["format_version"] == 1 and m["status"] == "in-progress"
+    assert m["format_version"] == 2 and m["status"] == "in-progress"
     assert (m["model"], m["weights_digest"], m["quality"], m["codec_config"]) == \
         ("mgssnet", "sha256:abc", 4, {"lmbda": 0.01})
     assert (m["width"], m["height"], m["count"], m["dtype"], m["nodata"]) == (100, 70, 3, "uint8", 0)

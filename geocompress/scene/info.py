@@ -16,6 +16,7 @@ def _dir_size(path: Path) -> int:
 
 def store_info(store: str | Path) -> dict[str, Any]:
     ts = TileStore.open(store, "r")
+    ts.verify()  # raises StoreIntegrityError naming the damaged array
     m, g = ts.meta, ts.grid
     counts = ts.status_counts()
     tile_bytes = ts.nbytes_tiles()
@@ -26,6 +27,8 @@ def store_info(store: str | Path) -> dict[str, Any]:
     return {
         "store": str(store),
         "status": m["status"],
+        "checksums": ("verified" if m.get("content_digest") else
+                      "none (store format 1)" if m.get("format_version", 1) < 2 else "not yet (incomplete)"),
         "source": m["source_name"],
         "source_checksum": m["source_checksum"],
         "size": f"{m['width']} x {m['height']} px, {m['count']} band(s) {m['dtype']}",

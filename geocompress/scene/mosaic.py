@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from ..geo import TileStatus
-from ..store import StoreError, TileStore
+from ..store import StoreError, StoreIntegrityError, TileStore
 from .cluster import dask_client
 from .workers import CodecSpec, build_codec, decode_mask, get_codec
 
@@ -65,6 +65,11 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
     masks = ts.read_masks(rows, cols)
     consts = ts.constants(rows, cols)
     todo = [(i, j) for (i, j), s in np.ndenumerate(status) if s == TileStatus.WRITTEN]
+    for i, j in todo:
+        if not len(strings[i, j]):
+            raise StoreIntegrityError(f"{store}: tile ({rows.start + i}, {cols.start + j}) is marked "
+                                      f"written but its bytes are missing (a deleted or damaged "
+                                      f"'tiles' shard)")
     decoded = {}
     if todo:
         codec = get_codec(CodecSpec(**spec))
@@ -150,6 +155,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     cloud-optimized (with overviews) unless ``cog=False``. The file appears atomically.
     Each task decodes a run of ``tiles_per_task`` tiles of one tile row, in ``precision``."""
     ts = TileStore.open(store, "r")
+    ts.verify()  # damaged bookkeeping is an error naming the array, never pixels
     incomplete = not ts.is_complete
     if incomplete:
         pending = ts.status_counts()["PENDING"]

@@ -31,6 +31,7 @@ def open_dataarray(store: PathLike, chunk_tiles: int = 1, checkpoint: str | None
     """A lazy view of the store; one Dask chunk per ``chunk_tiles`` x ``chunk_tiles`` tiles (one
     tile by default, so a small region read decodes only the tiles it touches)."""
     ts = TileStore.open(store, "r")
+    ts.verify()
     meta, grid = ts.meta, ts.grid
     spec = store_spec(ts, checkpoint, precision=precision).to_dict()
     count, dtype = int(meta["count"]), np.dtype(meta["dtype"])

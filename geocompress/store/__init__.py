@@ -4,7 +4,13 @@ Imports only :mod:`geocompress.geo` (never torch, models or codec): the store
 holds opaque, self-describing ``bytes`` per tile.
 """
 
-from geocompress.store.errors import StoreError, StoreMismatchError, StoreVersionError
+from geocompress.store.errors import (
+    StoreError,
+    StoreIntegrityError,
+    StoreMismatchError,
+    StoreVersionError,
+)
 from geocompress.store.tile_store import FORMAT_VERSION, TileStore
 
-__all__ = ["FORMAT_VERSION", "StoreError", "StoreMismatchError", "StoreVersionError", "TileStore"]
+__all__ = ["FORMAT_VERSION", "StoreError", "StoreIntegrityError", "StoreMismatchError",
+           "StoreVersionError", "TileStore"]

@@ -13,3 +13,7 @@ class StoreVersionError(StoreError):
 
 class StoreMismatchError(StoreError):
     """An existing store was made from another source or codec setting."""
+
+
+class StoreIntegrityError(StoreError):
+    """Stored bookkeeping (attributes, status, constants, masks) no longer matches its checksums."""

@@ -42,6 +42,8 @@ so the same guarantees hold there.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import warnings
 from datetime import datetime, timezone
@@ -50,20 +52,33 @@ from typing import Any, Iterator
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec
 
 from geocompress.geo.grid import TileGrid
 from geocompress.geo.source import SceneInfo
 from geocompress.geo.status import TileStatus
 from geocompress.store._convention import cf
 from geocompress.store._convention import zarr as zconv
-from geocompress.store.errors import StoreError, StoreMismatchError, StoreVersionError
+from geocompress.store.errors import (
+    StoreError,
+    StoreIntegrityError,
+    StoreMismatchError,
+    StoreVersionError,
+)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2      # 2: crc32c on the bookkeeping arrays, digests of attributes and contents
+READ_VERSIONS = (1, 2)  # 1: no checksums (read with a warning)
 ATTR = "geocompress"
 TILES, STATUS, CONSTANT, SPATIAL_REF = "tiles", "status", "constant", "spatial_ref"
 MASKS = "masks"
 REQUIRED_CODEC_KEYS = ("model", "weights_digest", "quality")
 _ALIASES = {"arch": "model", "digest": "weights_digest"}  # TileCodec attribute names
+
+
+def attrs_digest(meta: dict) -> str:
+    """SHA-256 of the root attributes (all but the digest itself), canonical JSON."""
+    body = {k: v for k, v in meta.items() if k != "attrs_digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def normalize_codec_meta(codec_meta: dict) -> dict:
@@ -191,6 +206,8 @@ class TileStore:
             **zconv.spatial_attrs(tile_tf, n_rows, n_cols),
             "description": "one tile per cell; cell (i, j) starts at pixel (i*stride, j*stride)",
         }
+        meta["attrs_digest"] = attrs_digest(meta)
+        crc = [Crc32cCodec()]  # a flipped or truncated bookkeeping chunk is an error, not values
         with _Quiet():
             g = zarr.open_group(str(path), mode="w-", zarr_format=3)
             # status "in-progress" is on disk before any array exists
@@ -202,13 +219,13 @@ class TileStore:
             )
             g.create_array(
                 MASKS, shape=(n_rows, n_cols), dtype="bytes", chunks=(1, 1), shards=s,
-                fill_value=b"", compressors=None, dimension_names=("y", "x"),
+                fill_value=b"", compressors=crc, dimension_names=("y", "x"),
                 attributes={**per_tile, "long_name": "validity masks of kept tiles with nodata "
                             "(zlib(packbits(mask))); empty = all valid"},
             )
             g.create_array(
                 STATUS, shape=(n_rows, n_cols), dtype="uint8", chunks=s, fill_value=0,
-                dimension_names=("y", "x"),
+                dimension_names=("y", "x"), compressors=crc,
                 attributes={
                     **per_tile,
                     "long_name": "tile status",
@@ -219,6 +236,7 @@ class TileStore:
             g.create_array(
                 CONSTANT, shape=(n_rows, n_cols, scene.count), dtype=scene.dtype,
                 chunks=(*s, scene.count), fill_value=0, dimension_names=("y", "x", "band"),
+                compressors=crc,
                 attributes={**per_tile, "long_name": "per-band value of DROPPED_CONSTANT tiles"},
             )
             ref = g.create_array(SPATIAL_REF, shape=(), dtype="int64", fill_value=0, dimension_names=())
@@ -243,13 +261,55 @@ class TileStore:
         if not isinstance(meta, dict) or "format_version" not in meta:
             raise StoreError(f"{path} is a Zarr group but not a geocompress store (no '{ATTR}' attrs)")
         v = meta["format_version"]
-        if v != FORMAT_VERSION:
+        if v not in READ_VERSIONS:
             hint = "upgrade geocompress" if v > FORMAT_VERSION else "re-create it with --overwrite"
             raise StoreVersionError(
-                f"{path} has store format version {v}, this geocompress reads version "
-                f"{FORMAT_VERSION}: {hint}"
+                f"{path} has store format version {v}, this geocompress reads versions "
+                f"{', '.join(map(str, READ_VERSIONS))}: {hint}"
             )
+        if v >= 2 and meta.get("attrs_digest") != attrs_digest(meta):
+            raise StoreIntegrityError(
+                f"{path}: the store's root attributes ('{ATTR}': size, transform, nodata, dtype, "
+                f"codec, ...) were edited or damaged after writing (digest mismatch); re-create "
+                f"the store from its source")
         return cls(g, path, mode)
+
+    def verify(self) -> None:
+        """Check the bookkeeping against the digest written when the store was completed.
+
+        ``status``, ``constant`` and ``masks`` chunks carry crc32c, so a damaged chunk fails on
+        read; a *deleted* chunk would read as its fill value, which only this digest catches.
+        Raises :class:`StoreIntegrityError` naming the array."""
+        want = self.meta.get("content_digest")
+        if self.meta.get("format_version", 1) < 2:
+            warnings.warn(f"{self.path} was written by an older geocompress (store format 1): its "
+                          f"bookkeeping carries no checksums and cannot be verified", stacklevel=2)
+            return
+        if want is None:
+            return  # not complete yet: nothing recorded to compare against
+        try:
+            got = self._content_digest()
+        except Exception as exc:  # noqa: BLE001 - a crc32c failure or unreadable chunk
+            raise StoreIntegrityError(f"{self.path}: a bookkeeping chunk is damaged ({exc})") from exc
+        bad = [name for name in want if want[name] != got.get(name)]
+        if bad:
+            raise StoreIntegrityError(
+                f"{self.path}: {', '.join(repr(b) for b in bad)} no longer match(es) what was "
+                f"written (chunks deleted, replaced or altered); re-create the store from its source")
+
+    def _content_digest(self) -> dict[str, str]:
+        status = self.status()
+        out = {STATUS: hashlib.sha256(status.tobytes()).hexdigest(),
+               CONSTANT: hashlib.sha256(np.ascontiguousarray(self.constants()).tobytes()).hexdigest()}
+        h, lengths = hashlib.sha256(), hashlib.sha256()
+        for rs, cs in self.shard_blocks():
+            for m in self.read_masks(rs, cs).ravel():
+                h.update(len(m).to_bytes(4, "little") + bytes(m))
+            lengths.update(np.array([len(t) for t in self.read_strings(rs, cs).ravel()],
+                                    np.uint32).tobytes())
+        out[MASKS] = h.hexdigest()
+        out[TILES] = lengths.hexdigest()  # per-tile lengths: a deleted tile shard reads as b""
+        return out
 
     # -- metadata -------------------------------------------------------------------
     @property
@@ -438,6 +498,9 @@ class TileStore:
         if pending:
             raise StoreError(f"cannot mark {self.path} complete: {pending} tiles still PENDING")
         meta = {**self.meta, "status": "complete", "completed": _now()}
+        if meta.get("format_version", 1) >= 2:
+            meta["content_digest"] = self._content_digest()
+            meta["attrs_digest"] = attrs_digest(meta)
         self._group.attrs[ATTR] = meta
         self.meta = meta
 
