@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
 
@@ -74,6 +74,12 @@ class SceneInfo:
     has_mask: bool
     file_size: int
     checksum: str
+    # what the bands mean, carried to the rebuilt GeoTIFF: per-band scale / offset / unit, and the
+    # dataset's own tags (acquisition time, sensor, processing level ...)
+    scales: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
+    units: tuple[str, ...] = ()
+    tags: dict = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -168,6 +174,10 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
     stacked = len(paths) > 1
     names: list[str] = []
     interp: list[str] = []
+    scales: list[float] = []
+    offsets: list[float] = []
+    units: list[str] = []
+    tags: dict[str, str] = {}
     has_mask = False
     count = 0
     ref = None
@@ -185,6 +195,10 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
                 )
             names += _band_names(ds, path, stacked, count + 1)
             interp += [c.name for c in ds.colorinterp]
+            scales += [float(v) for v in ds.scales]
+            offsets += [float(v) for v in ds.offsets]
+            units += [u or "" for u in ds.units]
+            tags = {**ds.tags(), **tags}  # the first file's tags win in a stack
             has_mask |= _has_mask(ds)
             nodatas.add(ds.nodata)
             count += ds.count
@@ -206,6 +220,10 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
         has_mask=has_mask,
         file_size=sum(p.stat().st_size for p in paths),
         checksum=sha256_files(paths),
+        scales=tuple(scales),
+        offsets=tuple(offsets),
+        units=tuple(units),
+        tags={str(k): str(v) for k, v in tags.items() if k != "AREA_OR_POINT"},
     )
 
 

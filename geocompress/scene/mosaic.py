@@ -104,6 +104,29 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
     return out, valid
 
 
+def describe_bands(dst, meta: dict) -> None:
+    """What the source said its bands mean, on the rebuilt raster: descriptions, colour
+    interpretation (only a band the source marked alpha is alpha: a 4-band R, G, B, NIR scene
+    must not come back as RGBA), scales / offsets / units, and the dataset tags."""
+    from rasterio.enums import ColorInterp
+
+    names = meta.get("band_names") or []
+    for k, name in enumerate(names[: dst.count], 1):
+        dst.set_band_description(k, str(name))
+    interp = meta.get("colorinterp") or []
+    if len(interp) == dst.count:
+        dst.colorinterp = [ColorInterp[str(c)] if str(c) in ColorInterp.__members__
+                           else ColorInterp.undefined for c in interp]
+    if len(meta.get("scales") or []) == dst.count:
+        dst.scales = meta["scales"]
+    if len(meta.get("offsets") or []) == dst.count:
+        dst.offsets = meta["offsets"]
+    if len(meta.get("units") or []) == dst.count:
+        dst.units = meta["units"]
+    if meta.get("tags"):
+        dst.update_tags(**meta["tags"])
+
+
 def nudge_off_nodata(px: np.ndarray, valid: np.ndarray, nodata: float) -> np.ndarray:
     """Valid pixels that decode to the nodata value in every band, moved one level off it in the
     first band: in a GeoTIFF with a nodata value they would otherwise read back as nodata.
@@ -184,9 +207,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     os.close(fd)
     try:
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
-            names = meta.get("band_names") or []
-            for k, name in enumerate(names[: dst.count], 1):
-                dst.set_band_description(k, str(name))
+            describe_bands(dst, meta)
             with dask_client(scheduler, workers, processes) as client:
                 futures = {client.submit(decode_region, str(store), p, spec.to_dict(),
                                          pure=False): p for p in pieces}

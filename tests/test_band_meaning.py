@@ -1,0 +1,39 @@
+"""Band meaning round-trips: a 4-band R, G, B, NIR scene does not come back as RGBA (issue 25, 6)."""
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp
+
+from geocompress.geo import open_scene
+from geocompress.scene import compress_scene, decompress_scene
+
+from .conftest import natural_tile
+from .test_scene import TINY, write_scene
+
+
+def test_colour_interpretation_descriptions_scales_and_tags_round_trip(tmp_path):
+    data = natural_tile(64, 128, c=4, seed=9)
+    interp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+    src = write_scene(tmp_path / "rgbn.tif", data)
+    with rasterio.open(src, "r+") as ds:
+        ds.colorinterp = interp
+        for k, name in enumerate(["red", "green", "blue", "nir"], 1):
+            ds.set_band_description(k, name)
+        ds.scales = [0.0001] * 4
+        ds.offsets = [-0.1] * 4
+        ds.units = ["reflectance"] * 4
+        ds.update_tags(TIFFTAG_DATETIME="2020:05:18 10:00:00", SENSOR="test")
+    assert not open_scene(src).has_mask
+    compress_scene(src, tmp_path / "s.zarr", **TINY)
+    for cog in (False, True):
+        out = decompress_scene(tmp_path / "s.zarr", tmp_path / f"o{cog}.tif", processes=False,
+                               progress=False, cog=cog)
+        with rasterio.open(out) as o:
+            assert list(o.colorinterp) == interp
+            assert list(o.descriptions) == ["red", "green", "blue", "nir"]
+            assert o.scales == (0.0001,) * 4 and o.offsets == (-0.1,) * 4
+            assert o.units == ("reflectance",) * 4
+            assert o.tags()["SENSOR"] == "test" and o.tags()["TIFFTAG_DATETIME"].startswith("2020")
+        again = open_scene(out)
+        assert not again.has_mask  # NIR is not mistaken for an alpha band on the way back in
+        assert again.colorinterp[3] == "undefined"
