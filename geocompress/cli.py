@@ -36,6 +36,14 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
                         "size and thread count")
 
 
+def _bits(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or not 1 <= int(text) <= 16:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a bit depth 1-16, got {text!r}")
+    return int(text)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -126,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(stacked as bands in the given order)")
     c.add_argument("store", help="output Zarr store (a directory, e.g. scene.zarr)")
     _codec_args(c)
-    c.add_argument("--bits", default="auto",
-                   help="significant bits of uint16 scenes (default auto: from the scene max)")
+    c.add_argument("--bits", default="auto", type=_bits,
+                   help="significant bits of uint16 scenes, 8-16 (default auto: the scene's "
+                        "declared NBITS, else the bit length of its largest valid value)")
     c.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
     c.add_argument("--shard", type=int, default=16,
                    help="tiles per shard side: one file and one Dask task per shard (default 16)")

@@ -252,3 +252,25 @@ def test_demo_runs_on_the_bundled_sample_without_a_data_folder(tmp_path, monkeyp
     out = capsys.readouterr().out
     assert "sample_aerial_korea_0.6m" in out and "psnr_db" in out
     assert list((tmp_path / "demo").glob("*_crop.png"))
+
+
+def test_declared_bit_depth_sets_the_scaling_of_a_uint16_scene(tmp_path):
+    data = natural_tile(64, 64, c=1, dtype=np.uint16, seed=6) // 4  # a dark 12-bit scene: < 1024
+    src = write_scene(tmp_path / "u12.tif", data)
+    with rasterio.open(src, "r+") as ds:
+        ds.update_tags(ns="IMAGE_STRUCTURE", NBITS="12")
+    r = compress_scene(src, tmp_path / "u12.zarr", **TINY)
+    assert r.bits == 12
+
+
+def test_cli_refuses_bad_numbers_clearly(capsys):
+    from geocompress.cli import main
+
+    for argv in (["compress", "a.tif", "b.zarr", "--bits", "abc"],
+                 ["compress", "a.tif", "b.zarr", "--workers", "0"],
+                 ["compress", "a.tif", "b.zarr", "--batch-size", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "expected" in err or "at least 1" in err

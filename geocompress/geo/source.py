@@ -80,6 +80,7 @@ class SceneInfo:
     offsets: tuple[float, ...] = ()
     units: tuple[str, ...] = ()
     tags: dict = field(default_factory=dict)
+    declared_bits: int | None = None  # GDAL's NBITS (e.g. 12 for a 12-bit sensor in uint16)
 
     @property
     def path(self) -> Path:
@@ -178,6 +179,7 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
     offsets: list[float] = []
     units: list[str] = []
     tags: dict[str, str] = {}
+    nbits: set[int] = set()
     has_mask = False
     count = 0
     ref = None
@@ -199,6 +201,9 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
             offsets += [float(v) for v in ds.offsets]
             units += [u or "" for u in ds.units]
             tags = {**ds.tags(), **tags}  # the first file's tags win in a stack
+            declared = ds.tags(ns="IMAGE_STRUCTURE").get("NBITS")
+            if declared and str(declared).isdigit():
+                nbits.add(int(declared))
             has_mask |= _has_mask(ds)
             nodatas.add(ds.nodata)
             count += ds.count
@@ -224,6 +229,7 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
         offsets=tuple(offsets),
         units=tuple(units),
         tags={str(k): str(v) for k, v in tags.items() if k != "AREA_OR_POINT"},
+        declared_bits=max(nbits) if nbits else None,
     )
 
 

@@ -148,6 +148,8 @@ def _bits_for(scene: SceneInfo, bits: int | str, client, grid: TileGrid, shard: 
         return 8
     if bits != "auto":
         return int(bits)
+    if scene.declared_bits and 8 <= scene.declared_bits <= 16:
+        return int(scene.declared_bits)  # the sensor's declared depth: no scan needed
     paths = [str(p) for p in scene.paths]
     blocks = [((r, min(r + shard, grid.n_rows)), (c, min(c + shard, grid.n_cols)))
               for r in range(0, grid.n_rows, shard) for c in range(0, grid.n_cols, shard)]
