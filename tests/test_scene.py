@@ -256,9 +256,11 @@ def test_demo_runs_on_the_bundled_sample_without_a_data_folder(tmp_path, monkeyp
 
 def test_declared_bit_depth_sets_the_scaling_of_a_uint16_scene(tmp_path):
     data = natural_tile(64, 64, c=1, dtype=np.uint16, seed=6) // 4  # a dark 12-bit scene: < 1024
-    src = write_scene(tmp_path / "u12.tif", data)
-    with rasterio.open(src, "r+") as ds:
-        ds.update_tags(ns="IMAGE_STRUCTURE", NBITS="12")
+    src = tmp_path / "u12.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint16",
+                       crs="EPSG:32618", transform=from_origin(500000, 4200000, 10, 10),
+                       NBITS=12) as ds:
+        ds.write(data)
     r = compress_scene(src, tmp_path / "u12.zarr", **TINY)
     assert r.bits == 12
 
