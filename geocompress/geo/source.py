@@ -201,9 +201,10 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
             offsets += [float(v) for v in ds.offsets]
             units += [u or "" for u in ds.units]
             tags = {**ds.tags(), **tags}  # the first file's tags win in a stack
-            declared = ds.tags(ns="IMAGE_STRUCTURE").get("NBITS")
-            if declared and str(declared).isdigit():
-                nbits.add(int(declared))
+            for b in range(1, ds.count + 1):  # GDAL's NBITS is a band-level tag
+                declared = ds.tags(b, ns="IMAGE_STRUCTURE").get("NBITS")
+                if declared and str(declared).isdigit():
+                    nbits.add(int(declared))
             has_mask |= _has_mask(ds)
             nodatas.add(ds.nodata)
             count += ds.count
