@@ -276,3 +276,14 @@ def test_cli_refuses_bad_numbers_clearly(capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert "expected" in err or "at least 1" in err
+
+
+def test_the_cli_parser_imports_no_torch():
+    """`geocompress --help` answers at once: building the parser imports neither torch nor dask."""
+    import subprocess
+    import sys
+
+    code = ("import sys, geocompress.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'distributed', 'compressai') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -14,6 +14,7 @@ from compressai.models import (
     ScaleHyperprior,
 )
 
+from .arch_names import ARCH_NAMES
 from .generalization import GENERALIZATION_MODULES, FactorizedReLUWithBlock
 from .mgssnet import MGSSNet
 
@@ -31,6 +32,9 @@ ARCHITECTURES: dict[str, tuple[Callable[..., CompressionModel], dict[str, Any]]]
                                      {"N": 128, "M": 192, "beta": 0.1, "heads": 4})
        for m in GENERALIZATION_MODULES},
 }
+
+
+assert tuple(ARCHITECTURES) == ARCH_NAMES, "arch_names.ARCH_NAMES must list the registry"
 
 
 def names() -> list[str]:

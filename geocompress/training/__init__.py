@@ -5,14 +5,13 @@ filter of :mod:`geocompress.geo`, the architectures of :mod:`geocompress.models`
 :mod:`geocompress.codec`).
 """
 
-from .data import EpochSampler, TileDataset, open_tiles
-
 __all__ = ["EpochSampler", "TileDataset", "open_tiles", "build_dataset", "SceneSource",
            "discover_scenes", "train"]
 
-# loaded on first use: the dataset builder pulls in rasterio / dask / zarr, the trainer matplotlib
-# and tqdm; a GPU box that only trains from a pack (.npz) needs none of the former
-_LAZY = {"build_dataset": ".dataset", "SceneSource": ".sources", "discover_scenes": ".sources",
+# loaded on first use: the data loaders pull in torch, the dataset builder rasterio / dask / zarr,
+# the trainer matplotlib and tqdm; `geocompress --help` (whose parser lists `train`) needs none
+_LAZY = {"EpochSampler": ".data", "TileDataset": ".data", "open_tiles": ".data",
+         "build_dataset": ".dataset", "SceneSource": ".sources", "discover_scenes": ".sources",
          "train": ".trainer"}
 
 

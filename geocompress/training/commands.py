@@ -72,7 +72,7 @@ def run_tile(args: argparse.Namespace) -> int:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from geocompress.models import names
+    from geocompress.models.arch_names import ARCH_NAMES
 
     p = sub.add_parser(
         "train", formatter_class=_RAW,
@@ -94,7 +94,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                "--warm-start runs/q3/train_state.pt")
     p.add_argument("dataset", type=Path, help="tile store (from `geocompress tile`)")
     p.add_argument("out", type=Path, help="run folder (state, log, plot, final checkpoint)")
-    p.add_argument("--arch", default="mgssnet", choices=names())
+    p.add_argument("--arch", default="mgssnet", choices=ARCH_NAMES)
     p.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
                    help="architecture settings, e.g. N=64 M=96")
     p.add_argument("--lambda", dest="lmbda", type=float, required=True,
