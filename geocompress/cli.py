@@ -74,7 +74,7 @@ def cmd_compress(a: argparse.Namespace) -> int:
         checkpoint=a.checkpoint, pretrained=not a.untrained, tile=a.tile, shard=a.shard,
         tile_filter=TileFilter(a.min_valid_fraction, not a.keep_constant), bits=a.bits,
         scheduler=a.scheduler, workers=a.workers, batch_size=a.batch_size,
-        overwrite=a.overwrite, progress=not a.quiet, gpu=a.gpu, precision=a.precision,
+        overwrite=a.overwrite, progress=not a.quiet, gpu=a.gpu, precision=a.precision, halo=a.halo,
         model_config={"N": 64, "M": 96} if a.untrained else None, refine_steps=a.refine_steps)
     print(json.dumps(r.summary(), indent=2))
     return 0
@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true",
                    help="replace a store written with other weights, quality or source")
     c.add_argument("--gpu", action="store_true", help="LocalCluster workers declare a GPU")
+    c.add_argument("--halo", type=int, default=0, metavar="K",
+                   help="latent pixels of neighbour context (encoder: 16*K pixels of each "
+                        "neighbour; decoder: K latent pixels of each neighbour's latent), for "
+                        "seam-free mosaics. Default 0: the shipped weights, trained on small crops, "
+                        "code a tile's latent field seen with context at about twice the bits "
+                        "(catalogs/seams.md)")
     c.add_argument("--refine-steps", type=int, default=0, metavar="N",
                    help="refine each tile's latent with N gradient steps at encode time: "
                         "+0.3-0.5 dB for 1-3 %% more bits with the shipped weights (N=80, "
@@ -209,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"geocompress {args.command}: interrupted (a compress resumes where it stopped when "
+              f"rerun)", file=sys.stderr)
+        return 130
     except (ValueError, RuntimeError, OSError) as e:  # our errors are ValueError/RuntimeError kinds
         print(f"geocompress {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -45,12 +45,14 @@ def psnr(x: np.ndarray, y: np.ndarray, peak: float | None = None) -> float:
 
 
 def psnr_paper(x: np.ndarray, y: np.ndarray) -> float:
-    """Eq. (10): per-band PSNR with that band's own maximum as peak, averaged over bands."""
+    """Eq. (10): per-band PSNR with that band's own maximum as peak, averaged over bands. A band
+    whose maximum is 0 (all black) takes one level as its peak: eq. (10) is undefined there."""
     a, b = _pair(x, y)
     values = []
     for xa, xb in zip(a, b):
         mse = float(np.mean((xa - xb) ** 2))
-        values.append(math.inf if mse == 0 else 10 * math.log10(float(xa.max()) ** 2 / mse))
+        peak = max(float(xa.max()), 1.0)
+        values.append(math.inf if mse == 0 else 10 * math.log10(peak ** 2 / mse))
     return float(np.mean(values))
 
 

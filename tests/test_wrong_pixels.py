@@ -87,3 +87,21 @@ def test_an_interrupted_store_is_refused_unless_asked_and_then_masked(tmp_path):
     with rasterio.open(out) as b:
         mask = b.dataset_mask()
     assert (mask == 0).sum() == pending * 64 * 64  # every missing tile masked, nothing else
+
+
+def test_psnr_of_eq_10_takes_a_black_band():
+    from geocompress.metrics import psnr_paper
+
+    x = np.zeros((2, 8, 8), np.uint8)
+    x[1] = 200
+    y = x.copy()
+    y[0, 0, 0] = 1
+    assert np.isfinite(psnr_paper(x, y))
+
+
+def test_decompress_into_a_missing_folder_fails_before_decoding(tmp_path):
+    src = write_scene(tmp_path / "m.tif", natural_tile(64, 64, seed=5))
+    compress_scene(src, tmp_path / "m.zarr", **TINY)
+    with pytest.raises(FileNotFoundError, match="output folder"):
+        decompress_scene(tmp_path / "m.zarr", tmp_path / "nope" / "o.tif", processes=False,
+                         progress=False)

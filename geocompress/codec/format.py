@@ -13,16 +13,20 @@ Layout (little-endian), format versions 1 and 2::
     height       u16  tile height before padding
     width        u16  tile width before padding
     pad_h, pad_w u16  padded size the model saw (multiple of the model's downsampling factor)
+    halo         u8   (version 3) latent pixels of context on each side the encoder saw
     groups       u8   band groups (3 bands each; see tile_codec), each followed by
       streams    u8   count, then for each: u32 length + bytes
     crc32        u32  zlib.crc32 of everything before it
 
 Bits per pixel computed from ``len(string)`` therefore count the header and checksum too.
 
-Versions differ only in the order of a joint (autoregressive) model's latent symbols inside its
-stream: version 1 codes them in raster order, version 2 by wavefront (diagonal groups of positions
-that do not depend on each other, :func:`geocompress.codec.entropy.schedule`), which lets the
-decoder evaluate a whole group at once. Both are read; version 2 is written.
+Version 1 codes a joint (autoregressive) model's latent symbols in raster order, versions 2 and 3
+by wavefront (diagonal groups of positions that do not depend on each other,
+:func:`geocompress.codec.entropy.schedule`), which lets the decoder evaluate a whole group at once.
+Version 3 adds ``halo``: the tile's latent was computed by the analysis transform over the tile plus
+``halo`` latent pixels (``16 * halo`` pixels) of its neighbours on each side, so that the latent
+field is continuous across tile borders (a scene decoder synthesizes each tile from its latent
+plus the same halo of its neighbours' latents). All three are read; version 3 is written.
 """
 
 from __future__ import annotations
@@ -41,9 +45,9 @@ from .errors import (
 )
 
 MAGIC = b"GEOC"
-FORMAT_VERSION = 2
-READ_VERSIONS = (1, 2)
-SYMBOL_ORDER = {1: "raster", 2: "wavefront"}  # joint models' symbol order per version
+FORMAT_VERSION = 3
+READ_VERSIONS = (1, 2, 3)
+SYMBOL_ORDER = {1: "raster", 2: "wavefront", 3: "wavefront"}  # joint models' symbol order
 DTYPES = {1: np.dtype("uint8"), 2: np.dtype("uint16")}
 DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 _FIXED = struct.Struct("<8sBBBHHHHH")
@@ -62,6 +66,7 @@ class TileHeader:
     pad_h: int
     pad_w: int
     version: int = FORMAT_VERSION
+    halo: int = 0
 
 
 @dataclass
@@ -77,6 +82,7 @@ def pack(tile: TileString) -> bytes:
     out += struct.pack("<BB", FORMAT_VERSION, len(arch)) + arch
     out += _FIXED.pack(h.digest[:8].ljust(8, b"\0"), h.quality, DTYPE_CODES[np.dtype(h.dtype)],
                        h.bits, h.channels, h.height, h.width, h.pad_h, h.pad_w)
+    out += struct.pack("<B", h.halo)
     out += struct.pack("<B", len(tile.groups))
     for streams in tile.groups:
         out += struct.pack("<B", len(streams))
@@ -126,7 +132,8 @@ def read_header(data: bytes) -> tuple[TileHeader, _Reader]:
     digest, quality, dcode, bits, c, h, w, ph, pw = r.unpack(_FIXED, "header")
     if dcode not in DTYPES:
         raise CorruptStreamError(f"tile header names unknown dtype code {dcode}")
-    header = TileHeader(arch, digest, quality, DTYPES[dcode], bits, c, h, w, ph, pw, version)
+    (halo,) = r.unpack("<B", "halo") if version >= 3 else (0,)
+    header = TileHeader(arch, digest, quality, DTYPES[dcode], bits, c, h, w, ph, pw, version, halo)
     native = 8 * header.dtype.itemsize
     if not 1 <= bits <= native:
         raise CorruptStreamError(f"tile header says {bits} bits for a {header.dtype} tile")

@@ -75,6 +75,7 @@ class TileCodec:
         self.transforms = Transforms(self.model, self.precision, self.device)
         self.coder = LatentCoder(self.model, self.transforms)
         self.factor = int(getattr(model, "downsampling_factor", 64))
+        self.latent_stride = 16  # pixels per latent pixel (g_a's downsampling)
         self.group = int(self.config.get("in_channels", 3))
         self.refine_steps = int(refine_steps)
         self.refine_lr = float(refine_lr)
@@ -90,9 +91,14 @@ class TileCodec:
                 f"device={self.device}, precision={self.precision}, refine_steps={self.refine_steps})")
 
     # -- public API ------------------------------------------------------------------------
-    def encode(self, tiles: np.ndarray | Sequence[np.ndarray], bits: int | None = None) -> list[bytes]:
-        """One self-describing string per tile."""
-        return self._encode(tiles, bits)[0]
+    def encode(self, tiles: np.ndarray | Sequence[np.ndarray], bits: int | None = None,
+               halo: int = 0) -> list[bytes]:
+        """One self-describing string per tile.
+
+        ``halo`` > 0: each array is the tile plus ``16 * halo`` pixels of its neighbours on each
+        side (the tile's size a multiple of the model's factor); the analysis transform runs
+        over all of it and keeps the tile's own latent, continuous with its neighbours'."""
+        return self._encode(tiles, bits, halo=halo)[0]
 
     def encode_with_reconstruction(self, tiles: np.ndarray | Sequence[np.ndarray],
                                    bits: int | None = None) -> tuple[list[bytes], list[np.ndarray]]:
@@ -101,6 +107,42 @@ class TileCodec:
         return self._encode(tiles, bits, reconstruct=True)
 
     def decode(self, strings: Iterable[bytes]) -> list[np.ndarray]:
+        """Each tile from its own latent alone (a scene decoder with neighbours uses
+        :meth:`decode_latents` and :meth:`synthesize` instead, for seam-free tiles)."""
+        parsed = self._parse(strings)
+        jobs = [(t, g, streams) for t, p in enumerate(parsed) for g, streams in enumerate(p.groups)]
+        images = self._run_decode(jobs, [p.header for p in parsed])
+        return [self._assemble(p.header, images[t]) for t, p in enumerate(parsed)]
+
+    def decode_latents(self, strings: Iterable[bytes]) -> tuple[list[TileHeader], list[list[torch.Tensor]]]:
+        """The headers and, per tile, the decoded latent ``y_hat`` of each band group (float64,
+        M x H/16 x W/16, exact on every machine): the inputs of :meth:`synthesize`."""
+        parsed = self._parse(strings)
+        jobs = [(t, g, streams) for t, p in enumerate(parsed) for g, streams in enumerate(p.groups)]
+        latents = self._run_decode(jobs, [p.header for p in parsed], synthesize=False)
+        return ([p.header for p in parsed],
+                [[latents[t][g] for g in sorted(latents[t])] for t in range(len(parsed))])
+
+    def synthesize(self, headers: Sequence[TileHeader], windows: Sequence[Sequence[torch.Tensor]],
+                   halo: int) -> list[np.ndarray]:
+        """Tiles from latent windows: ``windows[t][g]`` is band group ``g`` of tile ``t``'s latent
+        with ``halo`` latent pixels of its neighbours on each side; the synthesis runs over the
+        window and keeps the tile, so neighbouring tiles join as if decoded in one piece."""
+        k, f = int(halo), self.latent_stride
+        jobs = [(t, g, w) for t, ws in enumerate(windows) for g, w in enumerate(ws)]
+        by_shape: dict[tuple, list] = defaultdict(list)
+        for job in jobs:
+            by_shape[tuple(job[2].shape)].append(job)
+        images: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
+        for shape, group in by_shape.items():
+            for i in range(0, len(group), self.batch_size):
+                batch = group[i:i + self.batch_size]
+                x = self._synthesize(torch.stack([w for _, _, w in batch]))
+                for (t, g, _), img in zip(batch, x):
+                    images[t][g] = img[:, f * k: img.shape[1] - f * k, f * k: img.shape[2] - f * k]
+        return [self._assemble(h, images[t]) for t, h in enumerate(headers)]
+
+    def _parse(self, strings: Iterable[bytes]) -> list[TileString]:
         parsed = []
         for t, s in enumerate(strings):
             try:
@@ -110,12 +152,7 @@ class TileCodec:
         for t, p in enumerate(parsed):
             self._check_origin(p.header)
             self._check_layout(t, p)
-        jobs = []  # (tile, group, streams)
-        for t, p in enumerate(parsed):
-            for g, streams in enumerate(p.groups):
-                jobs.append((t, g, streams))
-        images = self._run_decode(jobs, [p.header for p in parsed])
-        return [self._assemble(p.header, images[t]) for t, p in enumerate(parsed)]
+        return parsed
 
     @staticmethod
     def header(string: bytes) -> TileHeader:
@@ -175,23 +212,31 @@ class TileCodec:
         f = self.factor
         return math.ceil(h / f) * f, math.ceil(w / f) * f
 
-    def _encode(self, tiles, bits, reconstruct: bool = False):
+    def _encode(self, tiles, bits, reconstruct: bool = False, halo: int = 0):
         tiles = [t[None] if t.ndim == 2 else t for t in _as_tiles(tiles)]
         headers, jobs = [], []
+        ctx = self.latent_stride * int(halo)
+        if not 0 <= halo <= 255:
+            raise CodecError(f"halo must be 0..255 latent pixels, got {halo}")
         for t, tile in enumerate(tiles):
             if tile.ndim != 3 or 0 in tile.shape:
                 raise CodecError(f"tile {t} has shape {tile.shape}; expected non-empty C x H x W")
+            if ctx and (min(tile.shape[1:]) <= 2 * ctx
+                        or any((n - 2 * ctx) % self.factor for n in tile.shape[1:])):
+                raise CodecError(f"tile {t} has shape {tile.shape}: with halo {halo} it must be a "
+                                 f"tile whose sides are multiples of {self.factor} plus {ctx} "
+                                 f"pixels of context on each side")
             if tile.shape[2] <= 4 < tile.shape[0] and tile.shape[0] >= 4 * tile.shape[2]:
                 raise CodecError(f"tile {t} has shape {tile.shape}: that looks like H x W x C (an "
                                  f"image array); the codec takes C x H x W, e.g. "
                                  f"tile.transpose(2, 0, 1)")
             b = self._bits(tile, bits)
-            c, h, w = tile.shape
+            c, h, w = tile.shape[0], tile.shape[1] - 2 * ctx, tile.shape[2] - 2 * ctx
             if max(h, w) > 65535 or c > 65535:
                 raise CodecError(f"tile {t} is too large ({tile.shape}); cut the scene into tiles")
             ph, pw = self._padded(h, w)
             headers.append(TileHeader(self.arch, bytes.fromhex(self.digest[:16]), self.quality,
-                                      tile.dtype, b, c, h, w, ph, pw))
+                                      tile.dtype, b, c, h, w, ph, pw, halo=int(halo)))
             for g, idx in enumerate(self._groups(c)):
                 jobs.append((t, g, (tile, idx, 2 ** b - 1)))  # scaled per batch, not all at once
         streams, recon = self._run_encode(jobs, headers, reconstruct)
@@ -205,7 +250,7 @@ class TileCodec:
         by_size = defaultdict(list)
         for job in jobs:
             h = headers[job[0]]
-            by_size[(h.pad_h, h.pad_w, h.version)].append(job)
+            by_size[(h.pad_h, h.pad_w, h.version, h.halo)].append(job)
         for key, group in by_size.items():
             for i in range(0, len(group), self.batch_size):
                 yield key, group[i:i + self.batch_size]
@@ -216,14 +261,20 @@ class TileCodec:
         recon: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
         order = {(t, g): i for i, (t, g, _) in enumerate(jobs)}
         out_streams: dict[tuple[int, int], list[bytes]] = {}
-        for (ph, pw, _), batch in self._batches(jobs, headers):
+        for (ph, pw, _, _), batch in self._batches(jobs, headers):
             # each tile padded on its own: tiles of different sizes share a padded size
+            k = headers[batch[0][0]].halo
+            ctx = self.latent_stride * k
             x = torch.stack([
                 F.pad(torch.from_numpy(tile[idx].astype(np.float64) / peak)[None],
-                      (0, pw - tile.shape[2], 0, ph - tile.shape[1]), mode="replicate")[0]
+                      (0, pw + 2 * ctx - tile.shape[2], 0, ph + 2 * ctx - tile.shape[1]),
+                      mode="replicate")[0]
                 for _, _, (tile, idx, peak) in batch])
             x = x.to(self.device, self.dtype)
             y = self.transforms(self.model.g_a, x)
+            if k:  # the tile's own latent, computed with its neighbours' pixels in view
+                y = y[..., k:y.shape[-2] - k, k:y.shape[-1] - k].contiguous()
+                x = x[..., ctx:x.shape[-2] - ctx, ctx:x.shape[-1] - ctx]
             if self.refine_steps:
                 y = self._refine(x, y, [headers[t] for t, _, _ in batch])
             s, y_hat = self.coder.encode(y)
@@ -238,9 +289,9 @@ class TileCodec:
         return streams, recon
 
     @torch.no_grad()
-    def _run_decode(self, jobs, headers):
-        images: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
-        for (ph, pw, version), batch in self._batches(jobs, headers):
+    def _run_decode(self, jobs, headers, synthesize: bool = True):
+        images: dict[int, dict[int, Any]] = defaultdict(dict)
+        for (ph, pw, version, _), batch in self._batches(jobs, headers):
             try:
                 y_hat = self.coder.decode([st for _, _, st in batch], (ph // 16, pw // 16),
                                           order=SYMBOL_ORDER[version])
@@ -248,6 +299,10 @@ class TileCodec:
                 tiles = sorted({t for t, _, _ in batch})
                 raise CodecError(f"entropy decoding of tile(s) {tiles} failed (damaged or forged "
                                  f"bytes): {type(e).__name__}: {e}") from e
+            if not synthesize:
+                for (t, g, _), y in zip(batch, y_hat):
+                    images[t][g] = y
+                continue
             for (t, g, _), img in zip(batch, self._synthesize(y_hat)):
                 images[t][g] = img
         return images

@@ -30,6 +30,7 @@ from .workers import CodecSpec, encode_mask, get_codec
 
 PathLike = str | Path
 GDAL_CACHE_MB = 64
+DEFAULT_HALO = 0  # latent pixels of neighbour context (see compress_scene)
 
 
 @dataclass
@@ -74,6 +75,8 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
     grid = ts.grid
     flt = TileFilter(**tile_filter)
     codec = get_codec(CodecSpec(**spec))
+    halo = int(ts.codec_meta["config"].get("halo", 0))
+    context = codec.latent_stride * halo
     shape = (rows[1] - rows[0], cols[1] - cols[0])
     status = np.zeros(shape, np.uint8)
     strings = np.full(shape, None, dtype=object)
@@ -103,10 +106,11 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
                     constants[i, j] = constant_value(pixels, valid)
                     continue
                 kept.append((i, j))
-                pixels_kept.append(pixels)
+                # with a halo the encoder also sees its neighbours' pixels (issue 26)
+                pixels_kept.append(reader.read_context(grid, r, c, context) if halo else pixels)
     n = max(1, codec.batch_size)
     for k in range(0, len(kept), n):  # batch by batch: the float copies never coexist
-        for (i, j), s in zip(kept[k:k + n], codec.encode(pixels_kept[k:k + n], bits=bits)):
+        for (i, j), s in zip(kept[k:k + n], codec.encode(pixels_kept[k:k + n], bits=bits, halo=halo)):
             strings[i, j] = s
     return {"rows": rows, "cols": cols, "status": status, "strings": strings, "masks": masks,
             "constants": constants, "raw": raw}
@@ -167,14 +171,18 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                    processes: bool = True, batch_size: int = 8, precision: str = "auto",
                    overwrite: bool = False, progress: bool = True, gpu: bool = False,
                    torch_threads: int | None = None, on_block: Callable[[int], None] | None = None,
-                   refine_steps: int = 0, tiles_per_task: int = 4) -> CompressResult:
+                   refine_steps: int = 0, tiles_per_task: int = 4,
+                   halo: int = DEFAULT_HALO) -> CompressResult:
     """Compress ``source`` (a GeoTIFF, or a list of single-band files of one grid) into ``store``.
 
     ``refine_steps`` > 0 refines each tile's latent at encode time (:mod:`geocompress.codec.refine`):
     fewer bits or higher PSNR for the same decoder, at a forward and backward pass per step.
     ``precision`` is the transforms' mode (:mod:`geocompress.codec.precision`); it is not stored:
     a store decodes in any mode. Each task encodes ``tiles_per_task`` tiles; one write task per
-    shard block writes them once all its parts are done.
+    shard block writes them once all its parts are done. ``halo`` (latent pixels; 0 = every
+    tile coded alone) gives the encoder that much of each tile's neighbourhood and the decoder
+    the same ring of neighbouring latents, so that tile borders do not show (issue 26;
+    measured in ``catalogs/seams.md``).
 
     Rerunning with the same arguments resumes an interrupted run; a store written with other
     weights, quality, source or settings is refused unless ``overwrite``.
@@ -185,6 +193,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     codec = load_codec(arch, quality=quality, pretrained=pretrained, checkpoint=checkpoint,
                        precision=precision, refine_steps=refine_steps, **(model_config or {}))
     grid = scene.grid(tile)
+    if halo and grid.step != grid.tile:
+        raise ValueError("halo needs non-overlapping tiles (stride == tile)")
     store = Path(store)
     # Dask's nanny starts workers with OMP/MKL threads = 1: give torch the cores explicitly
     # (split between local worker processes); on an existing cluster, only when asked.
@@ -199,13 +209,13 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
             ts = TileStore.open(store, "r+")
             stored_bits = ts.codec_meta["config"].get("bits")
             want_bits = stored_bits if bits == "auto" else int(bits)
-            ts.check_compatible(scene.checksum, _codec_meta(codec, want_bits, filter_cfg),
+            ts.check_compatible(scene.checksum, _codec_meta(codec, want_bits, filter_cfg, halo),
                                 tile=tile)
             used_bits = int(stored_bits)
         else:
             used_bits = _bits_for(scene, bits, client, grid, shard)
             ts = TileStore.create(store, scene, grid,
-                                  _codec_meta(codec, used_bits, filter_cfg),
+                                  _codec_meta(codec, used_bits, filter_cfg, halo),
                                   shard=shard, overwrite=overwrite)
         all_blocks = list(ts.shard_blocks())
         pending = list(ts.pending_blocks())
@@ -258,8 +268,10 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                           seconds=time.perf_counter() - t0, bits=used_bits)
 
 
-def _codec_meta(codec, bits: int, filter_cfg: dict) -> dict:
+def _codec_meta(codec, bits: int, filter_cfg: dict, halo: int = 0) -> dict:
     config = {"model": dict(codec.config), "bits": int(bits), "filter": filter_cfg}
+    if halo:  # only when on: stores written without it stay resumable as they were
+        config["halo"] = int(halo)
     if codec.refine_steps:  # only when on: stores written without it stay resumable as they were
         config["refine_steps"] = codec.refine_steps
     return {"model": codec.arch, "weights_digest": codec.digest, "quality": codec.quality, "config": config}

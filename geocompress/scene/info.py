@@ -39,6 +39,7 @@ def store_info(store: str | Path) -> dict[str, Any]:
         "bounds": g.bounds,
         "model": f"{m['model']} quality {m['quality']} weights {m['weights_digest'][:16]}",
         "bits": m.get("codec_config", {}).get("bits"),
+        "halo": int(m.get("codec_config", {}).get("halo", 0)),
         "tile": f"{m['tile']} px, stride {m['stride']}, grid {g.n_rows} x {g.n_cols}",
         "tiles": counts,
         "tile_bytes": tile_bytes,

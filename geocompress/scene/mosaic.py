@@ -71,9 +71,13 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
                                       f"written but its bytes are missing (a deleted or damaged "
                                       f"'tiles' shard)")
     decoded = {}
+    halo = int(ts.codec_meta["config"].get("halo", 0))
     if todo:
         codec = get_codec(CodecSpec(**spec))
-        decoded = dict(zip(todo, codec.decode([bytes(strings[i, j]) for i, j in todo])))
+        if halo:
+            decoded = _decode_with_halo(ts, codec, rows, cols, todo, halo)
+        else:
+            decoded = dict(zip(todo, codec.decode([bytes(strings[i, j]) for i, j in todo])))
     t = grid.tile
     for (i, j), s in np.ndenumerate(status):
         r, c = rows.start + i, cols.start + j
@@ -102,6 +106,56 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
     for k in alpha:  # the alpha band is the mask: rebuild it exactly rather than lossy-coded
         out[k] = np.where(valid, peak, 0).astype(dtype)
     return out, valid
+
+
+def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list[tuple[int, int]],
+                      halo: int) -> dict[tuple[int, int], np.ndarray]:
+    """Tiles ``todo`` (indices relative to ``rows`` / ``cols``) synthesized from their latents
+    plus ``halo`` latent pixels of their neighbours': the ring of tiles around the region is
+    entropy-decoded too. A neighbour with no latent (dropped, or beyond the scene) is the edge
+    replication of the tile's own latent: it needs no bytes, is the same on every machine, and
+    matches the edge replication the encoder sees beyond the scene's border. Each tile's pixels
+    depend only on its 3 x 3 neighbourhood of strings, so a region decodes to the crop of the
+    full scene's decode."""
+    import torch
+    import torch.nn.functional as F
+
+    grid = ts.grid
+    rr = slice(max(0, rows.start - 1), min(grid.n_rows, rows.stop + 1))
+    cc = slice(max(0, cols.start - 1), min(grid.n_cols, cols.stop + 1))
+    status, strings = ts.status(rr, cc), ts.read_strings(rr, cc)
+    written = [(i, j) for (i, j), s in np.ndenumerate(status) if s == TileStatus.WRITTEN]
+    for i, j in written:
+        if not len(strings[i, j]):
+            raise StoreIntegrityError(f"{ts.path}: tile ({rr.start + i}, {cc.start + j}) is marked "
+                                      f"written but its bytes are missing")
+    headers, latents = codec.decode_latents([bytes(strings[i, j]) for i, j in written])
+    latent = dict(zip(written, latents))
+    head = dict(zip(written, headers))
+    k = int(halo)
+    windows, todo_headers = [], []
+    for i, j in todo:
+        ri, rj = i + rows.start - rr.start, j + cols.start - cc.start
+        groups = []
+        for g, own in enumerate(latent[(ri, rj)]):
+            lh, lw = own.shape[-2:]
+            win = F.pad(own[None], (k, k, k, k), mode="replicate")[0].clone()
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    nb = latent.get((ri + di, rj + dj))
+                    if (di, dj) == (0, 0) or nb is None or nb[g].shape != own.shape:
+                        continue
+                    dst_r = {-1: slice(0, k), 0: slice(k, k + lh), 1: slice(k + lh, 2 * k + lh)}[di]
+                    dst_c = {-1: slice(0, k), 0: slice(k, k + lw), 1: slice(k + lw, 2 * k + lw)}[dj]
+                    src_r = {-1: slice(lh - k, lh), 0: slice(0, lh), 1: slice(0, k)}[di]
+                    src_c = {-1: slice(lw - k, lw), 0: slice(0, lw), 1: slice(0, k)}[dj]
+                    win[:, dst_r, dst_c] = nb[g][:, src_r, src_c]
+            groups.append(win)
+        windows.append(groups)
+        todo_headers.append(head[(ri, rj)])
+    with torch.no_grad():
+        pixels = codec.synthesize(todo_headers, windows, k)
+    return dict(zip(todo, pixels))
 
 
 def describe_bands(dst, meta: dict) -> None:
@@ -177,6 +231,8 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     """Write the scene (or a pixel window / a bbox in any CRS) to a tiled, compressed GeoTIFF,
     cloud-optimized (with overviews) unless ``cog=False``. The file appears atomically.
     Each task decodes a run of ``tiles_per_task`` tiles of one tile row, in ``precision``."""
+    if not Path(out).parent.is_dir():  # before any decoding, not after it
+        raise FileNotFoundError(f"output folder {Path(out).parent} does not exist")
     ts = TileStore.open(store, "r")
     ts.verify()  # damaged bookkeeping is an error naming the array, never pixels
     incomplete = not ts.is_complete
@@ -202,7 +258,11 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                "count": int(meta["count"]), "dtype": meta["dtype"], "crs": grid.crs,
                "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
                "blockysize": 256, "compress": "deflate", "predictor": 2, "BIGTIFF": "IF_SAFER"}
-    pieces = _blocks(win, grid.tile * max(1, int(tiles_per_task)), grid.tile)
+    if int(ts.codec_meta["config"].get("halo", 0)):
+        # each piece also entropy-decodes the ring of tiles around it: squarer pieces waste less
+        pieces = _blocks(win, grid.tile * 4, grid.tile * 2)
+    else:
+        pieces = _blocks(win, grid.tile * max(1, int(tiles_per_task)), grid.tile)
     fd, tmp = tempfile.mkstemp(suffix=".tif", dir=out.parent if out.parent.exists() else None)
     os.close(fd)
     try:

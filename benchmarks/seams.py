@@ -1,0 +1,131 @@
+"""Tile seams: how much a decoded scene shows its 256 x 256 grid, per halo, through the real pipeline.
+
+    .venv/bin/python benchmarks/seams.py [--quality 3] [--halos 0 1 2 4] [--scenes A.tif B.tif]
+
+Seam ratio: the mean absolute error of the horizontal / vertical pixel step (decoded step minus
+source step) across tile borders, over the same at mid-tile offsets, on pixels valid on both
+sides; 1.0 = no seam. For each halo (latent pixels of neighbour context on each side: the encoder
+sees 16 x halo pixels of its neighbours, the decoder the same ring of their latents) it prints
+bpp, PSNR, seam ratio and encode / decode wall time against halo 0, and draws the same crop across
+a tile corner decoded each way (``catalogs/seams.png``); ``catalogs/seams.md`` gets the table.
+Targets (issue 26): seam ratio <= 1.1, PSNR no lower than halo 0, decode <= 1.5x; exit 1 if no
+halo meets all three.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import REPO, sample_path  # noqa: E402
+
+from geocompress.scene import compress_scene, decompress_scene, store_info  # noqa: E402
+
+CATALOG = REPO / "catalogs"
+
+
+def seam_ratio(x: np.ndarray, y: np.ndarray, valid: np.ndarray, tile: int = 256) -> float:
+    """Border step error over mid-tile step error (see the module docstring)."""
+    out = []
+    for axis in (2, 1):
+        err = np.abs(np.diff(y, axis=axis) - np.diff(x, axis=axis)).mean(axis=0)
+        ok = valid[:, 1:] & valid[:, :-1] if axis == 2 else valid[1:] & valid[:-1]
+        n = err.shape[axis - 1]
+        border = [p for p in range(tile - 1, n, tile)]
+        mid = [p + tile // 2 for p in range(-1, n - tile // 2, tile) if p + tile // 2 < n]
+        take = (lambda a, idx: a[:, idx]) if axis == 2 else (lambda a, idx: a[idx])
+        out.append((take(err, border)[take(ok, border)].mean(), take(err, mid)[take(ok, mid)].mean()))
+    return float(sum(b for b, _ in out) / sum(m for _, m in out))
+
+
+def run(scene: Path, halo: int, quality: int | None, tmp: Path) -> dict:
+    store = tmp / f"{scene.stem}-h{halo}.zarr"
+    t = time.perf_counter()
+    compress_scene(scene, store, quality=quality, halo=halo, overwrite=True, progress=False)
+    t_enc = time.perf_counter() - t
+    t = time.perf_counter()
+    out = decompress_scene(store, tmp / f"{scene.stem}-h{halo}.tif", progress=False, cog=False)
+    t_dec = time.perf_counter() - t
+    with rasterio.open(scene) as a, rasterio.open(out) as b:
+        x, y, valid = a.read().astype(np.float64), b.read().astype(np.float64), a.dataset_mask() > 0
+    peak = 255.0 if a.dtypes[0] == "uint8" else float(x.max())
+    mse = float(((x - y) ** 2)[:, valid].mean())
+    return {"halo": halo, "bpp": store_info(store)["bpp"], "psnr": 10 * np.log10(peak ** 2 / mse),
+            "seam": seam_ratio(x, y, valid), "encode_s": t_enc, "decode_s": t_dec, "pixels": y}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quality", type=int, default=None)
+    ap.add_argument("--halos", type=int, nargs="+", default=[0, 1, 2, 4])
+    ap.add_argument("--scenes", type=Path, nargs="+", default=[sample_path()])
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for scene in args.scenes:
+            res = [run(scene, h, args.quality, Path(tmp)) for h in args.halos]
+            base = res[0]
+            for r in res:
+                rows.append({"scene": scene.name, **{k: v for k, v in r.items() if k != "pixels"},
+                             "enc_x": r["encode_s"] / base["encode_s"],
+                             "dec_x": r["decode_s"] / base["decode_s"],
+                             "dpsnr": r["psnr"] - base["psnr"]})
+            draw(scene, res)
+    print(f"{'scene':<36}{'halo':>5}{'bpp':>8}{'PSNR':>8}{'dPSNR':>7}{'seam':>7}{'enc x':>7}{'dec x':>7}")
+    for r in rows:
+        print(f"{r['scene']:<36}{r['halo']:>5}{r['bpp']:>8.4f}{r['psnr']:>8.2f}{r['dpsnr']:>+7.2f}"
+              f"{r['seam']:>7.3f}{r['enc_x']:>7.2f}{r['dec_x']:>7.2f}")
+    good = [h for h in args.halos if h and all(
+        r["seam"] <= 1.1 and r["dpsnr"] >= 0 and r["dec_x"] <= 1.5 for r in rows if r["halo"] == h)]
+    print("halos meeting seam <= 1.1, PSNR >= halo 0 and decode <= 1.5x on every scene: "
+          + (", ".join(map(str, good)) if good else "none (FAIL)"))
+    write(rows)
+    sys.exit(0 if good else 1)
+
+
+def draw(scene: Path, res: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with rasterio.open(scene) as a:
+        x = a.read()
+    c0 = 256 - 48  # a 96 x 96 crop centred on a tile corner
+    crop = (slice(None), slice(c0, c0 + 96), slice(c0, c0 + 96))
+    fig, axes = plt.subplots(1, len(res) + 1, figsize=(3 * (len(res) + 1), 3.3))
+    for ax, img, title in zip(axes, [x] + [r["pixels"] for r in res],
+                              ["source"] + [f"halo {r['halo']}: seam {r['seam']:.2f}" for r in res]):
+        a = np.clip(img[crop][:3], 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        ax.imshow(a if a.shape[2] == 3 else a[..., 0], cmap=None if a.shape[2] == 3 else "gray",
+                  interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{scene.name}: a tile corner (tiles meet at the centre)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(CATALOG / "seams.png", dpi=110)
+    plt.close(fig)
+
+
+def write(rows: list[dict]) -> None:
+    lines = ["# Tile seams by halo", "", "Generated by `benchmarks/seams.py` (shipped MGSSNet, real "
+             "pipeline, default precision). Seam ratio: border step error over mid-tile step error "
+             "(1.0 = no seam). Times are ratios to halo 0 in the same run.", "",
+             "| scene | halo | bpp | PSNR (dB) | vs halo 0 (dB) | seam ratio | encode x | decode x |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['scene']} | {r['halo']} | {r['bpp']:.4f} | {r['psnr']:.2f} | "
+                     f"{r['dpsnr']:+.2f} | {r['seam']:.3f} | {r['enc_x']:.2f} | {r['dec_x']:.2f} |")
+    lines += ["", "![the same tile corner decoded with each halo](seams.png)", ""]
+    (CATALOG / "seams.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
