@@ -9,6 +9,7 @@ import torch
 
 import geocompress
 from geocompress.codec.entropy import RASTER, WAVEFRONT, schedule
+from geocompress.codec.format import FORMAT_VERSION
 from geocompress.codec.precision import resolve_precision
 from geocompress.codec.weights import shipped_index
 from geocompress.scene import compress_scene, decompress_scene
@@ -76,7 +77,7 @@ def test_format_1_strings_still_decode_to_the_pixels_they_did():
     out = codec.decode(strings)
     np.testing.assert_array_equal(out[0], ref["tile3"])
     np.testing.assert_array_equal(out[1], ref["tile4"])
-    assert codec.header(codec.encode([ref["source3"]])[0]).version == 2
+    assert codec.header(codec.encode([ref["source3"]])[0]).version == FORMAT_VERSION
 
 
 @pytest.mark.parametrize("arch", ["mbt2018", "mgssnet"])

@@ -95,8 +95,8 @@ def test_psnr_of_eq_10_takes_a_black_band():
     x = np.zeros((2, 8, 8), np.uint8)
     x[1] = 200
     y = x.copy()
-    y[0, 0, 0] = 1
-    assert np.isfinite(psnr_paper(x, y))
+    y[0, 0, 0], y[1, 0, 0] = 1, 201
+    assert np.isfinite(psnr_paper(x, y))  # raised (log of a zero peak) before
 
 
 def test_decompress_into_a_missing_folder_fails_before_decoding(tmp_path):
