@@ -7,7 +7,8 @@ the first steps of MGSSNet, to show the mixed mode tracks float32.
 
 Each step: batch 8 of 128 x 128 crops (random crops and flips of the sample scene, fixed seed),
 forward, rate-distortion loss (lambda 0.0067), backward, Adam, the auxiliary loss and its Adam:
-what ``geocompress.training.trainer`` does per step, on CPU, channels-last. Goal (issue 24):
+what ``geocompress.training.trainer`` does per step, on CPU (channels-last for models with depthwise
+convolutions, as the trainer). Goal (issue 24):
 mixed >= 2.5x float32 for MGSSNet N=64 / M=96; exit code 1 when missed, with the margin.
 """
 
@@ -27,7 +28,7 @@ from _common import sample_tiles  # noqa: E402
 from geocompress.models import build  # noqa: E402
 from geocompress.models.registry import names  # noqa: E402
 from geocompress.training.loss import RateDistortionLoss  # noqa: E402
-from geocompress.training.trainer import _float32_layers, split_parameters  # noqa: E402
+from geocompress.training.trainer import _float32_layers, has_depthwise, split_parameters  # noqa: E402
 
 CONFIGS = {"mgssnet": {"N": 64, "M": 96}, "cheng2020-attn": {"N": 64}}
 DEFAULT = {"N": 64, "M": 96}
@@ -53,7 +54,9 @@ def batches(n: int, seed: int = 0):
 
 def trainer(arch: str, mixed: bool, seed: int = 0):
     torch.manual_seed(seed)
-    model = build(arch, **CONFIGS.get(arch, DEFAULT)).to(memory_format=torch.channels_last).train()
+    model = build(arch, **CONFIGS.get(arch, DEFAULT)).train()
+    layout = torch.channels_last if has_depthwise(model) else torch.contiguous_format
+    model = model.to(memory_format=layout)  # as the trainer does (channels-last crashes cheng2020)
     if mixed:
         _float32_layers(model, "cpu")
     main_p, aux_p = split_parameters(model)
@@ -61,6 +64,7 @@ def trainer(arch: str, mixed: bool, seed: int = 0):
     crit = RateDistortionLoss(0.0067)
 
     def step(x: torch.Tensor) -> float:
+        x = x.contiguous(memory_format=layout)
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
             out = model(x)
