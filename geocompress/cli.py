@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_args(m)
     m.set_defaults(func=cmd_demo)
 
+    for sp in (c, d, i, m):  # `geocompress compress ... --quiet` works as well as before the command
+        sp.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars")
     for mod, fn in (("training.commands", "add_tile_parser"), ("training.commands", "add_train_parser"),
                     ("evaluation.commands", "add_evaluate_parser")):
         try:

@@ -287,3 +287,12 @@ def test_the_cli_parser_imports_no_torch():
             "print(sorted(m for m in ('torch', 'distributed', 'compressai') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_quiet_is_accepted_after_the_command_too():
+    from geocompress.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["info", "s.zarr", "--quiet"]).quiet
+    assert p.parse_args(["--quiet", "decompress", "s.zarr", "o.tif"]).quiet
+    assert not p.parse_args(["compress", "a.tif", "s.zarr"]).quiet
