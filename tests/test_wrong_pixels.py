@@ -75,7 +75,7 @@ def test_an_interrupted_store_is_refused_unless_asked_and_then_masked(tmp_path):
         raise Stop
 
     with pytest.raises(Stop):
-        compress_scene(src, store, **{**TINY, "shard": 1}, on_block=stop)
+        compress_scene(src, store, **{**TINY, "shard": 1, "workers": 1}, on_block=stop)
     ts = TileStore.open(store)
     pending = ts.status_counts()["PENDING"]
     assert not ts.is_complete and pending > 0

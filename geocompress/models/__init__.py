@@ -3,6 +3,8 @@
 Submodules load on first use (PEP 562), so ``geocompress.models.arch_names`` costs no torch import.
 """
 
+from geocompress._lazy import lazy_attributes
+
 __all__ = ["LGCM", "MHGAM", "SSIFAM", "MGSSNet", "MODULE_SETS", "ARCHITECTURES", "build", "names"]
 
 _LAZY = {"LGCM": ".blocks", "MHGAM": ".blocks", "SSIFAM": ".blocks", "MGSSNet": ".mgssnet",
@@ -10,9 +12,4 @@ _LAZY = {"LGCM": ".blocks", "MHGAM": ".blocks", "SSIFAM": ".blocks", "MGSSNet": 
          "names": ".registry"}
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -5,6 +5,8 @@ filter of :mod:`geocompress.geo`, the architectures of :mod:`geocompress.models`
 :mod:`geocompress.codec`).
 """
 
+from geocompress._lazy import lazy_attributes
+
 __all__ = ["EpochSampler", "TileDataset", "open_tiles", "build_dataset", "SceneSource",
            "discover_scenes", "train"]
 
@@ -15,9 +17,4 @@ _LAZY = {"EpochSampler": ".data", "TileDataset": ".data", "open_tiles": ".data",
          "train": ".trainer"}
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(name)
+__getattr__ = lazy_attributes(__name__, _LAZY)
