@@ -36,6 +36,16 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
                         "size and thread count")
 
 
+def _options(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--co expects NAME=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
 def _bits(text: str) -> int | str:
     if text == "auto":
         return text
@@ -86,7 +96,8 @@ def cmd_decompress(a: argparse.Namespace) -> int:
     out = decompress_scene(a.store, a.out, window=a.window, bbox=a.bbox, bbox_crs=a.bbox_crs,
                            checkpoint=a.checkpoint, scheduler=a.scheduler, workers=a.workers,
                            progress=not a.quiet, cog=not a.no_cog, precision=a.precision,
-                           allow_incomplete=a.allow_incomplete)
+                           allow_incomplete=a.allow_incomplete, overwrite=a.overwrite,
+                           creation_options=_options(a.co))
     print(out)
     return 0
 
@@ -176,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bbox-crs", help="CRS of --bbox, e.g. EPSG:4326")
     d.add_argument("--checkpoint", help="checkpoint the store was written with, if not shipped")
     d.add_argument("--no-cog", action="store_true", help="plain tiled GeoTIFF, no overviews")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    d.add_argument("--co", action="append", default=[], metavar="NAME=VALUE",
+                   help="GDAL creation option of the output (repeatable), e.g. --co COMPRESS=ZSTD "
+                        "--co LEVEL=9. Default: lossless DEFLATE with a predictor, exact decoded "
+                        "pixels, often larger than a lossily compressed source; COMPRESS=JPEG or "
+                        "COMPRESS=JXL give smaller files at a second generation of loss")
     d.add_argument("--allow-incomplete", action="store_true",
                    help="decode a store whose compress run did not finish (its missing tiles come "
                         "back masked as nodata); without it such a store is refused")

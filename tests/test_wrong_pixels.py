@@ -105,3 +105,18 @@ def test_decompress_into_a_missing_folder_fails_before_decoding(tmp_path):
     with pytest.raises(FileNotFoundError, match="output folder"):
         decompress_scene(tmp_path / "m.zarr", tmp_path / "nope" / "o.tif", processes=False,
                          progress=False)
+
+
+def test_decompress_output_rules(tmp_path):
+    src = write_scene(tmp_path / "r.tif", natural_tile(64, 64, seed=6))
+    compress_scene(src, tmp_path / "r.zarr", **TINY)
+    kw = dict(processes=False, progress=False)
+    out = decompress_scene(tmp_path / "r.zarr", tmp_path / "o.tif", **kw)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        decompress_scene(tmp_path / "r.zarr", out, **kw)
+    with pytest.raises(ValueError, match="GeoTIFF"):
+        decompress_scene(tmp_path / "r.zarr", tmp_path / "o.png", **kw)
+    decompress_scene(tmp_path / "r.zarr", out, overwrite=True,
+                     creation_options={"COMPRESS": "ZSTD"}, **kw)
+    with rasterio.open(out) as o:
+        assert o.profile["compress"] == "zstd"

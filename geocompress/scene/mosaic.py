@@ -227,12 +227,23 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                      checkpoint: str | None = None, scheduler: str | None = None,
                      workers: int | None = None, processes: bool = True, progress: bool = True,
                      cog: bool = True, batch_size: int = 8, precision: str = "auto",
-                     tiles_per_task: int = 4, allow_incomplete: bool = False) -> Path:
+                     tiles_per_task: int = 4, allow_incomplete: bool = False,
+                     overwrite: bool = False, creation_options: dict[str, str] | None = None) -> Path:
     """Write the scene (or a pixel window / a bbox in any CRS) to a tiled, compressed GeoTIFF,
     cloud-optimized (with overviews) unless ``cog=False``. The file appears atomically.
-    Each task decodes a run of ``tiles_per_task`` tiles of one tile row, in ``precision``."""
-    if not Path(out).parent.is_dir():  # before any decoding, not after it
-        raise FileNotFoundError(f"output folder {Path(out).parent} does not exist")
+    Each task decodes a run of ``tiles_per_task`` tiles of one tile row, in ``precision``.
+    ``creation_options`` are GDAL's (``COMPRESS=ZSTD``, ``LEVEL=...``, ``PREDICTOR=...``) for the
+    COG / GTiff driver; the default is lossless DEFLATE with a predictor, which stores the decoded
+    pixels exactly and so is larger than the source when that was lossily compressed."""
+    out = Path(out)
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"{out}: geocompress writes GeoTIFF / COG; name the output .tif (convert "
+                         f"to other formats with gdal_translate)")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    if not out.parent.is_dir():  # before any decoding, not after it
+        raise FileNotFoundError(f"output folder {out.parent} does not exist")
+    options = {str(k).upper(): str(v) for k, v in (creation_options or {}).items()}
     ts = TileStore.open(store, "r")
     ts.verify()  # damaged bookkeeping is an error naming the array, never pixels
     incomplete = not ts.is_complete
@@ -285,9 +296,13 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                 bar.close()
         final_tmp = out.with_name(out.name + ".partial")
         if cog:
-            rasterio.shutil.copy(tmp, final_tmp, driver="COG", compress="DEFLATE",
-                                 predictor="YES", blocksize=256, bigtiff="IF_SAFER",
-                                 overview_resampling="average")
+            cog_opts = {"COMPRESS": "DEFLATE", "PREDICTOR": "YES", "BLOCKSIZE": "256",
+                        "BIGTIFF": "IF_SAFER", "OVERVIEW_RESAMPLING": "AVERAGE", **options}
+            rasterio.shutil.copy(tmp, final_tmp, driver="COG", **cog_opts)
+        elif options:
+            rasterio.shutil.copy(tmp, final_tmp, driver="GTiff",
+                                 **{"TILED": "YES", "BLOCKXSIZE": "256", "BLOCKYSIZE": "256",
+                                    "BIGTIFF": "IF_SAFER", **options})
         else:
             Path(tmp).replace(final_tmp)
         final_tmp.replace(out)

@@ -41,7 +41,7 @@ def roundtrip(scene: str | Path, out_dir: str | Path, *, quality: int | None = N
         result = compress_scene(scene, store, **kw)
     t1 = time.perf_counter()
     decompress_scene(store, tif, checkpoint=checkpoint, workers=workers, scheduler=scheduler,
-                     progress=progress)
+                     progress=progress, overwrite=overwrite)
     t2 = time.perf_counter()
     with rasterio.open(scene) as a, rasterio.open(tif) as b:
         x, y, valid = a.read(), b.read(), a.dataset_mask() > 0
