@@ -39,7 +39,7 @@ def check(scene: Path | list[Path], out: Path, kw: dict) -> dict:
     name = paths[0].parent.name if isinstance(scene, list) else paths[0].stem
     t = time.perf_counter()
     r = compress_scene(scene, out / f"{name}.zarr", overwrite=True, progress=False, **kw)
-    tif = decompress_scene(out / f"{name}.zarr", out / f"{name}.tif", progress=False,
+    tif = decompress_scene(out / f"{name}.zarr", out / f"{name}.tif", progress=False, overwrite=True,
                            scheduler=kw.get("scheduler"))
     with rasterio.open(paths[0]) as a, rasterio.open(tif) as b:
         count = sum(rasterio.open(p).count for p in paths)
