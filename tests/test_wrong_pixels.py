@@ -120,3 +120,25 @@ def test_decompress_output_rules(tmp_path):
                      creation_options={"COMPRESS": "ZSTD"}, **kw)
     with rasterio.open(out) as o:
         assert o.profile["compress"] == "zstd"
+
+
+def test_a_truncated_scene_is_a_named_error_and_leaves_no_half_made_store(tmp_path):
+    from geocompress.geo.errors import SceneError
+
+    src = write_scene(tmp_path / "t.tif", natural_tile(256, 256, seed=7))
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) // 2])
+    store = tmp_path / "t.zarr"
+    with pytest.raises(SceneError, match="t.tif"):
+        compress_scene(src, store, **TINY)
+    assert not store.exists()
+
+
+def test_decompress_leaves_no_temporaries(tmp_path):
+    src = write_scene(tmp_path / "q.tif", natural_tile(64, 64, seed=8))
+    compress_scene(src, tmp_path / "q.zarr", **TINY)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".q.tif.abc.partial.tif").write_bytes(b"left by a killed run")
+    decompress_scene(tmp_path / "q.zarr", out / "q.tif", processes=False, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["q.tif"]

@@ -38,3 +38,7 @@ class NoBandsError(SceneError):
 
 class SceneStackMismatchError(SceneError):
     """Files given as one band stack do not share one pixel grid / dtype."""
+
+
+class SceneReadError(SceneError):
+    """Reading pixels failed (a truncated or damaged file): names the file and the tile."""

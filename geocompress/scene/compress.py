@@ -10,6 +10,7 @@ bounded by the encoded parts in flight (kilobytes per tile), whatever the scene 
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..codec import load_codec
 from ..geo import SceneReader, TileFilter, TileGrid, TileStatus, constant_value, open_scene
+from ..geo.errors import SceneReadError
 from ..geo.source import SceneInfo
 from ..store import TileStore
 from ..store.stac import write_stac_item
@@ -90,7 +92,14 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), SceneReader([Path(p) for p in paths]) as reader:
         for i, r in enumerate(range(*rows)):
             for j, c in enumerate(range(*cols)):
-                pixels, valid = reader.read_tile(grid, r, c)
+                failed = None
+                try:
+                    pixels, valid = reader.read_tile(grid, r, c)
+                except rasterio.errors.RasterioError as e:
+                    failed = str(e)
+                if failed is not None:  # raised outside the handler: no unpicklable GDAL context
+                    raise SceneReadError(f"{', '.join(paths)}: reading tile ({r}, {c}) failed "
+                                         f"(truncated or damaged file?): {failed}")
                 raw += pixels.nbytes
                 decision = flt.decide(pixels, valid, grid.in_scene_pixels(r, c))
                 status[i, j] = decision.status
@@ -145,6 +154,58 @@ def split_block(rows: tuple[int, int], cols: tuple[int, int], tiles_per_task: in
     step = max(1, int(tiles_per_task))
     return [((r, r + 1), (c, min(c + step, cols[1])))
             for r in range(*rows) for c in range(cols[0], cols[1], step)]
+
+
+def _run_blocks(client, ts: TileStore, store: Path, scene: SceneInfo, spec: dict, used_bits: int,
+                filter_cfg: dict, tiles_per_task: int, progress: bool,
+                on_block: Callable[[int], None] | None) -> tuple[list, list]:
+    """The graph of a compress run: encode parts, and one write task per pending shard block."""
+    all_blocks = list(ts.shard_blocks())
+    pending = list(ts.pending_blocks())
+    paths = [str(p) for p in scene.paths]
+    kinds: dict = {}
+    futures = []
+    for rs, cs in pending:
+        rows, cols = _slices(rs, cs)
+        parts = [client.submit(encode_part, str(store), paths, r, c, spec, used_bits,
+                               filter_cfg, pure=False)
+                 for r, c in split_block(rows, cols, tiles_per_task)]
+        for f, (r, c) in zip(parts, split_block(rows, cols, tiles_per_task)):
+            kinds[f.key] = (r[1] - r[0]) * (c[1] - c[0])
+        write = client.submit(write_shard, str(store), rows, cols, parts, pure=False)
+        futures += parts + [write]
+    totals = {"tiles": 0, "written": 0, "bytes": 0, "raw": 0, "dropped_nodata": 0,
+              "dropped_constant": 0}
+    n_tiles = sum((rs.stop - rs.start) * (cs.stop - cs.start) for rs, cs in pending)
+    bar = tqdm(total=n_tiles, unit="tile", disable=not progress, desc=f"compress {scene.name}",
+               dynamic_ncols=True)
+    try:
+        blocks = 0
+        for fut in as_completed(futures):
+            if fut.key in kinds:  # an encode part: progress, tile by tile
+                fut.result()  # raises the task's error here
+                bar.update(kinds[fut.key])
+                continue
+            counts = fut.result()
+            for k in totals:
+                totals[k] += counts[k]
+            blocks += 1
+            rate = totals["raw"] / 1e6 / max(bar.format_dict["elapsed"], 1e-9)
+            bar.set_postfix_str(f"{rate:.2f} MB/s raw, {totals['bytes'] / 1e6:.2f} MB out")
+            if on_block is not None:
+                on_block(blocks)
+    finally:
+        bar.close()
+        for f in futures:
+            f.cancel()
+    return all_blocks, pending
+
+
+def _any_written(store: Path) -> bool:
+    try:
+        return bool((TileStore.open(store).status() != TileStatus.PENDING).any())
+    except Exception:  # noqa: BLE001 - a store too broken to read is not worth keeping
+        return False
 
 
 def _bits_for(scene: SceneInfo, bits: int | str, client, grid: TileGrid, shard: int) -> int:
@@ -205,6 +266,7 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                   "drop_constant": tile_filter.drop_constant}
     with dask_client(scheduler, workers, processes, gpu) as client:
         ts = None
+        created = False
         if store.exists() and not overwrite:
             ts = TileStore.open(store, "r+")
             stored_bits = ts.codec_meta["config"].get("bits")
@@ -217,45 +279,17 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
             ts = TileStore.create(store, scene, grid,
                                   _codec_meta(codec, used_bits, filter_cfg, halo),
                                   shard=shard, overwrite=overwrite)
-        all_blocks = list(ts.shard_blocks())
-        pending = list(ts.pending_blocks())
+            created = True
         del codec  # the client does not encode; workers load their own
-        paths = [str(p) for p in scene.paths]
-        kinds: dict = {}
-        futures = []
-        for rs, cs in pending:
-            rows, cols = _slices(rs, cs)
-            parts = [client.submit(encode_part, str(store), paths, r, c, spec, used_bits,
-                                   filter_cfg, pure=False)
-                     for r, c in split_block(rows, cols, tiles_per_task)]
-            for f, (r, c) in zip(parts, split_block(rows, cols, tiles_per_task)):
-                kinds[f.key] = (r[1] - r[0]) * (c[1] - c[0])
-            write = client.submit(write_shard, str(store), rows, cols, parts, pure=False)
-            futures += parts + [write]
-        totals = {"tiles": 0, "written": 0, "bytes": 0, "raw": 0, "dropped_nodata": 0,
-                  "dropped_constant": 0}
-        n_tiles = sum((rs.stop - rs.start) * (cs.stop - cs.start) for rs, cs in pending)
-        bar = tqdm(total=n_tiles, unit="tile", disable=not progress, desc=f"compress {scene.name}",
-                   dynamic_ncols=True)
         try:
-            blocks = 0
-            for fut in as_completed(futures):
-                if fut.key in kinds:  # an encode part: progress, tile by tile
-                    fut.result()  # raises the task's error here
-                    bar.update(kinds[fut.key])
-                    continue
-                counts = fut.result()
-                for k in totals:
-                    totals[k] += counts[k]
-                blocks += 1
-                rate = totals["raw"] / 1e6 / max(bar.format_dict["elapsed"], 1e-9)
-                bar.set_postfix_str(f"{rate:.2f} MB/s raw, {totals['bytes'] / 1e6:.2f} MB out")
-                if on_block is not None:
-                    on_block(blocks)
-        finally:
-            bar.close()
-            for f in futures:
-                f.cancel()
+            all_blocks, pending = _run_blocks(client, ts, store, scene, spec, used_bits,
+                                              filter_cfg, tiles_per_task, progress, on_block)
+        except BaseException:
+            # a run that fails before writing anything leaves no half-made store behind; one
+            # that wrote blocks keeps them, to resume
+            if created and not _any_written(store):
+                shutil.rmtree(store, ignore_errors=True)
+            raise
     ts = TileStore.open(store, "r+")
     ts.mark_complete()
     write_stac_item(store, scene, grid, ts.codec_meta)

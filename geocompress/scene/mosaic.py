@@ -274,7 +274,10 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
         pieces = _blocks(win, grid.tile * 4, grid.tile * 2)
     else:
         pieces = _blocks(win, grid.tile * max(1, int(tiles_per_task)), grid.tile)
-    fd, tmp = tempfile.mkstemp(suffix=".tif", dir=out.parent if out.parent.exists() else None)
+    # temporaries are hidden, named after the output, and a rerun sweeps those a killed run left
+    for stale in out.parent.glob(f".{out.name}.*.partial*"):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.tif", dir=out.parent)
     os.close(fd)
     try:
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
@@ -294,7 +297,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                         dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=w)
                     bar.update(p[2] * p[3] / 1e6)
                 bar.close()
-        final_tmp = out.with_name(out.name + ".partial")
+        final_tmp = out.with_name(f".{out.name}.final.partial")
         if cog:
             cog_opts = {"COMPRESS": "DEFLATE", "PREDICTOR": "YES", "BLOCKSIZE": "256",
                         "BIGTIFF": "IF_SAFER", "OVERVIEW_RESAMPLING": "AVERAGE", **options}
@@ -308,6 +311,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
         final_tmp.replace(out)
     finally:
         Path(tmp).unlink(missing_ok=True)
+        out.with_name(f".{out.name}.final.partial").unlink(missing_ok=True)
     return out
 
 
