@@ -2,8 +2,9 @@
 
 What the codec does around the model, and why:
 
-* **Scaling**: pixels map to [0, 1] by ``2**bits - 1`` (8 for uint8; for uint16 the caller may give
-  the sensor's bit depth, e.g. 12, so that the model sees the full range).
+* **Scaling**: pixels map to [0, 1] by ``2**bits - 1`` (8 for uint8; for uint16 the sensor's bit
+  depth, e.g. 12, given by the caller, else the bit length of the tile's own maximum, so that the
+  model sees the range it was trained on; the header records it).
 * **Bands**: the model codes 3-band images; a tile's bands are coded in groups of three
   ``[0,1,2], [3,4,5], ...``; a short last group repeats its last band (a 1-band tile is coded as
   grey RGB, a 4-band tile as RGB + NNN). The decoder keeps the first bands of each group.
@@ -192,7 +193,10 @@ class TileCodec:
             raise CodecError(f"unsupported tile dtype {tile.dtype}: geocompress codes uint8 and "
                              f"uint16 tiles")
         native = 8 * tile.dtype.itemsize
-        b = native if bits is None else int(bits)
+        if bits is None:  # the tile's own range: a 12-bit sensor in uint16 is not scaled by 65535
+            b = native if native == 8 or not tile.size else max(8, int(tile.max()).bit_length())
+        else:
+            b = int(bits)
         if not 1 <= b <= native:
             raise CodecError(f"bits={b} is not possible for {tile.dtype} tiles")
         if tile.size and int(tile.max()) > 2 ** b - 1:
