@@ -297,3 +297,15 @@ def test_quiet_is_accepted_after_the_command_too():
     assert p.parse_args(["info", "s.zarr", "--quiet"]).quiet
     assert p.parse_args(["--quiet", "decompress", "s.zarr", "o.tif"]).quiet
     assert not p.parse_args(["compress", "a.tif", "s.zarr"]).quiet
+
+
+def test_xarray_opens_a_store_with_the_geocompress_engine(compressed, full_tif):
+    import xarray as xr
+
+    ds = xr.open_dataset(compressed[0], engine="geocompress")
+    arr = ds["band_data"]
+    assert arr.dims == ("band", "y", "x") and arr.rio.crs == CRS.from_epsg(32618)
+    with rasterio.open(full_tif) as f:
+        assert arr.rio.transform() == f.transform
+        np.testing.assert_array_equal(arr[:, 10:40, 100:130].values, f.read()[:, 10:40, 100:130])
+    assert arr.data.chunksize[1:] == (64, 64)  # one tile per chunk: a small read decodes little

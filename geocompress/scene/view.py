@@ -16,7 +16,7 @@ import numpy as np
 import rioxarray  # noqa: F401 - registers the .rio accessor
 import xarray as xr
 
-from ..store import TileStore
+from ..store import StoreError, TileStore
 from .mosaic import decode_region, store_spec
 
 PathLike = str | Path
@@ -27,11 +27,16 @@ def _chunk(store: str, window: tuple[int, int, int, int], spec: dict) -> np.ndar
 
 
 def open_dataarray(store: PathLike, chunk_tiles: int = 1, checkpoint: str | None = None,
-                   precision: str = "auto") -> xr.DataArray:
+                   precision: str = "auto", allow_incomplete: bool = False) -> xr.DataArray:
     """A lazy view of the store; one Dask chunk per ``chunk_tiles`` x ``chunk_tiles`` tiles (one
-    tile by default, so a small region read decodes only the tiles it touches)."""
+    tile by default, so a small region read decodes only the tiles it touches). An incomplete
+    store is refused unless ``allow_incomplete`` (its missing tiles then read as the fill value:
+    the view has no mask, so prefer ``decompress_scene`` for such a store)."""
     ts = TileStore.open(store, "r")
     ts.verify()
+    if not ts.is_complete and not allow_incomplete:
+        raise StoreError(f"{store} is incomplete (its compress run did not finish): rerun it, or "
+                         f"pass allow_incomplete=True")
     meta, grid = ts.meta, ts.grid
     spec = store_spec(ts, checkpoint, precision=precision).to_dict()
     count, dtype = int(meta["count"]), np.dtype(meta["dtype"])

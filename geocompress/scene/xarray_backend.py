@@ -1,0 +1,40 @@
+"""``xr.open_dataset(store, engine="geocompress")``: a store opened like any raster.
+
+The dataset has one variable, ``band_data`` (band, y, x), as rioxarray's ``engine="rasterio"``
+gives, lazily decoded tile by tile (:func:`.view.open_dataarray`), with the CRS, transform and
+nodata rioxarray reads. Registered as an xarray backend entry point in ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import xarray as xr
+from xarray.backends import BackendEntrypoint
+
+
+class GeocompressBackendEntrypoint(BackendEntrypoint):
+    description = "geocompress stores: learned-codec tiles in Zarr, decoded on read"
+    url = "https://github.com/geocompress/geocompress"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "checkpoint", "precision",
+                               "chunk_tiles")
+
+    def open_dataset(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
+                     checkpoint: str | None = None, precision: str = "auto",
+                     chunk_tiles: int = 1) -> xr.Dataset:
+        from .view import open_dataarray
+
+        arr = open_dataarray(os.fspath(filename_or_obj), chunk_tiles=chunk_tiles,
+                             checkpoint=checkpoint, precision=precision)
+        ds = arr.rename(None).to_dataset(name="band_data")
+        return ds.drop_vars(list(drop_variables or []), errors="ignore")
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        try:
+            meta = json.loads((Path(os.fspath(filename_or_obj)) / "zarr.json").read_text())
+        except (OSError, TypeError, ValueError):
+            return False
+        return "geocompress" in meta.get("attributes", {})
