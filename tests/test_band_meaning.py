@@ -37,3 +37,22 @@ def test_colour_interpretation_descriptions_scales_and_tags_round_trip(tmp_path)
         again = open_scene(out)
         assert not again.has_mask  # NIR is not mistaken for an alpha band on the way back in
         assert again.colorinterp[3] == "undefined"
+
+
+def test_stac_item_takes_the_acquisition_time_and_band_facts_from_the_source(tmp_path):
+    import json
+
+    from geocompress.store.stac import stac_item_path
+
+    src = write_scene(tmp_path / "t.tif", natural_tile(64, 64, seed=2))
+    with rasterio.open(src, "r+") as ds:
+        ds.update_tags(TIFFTAG_DATETIME="2020:05:18 10:11:12")
+        ds.scales = [0.5] * 3
+    store = tmp_path / "t.zarr"
+    compress_scene(src, store, **TINY)
+    item = json.loads(stac_item_path(store).read_text())
+    assert item["properties"]["datetime"].startswith("2020-05-18T10:11:12")
+    assert item["properties"]["created"] > "2026"
+    bands = item["assets"]["zarr"]["raster:bands"]
+    assert len(bands) == 3 and bands[0]["data_type"] == "uint8" and bands[0]["scale"] == 0.5
+    assert any("raster" in e for e in item["stac_extensions"])

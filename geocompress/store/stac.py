@@ -40,9 +40,12 @@ def make_stac_item(
     codec_meta: dict,
     datetime_: datetime | None = None,
 ) -> pystac.Item:
-    """Build (not write) the Item. ``datetime_`` is the acquisition time if
-    known; by default the current time is used (GeoTIFFs rarely carry it)."""
+    """Build (not write) the Item. ``datetime_`` is the acquisition time if known; by default the
+    source's ``TIFFTAG_DATETIME`` (or another acquisition tag), else the processing time, as
+    rio-stac does; ``created`` is always the processing time."""
     store_path = Path(store_path)
+    now = datetime.now(timezone.utc)
+    found, source_key = (datetime_, "argument") if datetime_ else source_datetime(scene.tags)
     crs = grid.crs or scene.crs
     geom = footprint_geojson(grid.footprint(), crs, "EPSG:4326")
     bbox = [float(v) for v in shapely.bounds(shape(geom))]
@@ -50,8 +53,10 @@ def make_stac_item(
         id=store_path.name.removesuffix(".zarr") or scene.name,
         geometry=geom,
         bbox=bbox,
-        datetime=datetime_ or datetime.now(timezone.utc),
+        datetime=found or now,
         properties={
+            "created": now.isoformat().replace("+00:00", "Z"),
+            "geocompress:datetime_from": source_key or "processing time (the source has no date tag)",
             "geocompress:source": scene.name,
             "geocompress:source_checksum": scene.checksum,
             "geocompress:model": codec_meta.get("model"),
@@ -69,16 +74,50 @@ def make_stac_item(
     proj.transform = [float(v) for v in grid.transform[:6]]
     proj.shape = [grid.height, grid.width]
     proj.bbox = corner_bbox(grid.transform, grid.height, grid.width)
-    item.add_asset(
-        "zarr",
-        pystac.Asset(
-            href=str(store_path.resolve()),
-            media_type=ZARR_MEDIA_TYPE,
-            roles=["data"],
-            title=f"geocompress tile store of {scene.name}",
-        ),
-    )
+    asset = pystac.Asset(href=str(store_path.resolve()), media_type=ZARR_MEDIA_TYPE, roles=["data"],
+                         title=f"geocompress tile store of {scene.name}")
+    asset.extra_fields["raster:bands"] = raster_bands(scene)
+    item.add_asset("zarr", asset)
+    item.stac_extensions.append(RASTER_EXTENSION)
     return item
+
+
+RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+DATE_TAGS = ("TIFFTAG_DATETIME", "ACQUISITIONDATETIME", "ACQUISITION_DATE", "DATE_ACQUIRED",
+             "SENSING_TIME", "DATETIME")
+
+
+def source_datetime(tags: dict) -> tuple[datetime | None, str | None]:
+    """The first date tag of the source that parses (TIFF's ``YYYY:MM:DD HH:MM:SS`` or ISO)."""
+    upper = {str(k).upper(): str(v) for k, v in (tags or {}).items()}
+    for key in DATE_TAGS:
+        text = upper.get(key)
+        if not text:
+            continue
+        for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
+            try:
+                return datetime.strptime(text.strip().rstrip("Z")[:19], fmt).replace(
+                    tzinfo=timezone.utc), key
+            except ValueError:
+                continue
+    return None, None
+
+
+def raster_bands(scene: SceneInfo) -> list[dict]:
+    """The raster extension's per-band description, as rio-stac writes it."""
+    out = []
+    for k in range(scene.count):
+        band = {"data_type": scene.dtype}
+        if scene.nodata is not None:
+            band["nodata"] = scene.nodata
+        if k < len(scene.scales) and scene.scales[k] != 1.0:
+            band["scale"] = scene.scales[k]
+        if k < len(scene.offsets) and scene.offsets[k] != 0.0:
+            band["offset"] = scene.offsets[k]
+        if k < len(scene.units) and scene.units[k]:
+            band["unit"] = scene.units[k]
+        out.append(band)
+    return out
 
 
 def write_stac_item(
