@@ -68,6 +68,7 @@ def test_create_open_round_trip_georeferencing(store, scene):
     g = zarr.open_group(str(store.path), mode="r")
     attrs = dict(g.attrs)
     assert attrs["proj:code"] == "EPSG:32618" and read_crs(attrs) == UTM
+    assert "proj:wkt2" not in attrs  # exactly one of code and WKT2, as the convention asks
     assert read_transform(attrs) == UTM_TF and attrs["spatial:shape"] == [70, 100]
     assert attrs["spatial:bbox"] == [500000, 4499300, 501000, 4500000]
     assert {c["name"] for c in attrs["zarr_conventions"]} == {"proj:", "spatial:"}

@@ -1,8 +1,8 @@
 """GeoZarr-direction Zarr conventions: ``proj:`` (geo-proj) and ``spatial:``.
 
 Written on the root group they describe the **scene pixel grid** (what the
-store decodes to): ``proj:code`` (only when an authority code is known),
-``proj:wkt2``, ``spatial:dimensions`` ``["y", "x"]``, ``spatial:transform``
+store decodes to): ``proj:code`` when an authority code is known, else
+``proj:wkt2`` (one of the two, never both), ``spatial:dimensions`` ``["y", "x"]``, ``spatial:transform``
 (affine order a, b, c, d, e, f), ``spatial:shape`` ``[height, width]``,
 ``spatial:bbox`` (minx, miny, maxx, maxy in the CRS) and
 ``spatial:registration`` ``"pixel"``. The conventions are declared in
@@ -67,12 +67,11 @@ def spatial_attrs(transform: Affine, height: int, width: int) -> dict:
 
 
 def proj_attrs(crs: CRS) -> dict:
-    """``proj:`` attributes of a CRS."""
-    out = {"proj:wkt2": crs.to_wkt(version="WKT2_2019")}
+    """``proj:`` attributes of a CRS: exactly one of ``proj:code`` (when an authority code
+    round-trips) and ``proj:wkt2``, as the convention asks; the full WKT2 is always in the CF
+    ``spatial_ref`` variable too."""
     code = crs_code(crs)
-    if code:
-        out["proj:code"] = code
-    return out
+    return {"proj:code": code} if code else {"proj:wkt2": crs.to_wkt(version="WKT2_2019")}
 
 
 def group_attrs(crs: CRS, transform: Affine, height: int, width: int) -> dict:
