@@ -106,10 +106,13 @@ def cmd_info(a: argparse.Namespace) -> int:
     from .scene import store_info
 
     info = store_info(a.store)
-    if a.json:
+    if a.json:  # numbers as numbers, for scripts
         print(json.dumps(info, indent=2, default=str))
     else:
-        for k, v in info.items():
+        human = {k: v for k, v in info.items() if k not in (
+            "width", "height", "count", "dtype", "model_name", "quality", "weights_digest",
+            "grid_rows", "grid_cols")}
+        for k, v in human.items():
             print(f"{k:>18}: {round(v, 4) if isinstance(v, float) else v}")
     return 0
 

@@ -309,3 +309,14 @@ def test_xarray_opens_a_store_with_the_geocompress_engine(compressed, full_tif):
         assert arr.rio.transform() == f.transform
         np.testing.assert_array_equal(arr[:, 10:40, 100:130].values, f.read()[:, 10:40, 100:130])
     assert arr.data.chunksize[1:] == (64, 64)  # one tile per chunk: a small read decodes little
+
+
+def test_info_json_gives_numbers(compressed, capsys):
+    import json
+
+    from geocompress.cli import main
+
+    assert main(["info", str(compressed[0]), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert isinstance(info["width"], int) and isinstance(info["bpp"], float)
+    assert info["tiles"]["WRITTEN"] == 10 and info["grid_rows"] * info["grid_cols"] == 12
