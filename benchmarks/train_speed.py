@@ -28,7 +28,8 @@ from _common import sample_tiles  # noqa: E402
 from geocompress.models import build  # noqa: E402
 from geocompress.models.registry import names  # noqa: E402
 from geocompress.training.loss import RateDistortionLoss  # noqa: E402
-from geocompress.training.trainer import _float32_layers, has_depthwise, split_parameters  # noqa: E402
+from geocompress.training.mixed_precision import _float32_layers  # noqa: E402
+from geocompress.training.trainer import has_depthwise, split_parameters  # noqa: E402
 
 CONFIGS = {"mgssnet": {"N": 64, "M": 96}, "cheng2020-attn": {"N": 64}}
 DEFAULT = {"N": 64, "M": 96}

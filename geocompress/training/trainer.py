@@ -17,14 +17,14 @@ On CPU a model with depthwise convolutions (MGSSNet's SSIF-AM) runs in channels-
 PyTorch's contiguous-layout backward of a depthwise convolution is ~37x slower (3.6 s vs 0.1 s per
 5x5 layer, batch 8 at 64 x 64, 2 cores). Only those models: channels-last backward crashes
 (segfault) on Cheng2020-attn with torch 2.14 CPU, and gains nothing on dense convolutions.
-On CUDA, forward passes run under ``torch.autocast`` (bf16 where supported, else fp16 with a
-``GradScaler``); the entropy models stay in float32.
+Precision (``precision``): ``mixed`` runs the forward pass under bf16 autocast (fp16 with a
+``GradScaler`` on GPUs without bf16) with the layers of :mod:`.mixed_precision` kept in float32;
+the default ``auto`` picks it on CUDA and on CPUs with AMX / AVX512-BF16. The CSV log and its
+curves: :mod:`.run_log`.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
 import math
 import os
 import platform
@@ -42,13 +42,14 @@ from geocompress.models import build
 from .data import EpochSampler, open_tiles
 from .lr_history import inherited, lr_segments, read_lr_segments
 from .loss import RateDistortionLoss
+from .mixed_precision import TRAIN_PRECISIONS, _float32_layers, autocast_dtype, keep_float32  # noqa: F401
 from .quantization import MODES, forward
+from .run_log import LOG_FIELDS, _Log, plot_log  # noqa: F401 (re-exported)
 
 STATE = "train_state.pt"
 EXPORT = "model.pt"
 LOG = "log.csv"
 PLOT = "curves.png"
-LOG_FIELDS = ["step", "epoch", "phase", "loss", "bpp", "mse", "psnr", "aux_loss", "lr", "wall_s"]
 
 
 @dataclass
@@ -95,57 +96,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def keep_float32(module: torch.nn.Module) -> bool:
-    """Layers that stay in float32 inside a bf16 / fp16 autocast: the entropy models (their CDF
-    logits and likelihood bounds need it) and, on CPU, depthwise convolutions, whose bf16 backward
-    is several times slower than float32's (``benchmarks/train_speed.py``)."""
-    from compressai.entropy_models import EntropyModel
-
-    if isinstance(module, EntropyModel):
-        return True
-    return isinstance(module, torch.nn.Conv2d) and module.groups > 1
-
-
-def _float32_layers(model: torch.nn.Module, device_type: str) -> None:
-    """Run the :func:`keep_float32` layers outside autocast, on float32 inputs."""
-    for m in model.modules():
-        if keep_float32(m) and not getattr(m, "_geocompress_fp32", False):
-            fwd = m.forward
-
-            @functools.wraps(fwd)
-            def wrapped(*args, _fwd=fwd, **kw):
-                with torch.autocast(device_type=device_type, enabled=False):
-                    args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a
-                            for a in args]
-                    return _fwd(*args, **kw)
-
-            m.forward = wrapped
-            m._geocompress_fp32 = True
-
-
-TRAIN_PRECISIONS = ("auto", "float32", "mixed")
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a training run, or None for plain float32.
-
-    ``mixed`` is bf16 autocast for the dense convolutions and attention products with the
-    :func:`keep_float32` layers in float32; on CUDA fp16 (with a ``GradScaler``) where bf16 is
-    not supported. ``auto`` is ``mixed`` on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16),
-    float32 elsewhere."""
-    from geocompress.codec.precision import cpu_bf16_supported
-
-    if precision not in TRAIN_PRECISIONS:
-        raise ValueError(f"training precision must be one of {TRAIN_PRECISIONS}, got {precision!r}")
-    if precision == "float32":
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "auto" and not cpu_bf16_supported():
-        return None
-    return torch.bfloat16
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -203,59 +153,6 @@ def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
             for g in o.param_groups:
                 g["lr"] = rate
     return lineage, True
-
-
-class _Log:
-    """CSV log; on resume, rows after the resumed step are dropped (they were never saved)."""
-
-    def __init__(self, path: Path, resume_step: int | None) -> None:
-        self.path = path
-        rows = []
-        if resume_step is not None and path.exists():
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, LOG_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        self.rows = rows
-
-    def write(self, row: dict[str, Any]) -> None:
-        row = {k: row.get(k, "") for k in LOG_FIELDS}
-        self.rows.append(row)
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, LOG_FIELDS).writerow(row)
-
-
-def plot_log(rows: list[dict[str, Any]], out: Path, title: str) -> None:
-    """Loss, bpp and PSNR against step (train: moving average over 50 steps; val: points)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key in zip(axes, ("loss", "bpp", "psnr")):
-        for phase, style in (("train", "-"), ("val", "o-")):
-            pts = [(int(r["step"]), float(r[key])) for r in rows if r["phase"] == phase and r[key] != ""]
-            if not pts:
-                continue
-            xs, ys = zip(*pts)
-            if phase == "train" and len(ys) > 1:
-                k = min(50, len(ys))
-                ys = [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):i + 1])
-                      for i in range(len(ys))]
-            ax.plot(xs, ys, style, label=phase, ms=3, lw=1)
-        ax.set_xlabel("step")
-        ax.set_ylabel({"psnr": "PSNR (dB)", "bpp": "bpp (estimate)", "loss": "loss"}[key])
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, out)
 
 
 @torch.no_grad()

@@ -1,0 +1,64 @@
+"""Mixed precision for training: which layers may run in bf16 / fp16 autocast, and which may not.
+
+On CPU (AMX-BF16 / AVX512-BF16) bf16 autocast speeds up dense convolutions and attention products
+several times, while depthwise convolutions' bf16 backward is slower than float32's; the entropy
+models need float32 for their CDF logits and likelihood bounds. Measured figures:
+``catalogs/benchmarks.md`` (``benchmarks/train_speed.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+def keep_float32(module: torch.nn.Module) -> bool:
+    """Layers that stay in float32 inside a bf16 / fp16 autocast: the entropy models (their CDF
+    logits and likelihood bounds need it) and, on CPU, depthwise convolutions, whose bf16 backward
+    is several times slower than float32's (``benchmarks/train_speed.py``)."""
+    from compressai.entropy_models import EntropyModel
+
+    if isinstance(module, EntropyModel):
+        return True
+    return isinstance(module, torch.nn.Conv2d) and module.groups > 1
+
+
+def _float32_layers(model: torch.nn.Module, device_type: str) -> None:
+    """Run the :func:`keep_float32` layers outside autocast, on float32 inputs."""
+    for m in model.modules():
+        if keep_float32(m) and not getattr(m, "_geocompress_fp32", False):
+            fwd = m.forward
+
+            @functools.wraps(fwd)
+            def wrapped(*args, _fwd=fwd, **kw):
+                with torch.autocast(device_type=device_type, enabled=False):
+                    args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a
+                            for a in args]
+                    return _fwd(*args, **kw)
+
+            m.forward = wrapped
+            m._geocompress_fp32 = True
+
+
+TRAIN_PRECISIONS = ("auto", "float32", "mixed")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a training run, or None for plain float32.
+
+    ``mixed`` is bf16 autocast for the dense convolutions and attention products with the
+    :func:`keep_float32` layers in float32; on CUDA fp16 (with a ``GradScaler``) where bf16 is
+    not supported. ``auto`` is ``mixed`` on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16),
+    float32 elsewhere."""
+    from geocompress.codec.precision import cpu_bf16_supported
+
+    if precision not in TRAIN_PRECISIONS:
+        raise ValueError(f"training precision must be one of {TRAIN_PRECISIONS}, got {precision!r}")
+    if precision == "float32":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "auto" and not cpu_bf16_supported():
+        return None
+    return torch.bfloat16
