@@ -15,8 +15,7 @@ counts only the tile's own pixels (not the codec's edge padding). The latent kep
 the lowest *exact* objective (rate = likelihood of the rounded values); the gradient prices the
 rate at ``y + U(-0.5, 0.5)`` instead, as the weights were trained (``mixed`` quantization): the
 exact rate's straight-through gradient is zero at the integers, so it lets the rate creep up
-(measured, q3, 4 test tiles, 40 steps: +0.62 dB at +1.3 % bits; with the noisy rate +0.60 dB at
--2.2 % bits). The noise is one seeded draw per step shared by all tiles, so each tile's objective
+(measured in ``catalogs/models/mgssnet-training.md``). The noise is one seeded draw per step shared by all tiles, so each tile's objective
 depends on its own latent only and a tile refines to the same latent alone or in a batch. Costs
 one forward and backward pass of the whole model per step: worth it on a GPU, seconds per tile on
 a small CPU.

@@ -12,9 +12,9 @@ Architecture choices where the paper is ambiguous (recorded here, as the checkpo
   3x3 projection to ``M`` latent channels so that ``y`` is not squashed by a GDN.
   The decoder mirrors it with three ``deconv5x5/2 -> LeakyReLU -> conv3x3 -> IGDN -> buffer``
   stages and a last ``deconv5x5/2`` that outputs the bands directly, as every CompressAI model
-  does: post-processing at full resolution would triple the decoder's cost (measured: 6.7 s vs
-  ~2 s per 256 x 256 tile at N=128 on 2 CPU cores) for the stage that mirrors the encoder's
-  first, un-post-processed input convolution.
+  does: post-processing at full resolution would triple the decoder's cost (measured in
+  ``catalogs/models/mgssnet-training.md``) for the stage that mirrors the encoder's first,
+  un-post-processed input convolution.
 * Attention placement follows the ablation section III-F(4) (``modules="full"``): SSIF-AM after the
   1st and 2nd downsampling, LGCM after the 3rd; in the decoder LGCM after the 1st upsampling and
   SSIF-AM after the 2nd and 3rd. Eqs. (2) and (6) list a slightly different order; III-F is the
@@ -25,9 +25,8 @@ Architecture choices where the paper is ambiguous (recorded here, as the checkpo
   shallow core ``conv5x5/2 -> LeakyReLU -> GDN``, as the attention blocks already start as the
   identity: the stride-1 convolution before each GDN starts as the identity plus a tenth of its
   default random init, and each buffer block's second convolution starts at zero (the block is the
-  identity). Measured on the project's data (N=64, M=96, lambda 0.009, 8 x 128² crops, lr 5e-4,
-  1 thread): train loss 6.7 at step 450 against 8.3 with PyTorch's default init, which reached
-  7 only at step ~1,100. The function class is unchanged; trained weights overwrite all of it.
+  identity). It roughly halves the steps to a given loss (``catalogs/models/mgssnet-training.md``).
+  The function class is unchanged; trained weights overwrite all of it.
 * Hyper networks: five convolutions and four LeakyReLU each (eqs. 3-4), the shapes of CompressAI's
   Cheng2020 hyper encoder / decoder (subpixel upsampling in the decoder).
 """

@@ -14,8 +14,8 @@ resumed at step ``s`` draws the batches, augmentations and quantization noise th
 run drew, and on the same machine reproduces its losses exactly.
 
 On CPU a model with depthwise convolutions (MGSSNet's SSIF-AM) runs in channels-last layout:
-PyTorch's contiguous-layout backward of a depthwise convolution is ~37x slower (3.6 s vs 0.1 s per
-5x5 layer, batch 8 at 64 x 64, 2 cores). Only those models: channels-last backward crashes
+PyTorch's contiguous-layout backward of a depthwise convolution is far slower
+(``catalogs/models/mgssnet-training.md``). Only those models: channels-last backward crashes
 (segfault) on Cheng2020-attn with torch 2.14 CPU, and gains nothing on dense convolutions.
 Precision (``precision``): ``mixed`` runs the forward pass under bf16 autocast (fp16 with a
 ``GradScaler`` on GPUs without bf16) with the layers of :mod:`.mixed_precision` kept in float32;
