@@ -1,6 +1,5 @@
 """Band meaning round-trips: a 4-band R, G, B, NIR scene does not come back as RGBA (issue 25, 6)."""
 
-import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp
 

@@ -10,7 +10,6 @@ import textwrap
 import numpy as np
 import pytest
 
-import geocompress
 from geocompress.codec import CodecError, CorruptStreamError
 from geocompress.codec.format import TileString, pack, unpack
 

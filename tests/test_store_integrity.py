@@ -3,7 +3,6 @@
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from geocompress.scene import compress_scene, decompress_scene, store_info

@@ -42,9 +42,9 @@ from geocompress.models import build
 from .data import EpochSampler, open_tiles
 from .lr_history import inherited, lr_segments, read_lr_segments
 from .loss import RateDistortionLoss
-from .mixed_precision import TRAIN_PRECISIONS, _float32_layers, autocast_dtype, keep_float32  # noqa: F401
+from .mixed_precision import _float32_layers, autocast_dtype
 from .quantization import MODES, forward
-from .run_log import LOG_FIELDS, _Log, plot_log  # noqa: F401 (re-exported)
+from .run_log import _Log, plot_log
 
 STATE = "train_state.pt"
 EXPORT = "model.pt"
