@@ -97,7 +97,7 @@ def cmd_decompress(a: argparse.Namespace) -> int:
                            checkpoint=a.checkpoint, scheduler=a.scheduler, workers=a.workers,
                            progress=not a.quiet, cog=not a.no_cog, precision=a.precision,
                            allow_incomplete=a.allow_incomplete, overwrite=a.overwrite,
-                           creation_options=_options(a.co))
+                           creation_options=_options(a.co), bands=a.bands)
     print(out)
     return 0
 
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--checkpoint", help="checkpoint the store was written with, if not shipped")
     d.add_argument("--no-cog", action="store_true", help="plain tiled GeoTIFF, no overviews")
     d.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    d.add_argument("-b", "--bands", type=_positive, nargs="+", metavar="B",
+                   help="write only these bands (1-based, in this order), like gdal_translate -b")
     d.add_argument("--co", action="append", default=[], metavar="NAME=VALUE",
                    help="GDAL creation option of the output (repeatable), e.g. --co COMPRESS=ZSTD "
                         "--co LEVEL=9. Default: lossless DEFLATE with a predictor, exact decoded "

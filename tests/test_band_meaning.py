@@ -1,5 +1,6 @@
 """Band meaning round-trips: a 4-band R, G, B, NIR scene does not come back as RGBA (issue 25, 6)."""
 
+import pytest
 import rasterio
 from rasterio.enums import ColorInterp
 
@@ -55,3 +56,21 @@ def test_stac_item_takes_the_acquisition_time_and_band_facts_from_the_source(tmp
     bands = item["assets"]["zarr"]["raster:bands"]
     assert len(bands) == 3 and bands[0]["data_type"] == "uint8" and bands[0]["scale"] == 0.5
     assert any("raster" in e for e in item["stac_extensions"])
+
+
+def test_decompress_writes_chosen_bands_with_their_meaning(tmp_path):
+    data = natural_tile(64, 64, c=4, seed=3)
+    src = write_scene(tmp_path / "b.tif", data)
+    with rasterio.open(src, "r+") as ds:
+        ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+        for k, name in enumerate(["red", "green", "blue", "nir"], 1):
+            ds.set_band_description(k, name)
+    compress_scene(src, tmp_path / "b.zarr", **TINY)
+    kw = dict(processes=False, progress=False, cog=False)
+    full = decompress_scene(tmp_path / "b.zarr", tmp_path / "all.tif", **kw)
+    part = decompress_scene(tmp_path / "b.zarr", tmp_path / "nir_red.tif", bands=[4, 1], **kw)
+    with rasterio.open(full) as f, rasterio.open(part) as p:
+        assert p.count == 2 and list(p.descriptions) == ["nir", "red"]
+        assert (p.read(1) == f.read(4)).all() and (p.read(2) == f.read(1)).all()
+    with pytest.raises(ValueError, match="out of range"):
+        decompress_scene(tmp_path / "b.zarr", tmp_path / "x.tif", bands=[5], **kw)

@@ -158,6 +158,16 @@ def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list
     return dict(zip(todo, pixels))
 
 
+def select_bands(meta: dict, picks: list[int]) -> dict:
+    """The per-band metadata of ``picks`` (1-based) only."""
+    out = dict(meta)
+    for key in ("band_names", "colorinterp", "scales", "offsets", "units"):
+        values = meta.get(key) or []
+        if len(values) == int(meta["count"]):
+            out[key] = [values[b - 1] for b in picks]
+    return out
+
+
 def describe_bands(dst, meta: dict) -> None:
     """What the source said its bands mean, on the rebuilt raster: descriptions, colour
     interpretation (only a band the source marked alpha is alpha: a 4-band R, G, B, NIR scene
@@ -228,13 +238,15 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                      workers: int | None = None, processes: bool = True, progress: bool = True,
                      cog: bool = True, batch_size: int = 8, precision: str = "auto",
                      tiles_per_task: int = 4, allow_incomplete: bool = False,
-                     overwrite: bool = False, creation_options: dict[str, str] | None = None) -> Path:
+                     overwrite: bool = False, creation_options: dict[str, str] | None = None,
+                     bands: Sequence[int] | None = None) -> Path:
     """Write the scene (or a pixel window / a bbox in any CRS) to a tiled, compressed GeoTIFF,
     cloud-optimized (with overviews) unless ``cog=False``. The file appears atomically.
     Each task decodes a run of ``tiles_per_task`` tiles of one tile row, in ``precision``.
     ``creation_options`` are GDAL's (``COMPRESS=ZSTD``, ``LEVEL=...``, ``PREDICTOR=...``) for the
     COG / GTiff driver; the default is lossless DEFLATE with a predictor, which stores the decoded
-    pixels exactly and so is larger than the source when that was lossily compressed."""
+    pixels exactly and so is larger than the source when that was lossily compressed. ``bands``
+    (1-based, GDAL's ``-b``) writes only those bands, in that order."""
     out = Path(out)
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise ValueError(f"{out}: geocompress writes GeoTIFF / COG; name the output .tif (convert "
@@ -244,8 +256,13 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     if not out.parent.is_dir():  # before any decoding, not after it
         raise FileNotFoundError(f"output folder {out.parent} does not exist")
     options = {str(k).upper(): str(v) for k, v in (creation_options or {}).items()}
+    picks = None if bands is None else [int(b) for b in bands]
     ts = TileStore.open(store, "r")
     ts.verify()  # damaged bookkeeping is an error naming the array, never pixels
+    n_bands = int(ts.meta["count"])
+    picks = list(range(1, n_bands + 1)) if picks is None else picks
+    if not picks or any(not 1 <= b <= n_bands for b in picks):
+        raise ValueError(f"bands {picks} out of range: the store has bands 1..{n_bands}")
     incomplete = not ts.is_complete
     if incomplete:
         pending = ts.status_counts()["PENDING"]
@@ -266,7 +283,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     # pending tiles of an incomplete store are invalid: without a nodata value they need a mask
     use_mask = nodata is None and (bool(meta.get("has_mask")) or incomplete)
     profile = {"driver": "GTiff", "width": int(win.width), "height": int(win.height),
-               "count": int(meta["count"]), "dtype": meta["dtype"], "crs": grid.crs,
+               "count": len(picks), "dtype": meta["dtype"], "crs": grid.crs,
                "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
                "blockysize": 256, "compress": "deflate", "predictor": 2, "BIGTIFF": "IF_SAFER"}
     if int(ts.codec_meta["config"].get("halo", 0)):
@@ -281,7 +298,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     os.close(fd)
     try:
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
-            describe_bands(dst, meta)
+            describe_bands(dst, select_bands(meta, picks))
             with dask_client(scheduler, workers, processes) as client:
                 futures = {client.submit(decode_region, str(store), p, spec.to_dict(),
                                          pure=False): p for p in pieces}
@@ -292,7 +309,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                     p = futures[fut]
                     pixels, valid = fut.result()
                     w = Window(p[0] - int(win.col_off), p[1] - int(win.row_off), p[2], p[3])
-                    dst.write(pixels, window=w)
+                    dst.write(pixels[[b - 1 for b in picks]], window=w)
                     if use_mask:
                         dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=w)
                     bar.update(p[2] * p[3] / 1e6)
