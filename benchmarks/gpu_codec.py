@@ -80,7 +80,8 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, default=256)
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--checkpoint")
-    ap.add_argument("--precision", default="float64", choices=["float64", "float32"])
+    ap.add_argument("--precision", default="auto",
+                    choices=["auto", "bfloat16", "float16", "float32", "float64"])
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this benchmark needs a GPU")
