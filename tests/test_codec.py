@@ -256,3 +256,12 @@ def test_tiles_of_different_sizes_with_one_padded_size_share_a_batch(small_codec
     for t, a, b in zip(tiles, together, alone):
         assert a.shape == t.shape
         assert np.abs(a.astype(int) - b).max() <= 2  # bf16 batches may differ by a level
+
+
+def test_a_12_bit_uint16_tile_is_scaled_by_its_own_range(small_codecs):
+    codec = small_codecs("mbt2018-mean")
+    tile = natural_tile(64, 64, dtype=np.uint16, seed=4)  # values up to 4095
+    s = codec.encode([tile])[0]
+    assert codec.header(s).bits == 12  # was 16: the model saw [0, 0.06]
+    assert codec.header(codec.encode([tile], bits=16)[0]).bits == 16
+    assert codec.decode([s])[0].max() <= 4095
