@@ -320,3 +320,15 @@ def test_info_json_gives_numbers(compressed, capsys):
     info = json.loads(capsys.readouterr().out)
     assert isinstance(info["width"], int) and isinstance(info["bpp"], float)
     assert info["tiles"]["WRITTEN"] == 10 and info["grid_rows"] * info["grid_cols"] == 12
+
+
+def test_ctrl_c_ends_with_a_message_not_a_traceback(monkeypatch, capsys):
+    import geocompress.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_info", interrupted)
+    assert cli.main(["info", "s.zarr"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
