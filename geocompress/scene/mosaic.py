@@ -64,12 +64,7 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
     strings = ts.read_strings(rows, cols)
     masks = ts.read_masks(rows, cols)
     consts = ts.constants(rows, cols)
-    todo = [(i, j) for (i, j), s in np.ndenumerate(status) if s == TileStatus.WRITTEN]
-    for i, j in todo:
-        if not len(strings[i, j]):
-            raise StoreIntegrityError(f"{store}: tile ({rows.start + i}, {cols.start + j}) is marked "
-                                      f"written but its bytes are missing (a deleted or damaged "
-                                      f"'tiles' shard)")
+    todo = _written(store, status, strings, rows, cols)
     decoded = {}
     halo = int(ts.codec_meta["config"].get("halo", 0))
     if todo:
@@ -108,6 +103,18 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
     return out, valid
 
 
+def _written(store: PathLike, status: np.ndarray, strings: np.ndarray, rows: slice,
+             cols: slice) -> list[tuple[int, int]]:
+    """Indices of the WRITTEN tiles of a block; one whose bytes are missing is an error."""
+    todo = [(i, j) for (i, j), s in np.ndenumerate(status) if s == TileStatus.WRITTEN]
+    for i, j in todo:
+        if not len(strings[i, j]):
+            raise StoreIntegrityError(f"{store}: tile ({rows.start + i}, {cols.start + j}) is marked "
+                                      f"written but its bytes are missing (a deleted or damaged "
+                                      f"'tiles' shard)")
+    return todo
+
+
 def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list[tuple[int, int]],
                       halo: int) -> dict[tuple[int, int], np.ndarray]:
     """Tiles ``todo`` (indices relative to ``rows`` / ``cols``) synthesized from their latents
@@ -124,11 +131,7 @@ def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list
     rr = slice(max(0, rows.start - 1), min(grid.n_rows, rows.stop + 1))
     cc = slice(max(0, cols.start - 1), min(grid.n_cols, cols.stop + 1))
     status, strings = ts.status(rr, cc), ts.read_strings(rr, cc)
-    written = [(i, j) for (i, j), s in np.ndenumerate(status) if s == TileStatus.WRITTEN]
-    for i, j in written:
-        if not len(strings[i, j]):
-            raise StoreIntegrityError(f"{ts.path}: tile ({rr.start + i}, {cc.start + j}) is marked "
-                                      f"written but its bytes are missing")
+    written = _written(ts.path, status, strings, rr, cc)
     headers, latents = codec.decode_latents([bytes(strings[i, j]) for i, j in written])
     latent = dict(zip(written, latents))
     head = dict(zip(written, headers))
