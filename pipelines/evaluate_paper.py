@@ -26,6 +26,7 @@ is listed in the report's *Missing* section; the rest is still measured.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -45,6 +46,15 @@ CLASSICAL = ("jpeg2000", "webp", "bpg-hevc", "avif", "jpegxl")
 CLASSES_SOURCE = "ucmerced"
 
 
+def read_budget(runs: Path) -> dict | None:
+    """The protocol pipelines/train_budget.py recorded and what each model cost (None: no runs)."""
+    if not (runs / "budget.json").exists():
+        return None
+    models = {d.name: json.loads((d / "budget.json").read_text())
+              for d in sorted(runs.iterdir()) if (d / "budget.json").is_file()}
+    return {"protocol": json.loads((runs / "budget.json").read_text()), "models": models}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default="paper-rs-v1", help="report name (reports/NAME/)")
@@ -59,7 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: fastest on a shared 2-core machine)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--budget", action="store_true",
+                   help="the learned codecs of pipelines/train_budget.py (runs/budget), all trained by "
+                        "one protocol, beside the shipped MGSSNet; report reports/paper-budget/")
+    p.add_argument("--precision", default=None,
+                   help="learned codecs' transform precision (default float64; --budget: auto)")
     a = p.parse_args(argv)
+    budget = None
+    if a.budget:
+        if a.runs == REPO / "runs":
+            a.runs = REPO / "runs" / "budget"
+        if a.name == "paper-rs-v1":
+            a.name = "paper-budget"
+        a.precision = a.precision or "auto"
+        budget = read_budget(a.runs)
     if not a.dataset.exists():
         print(f"{a.dataset} not found: build it first with `.venv/bin/python "
               f"pipelines/build_dataset.py`", file=sys.stderr)
@@ -74,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             target_bpp=0.8, config=ClassifierConfig(epochs=a.classifier_epochs, threads=a.threads))
     cfg = ReportConfig(
         name=a.name, images=images, classical=[ClassicalSpec(c) for c in CLASSICAL],
-        learned=[] if a.classical_only else paper_learned_specs(a.runs),
+        learned=[] if a.classical_only else paper_learned_specs(a.runs, budget=a.budget,
+                                                                 precision=a.precision),
+        budget=budget,
         classification=classification, out_root=a.out, device=a.device, threads=a.threads,
         command="python pipelines/evaluate_paper.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     out = run_report(cfg)
