@@ -93,11 +93,16 @@ def cmd_compress(a: argparse.Namespace) -> int:
 def cmd_decompress(a: argparse.Namespace) -> int:
     from .scene import decompress_scene
 
+    from .scene.output import OutputSpec, parse_overviews
+
+    output = OutputSpec(driver=a.driver, cog=not a.no_cog, creation_options=_options(a.co),
+                        bands=None if a.bands is None else tuple(a.bands), dtype=a.dtype,
+                        overviews=parse_overviews(a.overviews), resampling=a.resampling)
     out = decompress_scene(a.store, a.out, window=a.window, bbox=a.bbox, bbox_crs=a.bbox_crs,
                            checkpoint=a.checkpoint, scheduler=a.scheduler, workers=a.workers,
-                           progress=not a.quiet, cog=not a.no_cog, precision=a.precision,
+                           progress=not a.quiet, precision=a.precision,
                            allow_incomplete=a.allow_incomplete, overwrite=a.overwrite,
-                           creation_options=_options(a.co), bands=a.bands)
+                           output=output)
     print(out)
     return 0
 
@@ -182,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "CRS, transform, dtype, bands and nodata. With --window or --bbox only "
                        "the tiles the region touches are decoded.")
     d.add_argument("store")
-    d.add_argument("out", help="output GeoTIFF")
+    d.add_argument("out", help="output file; its extension picks the format (.tif: COG, .png, "
+                                ".jp2, .jpg, .webp, .img) unless --driver names one")
     d.add_argument("--window", type=int, nargs=4, metavar=("COL_OFF", "ROW_OFF", "WIDTH", "HEIGHT"),
                    help="pixel window of the scene")
     d.add_argument("--bbox", type=float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"),
@@ -191,6 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--checkpoint", help="checkpoint the store was written with, if not shipped")
     d.add_argument("--no-cog", action="store_true", help="plain tiled GeoTIFF, no overviews")
     d.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    d.add_argument("--driver", "-of", dest="driver", metavar="NAME",
+                   help="GDAL driver of the output (e.g. GTiff, PNG, JP2OpenJPEG), like "
+                        "gdal_translate -of; default from the extension. Formats that cannot keep "
+                        "the scene's nodata or mask are refused")
+    from .scene.output import DTYPES, RESAMPLING
+
+    d.add_argument("--dtype", "-ot", dest="dtype", choices=DTYPES,
+                   help="output data type (default the source's); values outside its range are "
+                        "clipped, with a warning saying how many")
+    d.add_argument("--overviews", nargs="+", metavar="F",
+                   help="GeoTIFF overview levels: auto (default: down to one 256 px block), none, "
+                        "or factors such as 2 4 8 16")
+    d.add_argument("-r", "--resampling", default="average", choices=RESAMPLING,
+                   help="overview resampling (default average; nearest for classes)")
     d.add_argument("-b", "--bands", type=_positive, nargs="+", metavar="B",
                    help="write only these bands (1-based, in this order), like gdal_translate -b")
     d.add_argument("--co", action="append", default=[], metavar="NAME=VALUE",

@@ -1,10 +1,16 @@
 """The Dask graphs that join codec, geo and store: compress a scene, decompress a scene or a
-region, open a store lazily, describe a store."""
+region, open a store lazily, describe a store.
 
-from .compress import CompressResult, compress_scene
-from .info import store_info
-from .mosaic import decode_region, decompress_scene
-from .view import open_dataarray
+Submodules load on first use (PEP 562): ``geocompress.scene.output`` (what the CLI's parser
+lists) costs no torch or Dask import."""
 
-__all__ = ["CompressResult", "compress_scene", "decode_region", "decompress_scene",
+from geocompress._lazy import lazy_attributes
+
+__all__ = ["CompressResult", "OutputSpec", "compress_scene", "decode_region", "decompress_scene",
            "open_dataarray", "store_info"]
+
+_LAZY = {"CompressResult": ".compress", "compress_scene": ".compress", "store_info": ".info",
+         "decode_region": ".mosaic", "decompress_scene": ".mosaic", "open_dataarray": ".view",
+         "OutputSpec": ".output"}
+
+__getattr__ = lazy_attributes(__name__, _LAZY)

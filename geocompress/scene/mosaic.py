@@ -9,6 +9,7 @@ alpha band rather than a nodata value get an internal mask (and a rebuilt alpha 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -16,7 +17,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import rasterio
-import rasterio.shutil
 from affine import Affine
 from distributed import as_completed
 from rasterio.windows import Window
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..geo import TileStatus
 from ..store import StoreError, StoreIntegrityError, TileStore
 from .cluster import dask_client
+from .output import OutputSpec, cast_pixels, check_validity, publish, target_dtype, warn_clipped
 from .workers import CodecSpec, build_codec, decode_mask, get_codec
 
 PathLike = str | Path
@@ -239,27 +240,28 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                      bbox: Sequence[float] | None = None, bbox_crs: Any = None,
                      checkpoint: str | None = None, scheduler: str | None = None,
                      workers: int | None = None, processes: bool = True, progress: bool = True,
-                     cog: bool = True, batch_size: int = 8, precision: str = "auto",
-                     tiles_per_task: int = 4, allow_incomplete: bool = False,
-                     overwrite: bool = False, creation_options: dict[str, str] | None = None,
+                     batch_size: int = 8, precision: str = "auto", tiles_per_task: int = 4,
+                     allow_incomplete: bool = False, overwrite: bool = False,
+                     output: OutputSpec | None = None, cog: bool = True,
+                     creation_options: dict[str, str] | None = None,
                      bands: Sequence[int] | None = None) -> Path:
-    """Write the scene (or a pixel window / a bbox in any CRS) to a tiled, compressed GeoTIFF,
-    cloud-optimized (with overviews) unless ``cog=False``. The file appears atomically.
-    Each task decodes a run of ``tiles_per_task`` tiles of one tile row, in ``precision``.
-    ``creation_options`` are GDAL's (``COMPRESS=ZSTD``, ``LEVEL=...``, ``PREDICTOR=...``) for the
-    COG / GTiff driver; the default is lossless DEFLATE with a predictor, which stores the decoded
-    pixels exactly and so is larger than the source when that was lossily compressed. ``bands``
-    (1-based, GDAL's ``-b``) writes only those bands, in that order."""
+    """Write the scene (or a pixel window / a bbox in any CRS) as ``output`` says
+    (:class:`~.output.OutputSpec`: driver from the extension, bands, dtype, overviews, GDAL
+    creation options; default a cloud-optimized GeoTIFF with overviews). The file appears
+    atomically. Each task decodes a run of ``tiles_per_task`` tiles of one tile row, in
+    ``precision``. ``cog`` / ``creation_options`` / ``bands`` are shorthands for the same fields
+    of ``output``. The default compression is lossless DEFLATE with a predictor, which stores
+    the decoded pixels exactly and so is larger than the source when that was lossily compressed."""
     out = Path(out)
-    if out.suffix.lower() not in (".tif", ".tiff"):
-        raise ValueError(f"{out}: geocompress writes GeoTIFF / COG; name the output .tif (convert "
-                         f"to other formats with gdal_translate)")
+    if output is None:
+        output = OutputSpec(cog=cog, creation_options=dict(creation_options or {}),
+                            bands=None if bands is None else tuple(int(b) for b in bands))
+    output = output.resolve(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     if not out.parent.is_dir():  # before any decoding, not after it
         raise FileNotFoundError(f"output folder {out.parent} does not exist")
-    options = {str(k).upper(): str(v) for k, v in (creation_options or {}).items()}
-    picks = None if bands is None else [int(b) for b in bands]
+    picks = None if output.bands is None else [int(b) for b in output.bands]
     ts = TileStore.open(store, "r")
     ts.verify()  # damaged bookkeeping is an error naming the array, never pixels
     n_bands = int(ts.meta["count"])
@@ -285,8 +287,10 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     nodata = meta.get("nodata")
     # pending tiles of an incomplete store are invalid: without a nodata value they need a mask
     use_mask = nodata is None and (bool(meta.get("has_mask")) or incomplete)
+    check_validity(output, nodata, use_mask)
+    dtype = target_dtype(output, meta["dtype"], nodata)
     profile = {"driver": "GTiff", "width": int(win.width), "height": int(win.height),
-               "count": len(picks), "dtype": meta["dtype"], "crs": grid.crs,
+               "count": len(picks), "dtype": dtype.name, "crs": grid.crs,
                "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
                "blockysize": 256, "compress": "deflate", "predictor": 2, "BIGTIFF": "IF_SAFER"}
     if int(ts.codec_meta["config"].get("halo", 0)):
@@ -296,9 +300,10 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
         pieces = _blocks(win, grid.tile * max(1, int(tiles_per_task)), grid.tile)
     # temporaries are hidden, named after the output, and a rerun sweeps those a killed run left
     for stale in out.parent.glob(f".{out.name}.*.partial*"):
-        stale.unlink(missing_ok=True)
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.tif", dir=out.parent)
     os.close(fd)
+    clipped = 0
     try:
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
             describe_bands(dst, select_bands(meta, picks))
@@ -312,26 +317,17 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                     p = futures[fut]
                     pixels, valid = fut.result()
                     w = Window(p[0] - int(win.col_off), p[1] - int(win.row_off), p[2], p[3])
-                    dst.write(pixels[[b - 1 for b in picks]], window=w)
+                    px, n = cast_pixels(pixels[[b - 1 for b in picks]], dtype, valid)
+                    clipped += n
+                    dst.write(px, window=w)
                     if use_mask:
                         dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=w)
                     bar.update(p[2] * p[3] / 1e6)
                 bar.close()
-        final_tmp = out.with_name(f".{out.name}.final.partial")
-        if cog:
-            cog_opts = {"COMPRESS": "DEFLATE", "PREDICTOR": "YES", "BLOCKSIZE": "256",
-                        "BIGTIFF": "IF_SAFER", "OVERVIEW_RESAMPLING": "AVERAGE", **options}
-            rasterio.shutil.copy(tmp, final_tmp, driver="COG", **cog_opts)
-        elif options:
-            rasterio.shutil.copy(tmp, final_tmp, driver="GTiff",
-                                 **{"TILED": "YES", "BLOCKXSIZE": "256", "BLOCKYSIZE": "256",
-                                    "BIGTIFF": "IF_SAFER", **options})
-        else:
-            Path(tmp).replace(final_tmp)
-        final_tmp.replace(out)
+        warn_clipped(clipped, dtype)
+        publish(Path(tmp), out, output)
     finally:
         Path(tmp).unlink(missing_ok=True)
-        out.with_name(f".{out.name}.final.partial").unlink(missing_ok=True)
     return out
 
 

@@ -1,0 +1,198 @@
+"""What a decoded scene is written as: driver, bands, data type, overviews, creation options.
+
+GDAL's habits (``gdal_translate -of / -b / -ot / -co``, ``gdaladdo -r``): the driver follows the
+output's extension unless named; the decoded pixels are first written to a tiled GeoTIFF beside
+the output and then copied into the chosen format, so every driver gets the same pixels, and the
+result (with any sidecar GDAL writes: ``.aux.xml``, world files, ``.msk``) appears atomically.
+
+Validity is never dropped silently: a driver that can store neither the nodata value nor a mask
+(JPEG) or that would change pixels it cannot flag is refused when the scene needs one, and a data
+type that cannot hold the pixels (values clipped) or the nodata value is an error or a warning
+that says how many pixels were clipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.enums import Resampling
+
+# extension -> GDAL driver (GeoTIFFs become COGs unless cog=False)
+DRIVERS = {".tif": "GTiff", ".tiff": "GTiff", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG",
+           ".jp2": "JP2OpenJPEG", ".webp": "WEBP", ".img": "HFA", ".nc": "netCDF", ".vrt": None}
+# drivers that keep an internal per-dataset mask (others get nodata only)
+MASKED_DRIVERS = {"GTiff", "COG"}
+# drivers that cannot keep a nodata value either (lossy, no transparency)
+NO_NODATA = {"JPEG", "WEBP"}
+DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+RESAMPLING = ("nearest", "average", "bilinear", "cubic", "lanczos", "mode", "gauss")
+
+__all__ = ["DRIVERS", "DTYPES", "OutputSpec", "RESAMPLING", "cast_pixels", "publish"]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """How to write the decoded scene (see the module docstring).
+
+    ``overviews``: "auto" (the COG driver's, down to one block), "none", or explicit factors;
+    ``resampling`` of the overviews (GDAL's names). ``dtype`` None keeps the source's."""
+
+    driver: str | None = None
+    cog: bool = True
+    creation_options: dict[str, str] = field(default_factory=dict)
+    bands: tuple[int, ...] | None = None
+    dtype: str | None = None
+    overviews: str | tuple[int, ...] = "auto"
+    resampling: str = "average"
+
+    def resolve(self, out: Path) -> "OutputSpec":
+        """The spec with its driver decided from ``out``'s extension; errors for what cannot work."""
+        driver = self.driver
+        if driver is None:
+            ext = out.suffix.lower()
+            if ext not in DRIVERS or DRIVERS[ext] is None:
+                raise ValueError(f"{out}: cannot tell the output format from {ext or 'no extension'!r}; "
+                                 f"use one of {', '.join(k for k, v in DRIVERS.items() if v)} or "
+                                 f"name a GDAL driver with --driver")
+            driver = DRIVERS[ext]
+        if driver == "COG":
+            driver = "GTiff"
+        elif driver != "GTiff":
+            driver_supported(driver)
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        if self.resampling not in RESAMPLING:
+            raise ValueError(f"resampling {self.resampling!r}: choose one of {', '.join(RESAMPLING)}")
+        if not isinstance(self.overviews, str):
+            if not self.overviews or any(int(f) < 2 for f in self.overviews):
+                raise ValueError(f"overview factors {self.overviews}: give integers >= 2, e.g. 2 4 8")
+        elif self.overviews not in ("auto", "none"):
+            raise ValueError(f"overviews {self.overviews!r}: 'auto', 'none' or factors")
+        return replace(self, driver=driver,
+                       creation_options={str(k).upper(): str(v) for k, v in self.creation_options.items()})
+
+
+def driver_supported(driver: str) -> None:
+    """A GDAL driver that exists here and can create copies, else a ValueError naming it."""
+    with rasterio.Env() as env:
+        drivers = env.drivers()
+    if driver not in drivers:
+        raise ValueError(f"GDAL driver {driver!r} is not available in this GDAL "
+                         f"({rasterio.__gdal_version__})")
+
+
+def check_validity(spec: OutputSpec, nodata: float | None, needs_mask: bool) -> None:
+    """Refuse a format that would lose which pixels are valid."""
+    if spec.driver in MASKED_DRIVERS:
+        return
+    if needs_mask:
+        raise ValueError(f"the scene marks valid pixels with a mask (no nodata value), which the "
+                         f"{spec.driver} driver cannot store: write a GeoTIFF (.tif)")
+    if nodata is not None and spec.driver in NO_NODATA:
+        raise ValueError(f"the scene has nodata = {nodata:g}, which {spec.driver} (lossy, no "
+                         f"nodata) would not keep: write a GeoTIFF (.tif) or PNG")
+
+
+def target_dtype(spec: OutputSpec, source: str, nodata: float | None) -> np.dtype:
+    """The output data type; the nodata value must fit in it."""
+    dt = np.dtype(spec.dtype or source)
+    if nodata is not None and not _fits(np.array([nodata], dtype=np.float64), dt).all():
+        raise ValueError(f"nodata {nodata:g} does not fit in {dt.name}: choose another --dtype")
+    return dt
+
+
+def _fits(a: np.ndarray, dt: np.dtype) -> np.ndarray:
+    if dt.kind == "f":
+        return np.isfinite(a) | ~np.isfinite(a)  # every value is representable (maybe rounded)
+    info = np.iinfo(dt)
+    return (a >= info.min) & (a <= info.max)
+
+
+def cast_pixels(pixels: np.ndarray, dt: np.dtype, valid: np.ndarray | None = None
+                ) -> tuple[np.ndarray, int]:
+    """``pixels`` as ``dt`` (values outside its range clipped, like ``gdal_translate -ot``);
+    returns the array and how many valid pixel values were clipped."""
+    if pixels.dtype == dt:
+        return pixels, 0
+    if dt.kind == "f":
+        return pixels.astype(dt), 0
+    info = np.iinfo(dt)
+    over = (pixels < info.min) | (pixels > info.max)
+    if valid is not None:
+        over &= valid[None]
+    out = np.clip(pixels, info.min, info.max)
+    if pixels.dtype.kind == "f":
+        out = np.rint(out)
+    return out.astype(dt), int(over.sum())
+
+
+def warn_clipped(clipped: int, dt: np.dtype) -> None:
+    if clipped:
+        warnings.warn(f"{clipped} valid pixel values lay outside the {dt.name} range and were "
+                      f"clipped to it (choose a wider --dtype to keep them)", stacklevel=3)
+
+
+def publish(tmp_tif: Path, out: Path, spec: OutputSpec) -> None:
+    """Copy the decoded GeoTIFF into ``spec``'s format as ``out``, with its sidecars, atomically:
+    everything is written into a hidden folder beside ``out`` and moved into place last."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        target = staging / out.name
+        opts = dict(spec.creation_options)
+        if spec.overviews != "auto" and spec.overviews != "none":
+            with rasterio.open(tmp_tif, "r+") as ds:
+                ds.build_overviews([int(f) for f in spec.overviews], Resampling[spec.resampling])
+        if spec.driver == "GTiff" and spec.cog:
+            cog = {"COMPRESS": "DEFLATE", "PREDICTOR": "YES", "BLOCKSIZE": "256",
+                   "BIGTIFF": "IF_SAFER", "OVERVIEW_RESAMPLING": spec.resampling.upper(),
+                   "OVERVIEWS": {"auto": "AUTO", "none": "NONE"}.get(
+                       spec.overviews if isinstance(spec.overviews, str) else "",
+                       "FORCE_USE_EXISTING"), **opts}
+            rasterio.shutil.copy(tmp_tif, target, driver="COG", **cog)
+        elif spec.driver == "GTiff":
+            if not opts and spec.overviews in ("auto", "none"):
+                shutil.move(str(tmp_tif), target)
+            else:
+                rasterio.shutil.copy(tmp_tif, target, driver="GTiff", COPY_SRC_OVERVIEWS="YES",
+                                     **{"TILED": "YES", "BLOCKXSIZE": "256", "BLOCKYSIZE": "256",
+                                        "BIGTIFF": "IF_SAFER", **opts})
+        else:
+            driver_supported(spec.driver)
+            rasterio.shutil.copy(tmp_tif, target, driver=spec.driver, **opts)
+        main = None
+        for f in sorted(staging.iterdir()):
+            if f.name == out.name:
+                main = f
+                continue
+            f.replace(out.parent / f.name)  # sidecars first: the main file's arrival means done
+        if main is None:
+            raise RuntimeError(f"GDAL's {spec.driver} driver wrote no {out.name}")
+        main.replace(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def parse_overviews(values: Sequence[str] | None) -> str | tuple[int, ...]:
+    """CLI ``--overviews auto | none | 2 4 8``."""
+    if not values:
+        return "auto"
+    if len(values) == 1 and values[0].lower() in ("auto", "none"):
+        return values[0].lower()
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--overviews {' '.join(values)}: 'auto', 'none' or factors such as 2 4 8") from None
+
+
+def describe(spec: OutputSpec) -> dict[str, Any]:
+    return {"driver": spec.driver, "cog": spec.cog, "dtype": spec.dtype, "bands": spec.bands,
+            "overviews": spec.overviews, "resampling": spec.resampling,
+            "creation_options": spec.creation_options}

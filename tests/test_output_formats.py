@@ -1,0 +1,95 @@
+"""decompress writes what GDAL users ask for: driver from the extension, dtype, overviews, and
+never a format that would drop which pixels are valid."""
+
+import numpy as np
+import pytest
+import rasterio
+
+from geocompress.cli import main
+from geocompress.scene import compress_scene, decompress_scene
+from geocompress.scene.output import OutputSpec, cast_pixels
+
+from .conftest import natural_tile
+from .test_scene import TINY, write_scene
+
+KW = dict(processes=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fmt")
+    plain = natural_tile(128, 128, seed=11)
+    src = write_scene(d / "plain.tif", plain)
+    compress_scene(src, d / "plain.zarr", **TINY)
+    holes = natural_tile(128, 128, seed=12)
+    holes[:, :30, :40] = 0
+    src = write_scene(d / "nodata.tif", holes, nodata=0)
+    compress_scene(src, d / "nodata.zarr", **TINY)
+    return d
+
+
+def test_png_by_extension_keeps_pixels_and_georeferencing(stores, tmp_path):
+    tif = decompress_scene(stores / "plain.zarr", tmp_path / "a.tif", cog=False, **KW)
+    png = decompress_scene(stores / "plain.zarr", tmp_path / "a.png", **KW)
+    with rasterio.open(tif) as a, rasterio.open(png) as b:
+        assert b.driver == "PNG"
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert b.crs == a.crs and b.transform == a.transform  # from the .aux.xml sidecar
+    # the sidecar arrived with it, and nothing temporary is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.png.aux.xml", "a.tif"]
+
+
+def test_explicit_driver_and_unknown_ones(stores, tmp_path):
+    out = decompress_scene(stores / "plain.zarr", tmp_path / "a.bin",
+                           output=OutputSpec(driver="ENVI"), **KW)
+    with rasterio.open(out) as o:
+        assert o.driver == "ENVI" and o.count == 3
+    with pytest.raises(ValueError, match="not available"):
+        decompress_scene(stores / "plain.zarr", tmp_path / "b.tif",
+                         output=OutputSpec(driver="NoSuchDriver"), **KW)
+
+
+def test_formats_that_would_lose_nodata_are_refused(stores, tmp_path):
+    with pytest.raises(ValueError, match="nodata = 0.*JPEG"):
+        decompress_scene(stores / "nodata.zarr", tmp_path / "n.jpg", **KW)
+    assert not list(tmp_path.iterdir())  # refused before any decoding or file
+    out = decompress_scene(stores / "nodata.zarr", tmp_path / "n.png", **KW)
+    with rasterio.open(out) as o:  # PNG keeps nodata (tRNS)
+        assert o.nodata == 0 and (o.dataset_mask()[:30, :40] == 0).all()
+
+
+def test_dtype_widen_and_narrow_with_a_count_of_clipped_values(stores, tmp_path):
+    ref = decompress_scene(stores / "plain.zarr", tmp_path / "r.tif", cog=False, **KW)
+    wide = decompress_scene(stores / "plain.zarr", tmp_path / "w.tif",
+                            output=OutputSpec(dtype="float32", cog=False), **KW)
+    with rasterio.open(ref) as a, rasterio.open(wide) as b:
+        assert b.dtypes[0] == "float32"
+        np.testing.assert_array_equal(a.read().astype(np.float32), b.read())
+    px, n = cast_pixels(np.array([[[-3, 5, 300]]], np.int16), np.dtype("uint8"))
+    assert px.tolist() == [[[0, 5, 255]]] and n == 2
+    _, n = cast_pixels(np.array([[[-3, 5, 300]]], np.int16), np.dtype("uint8"),
+                       valid=np.array([[False, True, True]]))
+    assert n == 1  # invalid pixels are not counted
+    with pytest.raises(ValueError, match="--dtype"):
+        OutputSpec(dtype="uint7").resolve(tmp_path / "x.tif")
+
+
+def test_overview_levels_and_resampling(stores, tmp_path):
+    out = decompress_scene(stores / "plain.zarr", tmp_path / "o.tif",
+                           output=OutputSpec(overviews=(2, 4), resampling="nearest"), **KW)
+    with rasterio.open(out) as o:
+        assert o.overviews(1) == [2, 4]
+    out = decompress_scene(stores / "plain.zarr", tmp_path / "n.tif",
+                           output=OutputSpec(overviews="none"), **KW)
+    with rasterio.open(out) as o:
+        assert o.overviews(1) == []
+
+
+def test_cli_options(stores, tmp_path, capsys):
+    out = tmp_path / "c.tif"
+    assert main(["decompress", str(stores / "plain.zarr"), str(out), "--quiet", "-ot", "uint16",
+                 "--overviews", "2", "-r", "nearest", "-b", "2", "1"]) == 0
+    with rasterio.open(out) as o:
+        assert o.count == 2 and o.dtypes[0] == "uint16" and o.overviews(1) == [2]
+    assert main(["decompress", str(stores / "plain.zarr"), str(tmp_path / "c.png"), "--quiet",
+                 "--driver", "PNG"]) == 0
