@@ -17,6 +17,8 @@ from pyproj import CRS as ProjCRS
 from pyproj import Transformer
 from rasterio.crs import CRS
 from shapely.geometry import MultiPoint, Polygon, box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+from shapely.geometry.polygon import orient
 
 Bbox = tuple[float, float, float, float]
 
@@ -79,31 +81,39 @@ def reproject_polygon(poly: Polygon, src_crs: Any, dst_crs: Any, n_interior: int
     return hull if isinstance(hull, Polygon) else hull.buffer(0)
 
 
-def footprint_geojson(
-    corners_poly: Polygon, src_crs: Any, dst_crs: Any = "EPSG:4326", densify: int = 32
-) -> dict:
-    """GeoJSON footprint of a scene polygon in ``dst_crs`` (default lon/lat).
+def footprint_geojson(geom: BaseGeometry, src_crs: Any, dst_crs: Any = "EPSG:4326",
+                      densify: int = 32, tolerance: float | None = None) -> dict:
+    """GeoJSON (RFC 7946) footprint of a polygon in ``dst_crs`` (default lon/lat).
 
-    Uses ``rasterio.warp.transform_geom`` on the densified outline (with
-    antimeridian cutting); if that yields non-finite coordinates (outline off
-    the globe, e.g. a geostationary full disk) falls back to the convex hull of
-    the sampled points that do transform.
+    The outline is densified (``densify`` points per edge: straight edges bend in another CRS),
+    reprojected with ``rasterio.warp.transform_geom`` (cut at the antimeridian into a
+    MultiPolygon), simplified back to the vertices that matter (within ``tolerance`` target
+    units, default 1e-5 of the footprint's extent; give about half a pixel: a rectangle in UTM
+    then stays 4 corners) and oriented counter-clockwise, as RFC 7946 asks. An outline off the globe (a
+    geostationary full disk) falls back to the convex hull of the sampled points that exist.
     """
     from rasterio.warp import transform_geom
 
-    dense = shapely.segmentize(corners_poly, corners_poly.exterior.length / (4 * densify))
+    parts = list(getattr(geom, "geoms", [geom]))
+    dense = shapely.MultiPolygon([shapely.segmentize(p, max(p.exterior.length / (4 * densify), 1e-12))
+                                  for p in parts if not p.is_empty])
+    out = None
     try:
-        geom = transform_geom(
-            to_rasterio_crs(src_crs), to_rasterio_crs(dst_crs), mapping(dense),
-            antimeridian_cutting=True,
-        )
-        g = shape(geom)
+        g = shape(transform_geom(to_rasterio_crs(src_crs), to_rasterio_crs(dst_crs), mapping(dense),
+                                 antimeridian_cutting=True))
         coords = np.asarray(shapely.get_coordinates(g))
         if coords.size and np.isfinite(coords).all() and g.is_valid and not g.is_empty:
-            return geom
+            out = g
     except Exception:  # noqa: BLE001 - any GDAL failure -> robust fallback below
         pass
-    return mapping(reproject_polygon(corners_poly, src_crs, dst_crs, n_interior=96))
+    if out is None:
+        out = reproject_polygon(shapely.union_all(parts).convex_hull, src_crs, dst_crs, n_interior=96)
+    if tolerance is None:
+        minx, miny, maxx, maxy = out.bounds
+        tolerance = max(maxx - minx, maxy - miny) * 1e-5
+    out = out.simplify(tolerance, preserve_topology=True)
+    polys = [orient(p, 1.0) for p in getattr(out, "geoms", [out]) if not p.is_empty]
+    return mapping(polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys))
 
 
 def bbox_polygon(bbox: Bbox) -> Polygon:

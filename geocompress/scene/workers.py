@@ -10,13 +10,13 @@ the weights once per worker. Workers started with ``--resources GPU=1`` (or a Lo
 from __future__ import annotations
 
 import threading
-import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..codec import TileCodec, WeightsMismatchError, load_codec
+from ..store.masks import decode_mask, encode_mask  # noqa: F401 - the pipeline's names for them
 
 _CACHE: dict[tuple, TileCodec] = {}
 _LOCK = threading.Lock()
@@ -97,15 +97,3 @@ def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
     return codec
 
 
-def encode_mask(valid: np.ndarray) -> bytes:
-    """A tile's validity mask, compactly (zlib of packbits); empty when every pixel is valid."""
-    if valid.all():
-        return b""
-    return zlib.compress(np.packbits(valid, axis=None).tobytes(), 9)
-
-
-def decode_mask(data: bytes, shape: tuple[int, int]) -> np.ndarray:
-    if not data:
-        return np.ones(shape, dtype=bool)
-    bits = np.unpackbits(np.frombuffer(zlib.decompress(data), dtype=np.uint8))
-    return bits[: shape[0] * shape[1]].reshape(shape).astype(bool)
