@@ -24,7 +24,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 from shapely.geometry import Polygon, box
 
-from geocompress.geo.reproject import Bbox, bbox_polygon, reproject_polygon, to_rasterio_crs
+from geocompress.geo.reproject import Bbox, bbox_polygon, to_rasterio_crs, transform_bbox
 
 
 def _n_tiles(size: int, tile: int, stride: int) -> int:
@@ -164,8 +164,8 @@ class TileGrid:
         """Pixel window covering ``bbox`` (clipped to the scene, rounded outward).
 
         ``bbox`` is (minx, miny, maxx, maxy) in ``bbox_crs`` (default: scene CRS).
-        The bbox is densified and reprojected with pyproj, then mapped to pixel
-        space through the inverse transform -- correct for rotated transforms.
+        The bbox is reprojected with ``rasterio.warp.transform_bounds`` (densified edges), then
+        mapped to pixel space through the inverse transform -- correct for rotated transforms.
         Raises ``ValueError`` if the bbox does not intersect the scene.
         """
         poly = bbox_polygon(bbox)
@@ -174,7 +174,7 @@ class TileGrid:
             if self.crs is None:
                 raise ValueError("grid has no CRS; give the bbox in pixel-grid coordinates (bbox_crs=None)")
             if src != self.crs:
-                poly = reproject_polygon(poly, src, self.crs)
+                poly = transform_bbox(bbox, src, self.crs)
         inv = ~self.transform
         pix = affinity.affine_transform(poly, [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f])
         hit = pix.intersection(self.pixel_polygon())

@@ -116,6 +116,25 @@ def footprint_geojson(geom: BaseGeometry, src_crs: Any, dst_crs: Any = "EPSG:432
     return mapping(polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys))
 
 
+def transform_bbox(bbox: Bbox, src_crs: Any, dst_crs: Any, densify_pts: int = 21) -> Polygon:
+    """The region a bbox covers in another CRS, as a polygon there.
+
+    GDAL's ``transform_bounds`` (densified edges, poles and the antimeridian handled) where it
+    gives finite bounds; a bbox partly off the target CRS (lon/lat over a geostationary disk's
+    space pixels) falls back to the hull of the sampled points that exist there, so a query
+    never misses a tile it touches."""
+    from rasterio.warp import transform_bounds
+
+    try:
+        out = transform_bounds(to_rasterio_crs(src_crs), to_rasterio_crs(dst_crs), *bbox,
+                               densify_pts=densify_pts)
+        if np.isfinite(out).all() and out[0] < out[2] and out[1] < out[3]:
+            return box(*out)
+    except Exception:  # noqa: BLE001 - GDAL refuses bounds that do not exist there
+        pass
+    return reproject_polygon(bbox_polygon(bbox), src_crs, dst_crs)
+
+
 def bbox_polygon(bbox: Bbox) -> Polygon:
     """Validated (minx, miny, maxx, maxy) -> Polygon."""
     minx, miny, maxx, maxy = (float(v) for v in bbox)

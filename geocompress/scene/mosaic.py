@@ -26,7 +26,7 @@ from ..geo import TileStatus
 from ..store import StoreError, StoreIntegrityError, TileStore
 from .cluster import dask_client
 from .output import OutputSpec, cast_pixels, check_validity, publish, target_dtype, warn_clipped
-from .workers import CodecSpec, build_codec, decode_mask, get_codec
+from .workers import CodecSpec, build_codec, get_codec
 
 PathLike = str | Path
 
@@ -63,7 +63,7 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
     if status.size == 0:
         return out, valid
     strings = ts.read_strings(rows, cols)
-    masks = ts.read_masks(rows, cols)
+    valid_tiles = ts.read_valid(rows, cols)
     consts = ts.constants(rows, cols)
     todo = _written(store, status, strings, rows, cols)
     decoded = {}
@@ -86,14 +86,14 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
         dst = (slice(wy0 - row_off, wy1 - row_off), slice(wx0 - col_off, wx1 - col_off))
         src = (slice(wy0 - y0, wy1 - y0), slice(wx0 - x0, wx1 - x0))
         if s == TileStatus.WRITTEN:
-            m = decode_mask(bytes(masks[i, j]), (t, t))[src]
+            m = valid_tiles[i, j][src]
             px = decoded[(i, j)][(slice(None), *src)]
             if nodata is not None:
                 px = nudge_off_nodata(px, m, nodata)
             out[(slice(None), *dst)] = np.where(m, px, out[(slice(None), *dst)])
             valid[dst] = m
         elif s == TileStatus.DROPPED_CONSTANT:
-            m = decode_mask(bytes(masks[i, j]), (t, t))[src]
+            m = valid_tiles[i, j][src]
             const = consts[i, j].astype(dtype)[:, None, None]
             out[(slice(None), *dst)] = np.where(m, const, out[(slice(None), *dst)])
             valid[dst] = m

@@ -19,9 +19,6 @@ from shapely import affinity
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from geocompress.geo.status import TileStatus
-
-from .masks import decode_mask
 
 CELL = 16
 
@@ -34,22 +31,18 @@ def valid_cells(ts, cell: int = CELL) -> np.ndarray:
     if g.tile % cell:
         raise ValueError(f"cell {cell} must divide the tile size {g.tile}")
     out = np.zeros((math.ceil(g.height / cell), math.ceil(g.width / cell)), bool)
-    status = ts.status()
-    keep = np.isin(status, (TileStatus.WRITTEN, TileStatus.DROPPED_CONSTANT))
-    if not keep.any():
-        return out
-    masks = ts.read_masks()
     n = g.tile // cell
-    for r, c in zip(*np.nonzero(keep)):
-        blob = bytes(masks[r, c])
-        y0, x0 = r * g.step, c * g.step
-        if blob:
-            m = decode_mask(blob, (g.tile, g.tile)).reshape(n, cell, n, cell).any(axis=(1, 3))
-        else:
-            m = np.ones((n, n), bool)
-        cy, cx = y0 // cell, x0 // cell
-        view = out[cy:cy + n, cx:cx + n]
-        view |= m[:view.shape[0], :view.shape[1]]
+    for rows, cols in ts.shard_blocks():  # a shard block of masks at a time: bounded memory
+        valid = ts.read_valid(rows, cols)
+        nr, nc = valid.shape[:2]
+        small = valid.reshape(nr, nc, n, cell, n, cell).any(axis=(3, 5))
+        for i in range(nr):
+            for j in range(nc):
+                if not small[i, j].any():
+                    continue
+                cy, cx = (rows.start + i) * g.step // cell, (cols.start + j) * g.step // cell
+                view = out[cy:cy + n, cx:cx + n]
+                view |= small[i, j][:view.shape[0], :view.shape[1]]
     return out
 
 

@@ -10,9 +10,9 @@ Layout (root group)::
     tiles/            (n_rows, n_cols) variable-length bytes, one codec string per
                       tile; 1x1 chunks inside S x S shards; fill b"" (no tile)
     status/           (n_rows, n_cols) uint8 TileStatus; S x S chunks; fill 0 PENDING
-    masks/            (n_rows, n_cols) variable-length bytes: validity mask of kept tiles
-                      that touch nodata (zlib of np.packbits of the tile x tile bool mask);
-                      b"" = every in-scene pixel valid; same sharding as tiles
+    masks/            (n_rows, n_cols, tile, tile) bool, True = valid (format 3); all
+                      False for dropped / pending tiles; one chunk per tile, tiles' sharding
+                      (format 2: (n_rows, n_cols) zlib(packbits) bytes, b"" = all valid)
     constant/         (n_rows, n_cols, count) source dtype; per-band value of
                       DROPPED_CONSTANT tiles; (S, S, count) chunks; fill 0
     spatial_ref/      0-d CF grid mapping (crs_wkt, spatial_ref, GeoTransform of the
@@ -52,13 +52,14 @@ from typing import Any, Iterator
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from geocompress.geo.grid import TileGrid
 from geocompress.geo.source import SceneInfo
 from geocompress.geo.status import TileStatus
 from geocompress.store._convention import cf
 from geocompress.store._convention import zarr as zconv
+from geocompress.store.masks import decode_mask, encode_mask
 from geocompress.store.errors import (
     StoreError,
     StoreIntegrityError,
@@ -66,8 +67,8 @@ from geocompress.store.errors import (
     StoreVersionError,
 )
 
-FORMAT_VERSION = 2      # 2: crc32c on the bookkeeping arrays, digests of attributes and contents
-READ_VERSIONS = (1, 2)  # 1: no checksums (read with a warning)
+FORMAT_VERSION = 3         # 3: masks as a chunked boolean array (any Zarr client reads them)
+READ_VERSIONS = (1, 2, 3)  # 2: crc32c + digests, masks as zlib(packbits) bytes; 1: no checksums
 ATTR = "geocompress"
 TILES, STATUS, CONSTANT, SPATIAL_REF = "tiles", "status", "constant", "spatial_ref"
 MASKS = "masks"
@@ -149,6 +150,7 @@ class TileStore:
         codec_meta: dict,
         shard: int = 16,
         overwrite: bool = False,
+        format_version: int = FORMAT_VERSION,
     ) -> "TileStore":
         """Create an empty store (every tile PENDING).
 
@@ -156,8 +158,11 @@ class TileStore:
         ``quality`` (``arch``/``digest`` are accepted as aliases, matching
         ``TileCodec`` attributes); an optional ``config`` dict (codec settings) is recorded
         as ``codec_config``. ``overwrite`` replaces an existing *geocompress*
-        store; any other existing path is refused rather than deleted.
+        store; any other existing path is refused rather than deleted. ``format_version`` 2
+        writes the previous layout (tests of old stores).
         """
+        if format_version not in (2, 3):
+            raise ValueError(f"can write store formats 2 and 3, not {format_version}")
         path = Path(path)
         codec_meta = normalize_codec_meta(codec_meta)
         missing = [k for k in REQUIRED_CODEC_KEYS if k not in codec_meta]
@@ -175,7 +180,7 @@ class TileStore:
             shutil.rmtree(path)
         crs, n_rows, n_cols = grid.crs or scene.crs, grid.n_rows, grid.n_cols
         meta = {
-            "format_version": FORMAT_VERSION,
+            "format_version": int(format_version),
             "model": codec_meta["model"],
             "weights_digest": codec_meta["weights_digest"],
             "quality": codec_meta["quality"],
@@ -208,6 +213,7 @@ class TileStore:
         per_tile = {
             **cf.data_var_attrs(),
             **zconv.spatial_attrs(tile_tf, n_rows, n_cols),
+            "zarr_conventions": [zconv.SPATIAL_CONVENTION],  # each array declares what it uses
             "description": "one tile per cell; cell (i, j) starts at pixel (i*stride, j*stride)",
         }
         meta["attrs_digest"] = attrs_digest(meta)
@@ -221,12 +227,22 @@ class TileStore:
                 fill_value=b"", compressors=None, dimension_names=("y", "x"),
                 attributes={**per_tile, "long_name": "codec tile strings"},
             )
-            g.create_array(
-                MASKS, shape=(n_rows, n_cols), dtype="bytes", chunks=(1, 1), shards=s,
-                fill_value=b"", compressors=crc, dimension_names=("y", "x"),
-                attributes={**per_tile, "long_name": "validity masks of kept tiles with nodata "
-                            "(zlib(packbits(mask))); empty = all valid"},
-            )
+            if format_version >= 3:  # one tile x tile boolean chunk per tile, in the same shards
+                t = grid.tile
+                g.create_array(
+                    MASKS, shape=(n_rows, n_cols, t, t), dtype="bool", chunks=(1, 1, t, t),
+                    shards=(*s, t, t), fill_value=False, compressors=[ZstdCodec(level=3), *crc],
+                    dimension_names=("y", "x", "tile_y", "tile_x"),
+                    attributes={**per_tile, "long_name": "validity of every pixel of every tile "
+                                "(True = valid); all False for dropped and pending tiles"},
+                )
+            else:
+                g.create_array(
+                    MASKS, shape=(n_rows, n_cols), dtype="bytes", chunks=(1, 1), shards=s,
+                    fill_value=b"", compressors=crc, dimension_names=("y", "x"),
+                    attributes={**per_tile, "long_name": "validity masks of kept tiles with nodata "
+                                "(zlib(packbits(mask))); empty = all valid"},
+                )
             g.create_array(
                 STATUS, shape=(n_rows, n_cols), dtype="uint8", chunks=s, fill_value=0,
                 dimension_names=("y", "x"), compressors=crc,
@@ -306,9 +322,13 @@ class TileStore:
         out = {STATUS: hashlib.sha256(status.tobytes()).hexdigest(),
                CONSTANT: hashlib.sha256(np.ascontiguousarray(self.constants()).tobytes()).hexdigest()}
         h, lengths = hashlib.sha256(), hashlib.sha256()
+        boolean = self._boolean_masks
         for rs, cs in self.shard_blocks():
-            for m in self.read_masks(rs, cs).ravel():
-                h.update(len(m).to_bytes(4, "little") + bytes(m))
+            if boolean:
+                h.update(np.packbits(self.read_valid(rs, cs), axis=None).tobytes())
+            else:
+                for m in self.read_masks(rs, cs).ravel():
+                    h.update(len(m).to_bytes(4, "little") + bytes(m))
             lengths.update(np.array([len(t) for t in self.read_strings(rs, cs).ravel()],
                                     np.uint32).tobytes())
         out[MASKS] = h.hexdigest()
@@ -445,6 +465,13 @@ class TileStore:
                 raise ValueError(f"masks must have shape {shape}, got {np.shape(masks)}")
             for (i, j), m in np.ndenumerate(masks):
                 mask_out[i, j] = bytes(m) if m else b""
+        if self._boolean_masks:  # encoded masks travel between tasks; the store keeps booleans
+            t = self.grid.tile
+            kept = np.isin(status, (TileStatus.WRITTEN, TileStatus.DROPPED_CONSTANT))
+            mask_out = np.zeros((*shape, t, t), bool)
+            for i, j in zip(*np.nonzero(kept)):
+                blob = b"" if masks is None else (bytes(masks[i, j]) if masks[i, j] else b"")
+                mask_out[i, j] = decode_mask(blob, (t, t))
         with _Quiet():
             self._tiles[rows, cols] = out
             self._masks[rows, cols] = mask_out
@@ -464,8 +491,34 @@ class TileStore:
             out = self._tiles[rows, cols]
         return np.asarray(out, dtype=object)
 
+    @property
+    def _boolean_masks(self) -> bool:
+        return int(self.meta.get("format_version", 1)) >= 3
+
+    def read_valid(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """(rows, cols, tile, tile) booleans: which pixels of each tile are valid, as stored
+        (False for dropped and pending tiles), whatever the store format."""
+        if self._boolean_masks:
+            with _Quiet():
+                return np.asarray(self._masks[rows, cols, :, :], dtype=bool)
+        t = self.grid.tile
+        blobs = self.read_masks(rows, cols)
+        kept = np.isin(self.status(rows, cols), (TileStatus.WRITTEN, TileStatus.DROPPED_CONSTANT))
+        out = np.zeros((*blobs.shape, t, t), bool)
+        for i, j in zip(*np.nonzero(kept)):
+            out[i, j] = decode_mask(bytes(blobs[i, j]), (t, t))
+        return out
+
     def read_masks(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
-        """2-D object array of encoded validity masks (``b""`` = all valid); slice reads only."""
+        """2-D object array of encoded validity masks (``b""`` = all valid, and for tiles
+        that are not kept); slice reads only."""
+        if self._boolean_masks:
+            valid = self.read_valid(rows, cols)
+            kept = np.isin(self.status(rows, cols), (TileStatus.WRITTEN, TileStatus.DROPPED_CONSTANT))
+            out = np.full(valid.shape[:2], b"", dtype=object)
+            for i, j in zip(*np.nonzero(kept)):
+                out[i, j] = encode_mask(valid[i, j])
+            return out
         with _Quiet():
             return np.asarray(self._masks[rows, cols], dtype=object)
 
@@ -507,6 +560,11 @@ class TileStore:
             meta["attrs_digest"] = attrs_digest(meta)
         self._group.attrs[ATTR] = meta
         self.meta = meta
+        # the arrays' metadata in the root document: xarray / zarr open a finished store with one
+        # read (and without xarray's "failed to open with consolidated metadata" warning)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+            zarr.consolidate_metadata(str(self.path), zarr_format=3)
 
 
 __all__ = ["FORMAT_VERSION", "TileStore"]

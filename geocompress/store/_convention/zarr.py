@@ -6,7 +6,8 @@ store decodes to): ``proj:code`` when an authority code is known, else
 (affine order a, b, c, d, e, f), ``spatial:shape`` ``[height, width]``,
 ``spatial:bbox`` (minx, miny, maxx, maxy in the CRS) and
 ``spatial:registration`` ``"pixel"``. The conventions are declared in
-``zarr_conventions``.
+``zarr_conventions`` with the registrations ``zarr-cm`` publishes (the tests validate the
+stored attributes with it).
 
 Per-tile arrays (one cell per tile) override ``spatial:transform`` /
 ``spatial:shape`` / ``spatial:bbox`` at array level with the tile-index grid,
@@ -17,23 +18,14 @@ from __future__ import annotations
 
 import re
 
+import zarr_cm
 from affine import Affine
 from rasterio.crs import CRS
 
-PROJ_CONVENTION = {
-    "schema_url": "https://raw.githubusercontent.com/zarr-experimental/geo-proj/refs/tags/v1/schema.json",
-    "spec_url": "https://github.com/zarr-experimental/geo-proj/blob/v1/README.md",
-    "uuid": "f17cb550-5864-4468-aeb7-f3180cfb622f",
-    "name": "proj:",
-    "description": "Coordinate reference system information for geospatial data",
-}
-SPATIAL_CONVENTION = {
-    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v1/schema.json",
-    "spec_url": "https://github.com/zarr-conventions/spatial/blob/v1/README.md",
-    "uuid": "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4",
-    "name": "spatial:",
-    "description": "Spatial coordinate information",
-}
+# the conventions' registrations as published, from zarr-cm (their maintained implementation):
+# proj v0.1 (formerly geo-proj) and spatial, with the exact schema / spec URLs their schemas require
+PROJ_CONVENTION = dict(zarr_cm.proj.CMO)
+SPATIAL_CONVENTION = dict(zarr_cm.spatial.CMO)
 _CODE = re.compile(r"^[A-Z]+:[0-9]+$")
 
 
