@@ -2,6 +2,8 @@
 
     .venv/bin/python pipelines/evaluate_paper.py                      # everything -> reports/paper-rs-v1/
     .venv/bin/python pipelines/evaluate_paper.py --classical-only --source ucmerced --name classical-ucmerced
+    .venv/bin/python pipelines/evaluate_paper.py --budget   # every learned codec at one training budget
+                                                            # (pipelines/train_budget.py) -> reports/paper-budget/
 
 What it measures (all resumable: rerun the same command after an interruption):
 
@@ -95,10 +97,16 @@ def main(argv: list[str] | None = None) -> int:
             val=load_zarr(a.dataset, split="val", source=CLASSES_SOURCE),
             test=load_zarr(a.dataset, split="test", source=CLASSES_SOURCE, limit=a.limit),
             target_bpp=0.8, config=ClassifierConfig(epochs=a.classifier_epochs, threads=a.threads))
+    learned = [] if a.classical_only else paper_learned_specs(a.runs, budget=a.budget,
+                                                              precision=a.precision)
+    if budget is not None:  # a model whose protocol has not finished is not at the budget yet
+        for spec in learned:
+            if spec.checkpoints and spec.name not in budget["models"]:
+                spec.checkpoints = {}
+                spec.expected = f"{a.runs / spec.name}/budget.json (its training has not finished)"
     cfg = ReportConfig(
         name=a.name, images=images, classical=[ClassicalSpec(c) for c in CLASSICAL],
-        learned=[] if a.classical_only else paper_learned_specs(a.runs, budget=a.budget,
-                                                                 precision=a.precision),
+        learned=learned,
         budget=budget,
         classification=classification, out_root=a.out, device=a.device, threads=a.threads,
         command="python pipelines/evaluate_paper.py " + " ".join(argv if argv is not None else sys.argv[1:]))

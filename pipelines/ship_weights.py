@@ -32,7 +32,7 @@ from geocompress.codec.tile_codec import TileCodec
 from geocompress.metrics import ms_ssim_db, psnr
 from geocompress.training import TileDataset
 from geocompress.training.lr_history import describe
-from geocompress.training.trainer import STATE, export_state
+from geocompress.training.checkpoints import STATE, export_state
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "geocompress" / "weights"

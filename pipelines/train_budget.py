@@ -92,14 +92,16 @@ BASE_STATE = "base_state.pt"  # the base run's training state at base_steps, whe
 def _train(name: str, budget: Budget, runs: Path, dataset: Path, q: int, steps: int,
            warm: Path | None) -> dict:
     from geocompress.training import train
+    from geocompress.training.config import TrainConfig
 
     arch, config = MODELS[name]
-    r = train(arch, config, dataset, budget.lambdas[q - 1], runs / name / f"q{q}", steps=steps,
-              batch=budget.batch, crop=budget.crop, lr=budget.lr, aux_lr=budget.aux_lr,
-              quantization=budget.quantization, warm_start=warm, seed=budget.seed,
-              val_every=budget.val_every, val_limit=budget.val_limit, threads=1, device="cpu",
-              quality=q, dataset_name="geocompress-rs-v1", progress=False,
-              checkpoint_every_s=300.0, warmup_steps=0, plateau_patience=1000)
+    recipe = TrainConfig(steps=steps, batch=budget.batch, crop=budget.crop, lr=budget.lr,
+                         aux_lr=budget.aux_lr, quantization=budget.quantization, warm_start=warm,
+                         seed=budget.seed, val_every=budget.val_every, val_limit=budget.val_limit,
+                         threads=1, device="cpu", quality=q, dataset_name="geocompress-rs-v1",
+                         progress=False, checkpoint_every_s=300.0, warmup_steps=0,
+                         plateau_patience=1000)  # a fixed lr: the protocol, not a scheduler, decides
+    r = train(arch, config, dataset, budget.lambdas[q - 1], runs / name / f"q{q}", recipe)
     return {"step": r.step, "val": r.val}
 
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from geocompress.training.lambdas import paper_to_compressai  # noqa: E402
 from geocompress.training.quantization import MODES  # noqa: E402
-from geocompress.training.trainer import STATE, export_state  # noqa: E402
+from geocompress.training.checkpoints import STATE, export_state  # noqa: E402
 
 DATASET = REPO / "data" / "geocompress-rs-v1.zarr"
 # Shipped qualities: four entries of the paper's lambda list (0.211, 0.072, 0.033, 0.007),

@@ -216,7 +216,7 @@ def test_train_loss_falls_resume_is_exact_and_export_loads(store: Path, tmp_path
            if ",train," in r]
     assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
     from geocompress.codec import load_checkpoint
-    from geocompress.training.trainer import export_state
+    from geocompress.training.checkpoints import export_state
 
     _, meta, _ = export_state(ramp.state_path, tmp_path / "ramp.pt", quality=1)
     assert meta["lr_schedule"] == [{"from_step": 1, "to_step": 4, "lr": pytest.approx(1e-3),
@@ -303,7 +303,7 @@ def test_lr_segments_record_ramp_overrides_and_halvings() -> None:
 
 def test_settle_quantiles_fits_the_bottleneck_without_touching_the_transforms() -> None:
     from geocompress.models import build
-    from geocompress.training.trainer import settle_quantiles
+    from geocompress.training.checkpoints import settle_quantiles
 
     torch.manual_seed(0)
     model = build("mbt2018-mean", N=16, M=24)
@@ -428,3 +428,12 @@ def test_train_qualities_more_min_adds_time_to_each_run_where_it_stands(tmp_path
                  "--stretch", "0.25"])
     assert lrs == {"branch": (5e-4, "mixed", 0.25), "polish": (1e-4, "mixed", 0.25)}
     assert not any("--stretch" in c for c in launched)  # likewise the stretch augmentation
+
+
+def test_the_recipe_is_one_value_and_unknown_options_are_named():
+    from geocompress.training.config import TrainConfig
+
+    r = TrainConfig(steps=10, crop=128)
+    assert r.replace(lr=5e-4).lr == 5e-4 and r.replace(lr=5e-4).crop == 128 and r.lr == 1e-4
+    with pytest.raises(TypeError, match=r"unknown training option\(s\) \['stpes'\]"):
+        r.replace(stpes=3)

@@ -42,12 +42,10 @@ def restretch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     bands shuffled: a false-colour or percentile-stretched composite of the same ground.
 
     Why: Earth-observation users code band combinations and stretches that natural-colour
-    training tiles never show (bright, saturated greens of a vegetation composite). Measured on
-    the shipped v10 weights: the test split's two tiles of such a composite
-    (``landsat_peru_2020_4band``) decode at 9-13 dB at every quality, the rest at 16-40 dB, and
-    the transforms alone (no quantization) reach 10.5 dB on one of them; desaturating the same
-    tile halfway lifts it to 22 dB. Each band keeps its structure (a monotone map), so the
-    transforms learn to follow it whatever its level and contrast.
+    training tiles never show (bright, saturated greens of a vegetation composite), and weights
+    trained without them decode such composites far worse than anything else (figures in
+    ``catalogs/models/mgssnet-training.md``). Each band keeps its structure (a monotone map), so
+    the transforms learn to follow it whatever its level and contrast.
     """
     c = x.shape[0]
     gain = np.exp(rng.uniform(*np.log(STRETCH_GAIN), size=(c, 1, 1)))

@@ -5,9 +5,8 @@ CompressAI's ``forward`` trains on ``y + U(-0.5, 0.5)`` and validates on ``round
 context model reading that same tensor. The codec codes ``round(y - mu) + mu`` instead, with ``mu``
 predicted from the *decoded* neighbours (:mod:`geocompress.codec.entropy`), so at low rates --
 where ~95 % of the symbols are 0 and ``y_hat`` is mostly the model's own prediction -- the
-decoder sees latents the model never trained on. Measured on the shipped q1 (8 test tiles): the
-real codec's PSNR is 0.3 dB below ``forward``'s and its y rate 6 % above the estimate
-(``catalogs/models/mgssnet-training.md``).
+decoder sees latents the model never trained on: the real codec's PSNR falls below ``forward``'s
+and its rate above the estimate (figures in ``catalogs/models/mgssnet-training.md``).
 
 ``mixed`` (Minnen & Singh 2020, "Channel-wise autoregressive entropy models", section 3.1:
 noise for the rate term, rounded values with a straight-through gradient for the decoder)

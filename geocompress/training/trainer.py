@@ -36,19 +36,31 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from geocompress.codec import restore_constants, save_checkpoint
+from geocompress.codec import restore_constants
 from geocompress.models import build
 
+from .checkpoints import (  # noqa: F401 - the trainer's public names, as before the split
+    EXPORT,
+    LOG,
+    STATE,
+    _atomic_save,
+    _public_lineage,
+    _totals,
+    _warm_optimizers,
+    export_checkpoint,
+    export_state,
+    load_meta,
+    load_weights,
+    settle_quantiles,
+)
+from .config import TrainConfig
 from .data import EpochSampler, open_tiles
-from .lr_history import inherited, lr_segments, read_lr_segments
+from .lr_history import lr_segments
 from .loss import RateDistortionLoss
 from .mixed_precision import _float32_layers, autocast_dtype
 from .quantization import MODES, forward
 from .run_log import _Log, plot_log
 
-STATE = "train_state.pt"
-EXPORT = "model.pt"
-LOG = "log.csv"
 PLOT = "curves.png"
 
 
@@ -92,69 +104,6 @@ def hardware(device: torch.device) -> str:
             f"({platform.machine()}, {platform.processor() or platform.system()})")
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Weights of a training state or an inference checkpoint (same architecture and config)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    sd = ckpt["model"] if "model" in ckpt else ckpt["state_dict"]
-    model.load_state_dict(restore_constants(model, {k: v.float() if v.is_floating_point() else v
-                                                    for k, v in sd.items()}))
-
-
-def _totals(steps: int, wall_s: float, lineage: dict[str, Any] | None) -> tuple[int, float]:
-    """A run's own steps and wall time plus those of the weights it started from."""
-    lineage = lineage or {}
-    return steps + (lineage.get("steps") or 0), wall_s + (lineage.get("wall_s") or 0)
-
-
-def _public_lineage(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A lineage for a shipped checkpoint's meta: the parent named by its run or file, not by a
-    path on the machine that trained it."""
-    if not lineage:
-        return None
-    path = Path(lineage["path"])
-    return {**lineage, "path": path.parent.name if path.name == STATE else path.name}
-
-
-def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
-                     aux_opt: torch.optim.Optimizer | None, lr: float,
-                     aux_lr: float) -> tuple[dict[str, Any], bool]:
-    """Adam moments of a training state used as warm start (not for inference checkpoints).
-
-    A fresh Adam after a warm start takes full-size steps with no second-moment history: the
-    loss jumps (measured on MGSSNet N=64: mean loss 59 over the first 20 steps vs 23 with the
-    moments carried over). The learning rates stay this run's own. Returns the run's lineage
-    (where its weights came from, after how many steps and how much training time, and the lr
-    those steps ran at as far as recorded) for catalogs, and whether Adam moments were found (an
-    inference checkpoint has none)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    meta = ckpt.get("meta", {})
-    if "step" in ckpt:  # a training state: its own steps plus what it inherited
-        parent = (ckpt.get("hparams") or {}).get("warm_start")
-        steps, wall = _totals(ckpt["step"], ckpt["wall_s"], parent)
-        schedule = inherited(read_lr_segments(Path(path).parent / LOG), ckpt["step"], parent)
-    else:  # an exported checkpoint already carries its totals
-        steps = meta.get("total_steps", meta.get("steps"))
-        wall = meta.get("total_wall_s", meta.get("wall_s"))
-        own = meta.get("lr_schedule") or []
-        schedule = inherited(own, own[-1]["to_step"] if own else 0, meta.get("warm_start"))
-    lineage = {"path": str(path), "lambda": ckpt.get("lmbda") or meta.get("lambda"),
-               "steps": steps, "wall_s": wall, "lr_schedule": schedule}
-    if "opt" not in ckpt:
-        return lineage, False
-    for o, key, rate in ((opt, "opt", lr), (aux_opt, "aux_opt", aux_lr)):
-        if o is not None and ckpt.get(key) is not None:
-            o.load_state_dict(ckpt[key])
-            for g in o.param_groups:
-                g["lr"] = rate
-    return lineage, True
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: float, device: torch.device,
              batch: int = 8, channels_last: bool = False, quantization: str = "noise") -> dict[str, float]:
@@ -181,20 +130,12 @@ def evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: floa
 
 
 def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, lmbda: float,
-          out_dir: str | os.PathLike, steps: int | None = None, epochs: int | None = None,
-          batch: int = 8, crop: int = 256, lr: float = 1e-4, aux_lr: float = 1e-3,
-          resume: bool = True, device: str = "auto", warm_start: str | os.PathLike | None = None,
-          seed: int = 0, val_every: int | None = None, val_limit: int | None = None,
-          val_crop: int | None = None, checkpoint_every_s: float = 240.0, clip: float = 1.0,
-          plateau_patience: int = 5, plateau_factor: float = 0.5, min_lr: float = 1e-6,
-          precision: str = "auto", threads: int | None = None, halt_after: int | None = None,
-          time_budget_s: float | None = None, progress: bool = True, quality: int | None = None,
-          dataset_name: str | None = None, export: bool = True,
-          channels_last: bool | None = None, max_bad_steps: int = 25,
-          lr_override: float | None = None, quantization: str | None = None,
-          warmup_steps: int = 200, stretch: float | None = None) -> TrainResult:
+          out_dir: str | os.PathLike, recipe: TrainConfig | None = None,
+          **options: Any) -> TrainResult:
     """Train ``arch`` (with ``config``) on the train split of a tile store for ``steps`` optimizer
     steps (or ``epochs`` passes) at ``lmbda`` (CompressAI convention, see :mod:`.loss`).
+    ``recipe`` (a :class:`.config.TrainConfig`) holds every other setting; ``options`` override
+    single fields of it (``train(..., steps=100, crop=128)``).
 
     Writes into ``out_dir``: ``train_state.pt`` (resumable), ``log.csv``, ``curves.png`` and, once
     finished, ``model.pt`` (fp16 inference checkpoint, ``model.update(force=True)`` first).
@@ -218,6 +159,16 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     (:func:`.data.restretch`: false-colour and stretched composites); default: the resumed run's
     own, else 0.
     """
+    cfg = (recipe or TrainConfig()).replace(**options)
+    steps, epochs, batch, crop, lr, aux_lr = cfg.steps, cfg.epochs, cfg.batch, cfg.crop, cfg.lr, cfg.aux_lr
+    resume, device, warm_start, seed = cfg.resume, cfg.device, cfg.warm_start, cfg.seed
+    val_every, val_limit, val_crop = cfg.val_every, cfg.val_limit, cfg.val_crop
+    checkpoint_every_s, clip, min_lr = cfg.checkpoint_every_s, cfg.clip, cfg.min_lr
+    plateau_patience, plateau_factor = cfg.plateau_patience, cfg.plateau_factor
+    precision, threads, halt_after, time_budget_s = cfg.precision, cfg.threads, cfg.halt_after, cfg.time_budget_s
+    progress, quality, dataset_name, export = cfg.progress, cfg.quality, cfg.dataset_name, cfg.export
+    channels_last, max_bad_steps, lr_override = cfg.channels_last, cfg.max_bad_steps, cfg.lr_override
+    quantization, warmup_steps, stretch = cfg.quantization, cfg.warmup_steps, cfg.stretch
     t_call = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -409,74 +360,3 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     return result
 
 
-@torch.no_grad()
-def settle_quantiles(model: torch.nn.Module, iters: int = 64) -> float:
-    """Set the entropy bottleneck's quantiles to where its learned density puts them; returns the
-    aux loss after (0 up to float rounding).
-
-    The quantiles bound the CDF tables that ``update()`` builds. During a short training run the
-    auxiliary optimizer (lr 1e-3) trails the density that the main optimizer keeps sharpening
-    (measured: aux loss 4000 after 4400 MGSSNet steps), and tables built from stale quantiles are
-    too narrow (symbols escape to costly bypass coding) or too wide. The cumulative density is
-    monotone by construction, so each quantile is found exactly by bisection instead."""
-    from compressai.entropy_models import EntropyBottleneck
-
-    for eb in (m for m in model.modules() if isinstance(m, EntropyBottleneck)):
-        q = eb.quantiles
-        target = eb.target.to(q).view(1, 1, -1).expand_as(q)
-
-        def f(x: torch.Tensor, eb: EntropyBottleneck = eb) -> torch.Tensor:
-            return eb._logits_cumulative(x, stop_gradient=True)
-
-        lo, hi = q.detach().clone() - 1, q.detach().clone() + 1
-        for _ in range(64):  # widen the brackets until they hold the target
-            low_bad, high_bad = f(lo) > target, f(hi) < target
-            if not (low_bad.any() or high_bad.any()):
-                break
-            span = (hi - lo).abs()
-            lo = torch.where(low_bad, lo - span, lo)
-            hi = torch.where(high_bad, hi + span, hi)
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            above = f(mid) > target
-            hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
-        q.copy_((lo + hi) / 2)
-    return float(model.aux_loss())
-
-
-def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
-                 quality: int) -> tuple[str, dict[str, Any], torch.nn.Module]:
-    """fp16 inference checkpoint of a training state, with the catalog's facts in its ``meta``
-    (lambda, steps, wall time, hardware, data, recipe, lineage); returns (digest, meta, model)."""
-    from .lambdas import compressai_to_paper
-
-    state = torch.load(state_path, map_location="cpu", weights_only=False)
-    model = build(state["arch"], **state["config"])
-    model.load_state_dict(restore_constants(model, state["model"]))
-    hp = state["hparams"]
-    lineage = _public_lineage(hp.get("warm_start"))
-    meta = {"lambda": state["lmbda"], "lambda_scale": "compressai: bpp + lambda * 255^2 * MSE",
-            "lambda_paper_scale": compressai_to_paper(state["lmbda"]), "steps": state["step"],
-            "wall_s": round(state["wall_s"], 1), "hardware": hp["hardware"],
-            "dataset": hp.get("dataset_name") or hp["dataset"], "quality": int(quality),
-            "batch": hp["batch"], "crop": hp["crop"], "lr": hp["lr"], "aux_lr": hp["aux_lr"],
-            "best_val_loss": state["best_val"], "warm_start": lineage,
-            "quantization": hp.get("quantization", "noise"), "stretch": hp.get("stretch", 0.0),
-            "lr_schedule": read_lr_segments(Path(state_path).parent / LOG)}
-    meta["total_steps"], total_wall = _totals(state["step"], state["wall_s"], lineage)
-    meta["total_wall_s"] = round(total_wall, 1)
-    digest = export_checkpoint(model, Path(out), meta)
-    return digest, load_meta(Path(out)), model
-
-
-def load_meta(path: Path) -> dict[str, Any]:
-    return dict(torch.load(path, map_location="cpu", weights_only=False).get("meta", {}))
-
-
-def export_checkpoint(model: torch.nn.Module, path: Path, meta: dict[str, Any]) -> str:
-    """fp16 inference checkpoint (quantiles settled, CDF tables from ``update(force=True)``);
-    returns its digest."""
-    model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
-    meta = {"arch": model.arch, "config": dict(model.config), **meta,
-            "aux_loss": round(settle_quantiles(model), 6)}
-    return save_checkpoint(model, path, meta=meta, half=True)
