@@ -93,3 +93,18 @@ def test_cli_options(stores, tmp_path, capsys):
         assert o.count == 2 and o.dtypes[0] == "uint16" and o.overviews(1) == [2]
     assert main(["decompress", str(stores / "plain.zarr"), str(tmp_path / "c.png"), "--quiet",
                  "--driver", "PNG"]) == 0
+
+
+def test_quiet_commands_print_nothing_but_their_result(stores, tmp_path):
+    """No dependency warnings (torch.jit, zarr's bytes dtype) from the CLI or its workers."""
+    import subprocess
+    import sys
+
+    src = stores / "plain.tif"
+    r = subprocess.run([sys.executable, "-m", "geocompress.cli", "compress", str(src),
+                        str(tmp_path / "q.zarr"), "--quiet", "--untrained", "--workers", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = subprocess.run([sys.executable, "-m", "geocompress.cli", "decompress", str(tmp_path / "q.zarr"),
+                        str(tmp_path / "q.tif"), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stderr == "" and r.stdout.strip().endswith("q.tif"), r.stderr
