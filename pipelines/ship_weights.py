@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     entries = sorted(entries + kept, key=lambda e: e["quality"])
     qs = [e["quality"] for e in entries]
     default = a.default_quality or qs[len(qs) // 2]
-    index = {"mgssnet": {"default": default, "qualities": {
+    index = json.loads((WEIGHTS / "index.json").read_text()) if (WEIGHTS / "index.json").exists() else {}
+    index |= {"mgssnet": {"default": default, "qualities": {
         str(e["quality"]): {"file": e["file"], "digest": e["digest"], "lambda": e["lambda"],
                             "bpp_test": round(e["test"]["bpp"], 4),
                             "psnr_test": round(e["test"]["psnr"], 3)} for e in entries}}}

@@ -591,7 +591,7 @@ def _budget_section(budget: dict[str, Any], rows: list[dict[str, Any]], labels: 
     pr = budget.get("protocol", {})
     lams = ", ".join(f"{v:g}" for v in pr.get("lambdas", []))
     L = ["## Training budget", "",
-         f"Every learned codec marked *budget* was trained by the same protocol "
+         f"Every learned codec but the shipped MGSSNet weights was trained by the same protocol "
          f"(`pipelines/train_budget.py`): the project's train split, batch {pr.get('batch')} of "
          f"{pr.get('crop')} x {pr.get('crop')} crops, Adam lr {pr.get('lr'):g} (aux {pr.get('aux_lr'):g}), "
          f"{pr.get('quantization')} quantization, seed {pr.get('seed')}; a base run of "
@@ -602,8 +602,11 @@ def _budget_section(budget: dict[str, Any], rows: list[dict[str, Any]], labels: 
          f"per model**, widths N=64 / M=96 for all (cheng2020-attn N=64). Two single-threaded runs "
          f"side by side on the 2-core CPU, per-layer bf16 mixed precision. This is a short budget: the "
          f"shipped MGSSNet weights had ~30,000 steps; the verdicts below are verdicts *at this budget*.",
-         "", "Encode / decode seconds per 256 x 256 tile are means over the test tiles through the real "
-         "codec (entropy coding included), 1 thread, measured while other work shared the machine.", ""]
+         "", "Training wall time is each model's own (base + its three branches), two runs sharing the "
+         "2 cores (and at times the evaluation beside them), so compare it between models only roughly; "
+         "quiet per-step times are in `catalogs/benchmarks.md` (`train_speed.py`). Encode / decode "
+         "seconds per 256 x 256 tile are means over the test tiles through the real codec (entropy "
+         "coding included), 1 thread, measured while other work shared the machine.", ""]
     table = []
     for s in learned:
         cost = budget.get("models", {}).get(s.name)

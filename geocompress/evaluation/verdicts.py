@@ -78,6 +78,10 @@ def psnr_gain_at(rows: Sequence[dict[str, Any]], test: str, ref: str, metric: st
     return r, 100.0 * (a - b) / b, a - b
 
 
+def _f(v: float, digits: int = 1) -> str:
+    return f"{v:+.{digits}f}" if math.isfinite(v) else "n/a"
+
+
 def _at(r: float, rate: float = PAPER_RATE) -> str:
     return f"at {r:.2f} bpp" + ("" if abs(r - rate) < 1e-9 else f" (highest shared rate; {rate:g} not reached)")
 
@@ -96,9 +100,9 @@ def rd_verdicts(rows: Sequence[dict[str, Any]], labels: dict[str, str], metric: 
             r, pct, db = psnr_gain_at(rows, "mgssnet", b, metric)
             paper = "+2.9 % PSNR at 1.1 bpp" if b == "mbt2018" else "MGSSNet better over the whole curve"
             out.append(Verdict(f"MGSSNet beats {lab(b)}", paper,
-                               f"BD-PSNR {bd_db:+.2f} dB, BD-rate {rate:+.1f} %; "
-                               f"{pct:+.2f} % ({db:+.2f} dB) {_at(r)}" if math.isfinite(r) else
-                               f"BD-PSNR {bd_db:+.2f} dB, BD-rate {rate:+.1f} %", _sign(bd_db)))
+                               f"BD-PSNR {_f(bd_db, 2)} dB, BD-rate {_f(rate)} %"
+                               + (f"; {pct:+.2f} % ({db:+.2f} dB) {_at(r)}" if math.isfinite(r) else ""),
+                               _sign(bd_db)))
     if "mgssnet-baseline" in have:
         gains = {c: _bd(rows, c, "mgssnet-baseline", metric)[1] for c in ABLATION_ORDER[:-1] if c in have}
         gains["mgssnet-baseline"] = 0.0
@@ -120,7 +124,7 @@ def rd_verdicts(rows: Sequence[dict[str, Any]], labels: dict[str, str], metric: 
             rate, bd_db = _bd(rows, g, "bmshj2018-factorized", metric)
             r, pct, db = psnr_gain_at(rows, g, "bmshj2018-factorized", metric)
             out.append(Verdict(f"{lab(g)} beats the factorized-ReLU model", paper[g],
-                               f"BD-PSNR {bd_db:+.2f} dB, BD-rate {rate:+.1f} %"
+                               f"BD-PSNR {_f(bd_db, 2)} dB, BD-rate {_f(rate)} %"
                                + (f"; {pct:+.2f} % ({db:+.2f} dB) {_at(r)}" if math.isfinite(r) else ""),
                                _sign(bd_db)))
     return out
