@@ -322,16 +322,18 @@ def test_shipped_weights_match_their_index() -> None:
     from geocompress.codec import load_checkpoint
     from geocompress.codec.weights import shipped_index, shipped_path
 
-    index = shipped_index().get("mgssnet")
-    if not index:
+    everything = shipped_index()
+    if not everything.get("mgssnet"):
         pytest.skip("no shipped MGSSNet weights in this checkout")
-    qualities = sorted(int(q) for q in index["qualities"])
-    assert len(qualities) >= 4 and index["default"] in qualities
-    for q in qualities:
-        path, _, digest = shipped_path("mgssnet", q)
-        assert path.stat().st_size <= 15 * 1024 * 1024
-        model = load_checkpoint(path, expected_digest=digest)
-        assert model.meta["quality"] == q and model.meta["lambda"] > 0
+    assert len(everything["mgssnet"]["qualities"]) >= 4
+    for arch, index in everything.items():  # MGSSNet and any budget winner shipped beside it
+        qualities = sorted(int(q) for q in index["qualities"])
+        assert index["default"] in qualities
+        for q in qualities:
+            path, _, digest = shipped_path(arch, q)
+            assert path.stat().st_size <= 15 * 1024 * 1024
+            model = load_checkpoint(path, expected_digest=digest)
+            assert model.meta["quality"] == q and model.meta["lambda"] > 0 and model.arch == arch
 
 
 def test_shipped_quality_codes_a_real_tile_and_unknown_quality_is_refused() -> None:
@@ -437,3 +439,20 @@ def test_the_recipe_is_one_value_and_unknown_options_are_named():
     assert r.replace(lr=5e-4).lr == 5e-4 and r.replace(lr=5e-4).crop == 128 and r.lr == 1e-4
     with pytest.raises(TypeError, match=r"unknown training option\(s\) \['stpes'\]"):
         r.replace(stpes=3)
+
+
+def test_every_shipped_architecture_codes_a_tile() -> None:
+    """``--arch`` choices with shipped weights (budget winners) work through the real codec."""
+    import geocompress
+    from geocompress.codec.weights import shipped_index
+    from geocompress.metrics import psnr
+
+    others = [a for a in shipped_index() if a != "mgssnet"]
+    if not others:
+        pytest.skip("only MGSSNet is shipped")
+    yy, xx = np.mgrid[0:64, 0:64]
+    tile = np.stack([(128 + 60 * np.sin(xx / 7.0) * np.cos(yy / 5.0)).astype(np.uint8)] * 3)
+    for arch in others:
+        codec = geocompress.load_codec(arch)
+        back = codec.decode(codec.encode(tile[None]))[0]
+        assert back.shape == tile.shape and psnr(tile, back) > 15, arch
