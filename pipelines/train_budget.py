@@ -11,7 +11,7 @@ the generalization variants, so the comparison measures the architectures, not t
   (aux 1e-3), R + lambda * 255^2 * MSE, per-layer mixed precision on this CPU, seed 0;
 * widths: N=64 / M=96 for every model (the shipped MGSSNet's; cheng2020-attn N=64), so no model
   wins by size;
-* lambdas: a **base** run at the middle lambda for ``BASE_STEPS`` steps, then each of the three
+* lambdas: a **base** run at one lambda (``base_quality``, the highest) for ``BASE_STEPS`` steps, then each of the three
   lambdas (the middle one included, which simply continues) trains ``BRANCH_STEPS`` more steps from
   that base state (weights and Adam moments). Every checkpoint thus has ``BASE_STEPS +
   BRANCH_STEPS`` steps behind it; every model costs ``BASE_STEPS + 3 * BRANCH_STEPS`` steps.
@@ -64,10 +64,14 @@ COST = {"mgssnet": 0.59, "mgssnet-ssif": 0.55, "mgssnet-mhg": 0.40, "mgssnet-bas
 class Budget:
     """One training protocol for every model; the report states it."""
 
-    base_steps: int = 1200
-    branch_steps: int = 300
+    # what a 2-core AVX2 CPU without bf16 (float32 training) finishes for all 12 models in about
+    # 100 minutes; on an AMX CPU (bf16 mixed) 1200 / 300 fit in the same time
+    base_steps: int = 400
+    branch_steps: int = 100
     lambdas: tuple[float, ...] = (0.0018, 0.013, 0.13)  # CompressAI convention, q1 < q2 < q3
-    base_quality: int = 2
+    # the base trains at the highest lambda: short branches lower a rate far faster than they
+    # raise one, so the ladder spans more bpp than with a middle-lambda base
+    base_quality: int = 3
     batch: int = 8
     crop: int = 128
     lr: float = 1e-4
@@ -138,6 +142,28 @@ def run_model(name: str, budget: Budget, runs: Path, dataset: Path) -> None:
           flush=True)
 
 
+def machine() -> dict[str, str]:
+    """The CPU and the training precision it implies, which the report states beside the budget."""
+    import platform
+
+    import torch
+
+    from geocompress.training.mixed_precision import autocast_dtype
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dt = autocast_dtype("auto", torch.device("cpu"))
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__,
+            "precision": "per-layer bf16 mixed" if dt is not None else "float32 (no native bf16)"}
+
+
 def queues(names: list[str], n: int) -> list[list[str]]:
     """Longest-first split of the models over ``n`` queues by their step cost."""
     out: list[list[str]] = [[] for _ in range(n)]
@@ -157,19 +183,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queues", type=int, default=2, help="processes side by side (one thread each)")
     p.add_argument("--base-steps", type=int, default=Budget.base_steps)
     p.add_argument("--branch-steps", type=int, default=Budget.branch_steps)
+    p.add_argument("--base-quality", type=int, default=Budget.base_quality,
+                   help="which lambda (1-based) the shared base run trains at")
     p.add_argument("--only", nargs="+", help=argparse.SUPPRESS)  # one queue (internal)
     a = p.parse_args(argv)
-    budget = Budget(base_steps=a.base_steps, branch_steps=a.branch_steps)
+    budget = Budget(base_steps=a.base_steps, branch_steps=a.branch_steps,
+                    base_quality=a.base_quality)
     if not a.dataset.exists():
         print(f"{a.dataset} not found: build it with `.venv/bin/python pipelines/build_dataset.py`",
               file=sys.stderr)
         return 2
     a.runs.mkdir(parents=True, exist_ok=True)
     recorded = a.runs / "budget.json"
-    if recorded.exists() and json.loads(recorded.read_text()) != asdict(budget) | {"lambdas": list(budget.lambdas)}:
-        print(f"{recorded} records another budget; use another --runs folder", file=sys.stderr)
-        return 2
-    recorded.write_text(json.dumps(asdict(budget) | {"lambdas": list(budget.lambdas)}, indent=1))
+    protocol = asdict(budget) | {"lambdas": list(budget.lambdas)}
+    if recorded.exists():
+        old = json.loads(recorded.read_text())
+        if {k: old.get(k) for k in protocol} != protocol:
+            print(f"{recorded} records another budget; use another --runs folder", file=sys.stderr)
+            return 2
+    recorded.write_text(json.dumps(protocol | {"machine": machine()}, indent=1))
     if a.only:
         for name in a.only:
             run_model(name, budget, a.runs, a.dataset)
@@ -180,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cmd = [sys.executable, __file__, "--runs", str(a.runs), "--dataset", str(a.dataset),
                "--base-steps", str(budget.base_steps), "--branch-steps", str(budget.branch_steps),
+               "--base-quality", str(budget.base_quality),
                "--only", *q]
         log = open(a.runs / f"queue{i}.log", "a")
         print(f"queue {i}: {' '.join(q)} (log {log.name})", flush=True)

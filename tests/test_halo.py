@@ -43,3 +43,100 @@ def test_the_halo_is_a_stored_setting(halo_store, tmp_path):
     assert TileCodec.header(ts.read_string(1, 1)).halo == 1
     with pytest.raises(Exception, match="halo"):
         compress_scene(src, store, **TINY, halo=0)  # resuming with another halo is refused
+
+
+def test_a_tile_with_no_neighbours_codes_as_if_alone(tmp_path):
+    """At the scene's edge the window ends (geocompress.scene.halo): a one-tile scene coded with
+    a halo is exactly the tile coded alone."""
+    src = write_scene(tmp_path / "one.tif", natural_tile(64, 64, seed=3))
+    kw = dict(processes=False, progress=False, cog=False, precision="float64")
+    outs = []
+    for halo in (0, 2):
+        store = tmp_path / f"h{halo}.zarr"
+        compress_scene(src, store, **TINY, halo=halo, precision="float64")
+        with rasterio.open(decompress_scene(store, tmp_path / f"h{halo}.tif", **kw)) as f:
+            outs.append(f.read())
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert TileStore.open(tmp_path / "h2.zarr").codec_meta["config"]["halo_edges"] == "truncate"
+
+
+def test_codec_sides_match_the_context_given_and_are_checked():
+    from geocompress.codec import CodecError, load_codec
+
+    codec = load_codec("mbt2018-mean", pretrained=False, N=16, M=24, precision="float64")
+    tile = natural_tile(64, 64, seed=5)
+    framed = np.pad(tile, ((0, 0), (0, 16), (16, 0)), mode="reflect")  # bottom and left context
+    h, lat = codec.decode_latents(codec.encode([framed], halo=1, sides=[(0, 1, 1, 0)]))
+    assert lat[0][0].shape[-2:] == (4, 4) and h[0].halo == 1 and (h[0].height, h[0].width) == (64, 64)
+    alone = codec.decode_latents(codec.encode([tile], halo=1, sides=[(0, 0, 0, 0)]))[1]
+    torch = pytest.importorskip("torch")
+    assert torch.equal(alone[0][0], codec.decode_latents(codec.encode([tile]))[1][0][0])
+    with pytest.raises(CodecError, match="sides"):
+        codec.encode([framed], halo=1, sides=[(0, 2, 1, 0)])  # more context than the halo
+    with pytest.raises(CodecError, match="context"):
+        codec.encode([framed], halo=1, sides=[(1, 1, 1, 1)])  # not what the array holds
+
+
+def test_stores_written_before_the_edge_rule_decode_with_replicated_edges(tmp_path, monkeypatch):
+    """A halo store without ``halo_edges`` (written before it existed) keeps its old decoding:
+    edge-replicated windows; it still decodes regions as crops of the whole."""
+    import geocompress.scene.compress as comp
+    from geocompress.scene.halo import store_edges
+
+    old_meta = comp._codec_meta
+
+    def without_rule(*a, **k):
+        meta = old_meta(*a, **k)
+        meta["config"].pop("halo_edges", None)
+        return meta
+
+    monkeypatch.setattr(comp, "_codec_meta", without_rule)
+    src = write_scene(tmp_path / "s.tif", natural_tile(128, 128, seed=8))
+    store = tmp_path / "old.zarr"
+    compress_scene(src, store, **TINY, halo=1, precision="float64")
+    monkeypatch.setattr(comp, "_codec_meta", old_meta)
+    assert store_edges(TileStore.open(store).codec_meta["config"]) == "replicate"
+    kw = dict(processes=False, progress=False, cog=False, precision="float64")
+    full = decompress_scene(store, tmp_path / "full.tif", **kw)
+    win = decompress_scene(store, tmp_path / "win.tif", window=(10, 20, 100, 90), **kw)
+    with rasterio.open(full) as f, rasterio.open(win) as w:
+        np.testing.assert_array_equal(w.read(), f.read()[:, 20:110, 10:110])
+    new = tmp_path / "new.zarr"
+    compress_scene(src, new, **TINY, halo=1, precision="float64")
+    with rasterio.open(full) as f, rasterio.open(decompress_scene(new, tmp_path / "n.tif", **kw)) as n:
+        assert not np.array_equal(f.read(), n.read())  # the edge tiles differ between the rules
+    with pytest.raises(ValueError, match="halo_edges"):
+        store_edges({"halo_edges": "mirror"})
+
+
+def test_a_prior_file_replaces_only_its_tensors_and_checks_its_base(tmp_path):
+    import torch
+
+    from geocompress.codec import WeightsError
+    from geocompress.codec.weights import (load_checkpoint, load_with_delta, save_checkpoint,
+                                           save_prior_delta, state_digest, untrained)
+    from geocompress.training.halo_prior import PRIOR_PARTS
+
+    base = untrained("mbt2018-mean", N=16, M=24)
+    base_digest = save_checkpoint(base, tmp_path / "base.pt")
+    model = load_checkpoint(tmp_path / "base.pt")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(PRIOR_PARTS):
+                p.add_(0.01)
+    save_prior_delta(model, tmp_path / "prior.pt", base_digest, PRIOR_PARTS)
+    got = load_with_delta(tmp_path / "base.pt", base_digest, tmp_path / "prior.pt")
+    ref = load_checkpoint(tmp_path / "base.pt").state_dict()
+    params = {n for n, _ in got.named_parameters()}
+    for name, t in got.state_dict().items():
+        if not name.startswith(PRIOR_PARTS):
+            assert torch.equal(t, ref[name]), name  # the transforms are the base's, bit for bit
+        elif name in params:
+            assert not torch.equal(t, ref[name]), name
+    assert state_digest(got.state_dict()) != base_digest
+    save_prior_delta(model, tmp_path / "other.pt", "f" * 64, PRIOR_PARTS)
+    with pytest.raises(WeightsError, match="refits"):
+        load_with_delta(tmp_path / "base.pt", base_digest, tmp_path / "other.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a prior")
+    with pytest.raises(WeightsError, match="damaged"):
+        load_with_delta(tmp_path / "base.pt", base_digest, tmp_path / "bad.pt")

@@ -38,9 +38,10 @@ from .errors import CodecError, CorruptStreamError, WeightsMismatchError
 from .format import SYMBOL_ORDER, TileHeader, TileString, pack, read_header, unpack
 from .precision import Transforms, resolve_precision, weight_dtype
 from .refine import refine_latents
-from .weights import load_checkpoint, shipped_path, state_digest, untrained
+from .weights import load_checkpoint, load_shipped, state_digest, untrained
 
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
+Sides = tuple[int, int, int, int]  # latent pixels of context present: top, bottom, left, right
 MAX_DECODE_PIXELS = 4096 * 4096  # bounds what a header can make the decoder allocate
 REFINE_LR = 5e-3
 
@@ -93,13 +94,16 @@ class TileCodec:
 
     # -- public API ------------------------------------------------------------------------
     def encode(self, tiles: np.ndarray | Sequence[np.ndarray], bits: int | None = None,
-               halo: int = 0) -> list[bytes]:
+               halo: int = 0, sides: Sequence[Sides] | None = None) -> list[bytes]:
         """One self-describing string per tile.
 
         ``halo`` > 0: each array is the tile plus ``16 * halo`` pixels of its neighbours on each
         side (the tile's size a multiple of the model's factor); the analysis transform runs
-        over all of it and keeps the tile's own latent, continuous with its neighbours'."""
-        return self._encode(tiles, bits, halo=halo)[0]
+        over all of it and keeps the tile's own latent, continuous with its neighbours'.
+        ``sides``: per tile, the latent pixels of context actually present (top, bottom, left,
+        right), each 0..halo: a tile at a scene's edge has none beyond it, so the transform
+        meets the edge as it would coding the scene whole."""
+        return self._encode(tiles, bits, halo=halo, sides=sides)[0]
 
     def encode_with_reconstruction(self, tiles: np.ndarray | Sequence[np.ndarray],
                                    bits: int | None = None) -> tuple[list[bytes], list[np.ndarray]]:
@@ -125,11 +129,13 @@ class TileCodec:
                 [[latents[t][g] for g in sorted(latents[t])] for t in range(len(parsed))])
 
     def synthesize(self, headers: Sequence[TileHeader], windows: Sequence[Sequence[torch.Tensor]],
-                   halo: int) -> list[np.ndarray]:
+                   halo: int, sides: Sequence[Sides] | None = None) -> list[np.ndarray]:
         """Tiles from latent windows: ``windows[t][g]`` is band group ``g`` of tile ``t``'s latent
-        with ``halo`` latent pixels of its neighbours on each side; the synthesis runs over the
-        window and keeps the tile, so neighbouring tiles join as if decoded in one piece."""
-        k, f = int(halo), self.latent_stride
+        with ``halo`` latent pixels of its neighbours on each side (or ``sides[t]``: top, bottom,
+        left, right); the synthesis runs over the window and keeps the tile, so neighbouring
+        tiles join as if decoded in one piece."""
+        f = self.latent_stride
+        sides = list(sides) if sides is not None else [(int(halo),) * 4] * len(windows)
         jobs = [(t, g, w) for t, ws in enumerate(windows) for g, w in enumerate(ws)]
         by_shape: dict[tuple, list] = defaultdict(list)
         for job in jobs:
@@ -140,7 +146,9 @@ class TileCodec:
                 batch = group[i:i + self.batch_size]
                 x = self._synthesize(torch.stack([w for _, _, w in batch]))
                 for (t, g, _), img in zip(batch, x):
-                    images[t][g] = img[:, f * k: img.shape[1] - f * k, f * k: img.shape[2] - f * k]
+                    top, bottom, left, right = sides[t]
+                    images[t][g] = img[:, f * top: img.shape[1] - f * bottom,
+                                       f * left: img.shape[2] - f * right]
         return [self._assemble(h, images[t]) for t, h in enumerate(headers)]
 
     def _parse(self, strings: Iterable[bytes]) -> list[TileString]:
@@ -216,45 +224,53 @@ class TileCodec:
         f = self.factor
         return math.ceil(h / f) * f, math.ceil(w / f) * f
 
-    def _encode(self, tiles, bits, reconstruct: bool = False, halo: int = 0):
+    def _encode(self, tiles, bits, reconstruct: bool = False, halo: int = 0,
+                sides: Sequence[Sides] | None = None):
         tiles = [t[None] if t.ndim == 2 else t for t in _as_tiles(tiles)]
         headers, jobs = [], []
-        ctx = self.latent_stride * int(halo)
+        f = self.latent_stride
         if not 0 <= halo <= 255:
             raise CodecError(f"halo must be 0..255 latent pixels, got {halo}")
+        sides = [tuple(int(v) for v in sd) for sd in sides] if sides is not None else [(int(halo),) * 4] * len(tiles)
+        if len(sides) != len(tiles) or any(len(sd) != 4 or not all(0 <= v <= halo for v in sd)
+                                           for sd in sides):
+            raise CodecError(f"sides must give (top, bottom, left, right) context of 0..{halo} "
+                             f"latent pixels for each of the {len(tiles)} tiles")
         for t, tile in enumerate(tiles):
             if tile.ndim != 3 or 0 in tile.shape:
                 raise CodecError(f"tile {t} has shape {tile.shape}; expected non-empty C x H x W")
-            if ctx and (min(tile.shape[1:]) <= 2 * ctx
-                        or any((n - 2 * ctx) % self.factor for n in tile.shape[1:])):
+            top, bottom, left, right = sides[t]
+            inner = (tile.shape[1] - f * (top + bottom), tile.shape[2] - f * (left + right))
+            if halo and (min(inner) <= 0 or any(n % self.factor for n in inner)):
                 raise CodecError(f"tile {t} has shape {tile.shape}: with halo {halo} it must be a "
-                                 f"tile whose sides are multiples of {self.factor} plus {ctx} "
-                                 f"pixels of context on each side")
+                                 f"tile whose sides are multiples of {self.factor} plus "
+                                 f"{f} x {sides[t]} pixels of context (top, bottom, left, right)")
             if tile.shape[2] <= 4 < tile.shape[0] and tile.shape[0] >= 4 * tile.shape[2]:
                 raise CodecError(f"tile {t} has shape {tile.shape}: that looks like H x W x C (an "
                                  f"image array); the codec takes C x H x W, e.g. "
                                  f"tile.transpose(2, 0, 1)")
             b = self._bits(tile, bits)
-            c, h, w = tile.shape[0], tile.shape[1] - 2 * ctx, tile.shape[2] - 2 * ctx
+            c, (h, w) = tile.shape[0], inner
             if max(h, w) > 65535 or c > 65535:
                 raise CodecError(f"tile {t} is too large ({tile.shape}); cut the scene into tiles")
             ph, pw = self._padded(h, w)
             headers.append(TileHeader(self.arch, bytes.fromhex(self.digest[:16]), self.quality,
                                       tile.dtype, b, c, h, w, ph, pw, halo=int(halo)))
             for g, idx in enumerate(self._groups(c)):
-                jobs.append((t, g, (tile, idx, 2 ** b - 1)))  # scaled per batch, not all at once
+                jobs.append((t, g, (tile, idx, 2 ** b - 1, sides[t])))  # scaled per batch
         streams, recon = self._run_encode(jobs, headers, reconstruct)
         strings = [pack(TileString(headers[t], streams[t])) for t in range(len(tiles))]
         if not reconstruct:
             return strings, None
         return strings, [self._assemble(headers[t], recon[t]) for t in range(len(tiles))]
 
-    def _batches(self, jobs, headers):
-        """Jobs grouped by padded size and format version (one latent shape and symbol order)."""
+    def _batches(self, jobs, headers, context: bool = False):
+        """Jobs grouped by padded size and format version (one latent shape and symbol order),
+        with ``context`` also by the context present on each side (one window shape)."""
         by_size = defaultdict(list)
         for job in jobs:
             h = headers[job[0]]
-            by_size[(h.pad_h, h.pad_w, h.version, h.halo)].append(job)
+            by_size[(h.pad_h, h.pad_w, h.version, job[2][3] if context else h.halo)].append(job)
         for key, group in by_size.items():
             for i in range(0, len(group), self.batch_size):
                 yield key, group[i:i + self.batch_size]
@@ -265,20 +281,19 @@ class TileCodec:
         recon: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
         order = {(t, g): i for i, (t, g, _) in enumerate(jobs)}
         out_streams: dict[tuple[int, int], list[bytes]] = {}
-        for (ph, pw, _, _), batch in self._batches(jobs, headers):
+        f = self.latent_stride
+        for (ph, pw, _, (top, bottom, left, right)), batch in self._batches(jobs, headers, True):
             # each tile padded on its own: tiles of different sizes share a padded size
-            k = headers[batch[0][0]].halo
-            ctx = self.latent_stride * k
+            full_h, full_w = ph + f * (top + bottom), pw + f * (left + right)
             x = torch.stack([
                 F.pad(torch.from_numpy(tile[idx].astype(np.float64) / peak)[None],
-                      (0, pw + 2 * ctx - tile.shape[2], 0, ph + 2 * ctx - tile.shape[1]),
-                      mode="replicate")[0]
-                for _, _, (tile, idx, peak) in batch])
+                      (0, full_w - tile.shape[2], 0, full_h - tile.shape[1]), mode="replicate")[0]
+                for _, _, (tile, idx, peak, _) in batch])
             x = x.to(self.device, self.dtype)
             y = self.transforms(self.model.g_a, x)
-            if k:  # the tile's own latent, computed with its neighbours' pixels in view
-                y = y[..., k:y.shape[-2] - k, k:y.shape[-1] - k].contiguous()
-                x = x[..., ctx:x.shape[-2] - ctx, ctx:x.shape[-1] - ctx]
+            if top or bottom or left or right:  # the tile's own latent, its neighbours in view
+                y = y[..., top:y.shape[-2] - bottom, left:y.shape[-1] - right].contiguous()
+                x = x[..., f * top:x.shape[-2] - f * bottom, f * left:x.shape[-1] - f * right]
             if self.refine_steps:
                 y = self._refine(x, y, [headers[t] for t, _, _ in batch])
             s, y_hat = self.coder.encode(y)
@@ -339,16 +354,19 @@ class TileCodec:
 
 def load_codec(arch: str = "mgssnet", quality: int | None = None, pretrained: bool = True,
                device: str = "cpu", checkpoint: str | None = None, precision: str = "auto",
-               batch_size: int = 16, refine_steps: int = 0, **config: Any) -> TileCodec:
+               batch_size: int = 16, refine_steps: int = 0, halo_prior: bool = False,
+               digest: str | None = None, **config: Any) -> TileCodec:
     """A :class:`TileCodec` from a checkpoint file, the shipped weights at ``quality``, or (with
     ``pretrained=False``) the architecture's fixed-seed initialisation built from ``config``;
-    ``refine_steps`` > 0 turns on encoder-side latent refinement (module docstring)."""
+    ``refine_steps`` > 0 turns on encoder-side latent refinement (module docstring).
+    ``halo_prior``: the quality's entropy half refitted for halo-coded tiles, where one ships
+    (:func:`~geocompress.codec.weights.load_shipped`); ``digest`` (a store's) picks whichever
+    shipped weights of that quality have it."""
     if checkpoint is not None:
         model = load_checkpoint(checkpoint)
         q = int(quality or getattr(model, "meta", {}).get("quality", 0))
     elif pretrained:
-        path, q, digest = shipped_path(arch, quality)
-        model = load_checkpoint(path, expected_digest=digest)
+        model, q = load_shipped(arch, quality, halo_prior=halo_prior, digest=digest)
     else:
         model, q = untrained(arch, **config), 0
     return TileCodec(model, quality=q, device=device, precision=precision, batch_size=batch_size,

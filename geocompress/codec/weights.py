@@ -149,3 +149,83 @@ def shipped_path(arch: str, quality: int | None) -> tuple[Path, int, str]:
     entry = index["qualities"][str(quality)]
     path = Path(str(resources.files("geocompress") / "weights" / entry["file"]))
     return path, quality, entry["digest"]
+
+
+# -- halo priors (issue 26): a shipped quality's entropy half refitted for halo-coded tiles ------
+def save_prior_delta(model: torch.nn.Module, path: str | Path, base_digest: str,
+                     parts: tuple[str, ...], meta: dict | None = None) -> None:
+    """Only the tensors under ``parts`` (fp16 where exact, as :func:`save_checkpoint`) plus the
+    digest of the checkpoint they replace them in: a few MB beside the 10 MB base. The combined
+    digest is what :func:`load_with_delta` then loads."""
+    model.update(force=True)
+    params = {name for name, _ in model.named_parameters()}
+    sd = {k: (v.half() if _half_ok(k in params, v) else v).cpu()
+          for k, v in model.state_dict().items() if k.startswith(parts)}
+    delta = {"arch": model.arch, "base_digest": base_digest, "parts": list(parts),
+             "state_dict": sd, "meta": dict(meta or {})}
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(delta, tmp)
+    tmp.replace(path)
+
+
+def load_with_delta(base: str | Path, base_digest: str, delta: str | Path,
+                    expected_digest: str | None = None) -> torch.nn.Module:
+    """The base checkpoint with a prior delta's tensors in place (digests of both checked)."""
+    model = load_checkpoint(base, expected_digest=base_digest)
+    delta = Path(delta)
+    if not delta.is_file():
+        raise WeightsError(f"prior file {delta} does not exist")
+    try:
+        d = torch.load(delta, map_location="cpu", weights_only=True)
+        sd = _loaded_state(d["state_dict"])
+        if d["base_digest"] != base_digest or d["arch"] != model.arch:
+            raise WeightsError(f"{delta} refits {d['arch']} weights {d['base_digest'][:16]}, not "
+                               f"{model.arch} {base_digest[:16]}")
+        eb = model.entropy_bottleneck
+        for name in ("_quantized_cdf", "_offset", "_cdf_length"):  # CDF tables change length
+            key = f"entropy_bottleneck.{name}"
+            if key in sd:
+                getattr(eb, name).resize_(sd[key].shape)
+        state = model.state_dict()
+        unknown = sorted(set(sd) - set(state))
+        if unknown:
+            raise WeightsError(f"{delta} holds tensors the model lacks: {unknown[:3]}")
+        state.update(sd)
+        model.load_state_dict(state)
+    except WeightsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure here means a damaged file
+        raise WeightsError(f"prior file {delta} is damaged or not a geocompress prior: "
+                           f"{type(e).__name__}: {e}") from e
+    if expected_digest is not None:
+        got = state_digest(model.state_dict())
+        if got != expected_digest:
+            raise WeightsError(f"weights from {delta} have digest {got[:16]}, the catalog says "
+                               f"{expected_digest[:16]}: the file is damaged or was replaced")
+    model.meta = {**getattr(model, "meta", {}), **d.get("meta", {})}  # type: ignore[attr-defined]
+    return model
+
+
+def shipped_halo_prior(arch: str, quality: int) -> tuple[Path, str] | None:
+    """Path and combined digest of the halo prior shipped for ``arch`` at ``quality``, if any."""
+    entry = shipped_index().get(arch, {}).get("qualities", {}).get(str(quality), {}).get("halo_prior")
+    if not entry:
+        return None
+    return Path(str(resources.files("geocompress") / "weights" / entry["file"])), entry["digest"]
+
+
+def load_shipped(arch: str, quality: int | None, halo_prior: bool = False,
+                 digest: str | None = None) -> tuple[torch.nn.Module, int]:
+    """Shipped weights of ``arch`` at ``quality``: the base, or with ``halo_prior`` its halo
+    prior where one ships. ``digest`` (a store's) picks whichever of the two has it."""
+    path, q, base_digest = shipped_path(arch, quality)
+    prior = shipped_halo_prior(arch, q)
+    if digest is not None:
+        if digest == base_digest:
+            halo_prior = False
+        elif prior is not None and digest == prior[1]:
+            halo_prior = True
+    if halo_prior and prior is not None:
+        return load_with_delta(path, base_digest, prior[0], expected_digest=prior[1]), q
+    return load_checkpoint(path, expected_digest=base_digest), q

@@ -589,6 +589,7 @@ def _budget_section(budget: dict[str, Any], rows: list[dict[str, Any]], labels: 
                     learned: list[LearnedSpec]) -> list[str]:
     """The one training protocol, and what each model cost under it."""
     pr = budget.get("protocol", {})
+    hw = pr.get("machine", {})
     lams = ", ".join(f"{v:g}" for v in pr.get("lambdas", []))
     L = ["## Training budget", "",
          f"Every learned codec but the shipped MGSSNet weights was trained by the same protocol "
@@ -600,7 +601,8 @@ def _budget_section(budget: dict[str, Any], rows: list[dict[str, Any]], labels: 
          f"base state: **{pr.get('base_steps', 0) + pr.get('branch_steps', 0)} steps behind every "
          f"checkpoint, {pr.get('base_steps', 0) + len(pr.get('lambdas', [])) * pr.get('branch_steps', 0)} "
          f"per model**, widths N=64 / M=96 for all (cheng2020-attn N=64). Two single-threaded runs "
-         f"side by side on the 2-core CPU, per-layer bf16 mixed precision. This is a short budget: the "
+         f"side by side on the 2-core CPU ({hw.get('cpu', 'CPU')}, {hw.get('cpu_capability', '')}), "
+         f"{hw.get('precision', 'per-layer bf16 mixed')} precision. This is a short budget: the "
          f"shipped MGSSNet weights had ~30,000 steps; the verdicts below are verdicts *at this budget*.",
          "", "Training wall time is each model's own (base + its three branches), two runs sharing the "
          "2 cores (and at times the evaluation beside them), so compare it between models only roughly; "

@@ -296,26 +296,31 @@ class SceneReader:
         valid[:h, :w] = mask
         return np.ascontiguousarray(pixels), valid
 
-    def read_context(self, grid: TileGrid, row: int, col: int, context: int) -> np.ndarray:
+    def read_context(self, grid: TileGrid, row: int, col: int, context: int,
+                     sides: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """The tile with ``context`` pixels of its neighbours on each side (see _read_context)."""
-        return _read_context(self, grid, row, col, context)
+        return _read_context(self, grid, row, col, context, sides)
 
 
-def _read_context(reader: "SceneReader", grid: TileGrid, row: int, col: int, context: int) -> np.ndarray:
-    """The tile plus ``context`` pixels on each side, (C, tile + 2c, tile + 2c): the part inside
-    the scene read by window, the rest by edge replication, so that the whole scene behaves as
-    if edge-replicated beyond its borders (as :meth:`SceneReader.read_tile` pads edge tiles)."""
-    t, c = grid.tile, int(context)
-    y0, x0 = row * grid.step - c, col * grid.step - c
+def _read_context(reader: "SceneReader", grid: TileGrid, row: int, col: int, context: int,
+                  sides: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The tile plus ``context`` pixels on each side (or ``sides``: top, bottom, left, right),
+    (C, tile + top + bottom, tile + left + right): the part inside the scene read by window, the
+    rest by edge replication, so that the whole scene behaves as if edge-replicated beyond its
+    borders (as :meth:`SceneReader.read_tile` pads edge tiles)."""
+    t = grid.tile
+    top, bottom, left, right = sides if sides is not None else (int(context),) * 4
+    y0, x0 = row * grid.step - top, col * grid.step - left
+    y1, x1 = row * grid.step + t + bottom, col * grid.step + t + right
     ya, xa = max(0, y0), max(0, x0)
-    yb, xb = min(grid.height, y0 + t + 2 * c), min(grid.width, x0 + t + 2 * c)
+    yb, xb = min(grid.height, y1), min(grid.width, x1)
     win = Window(xa, ya, xb - xa, yb - ya)
     parts = []
     for b in range(1, reader.count + 1):
         i, local = reader._band_map[b - 1]
         parts.append(reader.datasets[i].read(local, window=win))
     data = np.stack(parts)
-    pad = ((0, 0), (ya - y0, y0 + t + 2 * c - yb), (xa - x0, x0 + t + 2 * c - xb))
+    pad = ((0, 0), (ya - y0, y1 - yb), (xa - x0, x1 - xb))
     return np.ascontiguousarray(np.pad(data, pad, mode="edge"))
 
 

@@ -27,6 +27,7 @@ from ..geo.errors import SceneReadError
 from ..geo.source import SceneInfo
 from ..store import TileStore
 from ..store.stac import write_stac_item
+from .halo import grid_sides, store_edges
 from .cluster import dask_client, default_torch_threads
 from .workers import CodecSpec, encode_mask, get_codec
 
@@ -79,6 +80,8 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
     codec = get_codec(CodecSpec(**spec))
     halo = int(ts.codec_meta["config"].get("halo", 0))
     context = codec.latent_stride * halo
+    edges = store_edges(ts.codec_meta["config"])
+    sides_kept: list[tuple[int, int, int, int]] = []
     shape = (rows[1] - rows[0], cols[1] - cols[0])
     status = np.zeros(shape, np.uint8)
     strings = np.full(shape, None, dtype=object)
@@ -116,10 +119,15 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
                     continue
                 kept.append((i, j))
                 # with a halo the encoder also sees its neighbours' pixels (issue 26)
-                pixels_kept.append(reader.read_context(grid, r, c, context) if halo else pixels)
+                sd = (grid_sides(grid, r, c, halo) if edges == "truncate" else (halo,) * 4)
+                sides_kept.append(sd)
+                pixels_kept.append(reader.read_context(grid, r, c, context,
+                                                       tuple(codec.latent_stride * v for v in sd))
+                                   if halo else pixels)
     n = max(1, codec.batch_size)
     for k in range(0, len(kept), n):  # batch by batch: the float copies never coexist
-        for (i, j), s in zip(kept[k:k + n], codec.encode(pixels_kept[k:k + n], bits=bits, halo=halo)):
+        got = codec.encode(pixels_kept[k:k + n], bits=bits, halo=halo, sides=sides_kept[k:k + n])
+        for (i, j), s in zip(kept[k:k + n], got):
             strings[i, j] = s
     return {"rows": rows, "cols": cols, "status": status, "strings": strings, "masks": masks,
             "constants": constants, "raw": raw}
@@ -252,7 +260,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     scene = open_scene(source)
     tile_filter = tile_filter or TileFilter()
     codec = load_codec(arch, quality=quality, pretrained=pretrained, checkpoint=checkpoint,
-                       precision=precision, refine_steps=refine_steps, **(model_config or {}))
+                       precision=precision, refine_steps=refine_steps, halo_prior=bool(halo),
+                       **(model_config or {}))
     grid = scene.grid(tile)
     if halo and grid.step != grid.tile:
         raise ValueError("halo needs non-overlapping tiles (stride == tile)")
@@ -306,6 +315,7 @@ def _codec_meta(codec, bits: int, filter_cfg: dict, halo: int = 0) -> dict:
     config = {"model": dict(codec.config), "bits": int(bits), "filter": filter_cfg}
     if halo:  # only when on: stores written without it stay resumable as they were
         config["halo"] = int(halo)
+        config["halo_edges"] = "truncate"  # geocompress.scene.halo
     if codec.refine_steps:  # only when on: stores written without it stay resumable as they were
         config["refine_steps"] = codec.refine_steps
     return {"model": codec.arch, "weights_digest": codec.digest, "quality": codec.quality, "config": config}

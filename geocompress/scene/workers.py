@@ -87,7 +87,8 @@ def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
     if spec.checkpoint:
         codec = load_codec(checkpoint=spec.checkpoint, **common)
     elif spec.quality:
-        codec = load_codec(spec.arch, quality=spec.quality, pretrained=True, **common)
+        codec = load_codec(spec.arch, quality=spec.quality, pretrained=True, digest=spec.digest,
+                           **common)
     else:
         codec = load_codec(spec.arch, pretrained=False, **common, **spec.model_config)
     if codec.digest != spec.digest:

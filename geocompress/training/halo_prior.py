@@ -1,0 +1,136 @@
+"""Fit a model's entropy half to latents computed with a halo, transforms frozen (issue 26).
+
+Trained on isolated crops, the hyperprior and the context model learn that a latent at a tile's
+edge is an *edge* latent (the analysis transform saw zero padding there). A tile encoded with a
+halo has interior latents at its edges, continuous with its neighbours', and the prior mispredicts
+them: the first latent row costs several times the others, and the rounding around mispredicted
+means costs PSNR too (``benchmarks/latent_locality.py``; figures in ``catalogs/seams.md``).
+
+The analysis transform is local (a tile's latent with two latent pixels of context is within a
+fraction of a percent of the scene's), so interior latents of any tile are windows of a larger
+latent map. This module computes such maps once per training tile with the frozen ``g_a`` and
+fits ``h_a``, ``h_s``, the context model, the entropy parameters and the factorized prior to the
+rate of windows cut out of them (R only: the transforms, hence the distortion at equal means,
+do not change). No ``g_s`` and no backward through ``g_a``: a step costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+# the tensors this fit changes; everything else of a checkpoint stays bit for bit
+PRIOR_PARTS = ("h_a.", "h_s.", "context_prediction.", "entropy_parameters.", "entropy_bottleneck.")
+MARGIN = 2  # latent pixels between a window and the map's edge (the latent is local beyond 2)
+
+
+@dataclass(frozen=True)
+class HaloPriorConfig:
+    steps: int = 2000
+    batch: int = 16
+    sizes: tuple[int, ...] = (8, 12)  # window sides in latent pixels (tiles of 128 and 192 px)
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    seed: int = 0
+    val_every: int = 250
+
+
+def interior_latents(model: torch.nn.Module, tiles: np.ndarray, batch: int = 8,
+                     flips: bool = True) -> torch.Tensor:
+    """``g_a`` of each ``3 x T x T`` uint8 tile (and of its transpose, with ``flips``), float32."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(tiles), batch):
+            x = torch.from_numpy(np.asarray(tiles[i:i + batch], dtype=np.float32) / 255.0)
+            out.append(model.g_a(x))
+            if flips:
+                out.append(model.g_a(x.transpose(-1, -2).flip(-1).contiguous()))
+    return torch.cat(out)
+
+
+def windows(latents: torch.Tensor, size: int, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """``n`` random ``size x size`` windows at least :data:`MARGIN` from the maps' edges."""
+    hi = latents.shape[-1] - MARGIN - size
+    if hi < MARGIN:
+        raise ValueError(f"latent maps of {latents.shape[-1]} have no {size} x {size} interior window")
+    idx = rng.integers(0, len(latents), n)
+    r = rng.integers(MARGIN, hi + 1, n)
+    c = rng.integers(MARGIN, hi + 1, n)
+    return torch.stack([latents[i, :, a:a + size, b:b + size] for i, a, b in zip(idx, r, c)])
+
+
+def rate_bpp(model: torch.nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """Bits per pixel of windows ``y`` coded as tiles: hyper-latent plus latent under the joint
+    prior (noise in training mode, rounding in eval mode, as CompressAI's forward)."""
+    z = model.h_a(y)
+    z_hat, z_lik = model.entropy_bottleneck(z)
+    params = model.h_s(z_hat)
+    y_hat = model.gaussian_conditional.quantize(y, "noise" if model.training else "dequantize")
+    ctx = model.context_prediction(y_hat)
+    scales, means = model.entropy_parameters(torch.cat((params, ctx), 1)).chunk(2, 1)
+    _, y_lik = model.gaussian_conditional(y, scales, means=means)
+    pixels = y.shape[0] * (16 * y.shape[-2]) * (16 * y.shape[-1])
+    return (-torch.log2(y_lik).sum() - torch.log2(z_lik).sum()) / pixels
+
+
+def prior_parameters(model: torch.nn.Module) -> tuple[list, list]:
+    """(main, aux) parameters of the fit; the transforms get no gradient."""
+    main, aux = [], []
+    for name, p in model.named_parameters():
+        if not name.startswith(PRIOR_PARTS):
+            p.requires_grad_(False)
+        elif name.endswith("quantiles"):
+            aux.append(p)
+        else:
+            main.append(p)
+    return main, aux
+
+
+def fit_halo_prior(model: torch.nn.Module, train: torch.Tensor, val: torch.Tensor,
+                   cfg: HaloPriorConfig = HaloPriorConfig(),
+                   log: Callable[[str], None] = print) -> list[dict]:
+    """Fit the prior of ``model`` in place to windows of ``train`` maps; returns the validation
+    history (bpp of fixed ``val`` windows, eval mode, every ``cfg.val_every`` steps)."""
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    vrng = np.random.default_rng(cfg.seed + 1)
+    fixed = {s: windows(val, s, 64, vrng) for s in cfg.sizes}
+    main, aux = prior_parameters(model)
+    opt = torch.optim.Adam(main, lr=cfg.lr)
+    aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
+    history: list[dict] = []
+
+    def validate(step: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            row = {"step": step, **{f"val_bpp_{s}": float(rate_bpp(model, w)) for s, w in fixed.items()}}
+        history.append(row)
+        log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "step"))
+        model.train()
+
+    validate(0)
+    model.train()
+    for step in range(1, cfg.steps + 1):
+        y = windows(train, cfg.sizes[step % len(cfg.sizes)], cfg.batch, rng)
+        loss = rate_bpp(model, y)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(main, 1.0)
+        opt.step()
+        aux_loss = model.aux_loss()
+        aux_opt.zero_grad()
+        aux_loss.backward()
+        aux_opt.step()
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"rate became {float(loss.detach())} at step {step}")
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            validate(step)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.update(force=True)
+    return history
