@@ -140,3 +140,42 @@ def test_a_prior_file_replaces_only_its_tensors_and_checks_its_base(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a prior")
     with pytest.raises(WeightsError, match="damaged"):
         load_with_delta(tmp_path / "base.pt", base_digest, tmp_path / "bad.pt")
+
+
+def test_auto_halo_uses_the_shipped_halo_prior_and_decodes_by_digest(tmp_path):
+    """Default (``auto``): halo 2 where the quality ships a halo prior, else 0; the store records
+    the prior's digest and decodes with it; a resumed store keeps its own halo."""
+    from geocompress.codec.weights import shipped_halo_prior, shipped_index
+    from geocompress.scene.halo import DEFAULT_HALO, resolve_halo
+
+    qualities = shipped_index().get("mgssnet", {}).get("qualities", {})
+    with_prior = [int(q) for q, e in qualities.items() if e.get("halo_prior")]
+    without = [int(q) for q, e in qualities.items() if not e.get("halo_prior")]
+    if not with_prior:
+        pytest.skip("no halo prior shipped")
+    q = with_prior[0]
+    assert resolve_halo("auto", "mgssnet", q, True, None) == DEFAULT_HALO
+    assert resolve_halo("auto", "mgssnet", q, True, "x.pt") == 0
+    assert resolve_halo("auto", "mgssnet", q, True, None, stored=0) == 0
+    assert resolve_halo("3", "mgssnet", q, True, None) == 3
+    if without:
+        assert resolve_halo("auto", "mgssnet", without[0], True, None) == 0
+    with pytest.raises(ValueError, match="halo"):
+        resolve_halo(-1, "mgssnet", q, True, None)
+
+    data = natural_tile(128, 192, seed=21)
+    src = write_scene(tmp_path / "s.tif", data)
+    store = tmp_path / "auto.zarr"
+    compress_scene(src, store, quality=q, tile=64, processes=False, progress=False)
+    ts = TileStore.open(store)
+    assert store_info(store)["halo"] == DEFAULT_HALO
+    assert ts.codec_meta["weights_digest"] == shipped_halo_prior("mgssnet", q)[1]
+    alone = tmp_path / "alone.zarr"
+    compress_scene(src, alone, quality=q, tile=64, processes=False, progress=False, halo=0)
+    psnr = {}
+    for name, st in (("halo", store), ("alone", alone)):
+        out = decompress_scene(st, tmp_path / f"{name}.tif", processes=False, progress=False, cog=False)
+        with rasterio.open(out) as f:
+            psnr[name] = 10 * np.log10(255 ** 2 / np.mean((f.read().astype(float) - data) ** 2))
+    assert psnr["halo"] > psnr["alone"] - 0.3, psnr  # the prior's decoder is the same synthesis
+    compress_scene(src, store, quality=q, tile=64, processes=False, progress=False)  # resumes

@@ -27,13 +27,12 @@ from ..geo.errors import SceneReadError
 from ..geo.source import SceneInfo
 from ..store import TileStore
 from ..store.stac import write_stac_item
-from .halo import grid_sides, store_edges
+from .halo import grid_sides, resolve_halo, store_edges
 from .cluster import dask_client, default_torch_threads
 from .workers import CodecSpec, encode_mask, get_codec
 
 PathLike = str | Path
 GDAL_CACHE_MB = 64
-DEFAULT_HALO = 0  # latent pixels of neighbour context (see compress_scene)
 
 
 @dataclass
@@ -241,7 +240,7 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                    overwrite: bool = False, progress: bool = True, gpu: bool = False,
                    torch_threads: int | None = None, on_block: Callable[[int], None] | None = None,
                    refine_steps: int = 0, tiles_per_task: int = 4,
-                   halo: int = DEFAULT_HALO) -> CompressResult:
+                   halo: int | str = "auto") -> CompressResult:
     """Compress ``source`` (a GeoTIFF, or a list of single-band files of one grid) into ``store``.
 
     ``refine_steps`` > 0 refines each tile's latent at encode time (:mod:`geocompress.codec.refine`):
@@ -250,8 +249,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     a store decodes in any mode. Each task encodes ``tiles_per_task`` tiles; one write task per
     shard block writes them once all its parts are done. ``halo`` (latent pixels; 0 = every
     tile coded alone) gives the encoder that much of each tile's neighbourhood and the decoder
-    the same ring of neighbouring latents, so that tile borders do not show (issue 26;
-    measured in ``catalogs/seams.md``).
+    the same ring of neighbouring latents, so that tile borders do not show; ``"auto"``: see
+    :func:`geocompress.scene.halo.resolve_halo` (``catalogs/halo.md``, ``catalogs/seams.md``).
 
     Rerunning with the same arguments resumes an interrupted run; a store written with other
     weights, quality, source or settings is refused unless ``overwrite``.
@@ -259,6 +258,9 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     t0 = time.perf_counter()
     scene = open_scene(source)
     tile_filter = tile_filter or TileFilter()
+    store = Path(store)
+    halo = resolve_halo(halo, arch, quality, pretrained, checkpoint,
+                        stored=_stored_halo(store) if store.exists() and not overwrite else None)
     codec = load_codec(arch, quality=quality, pretrained=pretrained, checkpoint=checkpoint,
                        precision=precision, refine_steps=refine_steps, halo_prior=bool(halo),
                        **(model_config or {}))
@@ -309,6 +311,14 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                           tile_bytes=ts.nbytes_tiles(), blocks_done=len(pending),
                           blocks_resumed=len(all_blocks) - len(pending),
                           seconds=time.perf_counter() - t0, bits=used_bits)
+
+
+def _stored_halo(store: Path) -> int | None:
+    """The halo of a store being resumed (None if it is not a readable store)."""
+    try:
+        return int(TileStore.open(store, "r").codec_meta["config"].get("halo", 0))
+    except Exception:  # noqa: BLE001 - not a store: creating it reports the problem
+        return None
 
 
 def _codec_meta(codec, bits: int, filter_cfg: dict, halo: int = 0) -> dict:

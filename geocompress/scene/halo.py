@@ -41,3 +41,30 @@ def store_edges(config: dict) -> str:
     if edges not in EDGES:
         raise ValueError(f"store has halo_edges={edges!r}; this version knows {EDGES}")
     return edges
+
+
+DEFAULT_HALO = 2  # latent pixels: the latent is the scene's to 0.4 % beyond 2 (catalogs/halo.md)
+
+
+def resolve_halo(halo: int | str, arch: str, quality: int | None, pretrained: bool,
+                 checkpoint: str | None, stored: int | None = None) -> int:
+    """``"auto"``: a store being resumed keeps its halo; otherwise :data:`DEFAULT_HALO` where the
+    shipped weights have a halo prior for the quality (without one a halo costs ~1.5x the bits,
+    catalogs/halo.md), else 0."""
+    if halo != "auto":
+        k = int(halo)
+        if not 0 <= k <= 255:
+            raise ValueError(f"halo must be 0..255 latent pixels or 'auto', got {halo!r}")
+        return k
+    if stored is not None:
+        return int(stored)
+    if checkpoint is not None or not pretrained:
+        return 0
+    from ..codec.errors import WeightsError
+    from ..codec.weights import shipped_halo_prior, shipped_path
+
+    try:
+        q = shipped_path(arch, quality)[1]
+    except WeightsError:
+        return 0  # load_codec names the problem
+    return DEFAULT_HALO if shipped_halo_prior(arch, q) is not None else 0
