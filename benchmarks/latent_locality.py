@@ -6,8 +6,8 @@ A halo makes tiles join only if the analysis transform is *local*: the tile's la
 the tile plus ``16 x halo`` pixels of context must approach the latent of the whole scene as the
 halo grows. For one 256 x 256 tile in the middle of a 512 x 768 scene window it prints, per halo,
 the mean |y_tile - y_scene| over the tile's latent (relative to mean |y_scene|), the rate of the
-tile's latent coded alone (bpp, hyperprior + context model per tile, as the codec does), and
-where that rate goes (first latent row vs the rest). Then decode-side halos on the tile grid
+tile's latent coded alone (bpp, hyperprior + context model per tile, as the codec does), where
+that rate goes (first latent row vs the rest), and the rate under the quality's halo prior. Then decode-side halos on the tile grid
 (PSNR and seam ratio of benchmarks/seams.py). Exit 1 when the latent is not local (relative
 difference above 5 % at the largest halo): seam-free coding by halo then needs other weights.
 """
@@ -90,13 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         px = ds.read([1, 2, 3], window=Window(0, 0, 768, 512))
     codec = geocompress.load_codec(a.arch, quality=a.quality, precision="float32")
     m = codec.model.float()
+    prior = geocompress.load_codec(a.arch, quality=a.quality, precision="float32", halo_prior=True)
+    mp = prior.model.float() if prior.digest != codec.digest else None
     x = torch.from_numpy(px.astype(np.float32) / 255)[None]
     r0, c0 = 128, 256  # the middle tile, 64 px of context on every side at halo 4
     with torch.no_grad():
         y_scene = m.g_a(x)[..., r0 // 16:r0 // 16 + 16, c0 // 16:c0 // 16 + 16]
         ref = float(y_scene.abs().mean())
         print(f"{scene.name}, {a.arch} q{a.quality}; tile at ({r0}, {c0}); mean |y_scene| {ref:.3f}")
-        print(f"{'halo':>5}{'|y-y_scene|':>13}{'relative':>10}{'bpp':>8}{'row 0 bits':>12}{'other rows':>12}")
+        print(f"{'halo':>5}{'|y-y_scene|':>13}{'relative':>10}{'bpp':>8}{'row 0 bits':>12}"
+              f"{'other rows':>12}{'bpp, halo prior':>17}")
         rel = 0.0
         for k in a.halos:
             c = 16 * k
@@ -107,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             rel = d / ref
             bits, zbits = latent_bits(m, y)
             bpp = (float(bits.sum()) + zbits) / 256 ** 2
+            hp = "none shipped"
+            if mp is not None:
+                pb, pz = latent_bits(mp, y)
+                hp = f"{(float(pb.sum()) + pz) / 256 ** 2:.4f}"
             print(f"{k:>5}{d:>13.3f}{rel:>10.1%}{bpp:>8.4f}{float(bits[0].mean()):>12.1f}"
-                  f"{float(bits[1:].mean()):>12.1f}")
+                  f"{float(bits[1:].mean()):>12.1f}{hp:>17}")
         bits, zbits = latent_bits(m, m.g_a(x))
         inner = bits[r0 // 16:r0 // 16 + 16, c0 // 16:c0 // 16 + 16]
         print(f"the scene coded whole: {float(inner.sum()) / 256 ** 2:.4f} bpp over the same tile")

@@ -47,7 +47,8 @@ def fit_one(q: int, tiles: int, cfg: HaloPriorConfig, dataset: Path) -> dict:
     out = WEIGHTS / f"mgssnet-q{q}-halo.pt"
     meta = {"halo_prior": {"base_digest": base_digest, "tiles": tiles, "maps": len(lt),
                            "steps": cfg.steps, "batch": cfg.batch, "sizes": list(cfg.sizes),
-                           "lr": cfg.lr, "dataset": dataset.name, "seed": cfg.seed}}
+                           "lr": cfg.lr, "margin": cfg.margin, "dataset": dataset.name,
+                           "seed": cfg.seed}}
     save_prior_delta(model, out, base_digest, PRIOR_PARTS, meta)
     digest = state_digest(load_with_delta(path, base_digest, out).state_dict())
     return {"quality": q, "file": out.name, "digest": digest, "bytes": out.stat().st_size,

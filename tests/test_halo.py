@@ -179,3 +179,30 @@ def test_auto_halo_uses_the_shipped_halo_prior_and_decodes_by_digest(tmp_path):
             psnr[name] = 10 * np.log10(255 ** 2 / np.mean((f.read().astype(float) - data) ** 2))
     assert psnr["halo"] > psnr["alone"] - 0.3, psnr  # the prior's decoder is the same synthesis
     compress_scene(src, store, quality=q, tile=64, processes=False, progress=False)  # resumes
+
+
+def test_fitting_a_halo_prior_lowers_its_rate_and_leaves_the_transforms():
+    import torch
+
+    from geocompress.codec.weights import untrained
+    from geocompress.training.halo_prior import (PRIOR_PARTS, HaloPriorConfig, fit_halo_prior,
+                                                 interior_latents, rate_bpp, windows)
+
+    model = untrained("mbt2018", N=16, M=24).float().eval()
+    tiles = np.stack([natural_tile(128, 128, seed=s) for s in range(4)])
+    lat = interior_latents(model, tiles)
+    assert lat.shape == (8, 24, 8, 8)  # each tile and its transpose
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    probe = windows(lat, 4, 16, np.random.default_rng(5))
+    with torch.no_grad():
+        r0 = float(rate_bpp(model, probe))
+    hist = fit_halo_prior(model, lat, lat, HaloPriorConfig(steps=60, sizes=(4,), lr=1e-3,
+                                                           val_every=30), log=lambda s: None)
+    with torch.no_grad():
+        assert float(rate_bpp(model, probe)) < r0
+    assert [h["step"] for h in hist] == [0, 30, 60]
+    for k, v in model.state_dict().items():
+        if k.startswith(("g_a.", "g_s.")):
+            assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="window"):
+        windows(lat, 8, 1, np.random.default_rng(0), margin=2)

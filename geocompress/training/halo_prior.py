@@ -10,7 +10,7 @@ The analysis transform is local (a tile's latent with two latent pixels of conte
 fraction of a percent of the scene's), so interior latents of any tile are windows of a larger
 latent map. This module computes such maps once per training tile with the frozen ``g_a`` and
 fits ``h_a``, ``h_s``, the context model, the entropy parameters and the factorized prior to the
-rate of windows cut out of them (R only: the transforms, hence the distortion at equal means,
+rate of windows cut out of them (anywhere: interior and edge latents both occur in a scene) (R only: the transforms, hence the distortion at equal means,
 do not change). No ``g_s`` and no backward through ``g_a``: a step costs milliseconds.
 """
 
@@ -25,7 +25,6 @@ import torch
 
 # the tensors this fit changes; everything else of a checkpoint stays bit for bit
 PRIOR_PARTS = ("h_a.", "h_s.", "context_prediction.", "entropy_parameters.", "entropy_bottleneck.")
-MARGIN = 2  # latent pixels between a window and the map's edge (the latent is local beyond 2)
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,9 @@ class HaloPriorConfig:
     steps: int = 2000
     batch: int = 16
     sizes: tuple[int, ...] = (8, 12)  # window sides in latent pixels (tiles of 128 and 192 px)
+    # windows anywhere in the maps, at their edges too: a tile at a scene's edge (or next to a
+    # dropped tile) has edge latents on that side, and the prior must code both kinds
+    margin: int = 0
     lr: float = 1e-4
     aux_lr: float = 1e-3
     seed: int = 0
@@ -52,14 +54,18 @@ def interior_latents(model: torch.nn.Module, tiles: np.ndarray, batch: int = 8,
     return torch.cat(out)
 
 
-def windows(latents: torch.Tensor, size: int, n: int, rng: np.random.Generator) -> torch.Tensor:
-    """``n`` random ``size x size`` windows at least :data:`MARGIN` from the maps' edges."""
-    hi = latents.shape[-1] - MARGIN - size
-    if hi < MARGIN:
-        raise ValueError(f"latent maps of {latents.shape[-1]} have no {size} x {size} interior window")
+def windows(latents: torch.Tensor, size: int, n: int, rng: np.random.Generator,
+            margin: int = 0) -> torch.Tensor:
+    """``n`` random ``size x size`` windows at least ``margin`` latent pixels from the maps'
+    edges (a window side at 0 is an edge latent, one at 2 or more an interior latent: the
+    analysis transform is local beyond 2)."""
+    hi = latents.shape[-1] - margin - size
+    if hi < margin:
+        raise ValueError(f"latent maps of {latents.shape[-1]} have no {size} x {size} window "
+                         f"{margin} from their edges")
     idx = rng.integers(0, len(latents), n)
-    r = rng.integers(MARGIN, hi + 1, n)
-    c = rng.integers(MARGIN, hi + 1, n)
+    r = rng.integers(margin, hi + 1, n)
+    c = rng.integers(margin, hi + 1, n)
     return torch.stack([latents[i, :, a:a + size, b:b + size] for i, a, b in zip(idx, r, c)])
 
 
@@ -98,7 +104,7 @@ def fit_halo_prior(model: torch.nn.Module, train: torch.Tensor, val: torch.Tenso
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     vrng = np.random.default_rng(cfg.seed + 1)
-    fixed = {s: windows(val, s, 64, vrng) for s in cfg.sizes}
+    fixed = {s: windows(val, s, 64, vrng, cfg.margin) for s in cfg.sizes}
     main, aux = prior_parameters(model)
     opt = torch.optim.Adam(main, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
@@ -115,7 +121,7 @@ def fit_halo_prior(model: torch.nn.Module, train: torch.Tensor, val: torch.Tenso
     validate(0)
     model.train()
     for step in range(1, cfg.steps + 1):
-        y = windows(train, cfg.sizes[step % len(cfg.sizes)], cfg.batch, rng)
+        y = windows(train, cfg.sizes[step % len(cfg.sizes)], cfg.batch, rng, cfg.margin)
         loss = rate_bpp(model, y)
         opt.zero_grad()
         loss.backward()
