@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
-import torch.nn.functional as F
 from rasterio.windows import Window
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -29,6 +28,7 @@ from _common import data_dir  # noqa: E402
 from seams import seam_ratio  # noqa: E402
 
 import geocompress  # noqa: E402
+from geocompress.scene.halo import latent_window  # noqa: E402
 
 SCENE = "scenes/naip_m_4709963_se_14_20200831_5m.tif"
 
@@ -53,21 +53,7 @@ def grid_decode(codec, a: np.ndarray, k: int) -> np.ndarray:
     tiles = [a[:, 256 * i:256 * i + 256, 256 * j:256 * j + 256] for i in range(R) for j in range(C)]
     heads, lats = codec.decode_latents(codec.encode(np.stack(tiles)))
     lat = {divmod(n, C): lats[n][0] for n in range(R * C)}
-    wins = []
-    for (i, j), own in lat.items():
-        lh, lw = own.shape[-2:]
-        win = F.pad(own[None], (k,) * 4, mode="replicate")[0].clone()
-        for di in (-1, 0, 1):
-            for dj in (-1, 0, 1):
-                nb = lat.get((i + di, j + dj))
-                if not k or (di, dj) == (0, 0) or nb is None:
-                    continue
-                dr = {-1: slice(0, k), 0: slice(k, k + lh), 1: slice(k + lh, 2 * k + lh)}[di]
-                dc = {-1: slice(0, k), 0: slice(k, k + lw), 1: slice(k + lw, 2 * k + lw)}[dj]
-                sr = {-1: slice(lh - k, lh), 0: slice(0, lh), 1: slice(0, k)}[di]
-                sc = {-1: slice(lw - k, lw), 0: slice(0, lw), 1: slice(0, k)}[dj]
-                win[:, dr, dc] = nb[:, sr, sc]
-        wins.append([win])
+    wins = [[latent_window(lat, i, j, k, (k, k, k, k))] for (i, j) in lat]
     out = np.zeros(a.shape, np.float64)
     for (i, j), p in zip(lat, codec.synthesize(heads, wins, k)):
         out[:, 256 * i:256 * i + 256, 256 * j:256 * j + 256] = p

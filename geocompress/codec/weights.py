@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,16 +59,37 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict | None 
     """Write an inference checkpoint (fp16 weights by default; CDF tables stay int32) and return
     the digest of the weights as they will be loaded."""
     model.update(force=True)
+    sd = _stored_state(model, half)
+    _atomic_save({"arch": model.arch, "config": dict(model.config), "state_dict": sd,
+                  "meta": dict(meta or {})}, path)
+    return state_digest(_loaded_state(sd))
+
+
+def _stored_state(model: torch.nn.Module, half: bool = True,
+                  parts: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """The state dict as files hold it (fp16 where :func:`_half_ok`), optionally only ``parts``."""
     params = {name for name, _ in model.named_parameters()}
-    sd = {k: (v.half() if half and _half_ok(k in params, v) else v).cpu()
-          for k, v in model.state_dict().items()}
-    ckpt = {"arch": model.arch, "config": dict(model.config), "state_dict": sd,
-            "meta": dict(meta or {})}
+    return {k: (v.half() if half and _half_ok(k in params, v) else v).cpu()
+            for k, v in model.state_dict().items() if parts is None or k.startswith(parts)}
+
+
+def _atomic_save(obj: dict, path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(ckpt, tmp)
+    torch.save(obj, tmp)
     tmp.replace(path)
-    return state_digest(_loaded_state(sd))
+
+
+@contextmanager
+def _damaged(path: Path, what: str, noun: str):
+    """Any failure reading ``path`` (other than a :class:`WeightsError`) as a damaged file."""
+    try:
+        yield
+    except WeightsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure here means a damaged file
+        raise WeightsError(f"{what} {path} is damaged or not a geocompress {noun}: "
+                           f"{type(e).__name__}: {e}") from e
 
 
 def _half_ok(is_param: bool, v: torch.Tensor) -> bool:
@@ -106,16 +128,11 @@ def load_checkpoint(path: str | Path, expected_digest: str | None = None) -> tor
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist")
-    try:
+    with _damaged(path, "checkpoint", "checkpoint"):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         sd = _loaded_state(ckpt["state_dict"])
         model = build(ckpt["arch"], **ckpt["config"])
         model.load_state_dict(restore_constants(model, sd))
-    except WeightsError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any failure here means a damaged checkpoint
-        raise WeightsError(f"checkpoint {path} is damaged or not a geocompress checkpoint: "
-                           f"{type(e).__name__}: {e}") from e
     if expected_digest is not None:
         got = state_digest(sd)
         if got != expected_digest:
@@ -158,15 +175,8 @@ def save_prior_delta(model: torch.nn.Module, path: str | Path, base_digest: str,
     digest of the checkpoint they replace them in: a few MB beside the 10 MB base. The combined
     digest is what :func:`load_with_delta` then loads."""
     model.update(force=True)
-    params = {name for name, _ in model.named_parameters()}
-    sd = {k: (v.half() if _half_ok(k in params, v) else v).cpu()
-          for k, v in model.state_dict().items() if k.startswith(parts)}
-    delta = {"arch": model.arch, "base_digest": base_digest, "parts": list(parts),
-             "state_dict": sd, "meta": dict(meta or {})}
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(delta, tmp)
-    tmp.replace(path)
+    _atomic_save({"arch": model.arch, "base_digest": base_digest, "parts": list(parts),
+                  "state_dict": _stored_state(model, parts=parts), "meta": dict(meta or {})}, path)
 
 
 def load_with_delta(base: str | Path, base_digest: str, delta: str | Path,
@@ -176,7 +186,7 @@ def load_with_delta(base: str | Path, base_digest: str, delta: str | Path,
     delta = Path(delta)
     if not delta.is_file():
         raise WeightsError(f"prior file {delta} does not exist")
-    try:
+    with _damaged(delta, "prior file", "prior"):
         d = torch.load(delta, map_location="cpu", weights_only=True)
         sd = _loaded_state(d["state_dict"])
         if d["base_digest"] != base_digest or d["arch"] != model.arch:
@@ -193,11 +203,6 @@ def load_with_delta(base: str | Path, base_digest: str, delta: str | Path,
             raise WeightsError(f"{delta} holds tensors the model lacks: {unknown[:3]}")
         state.update(sd)
         model.load_state_dict(state)
-    except WeightsError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any failure here means a damaged file
-        raise WeightsError(f"prior file {delta} is damaged or not a geocompress prior: "
-                           f"{type(e).__name__}: {e}") from e
     if expected_digest is not None:
         got = state_digest(model.state_dict())
         if got != expected_digest:

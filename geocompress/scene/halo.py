@@ -15,10 +15,15 @@ edge replication of the window itself: it is two latent pixels square and outsid
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ..codec.tile_codec import Sides
 from ..geo.grid import TileGrid
 
+if TYPE_CHECKING:
+    import torch
+
 EDGES = ("truncate", "replicate")
-Sides = tuple[int, int, int, int]  # latent pixels of context: top, bottom, left, right
 
 
 def grid_sides(grid: TileGrid, row: int, col: int, halo: int) -> Sides:
@@ -68,3 +73,27 @@ def resolve_halo(halo: int | str, arch: str, quality: int | None, pretrained: bo
     except WeightsError:
         return 0  # load_codec names the problem
     return DEFAULT_HALO if shipped_halo_prior(arch, q) is not None else 0
+
+
+def latent_window(latents: dict[tuple[int, int], "torch.Tensor"], row: int, col: int, halo: int,
+                  sides: Sides) -> "torch.Tensor":
+    """Tile (row, col)'s latent (``M x h x w``) framed by ``halo`` latent pixels of each
+    neighbour in ``latents`` (same shape only), cut to ``sides``; what no neighbour covers is the
+    edge replication of the window."""
+    import torch.nn.functional as F
+
+    own = latents[(row, col)]
+    k, (lh, lw) = int(halo), own.shape[-2:]
+    win = F.pad(own[None], (k, k, k, k), mode="replicate")[0].clone()
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            nb = latents.get((row + di, col + dj))
+            if (di, dj) == (0, 0) or nb is None or nb.shape != own.shape or not k:
+                continue
+            dst_r = {-1: slice(0, k), 0: slice(k, k + lh), 1: slice(k + lh, 2 * k + lh)}[di]
+            dst_c = {-1: slice(0, k), 0: slice(k, k + lw), 1: slice(k + lw, 2 * k + lw)}[dj]
+            src_r = {-1: slice(lh - k, lh), 0: slice(0, lh), 1: slice(0, k)}[di]
+            src_c = {-1: slice(lw - k, lw), 0: slice(0, lw), 1: slice(0, k)}[dj]
+            win[:, dst_r, dst_c] = nb[:, src_r, src_c]
+    top, bottom, left, right = sides  # the window ends where there is nothing to join
+    return win[:, k - top: win.shape[1] - (k - bottom), k - left: win.shape[2] - (k - right)].contiguous()

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..geo import TileStatus
 from ..store import StoreError, StoreIntegrityError, TileStore
 from .cluster import dask_client
-from .halo import latent_sides, store_edges
+from .halo import latent_sides, latent_window, store_edges
 from .output import OutputSpec, cast_pixels, check_validity, publish, target_dtype, warn_clipped
 from .workers import CodecSpec, build_codec, get_codec
 
@@ -126,7 +126,6 @@ def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list
     :mod:`geocompress.scene.halo`. Each tile's pixels depend only on its 3 x 3 neighbourhood of
     strings, so a region decodes to the crop of the full scene's decode."""
     import torch
-    import torch.nn.functional as F
 
     grid = ts.grid
     truncate = store_edges(ts.codec_meta["config"]) == "truncate"
@@ -142,28 +141,11 @@ def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list
     for i, j in todo:
         ri, rj = i + rows.start - rr.start, j + cols.start - cc.start
         own0 = latent[(ri, rj)][0]
-        has = {(ri + di, rj + dj): (ri + di, rj + dj) in latent
-               and latent[(ri + di, rj + dj)][0].shape == own0.shape
-               for di in (-1, 0, 1) for dj in (-1, 0, 1)}
+        has = {key: key in latent and latent[key][0].shape == own0.shape
+               for key in ((ri + di, rj + dj) for di in (-1, 0, 1) for dj in (-1, 0, 1))}
         sd = latent_sides(has, ri, rj, k) if truncate else (k, k, k, k)
-        groups = []
-        for g, own in enumerate(latent[(ri, rj)]):
-            lh, lw = own.shape[-2:]
-            win = F.pad(own[None], (k, k, k, k), mode="replicate")[0].clone()
-            for di in (-1, 0, 1):
-                for dj in (-1, 0, 1):
-                    if (di, dj) == (0, 0) or not has[(ri + di, rj + dj)]:
-                        continue
-                    nb = latent[(ri + di, rj + dj)]
-                    dst_r = {-1: slice(0, k), 0: slice(k, k + lh), 1: slice(k + lh, 2 * k + lh)}[di]
-                    dst_c = {-1: slice(0, k), 0: slice(k, k + lw), 1: slice(k + lw, 2 * k + lw)}[dj]
-                    src_r = {-1: slice(lh - k, lh), 0: slice(0, lh), 1: slice(0, k)}[di]
-                    src_c = {-1: slice(lw - k, lw), 0: slice(0, lw), 1: slice(0, k)}[dj]
-                    win[:, dst_r, dst_c] = nb[g][:, src_r, src_c]
-            top, bottom, left, right = sd  # the window ends where there is nothing to join
-            groups.append(win[:, k - top: win.shape[1] - (k - bottom),
-                              k - left: win.shape[2] - (k - right)].contiguous())
-        windows.append(groups)
+        windows.append([latent_window({key: latent[key][g] for key in has if has[key]}, ri, rj, k, sd)
+                        for g in range(len(latent[(ri, rj)]))])
         sides.append(sd)
         todo_headers.append(head[(ri, rj)])
     with torch.no_grad():
