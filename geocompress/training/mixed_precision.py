@@ -24,21 +24,37 @@ def keep_float32(module: torch.nn.Module) -> bool:
     return isinstance(module, torch.nn.Conv2d) and module.groups > 1
 
 
-def _float32_layers(model: torch.nn.Module, device_type: str) -> None:
-    """Run the :func:`keep_float32` layers outside autocast, on float32 inputs."""
-    for m in model.modules():
-        if keep_float32(m) and not getattr(m, "_geocompress_fp32", False):
-            fwd = m.forward
+def prepare_layers(model: torch.nn.Module, device_type: str, amp: bool) -> None:
+    """Per-layer training setup: with ``amp`` the :func:`keep_float32` layers run outside autocast
+    on float32 inputs; on CPU, depthwise convolutions take the native weight gradient
+    (:mod:`.depthwise`) and SSIF-AM's max pooling the native kernels (:mod:`.max_pool`) in
+    either mode."""
+    from . import depthwise, max_pool
 
-            @functools.wraps(fwd)
+    for m in model.modules():
+        if getattr(m, "_geocompress_prepared", False):
+            continue
+        cpu = device_type == "cpu"
+        if cpu and depthwise.eligible(m):
+            fwd = lambda x, _m=m: depthwise.conv(_m, x)  # noqa: E731
+        elif cpu and max_pool.eligible(m):
+            fwd = lambda x, _m=m: max_pool.max_pool(_m, x)  # noqa: E731
+        elif amp and keep_float32(m):
+            fwd = m.forward
+        else:
+            continue
+
+        if amp and keep_float32(m):
+            @functools.wraps(m.forward)
             def wrapped(*args, _fwd=fwd, **kw):
                 with torch.autocast(device_type=device_type, enabled=False):
                     args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a
                             for a in args]
                     return _fwd(*args, **kw)
-
-            m.forward = wrapped
-            m._geocompress_fp32 = True
+        else:
+            wrapped = fwd
+        m.forward = wrapped
+        m._geocompress_prepared = True
 
 
 TRAIN_PRECISIONS = ("auto", "float32", "mixed")

@@ -57,7 +57,7 @@ from .config import TrainConfig
 from .data import EpochSampler, open_tiles
 from .lr_history import lr_segments
 from .loss import RateDistortionLoss
-from .mixed_precision import _float32_layers, autocast_dtype
+from .mixed_precision import autocast_dtype, prepare_layers
 from .quantization import MODES, forward
 from .run_log import _Log, plot_log
 
@@ -204,8 +204,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
         channels_last = dev.type == "cpu" and has_depthwise(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if use_amp:
-        _float32_layers(model, dev.type)
+    prepare_layers(model, dev.type, amp=use_amp)
     model.train()
 
     main_p, aux_p = split_parameters(model)

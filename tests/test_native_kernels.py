@@ -1,0 +1,115 @@
+"""The native training kernels (depthwise weight gradient, SSIF-AM's max pooling) give PyTorch's
+gradients, on odd sizes, ties and channel counts off the vector width, for any thread count; and
+training falls back to PyTorch's kernels where they cannot be built."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from geocompress.models import build
+from geocompress.models.blocks import SSIFAM
+from geocompress.training import depthwise, max_pool, native
+from geocompress.training.mixed_precision import prepare_layers
+
+pytestmark = pytest.mark.skipif(native.load("depthwise_grad") is None or native.load("max_pool3") is None,
+                                reason="no C compiler: the native kernels are optional")
+
+
+def _grads(module: torch.nn.Module, x: torch.Tensor, g: torch.Tensor):
+    x = x.clone().requires_grad_()
+    module.zero_grad()
+    (module(x) * g).sum().backward()
+    return [x.grad] + [p.grad.clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("kernel", [(5, 5), (1, 9), (9, 1), (1, 7), (3, 5), (3, 3)])
+@pytest.mark.parametrize("channels", [16, 24])
+def test_depthwise_weight_gradient_matches_pytorch(kernel, channels) -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(channels, channels, kernel, padding=(kernel[0] // 2, kernel[1] // 2),
+                           groups=channels)
+    assert depthwise.eligible(conv)
+    fast = copy.deepcopy(conv)
+    prepare_layers(fast, "cpu", amp=False)
+    x = torch.randn(3, channels, 11, 13).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(3, channels, 11, 13)
+    for a, b in zip(_grads(conv, x, g), _grads(fast, x, g)):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_strided_or_dense_convolutions_keep_pytorch_s_kernel() -> None:
+    assert not depthwise.eligible(torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8))
+    assert not depthwise.eligible(torch.nn.Conv2d(8, 8, 3, padding=1))
+    assert not depthwise.eligible(torch.nn.Conv2d(8, 8, 3, padding=0, groups=8))
+    assert not max_pool.eligible(torch.nn.MaxPool2d(3, stride=2, padding=1))
+    assert max_pool.eligible(torch.nn.MaxPool2d(3, stride=1, padding=1))
+
+
+def test_max_pool_values_and_gradients_match_pytorch_with_ties() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(2, 20, 9, 7).contiguous(memory_format=torch.channels_last)
+    x[:, :, :4, :4] = 0.5          # plateaus: ties go to the window's first maximum, as in PyTorch
+    x[1, 3] = -torch.inf            # all -inf windows still route their gradient somewhere
+    g = torch.randn(2, 20, 9, 7)
+    ref, fast = torch.nn.MaxPool2d(3, 1, 1), torch.nn.MaxPool2d(3, 1, 1)
+    prepare_layers(fast, "cpu", amp=False)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ref(xa), fast(xb)
+    assert torch.equal(ya, yb)
+    (ya * g).sum().backward()
+    (yb * g).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-5, atol=1e-5)
+    assert torch.isclose(xb.grad.sum(), g.sum(), rtol=1e-4)  # each output's gradient lands once
+
+
+def test_ssif_block_trains_identically_with_native_kernels_in_any_thread_count() -> None:
+    torch.manual_seed(2)
+    block = SSIFAM(32)
+    torch.nn.init.normal_(block.fuse.weight, std=0.1)
+    fast = copy.deepcopy(block)
+    prepare_layers(fast, "cpu", amp=False)
+    x = torch.randn(2, 32, 17, 19).contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(x)
+    ref = _grads(block, x, g)
+    threads = torch.get_num_threads()
+    try:
+        per_count = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            per_count.append(_grads(fast, x, g))
+    finally:
+        torch.set_num_threads(threads)
+    names = ["x"] + [n for n, _ in fast.named_parameters()]
+    for name, a, b, c in zip(names, ref, *per_count):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        if name.startswith(("local", "strips")):  # the native kernel's sums, in a fixed order
+            assert torch.equal(b, c), name
+
+
+def test_mixed_precision_model_step_matches_without_native_kernels(monkeypatch) -> None:
+    """The whole prepared MGSSNet (bf16 autocast per layer) against the same model on PyTorch's
+    kernels (GEOCOMPRESS_NATIVE=0): the same loss and nearly the same gradients."""
+    torch.manual_seed(3)
+    model = build("mgssnet", N=16, M=24).train().to(memory_format=torch.channels_last)
+    plain = copy.deepcopy(model)
+    prepare_layers(model, "cpu", amp=True)
+    native.load.cache_clear()
+    monkeypatch.setenv("GEOCOMPRESS_NATIVE", "0")
+    prepare_layers(plain, "cpu", amp=True)  # no kernel: every eligible layer keeps PyTorch's path
+    x = torch.rand(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    losses, grads = [], []
+    for m in (model, plain):
+        torch.manual_seed(4)  # the same noise in the quantization proxy
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(x)
+        loss = ((out["x_hat"].float() - x) ** 2).mean() + sum(l.log().mean() for l in out["likelihoods"].values())
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
+    monkeypatch.delenv("GEOCOMPRESS_NATIVE")
+    native.load.cache_clear()
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.999
