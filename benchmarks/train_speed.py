@@ -29,7 +29,7 @@ from geocompress.models import build  # noqa: E402
 from geocompress.models.registry import names  # noqa: E402
 from geocompress.training.loss import RateDistortionLoss  # noqa: E402
 from geocompress.training.mixed_precision import prepare_layers  # noqa: E402
-from geocompress.training.trainer import has_depthwise, split_parameters  # noqa: E402
+from geocompress.training.trainer import fused_adam, has_depthwise, split_parameters  # noqa: E402
 
 CONFIGS = {"mgssnet": {"N": 64, "M": 96}, "cheng2020-attn": {"N": 64}}
 DEFAULT = {"N": 64, "M": 96}
@@ -57,9 +57,10 @@ MODES = ("float32", "float32+native", "mixed")
 
 
 def trainer(arch: str, mode: str, seed: int = 0):
-    """One training step of ``arch`` in ``mode``: ``float32`` is PyTorch's kernels as they come,
-    ``float32+native`` adds the native depthwise weight gradient, ``mixed`` is the trainer's
-    default on this CPU (bf16 autocast per layer, plus the native kernel)."""
+    """One training step of ``arch`` in ``mode``: ``float32`` is PyTorch's kernels and Adam as
+    they come, ``float32+native`` the trainer's float32 (native depthwise weight gradient and
+    SSIF-AM pooling kernels, fused Adam), ``mixed`` the trainer's default on this CPU (the same
+    plus bf16 autocast per layer)."""
     torch.manual_seed(seed)
     model = build(arch, **CONFIGS.get(arch, DEFAULT)).train()
     layout = torch.channels_last if has_depthwise(model) else torch.contiguous_format
@@ -68,7 +69,8 @@ def trainer(arch: str, mode: str, seed: int = 0):
     if mode != "float32":
         prepare_layers(model, "cpu", amp=mixed)
     main_p, aux_p = split_parameters(model)
-    opt, aux_opt = torch.optim.Adam(main_p, 1e-4), torch.optim.Adam(aux_p, 1e-3)
+    fused = mode != "float32" and fused_adam(torch.device("cpu"))  # float32: PyTorch as it comes
+    opt, aux_opt = torch.optim.Adam(main_p, 1e-4, fused=fused), torch.optim.Adam(aux_p, 1e-3, fused=fused)
     crit = RateDistortionLoss(0.0067)
 
     def step(x: torch.Tensor) -> float:

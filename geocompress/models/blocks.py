@@ -47,12 +47,18 @@ class SSIFAM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # memory-bound at full resolution: accumulate in place, and x * attn + x as one addcmul
         c = self.local(x)
-        s = c + self.avg(c)
-        fast_max = self.max.kernel_size == 3 and not (torch.is_grad_enabled() and c.requires_grad)
-        s += max_pool3(c) if fast_max else self.max(c)  # max_pool3's backward is slow: inference only
+        s = self.pools(c)
         for strip in self.strips:
             s += strip(c)
         return torch.addcmul(x, x, self.fuse(s))
+
+    def pools(self, c: Tensor) -> Tensor:
+        """``c + avgpool(c) + maxpool(c)``: eq. 7's identity and pooling terms (CPU training
+        replaces this method with one fused native kernel, ``geocompress.training.ssif_pool``)."""
+        s = c + self.avg(c)
+        fast_max = self.max.kernel_size == 3 and not (torch.is_grad_enabled() and c.requires_grad)
+        s += max_pool3(c) if fast_max else self.max(c)  # max_pool3's backward is slow: inference only
+        return s
 
 
 def max_pool3(x: Tensor) -> Tensor:
@@ -94,13 +100,31 @@ class MHGAM(nn.Module):
         q, k, v = self.qkv(tokens).chunk(3, dim=-1)                            # step 2-3
         x1 = self.conv3(x)                                                     # step 4
         q, k, v = (t.reshape(b, n, self.heads, d).transpose(1, 2) for t in (q, k, v))  # step 5
-        # steps 6-7, softmax(QK^T / sqrt(d)) V with dropout on the weights, as one fused kernel:
-        # the n x n weights are never materialised (bounded memory on large windows, and faster)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.drop.p if self.training else 0.0)
+        # steps 6-7, softmax(QK^T / sqrt(d)) V with dropout on the weights
+        out = attention(q, k, v, self.drop.p if self.training else 0.0)
         out = out.transpose(1, 2).reshape(b, n, c)                             # step 7-8
         out = self.proj(out).transpose(1, 2).reshape(b, c, h, w)               # step 8-9
         out = self.conv5(out + x1) * x1                                        # step 10-11
         return x + out                                                         # step 12
+
+
+# a training batch's attention weights up to this many elements are materialised (below)
+MATERIALISE_LIMIT = 1 << 25
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, dropout: float = 0.0) -> Tensor:
+    """``softmax(q k^T / sqrt(d)) v``. Without gradients (coding, any window size) as one fused
+    kernel that never materialises the n x n weights, so memory stays bounded; in bf16 training
+    on CPU, where the windows are small, as plain matrix products, whose backward is faster than
+    the fused kernel's in bf16 (not in float32: ``catalogs/benchmarks.md``)."""
+    b, h, n, d = q.shape
+    if not (torch.is_grad_enabled() and q.device.type == "cpu" and q.dtype == torch.bfloat16
+            and b * h * n * n <= MATERIALISE_LIMIT):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    w = torch.softmax((q * d ** -0.5) @ k.transpose(-1, -2), dim=-1)
+    if dropout:
+        w = F.dropout(w, dropout)
+    return w @ v
 
 
 class LGCM(nn.Module):

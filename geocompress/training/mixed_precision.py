@@ -27,18 +27,20 @@ def keep_float32(module: torch.nn.Module) -> bool:
 def prepare_layers(model: torch.nn.Module, device_type: str, amp: bool) -> None:
     """Per-layer training setup: with ``amp`` the :func:`keep_float32` layers run outside autocast
     on float32 inputs; on CPU, depthwise convolutions take the native weight gradient
-    (:mod:`.depthwise`) and SSIF-AM's max pooling the native kernels (:mod:`.max_pool`) in
-    either mode."""
-    from . import depthwise, max_pool
+    (:mod:`.depthwise`) and SSIF-AM's pooling terms the fused native kernels (:mod:`.ssif_pool`)
+    in either mode."""
+    from . import depthwise, ssif_pool
 
     for m in model.modules():
         if getattr(m, "_geocompress_prepared", False):
             continue
         cpu = device_type == "cpu"
+        if cpu and ssif_pool.eligible(m):
+            m.pools = lambda c, _m=m: ssif_pool.pools(_m, c)
+            m._geocompress_prepared = True
+            continue
         if cpu and depthwise.eligible(m):
             fwd = lambda x, _m=m: depthwise.conv(_m, x)  # noqa: E731
-        elif cpu and max_pool.eligible(m):
-            fwd = lambda x, _m=m: max_pool.max_pool(_m, x)  # noqa: E731
         elif amp and keep_float32(m):
             fwd = m.forward
         else:
