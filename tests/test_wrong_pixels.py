@@ -142,3 +142,101 @@ def test_decompress_leaves_no_temporaries(tmp_path):
     (out / ".q.tif.abc.partial.tif").write_bytes(b"left by a killed run")
     decompress_scene(tmp_path / "q.zarr", out / "q.tif", processes=False, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["q.tif"]
+
+
+DKW = dict(processes=False, progress=False, cog=False, precision="float64")
+
+
+def test_band_selection_keeps_valid_pixels_valid(tmp_path):
+    """`-b 2 3` with nodata 0: valid pixels whose *selected* bands decode to 0 (band 1, not
+    selected, is bright) must be moved off nodata in the bands written, not only in band 1."""
+    data = natural_tile(64, 64, seed=1)
+    data[data == 0] = 1
+    data[1:, 20:40, 20:40] = 0  # bands 2 and 3 dark, band 1 bright: valid pixels
+    src = write_scene(tmp_path / "s.tif", data, nodata=0)
+    store = tmp_path / "s.zarr"
+    compress_scene(src, store, **TINY, precision="float64")
+    full = decompress_scene(store, tmp_path / "full.tif", **DKW)
+    part = decompress_scene(store, tmp_path / "b23.tif", bands=[2, 3], **DKW)
+    with rasterio.open(full) as f, rasterio.open(part) as p:
+        assert ((f.read()[1:] == 0).all(axis=0)).any()  # the case arises: selected bands hit 0
+        assert (p.dataset_mask() == 255).all() and (f.dataset_mask() == 255).all()
+
+
+def test_constant_tile_equal_to_nodata_but_valid_by_mask_stays_valid(tmp_path):
+    """nodata 0 *and* an internal mask (GDAL reads the mask): a tile of valid zeros is stored as a
+    constant and must not come back as nodata."""
+    data = natural_tile(64, 128, seed=2)
+    data[data == 0] = 1
+    data[:, :, :64] = 0
+    mask = np.full((64, 128), 255, np.uint8)
+    mask[:10, 64:] = 0
+    src = tmp_path / "s.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        write_scene(src, data, nodata=0)
+        with rasterio.open(src, "r+") as ds:
+            ds.write_mask(mask)
+    store = tmp_path / "s.zarr"
+    compress_scene(src, store, **TINY, precision="float64")
+    assert TileStore.open(store).status().tolist() == [[3, 1]]  # constant, written
+    with rasterio.open(decompress_scene(store, tmp_path / "o.tif", **DKW)) as o, rasterio.open(src) as s:
+        np.testing.assert_array_equal(o.dataset_mask(), s.dataset_mask())
+
+
+@pytest.mark.parametrize("halo", [0, 1])
+def test_uint16_fill_above_the_data_bit_depth_is_not_an_error(tmp_path, halo):
+    """12-bit data with nodata 65535 (a common fill): the bit depth is scanned over valid pixels,
+    so the fill must not reach the encoder as an out-of-range value."""
+    data = natural_tile(64, 128, dtype=np.uint16, seed=5)
+    data[:, :10, :10] = 65535
+    data[:, 30:40, 100:110] = 65535  # also inside the neighbour a halo encoder reads
+    src = write_scene(tmp_path / "s.tif", data, nodata=65535)
+    store = tmp_path / "s.zarr"
+    r = compress_scene(src, store, **TINY, precision="float64", halo=halo)
+    assert r.bits == 12
+    with rasterio.open(decompress_scene(store, tmp_path / "o.tif", **DKW)) as o, rasterio.open(src) as s:
+        np.testing.assert_array_equal(o.dataset_mask(), s.dataset_mask())
+        assert o.read(masked=True).max() < 4096
+
+
+def test_a_tile_copied_from_another_store_is_refused(tmp_path):
+    """A checksum-valid string from another store with the same weights (1 band) put into a
+    3-band store's tile: refused by its header, never broadcast into three bands."""
+    from geocompress.geo import TileStatus
+    from geocompress.store import StoreIntegrityError
+
+    src3 = write_scene(tmp_path / "s3.tif", natural_tile(128, 128, c=3, seed=1))
+    src1 = write_scene(tmp_path / "s1.tif", natural_tile(128, 128, c=1, seed=2))
+    compress_scene(src1, tmp_path / "one.zarr", **TINY)
+    compress_scene(src3, tmp_path / "three.zarr", **TINY)
+    ts = TileStore.open(tmp_path / "three.zarr", "r+")
+    i, j = (int(v[0]) for v in np.nonzero(ts.status() == TileStatus.WRITTEN))
+    ts._tiles[i:i + 1, j:j + 1] = np.array([[TileStore.open(tmp_path / "one.zarr").read_string(0, 0)]],
+                                           dtype=object)
+    with pytest.raises(StoreError):
+        decompress_scene(tmp_path / "three.zarr", tmp_path / "o.tif", **DKW)
+    # the store's digest is the first line of defence; past it (as in an incomplete store) the
+    # header check names the tile
+    from geocompress.scene.mosaic import decode_region
+    from geocompress.scene.mosaic import store_spec
+    with pytest.raises(StoreIntegrityError, match="bands 1 .store: 3."):
+        decode_region(str(tmp_path / "three.zarr"), (0, 0, 128, 128), store_spec(ts).to_dict())
+
+
+def test_a_bbox_on_pixel_edges_gives_exactly_those_pixels():
+    """Inverse-transform rounding (420.0000000001) must not add a row or column: fine grids in
+    degrees are where it shows."""
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    from geocompress.geo.grid import TileGrid
+
+    tf = from_origin(-122.5, 37.8, 0.0001, 0.0001)
+    g = TileGrid(3000, 3000, tf, CRS.from_epsg(4326), tile=256)
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        c0, r0 = (int(v) for v in rng.integers(0, 2000, 2))
+        w, h = (int(v) for v in rng.integers(1, 900, 2))
+        (x0, y1), (x1, y0) = tf @ (c0, r0), tf @ (c0 + w, r0 + h)
+        win = g.bbox_to_window((x0, y0, x1, y1))
+        assert (win.col_off, win.row_off, win.width, win.height) == (c0, r0, w, h)

@@ -32,6 +32,15 @@ def _n_tiles(size: int, tile: int, stride: int) -> int:
     return 1 + max(0, math.ceil((size - tile) / stride))
 
 
+PIXEL_EPS = 1e-6
+
+
+def _snap(v: float) -> float:
+    """``v`` rounded to the nearest integer when within ``PIXEL_EPS`` pixels of it."""
+    r = round(v)
+    return float(r) if abs(v - r) < PIXEL_EPS else v
+
+
 @dataclass(frozen=True)
 class TileGrid:
     """Scene pixel grid + tiling. Immutable, hashable, JSON round-trippable."""
@@ -183,7 +192,9 @@ class TileGrid:
                 f"bbox {tuple(bbox)!r} (crs {bbox_crs or self.crs}) does not intersect the scene "
                 f"(scene bounds {self.bounds!r} in {self.crs})"
             )
-        minx, miny, maxx, maxy = hit.bounds
+        # a bbox on pixel edges maps to integers up to float error (420.0000000001): snap those
+        # first, as GDAL's -projwin does, or floor / ceil would add a row or column
+        minx, miny, maxx, maxy = (_snap(v) for v in hit.bounds)
         c0, r0 = max(0, math.floor(minx)), max(0, math.floor(miny))
         c1, r1 = min(self.width, math.ceil(maxx)), min(self.height, math.ceil(maxy))
         return Window(c0, r0, c1 - c0, r1 - r0)

@@ -120,9 +120,9 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
                 # with a halo the encoder also sees its neighbours' pixels (issue 26)
                 sd = (grid_sides(grid, r, c, halo) if edges == "truncate" else (halo,) * 4)
                 sides_kept.append(sd)
-                pixels_kept.append(reader.read_context(grid, r, c, context,
-                                                       tuple(codec.latent_stride * v for v in sd))
-                                   if halo else pixels)
+                ctx = (reader.read_context(grid, r, c, context, tuple(codec.latent_stride * v for v in sd))
+                       if halo else pixels)
+                pixels_kept.append(_within_bits(ctx, pixels, valid, bits, sd, codec.latent_stride))
     n = max(1, codec.batch_size)
     for k in range(0, len(kept), n):  # batch by batch: the float copies never coexist
         got = codec.encode(pixels_kept[k:k + n], bits=bits, halo=halo, sides=sides_kept[k:k + n])
@@ -130,6 +130,24 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
             strings[i, j] = s
     return {"rows": rows, "cols": cols, "status": status, "strings": strings, "masks": masks,
             "constants": constants, "raw": raw}
+
+
+def _within_bits(ctx: np.ndarray, tile: np.ndarray, valid: np.ndarray, bits: int,
+                 sides: tuple[int, int, int, int], stride: int) -> np.ndarray:
+    """The encoder's input with nodata fill (and halo context) brought within ``bits``: the bit
+    depth is scanned over valid pixels only, so a fill such as 65535 in 12-bit data would
+    otherwise stop the encode. Valid pixels of the tile itself are left as they are (one out of
+    range is an error, never clipped), and what the encoder sees outside them never reaches a
+    decoded valid pixel."""
+    top = (1 << int(bits)) - 1
+    if ctx.dtype.kind not in "ui" or ctx.max() <= top:
+        return ctx
+    out = np.minimum(ctx, top).astype(ctx.dtype)
+    y, x = sides[0] * stride, sides[2] * stride
+    t = tile.shape[-1]
+    core = (slice(None), slice(y, y + tile.shape[-2]), slice(x, x + t))
+    out[core] = np.where(valid[None], tile, out[core])
+    return out
 
 
 def write_shard(store: str, rows: tuple[int, int], cols: tuple[int, int],

@@ -67,6 +67,7 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
     valid_tiles = ts.read_valid(rows, cols)
     consts = ts.constants(rows, cols)
     todo = _written(store, status, strings, rows, cols)
+    _check_headers(store, ts, strings, rows, cols, todo)
     decoded = {}
     halo = int(ts.codec_meta["config"].get("halo", 0))
     if todo:
@@ -95,8 +96,10 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
             valid[dst] = m
         elif s == TileStatus.DROPPED_CONSTANT:
             m = valid_tiles[i, j][src]
-            const = consts[i, j].astype(dtype)[:, None, None]
-            out[(slice(None), *dst)] = np.where(m, const, out[(slice(None), *dst)])
+            px = np.broadcast_to(consts[i, j].astype(dtype)[:, None, None], (count, *m.shape))
+            if nodata is not None:  # a constant equal to nodata, valid by the source's mask
+                px = nudge_off_nodata(px, m, nodata)
+            out[(slice(None), *dst)] = np.where(m, px, out[(slice(None), *dst)])
             valid[dst] = m
     alpha = [k for k, ci in enumerate(meta.get("colorinterp", [])) if str(ci).lower() == "alpha"]
     peak = np.iinfo(dtype).max
@@ -115,6 +118,32 @@ def _written(store: PathLike, status: np.ndarray, strings: np.ndarray, rows: sli
                                       f"written but its bytes are missing (a deleted or damaged "
                                       f"'tiles' shard)")
     return todo
+
+
+def _check_headers(store: PathLike, ts: TileStore, strings: np.ndarray, rows: slice, cols: slice,
+                   todo: list[tuple[int, int]]) -> None:
+    """Each string's header against the store it sits in: a string moved in from another store
+    (right weights, valid checksum) must not be decoded into this one's bands, dtype or grid."""
+    from ..codec.errors import CodecError
+    from ..codec.format import read_header
+
+    meta, cfg = ts.meta, ts.codec_meta["config"]
+    want = {"bands": int(meta["count"]), "dtype": np.dtype(meta["dtype"]).name,
+            "size": (ts.grid.tile, ts.grid.tile), "halo": int(cfg.get("halo", 0))}
+    if cfg.get("bits") is not None:
+        want["bits"] = int(cfg["bits"])
+    for i, j in todo:
+        where = f"{store}: tile ({rows.start + i}, {cols.start + j})"
+        try:
+            h, _ = read_header(bytes(strings[i, j]))
+        except CodecError as e:
+            raise StoreIntegrityError(f"{where}: {e}") from None
+        got = {"bands": h.channels, "dtype": np.dtype(h.dtype).name, "size": (h.height, h.width),
+               "halo": h.halo, "bits": h.bits}
+        bad = [f"{k} {got[k]} (store: {v})" for k, v in want.items() if got[k] != v]
+        if bad:
+            raise StoreIntegrityError(f"{where} was not written for this store: its header has "
+                                      f"{', '.join(bad)} (a tile copied from another store?)")
 
 
 def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list[tuple[int, int]],
@@ -193,8 +222,8 @@ def nudge_off_nodata(px: np.ndarray, valid: np.ndarray, nodata: float) -> np.nda
     hit = valid & (px == nodata).all(axis=0)
     if not hit.any():
         return px
-    px = px.copy()
-    top = np.iinfo(px.dtype).max
+    px = np.array(px)
+    top = np.iinfo(px.dtype).max if px.dtype.kind in "ui" else np.inf
     px[0][hit] = nodata + 1 if nodata < top else nodata - 1
     return px
 
@@ -310,6 +339,8 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                     w = Window(p[0] - int(win.col_off), p[1] - int(win.row_off), p[2], p[3])
                     px, n = cast_pixels(pixels[[b - 1 for b in picks]], dtype, valid)
                     clipped += n
+                    if nodata is not None:  # the bands kept, as written, must not read as nodata
+                        px = nudge_off_nodata(px, valid, nodata)
                     dst.write(px, window=w)
                     if use_mask:
                         dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=w)

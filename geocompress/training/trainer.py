@@ -91,8 +91,8 @@ def has_depthwise(model: torch.nn.Module) -> bool:
 
 
 def fused_adam(device: torch.device) -> bool:
-    """Adam's fused kernel (CPU and CUDA): the same update as the per-parameter loop, ~3.5x faster
-    on MGSSNet's CPU step (``catalogs/benchmarks.md``)."""
+    """Adam's fused kernel (CPU and CUDA): the same update as the per-parameter loop, several
+    times faster on MGSSNet's CPU step (``catalogs/models/mgssnet-training.md``)."""
     return device.type in ("cpu", "cuda")
 
 
