@@ -9,6 +9,7 @@ forward and the input gradient stay PyTorch's (oneDNN's are fast). Figures:
 from __future__ import annotations
 
 import ctypes
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from . import native
 
 
+@cache
 def _kernel():
     lib = native.load("depthwise_grad")
     if lib is None:

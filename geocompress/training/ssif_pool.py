@@ -10,6 +10,7 @@ gradients (ties of the maximum go to the window's first, as PyTorch's do). Figur
 from __future__ import annotations
 
 import ctypes
+from functools import cache
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from . import native
 
 
+@cache
 def _lib():
     lib = native.load("ssif_pool")
     if lib is None:
