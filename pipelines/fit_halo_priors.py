@@ -8,8 +8,9 @@ factorized prior (:mod:`geocompress.training.halo_prior`), then a prior file
 ``geocompress/weights/mgssnet-q<n>-halo.pt`` holding only those tensors, registered in
 ``geocompress/weights/index.json`` as the quality's ``halo_prior``. ``compress --halo K`` codes
 with it; stores keep decoding with whichever weights wrote them (the digest picks). Resumable
-per quality (a quality whose prior file exists is skipped unless ``--force``). The fit's
-learning curve goes to ``catalogs/models/halo_priors.json``.
+per quality (a quality whose prior file exists is skipped unless ``--force``; a refitted prior
+keeps the one it replaces as ``mgssnet-q<n>-halo-<k>.pt``, listed in the index, so that stores
+written with it still decode). The fit's learning curve goes to ``catalogs/models/halo_priors.json``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def fit_one(q: int, tiles: int, cfg: HaloPriorConfig, dataset: Path) -> dict:
     t_lat = time.time() - t0
     print(f"q{q}: {len(lt)} latent maps in {t_lat:.0f} s", flush=True)
     hist = fit_halo_prior(model, lt, lv, cfg, log=lambda s: print(f"q{q} {s}", flush=True))
-    out = WEIGHTS / f"mgssnet-q{q}-halo.pt"
+    out = WEIGHTS / f"mgssnet-q{q}-halo.new.pt"  # register() gives it its name
     meta = {"halo_prior": {"base_digest": base_digest, "tiles": tiles, "maps": len(lt),
                            "steps": cfg.steps, "batch": cfg.batch, "sizes": list(cfg.sizes),
                            "lr": cfg.lr, "margin": cfg.margin, "dataset": dataset.name,
@@ -61,6 +62,14 @@ def register(entry: dict) -> None:
     index_path = WEIGHTS / "index.json"
     index = json.loads(index_path.read_text())
     q = index["mgssnet"]["qualities"][str(entry["quality"])]
+    final = WEIGHTS / f"mgssnet-q{entry['quality']}-halo.pt"
+    if q.get("halo_prior"):  # stores written with the old prior keep decoding with it
+        old = q.setdefault("halo_prior_superseded", [])
+        kept = final.with_name(f"{final.stem}-{len(old) + 1}.pt")
+        (WEIGHTS / q["halo_prior"]["file"]).replace(kept)
+        old.append({"file": kept.name, "digest": q["halo_prior"]["digest"]})
+    (WEIGHTS / entry["file"]).replace(final)
+    entry["file"] = final.name
     q["halo_prior"] = {"file": entry["file"], "digest": entry["digest"],
                        "val_bpp_before": entry["history"][0], "val_bpp_after": entry["history"][-1]}
     tmp = index_path.with_suffix(".tmp")

@@ -181,6 +181,22 @@ def test_auto_halo_uses_the_shipped_halo_prior_and_decodes_by_digest(tmp_path):
     compress_scene(src, store, quality=q, tile=64, processes=False, progress=False)  # resumes
 
 
+def test_a_refitted_halo_prior_keeps_the_one_it_replaced_for_old_stores():
+    """Stores record the digest of the weights that wrote them: after a refit, a store written
+    with the previous prior must still find it (and load exactly those weights)."""
+    from geocompress.codec.weights import load_shipped, shipped_index, state_digest
+
+    for q, e in shipped_index().get("mgssnet", {}).get("qualities", {}).items():
+        for old in e.get("halo_prior_superseded", []):
+            model, _ = load_shipped("mgssnet", int(q), digest=old["digest"])
+            assert state_digest(model.state_dict()) == old["digest"]
+            assert old["digest"] != e["halo_prior"]["digest"]
+            current, _ = load_shipped("mgssnet", int(q), halo_prior=True)
+            assert state_digest(current.state_dict()) == e["halo_prior"]["digest"]
+            return
+    pytest.skip("no superseded halo prior ships")
+
+
 def test_fitting_a_halo_prior_lowers_its_rate_and_leaves_the_transforms():
     import torch
 

@@ -231,6 +231,12 @@ def load_shipped(arch: str, quality: int | None, halo_prior: bool = False,
             halo_prior = False
         elif prior is not None and digest == prior[1]:
             halo_prior = True
+        else:  # a store written with a halo prior since refitted: its own prior still ships
+            old = {e["digest"]: e["file"] for e in shipped_index().get(arch, {}).get("qualities", {})
+                   .get(str(q), {}).get("halo_prior_superseded", [])}
+            if digest in old:
+                delta = Path(str(resources.files("geocompress") / "weights" / old[digest]))
+                return load_with_delta(path, base_digest, delta, expected_digest=digest), q
     if halo_prior and prior is not None:
         return load_with_delta(path, base_digest, prior[0], expected_digest=prior[1]), q
     return load_checkpoint(path, expected_digest=base_digest), q
