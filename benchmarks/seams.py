@@ -62,7 +62,8 @@ def run(scene: Path, halo: int, quality: int | None, tmp: Path) -> dict:
     compress_scene(scene, store, quality=quality, halo=halo, overwrite=True, progress=False)
     t_enc = time.perf_counter() - t
     t = time.perf_counter()
-    out = decompress_scene(store, tmp / f"{scene.stem}-h{halo}.tif", progress=False, cog=False)
+    out = decompress_scene(store, tmp / f"{scene.stem}-h{halo}.tif", progress=False, cog=False,
+                           overwrite=True)
     t_dec = time.perf_counter() - t
     with rasterio.open(scene) as a, rasterio.open(out) as b:
         x, y, valid = a.read().astype(np.float64), b.read().astype(np.float64), a.dataset_mask() > 0
@@ -106,6 +107,8 @@ def main() -> None:
                 print(f"q{quality or 'default'} {scene.name}: coded whole (no tiles) {floor['bpp']:.4f} bpp, "
                       f"{floor['psnr']:.2f} dB, seam ratio of its own content {floor['seam']:.3f}", flush=True)
                 for r in res:
+                    print(f"  halo {r['halo']}: {r['bpp']:.4f} bpp, {r['psnr']:.2f} dB, seam {r['seam']:.3f}, "
+                          f"encode {r['encode_s']:.1f} s, decode {r['decode_s']:.1f} s", flush=True)
                     rows.append({"quality": quality or "default", "scene": scene.name,
                                  "untiled_seam": floor["seam"],
                                  **{k: v for k, v in r.items() if k != "pixels"},
