@@ -67,6 +67,26 @@ def test_a_deleted_tile_shard_is_an_error_not_empty_tiles(good_store, tmp_path):
         _decode(store, tmp_path)
 
 
+def test_two_tiles_swapped_are_an_error_not_misplaced_pixels(tmp_path):
+    """Each string is checksum-valid and written by this store's codec: only its place is wrong.
+    The store's digest binds every string's own CRC to its grid position."""
+    import numpy as np
+
+    from geocompress.geo import TileStatus
+
+    src = write_scene(tmp_path / "s.tif", natural_tile(128, 128, seed=9))
+    store = tmp_path / "q1.zarr"
+    compress_scene(src, store, quality=1, tile=64, processes=False, progress=False, halo=0)
+    ts = TileStore.open(store, "r+")
+    written = [tuple(map(int, ij)) for ij in zip(*np.nonzero(ts.status() == TileStatus.WRITTEN))]
+    strings = {ij: ts.read_string(*ij) for ij in written}
+    a, b = next((a, b) for a in written for b in written if strings[a] != strings[b])
+    ts._tiles[a[0]:a[0] + 1, a[1]:a[1] + 1] = np.array([[strings[b]]], dtype=object)
+    ts._tiles[b[0]:b[0] + 1, b[1]:b[1] + 1] = np.array([[strings[a]]], dtype=object)
+    with pytest.raises(StoreIntegrityError, match="tiles_crc32"):
+        _decode(store, tmp_path)
+
+
 @pytest.mark.parametrize("key, value", [("width", 999), ("nodata", 5), ("dtype", "uint16"),
                                         ("transform", None)])
 def test_edited_root_attributes_are_refused(good_store, tmp_path, key, value):

@@ -72,6 +72,7 @@ READ_VERSIONS = (1, 2, 3)  # 2: crc32c + digests, masks as zlib(packbits) bytes;
 ATTR = "geocompress"
 TILES, STATUS, CONSTANT, SPATIAL_REF = "tiles", "status", "constant", "spatial_ref"
 MASKS = "masks"
+TILES_CRC = "tiles_crc32"  # a digest entry, not an array
 REQUIRED_CODEC_KEYS = ("model", "weights_digest", "quality")
 _ALIASES = {"arch": "model", "digest": "weights_digest"}  # TileCodec attribute names
 
@@ -321,7 +322,7 @@ class TileStore:
         status = self.status()
         out = {STATUS: hashlib.sha256(status.tobytes()).hexdigest(),
                CONSTANT: hashlib.sha256(np.ascontiguousarray(self.constants()).tobytes()).hexdigest()}
-        h, lengths = hashlib.sha256(), hashlib.sha256()
+        h, lengths, crcs = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
         boolean = self._boolean_masks
         for rs, cs in self.shard_blocks():
             if boolean:
@@ -329,10 +330,14 @@ class TileStore:
             else:
                 for m in self.read_masks(rs, cs).ravel():
                     h.update(len(m).to_bytes(4, "little") + bytes(m))
-            lengths.update(np.array([len(t) for t in self.read_strings(rs, cs).ravel()],
-                                    np.uint32).tobytes())
+            strings = self.read_strings(rs, cs).ravel()
+            lengths.update(np.array([len(t) for t in strings], np.uint32).tobytes())
+            # each string's own CRC-32 (its last 4 bytes), in grid order: two strings swapped or
+            # one replaced by another of the same length change it, at no extra read
+            crcs.update(b"".join(bytes(t[-4:]).rjust(4, b"\0") for t in strings))
         out[MASKS] = h.hexdigest()
         out[TILES] = lengths.hexdigest()  # per-tile lengths: a deleted tile shard reads as b""
+        out[TILES_CRC] = crcs.hexdigest()  # stores completed before this key verify without it
         return out
 
     # -- metadata -------------------------------------------------------------------
