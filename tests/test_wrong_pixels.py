@@ -240,3 +240,18 @@ def test_a_bbox_on_pixel_edges_gives_exactly_those_pixels():
         (x0, y1), (x1, y0) = tf @ (c0, r0), tf @ (c0 + w, r0 + h)
         win = g.bbox_to_window((x0, y0, x1, y1))
         assert (win.col_off, win.row_off, win.width, win.height) == (c0, r0, w, h)
+
+
+def test_a_12_bit_alpha_comes_back_at_its_own_opaque_value(tmp_path):
+    """The alpha band is rebuilt from the stored mask; opaque is the top of the scene's bit
+    depth (4095 here), not of uint16 (65535, outside the data's own range)."""
+    from rasterio.enums import ColorInterp as CI
+
+    data = natural_tile(64, 64, c=4, dtype=np.uint16, seed=5)
+    data[3] = 4095
+    data[3, :20] = 0
+    src = write_scene(tmp_path / "a.tif", data, colorinterp=[CI.red, CI.green, CI.blue, CI.alpha])
+    store = tmp_path / "a.zarr"
+    assert compress_scene(src, store, **TINY, precision="float64").bits == 12
+    with rasterio.open(decompress_scene(store, tmp_path / "o.tif", **DKW)) as o:
+        np.testing.assert_array_equal(o.read(4), data[3])

@@ -102,7 +102,9 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
             out[(slice(None), *dst)] = np.where(m, px, out[(slice(None), *dst)])
             valid[dst] = m
     alpha = [k for k, ci in enumerate(meta.get("colorinterp", [])) if str(ci).lower() == "alpha"]
-    peak = np.iinfo(dtype).max
+    # opaque is the top of the scene's bit depth (4095 in 12-bit data), not of its dtype
+    bits = ts.codec_meta["config"].get("bits")
+    peak = (1 << int(bits)) - 1 if bits else np.iinfo(dtype).max
     for k in alpha:  # the alpha band is the mask: rebuild it exactly rather than lossy-coded
         out[k] = np.where(valid, peak, 0).astype(dtype)
     return out, valid
