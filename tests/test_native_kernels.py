@@ -108,7 +108,8 @@ def test_mixed_precision_model_step_matches_without_native_kernels(monkeypatch) 
         torch.manual_seed(4)  # the same noise in the quantization proxy
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(x)
-        loss = ((out["x_hat"].float() - x) ** 2).mean() + sum(l.log().mean() for l in out["likelihoods"].values())
+        rate = sum(p.log().mean() for p in out["likelihoods"].values())
+        loss = ((out["x_hat"].float() - x) ** 2).mean() + rate
         loss.backward()
         return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 

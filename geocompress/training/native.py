@@ -25,14 +25,17 @@ FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("GEOCOMPRESS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geocompress"
+    root = os.environ.get("GEOCOMPRESS_CACHE")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geocompress"
     return Path(root) / "kernels"
 
 
 def _cpu_key() -> str:
     """-march=native code must not run on another CPU: the cache key includes its feature flags."""
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next(line for line in lines if line.startswith("flags"))
     except (OSError, StopIteration):
         flags = platform.processor()
     return flags + platform.machine()
