@@ -117,3 +117,14 @@ def test_mixed_precision_model_step_matches_without_native_kernels(monkeypatch) 
     step(True)  # leave the caches as other tests expect
     assert l_native == pytest.approx(l_plain, rel=1e-5)
     assert torch.nn.functional.cosine_similarity(g_native, g_plain, dim=0) > 0.999
+
+
+def test_a_failed_build_falls_back_to_pytorch(monkeypatch, tmp_path) -> None:
+    """No usable compiler (or cache folder): the kernels are None, never an error in training."""
+    monkeypatch.setenv("GEOCOMPRESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    native.load.cache_clear()
+    try:
+        assert native.load("depthwise_grad") is None
+    finally:
+        native.load.cache_clear()

@@ -53,15 +53,18 @@ def load(name: str) -> ctypes.CDLL | None:
         return None
     key = hashlib.sha256(src.read_bytes() + " ".join(FLAGS).encode() + _cpu_key().encode()).hexdigest()[:16]
     lib = cache_dir() / f"{name}-{key}.so"
-    if not lib.exists():
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=lib.parent, suffix=".so")
-        os.close(fd)
-        try:
-            subprocess.run([cc, *FLAGS, str(src), "-o", tmp], check=True, capture_output=True, timeout=120)
+    tmp = None
+    try:
+        if not lib.exists():
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=lib.parent, suffix=".so")
+            os.close(fd)
+            subprocess.run([cc, *FLAGS, str(src), "-o", tmp], check=True, capture_output=True,
+                           timeout=120)
             os.replace(tmp, lib)  # atomic: a concurrent build never exposes a half-written file
-        except (OSError, subprocess.SubprocessError) as e:
+        return ctypes.CDLL(str(lib))
+    except (OSError, subprocess.SubprocessError) as e:  # no cache dir, compiler error, bad .so
+        if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-            log.warning("could not build %s (%s): using PyTorch's kernel", name, e)
-            return None
-    return ctypes.CDLL(str(lib))
+        log.warning("could not build %s (%s): using PyTorch's kernel", name, e)
+        return None
