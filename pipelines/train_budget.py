@@ -52,12 +52,13 @@ MODELS: dict[str, tuple[str, dict]] = {
     "bmshj2018-factorized-mhg": ("bmshj2018-factorized-mhg", WIDTH),
     "bmshj2018-factorized-lgcm": ("bmshj2018-factorized-lgcm", WIDTH),
 }
-# mixed-precision s/step, 1 thread, batch 8 of 128^2 (benchmarks/train_speed.py, 2026-12-02):
+# mixed-precision s/step, 1 thread, batch 8 of 128^2 (benchmarks/train_speed.py, 2026-12-03, with the
+# native kernels; the three MGSSNet variants scaled from 2026-12-02 by MGSSNet's own gain):
 # only used to balance the two queues
-COST = {"mgssnet": 0.59, "mgssnet-ssif": 0.55, "mgssnet-mhg": 0.40, "mgssnet-baseline": 0.35,
-        "cheng2020-attn": 0.41, "bmshj2018-factorized-ssif": 0.39, "bmshj2018-factorized-lgcm": 0.40,
-        "mbt2018": 0.14, "mbt2018-mean": 0.12, "bmshj2018-hyperprior": 0.12,
-        "bmshj2018-factorized-mhg": 0.11, "bmshj2018-factorized": 0.07}
+COST = {"mgssnet": 0.49, "mgssnet-ssif": 0.43, "mgssnet-mhg": 0.36, "mgssnet-baseline": 0.32,
+        "cheng2020-attn": 0.53, "bmshj2018-factorized-ssif": 0.29, "bmshj2018-factorized-lgcm": 0.12,
+        "mbt2018": 0.17, "mbt2018-mean": 0.17, "bmshj2018-hyperprior": 0.16,
+        "bmshj2018-factorized-mhg": 0.13, "bmshj2018-factorized": 0.09}
 
 
 @dataclass(frozen=True)
