@@ -128,3 +128,40 @@ def test_a_failed_build_falls_back_to_pytorch(monkeypatch, tmp_path) -> None:
         assert native.load("depthwise_grad") is None
     finally:
         native.load.cache_clear()
+
+
+def test_a_copy_of_a_prepared_model_runs_its_own_layers() -> None:
+    """The prepared forwards are bound methods: a deep copy must not call the original's layers."""
+    torch.manual_seed(5)
+    block = SSIFAM(16)
+    torch.nn.init.normal_(block.fuse.weight, std=0.1)
+    prepare_layers(block, "cpu", amp=True)
+    twin = copy.deepcopy(block)
+    for p in twin.parameters():
+        torch.nn.init.zeros_(p)
+    x = torch.randn(1, 16, 9, 9).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert torch.equal(twin(x), x)  # all-zero gate: the identity
+    twin(x).sum().backward()
+    assert block.local.weight.grad is None and twin.local.weight.grad is not None
+
+
+def test_second_order_gradients_are_refused_not_silently_zero() -> None:
+    conv = torch.nn.Conv2d(16, 16, 5, padding=2, groups=16)
+    prepare_layers(conv, "cpu", amp=False)
+    x = torch.randn(1, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    (gw,) = torch.autograd.grad(conv(x).square().sum(), conv.weight, create_graph=True)
+    with pytest.raises(RuntimeError):
+        (gw.square().sum() + x.sum()).backward()
+
+
+def test_pooling_kernel_handles_many_channels_and_nan() -> None:
+    block = SSIFAM(8)
+    x = torch.randn(1, 300, 4, 5).contiguous(memory_format=torch.channels_last)  # > one block of 256
+    x[0, 7, 1, 1] = float("nan")
+    g = torch.randn(1, 300, 4, 5)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = SSIFAM.pools(block, xa), ssif_pool.pools(block, xb)
+    torch.testing.assert_close(yb, ya, rtol=1e-6, atol=1e-5, equal_nan=True)
+    (ya * g).sum().backward()
+    (yb * g).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-5, atol=1e-5, equal_nan=True)

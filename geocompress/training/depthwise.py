@@ -61,6 +61,7 @@ class _DepthwiseConv(torch.autograd.Function):
         return F.conv2d(x, weight, bias, 1, padding, 1, x.shape[1])
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the kernel's gradient has no graph of its own
     def backward(ctx, go: Tensor):
         x, weight = ctx.saved_tensors
         go = go.contiguous(memory_format=torch.channels_last)

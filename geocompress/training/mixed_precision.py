@@ -8,7 +8,7 @@ models need float32 for their CDF logits and likelihood bounds. Measured figures
 
 from __future__ import annotations
 
-import functools
+import types
 
 import torch
 
@@ -28,35 +28,45 @@ def prepare_layers(model: torch.nn.Module, device_type: str, amp: bool) -> None:
     """Per-layer training setup: with ``amp`` the :func:`keep_float32` layers run outside autocast
     on float32 inputs; on CPU, depthwise convolutions take the native weight gradient
     (:mod:`.depthwise`) and SSIF-AM's pooling terms the fused native kernels (:mod:`.ssif_pool`)
-    in either mode."""
-    from . import depthwise, ssif_pool
+    in either mode. The new forwards are bound methods, so a deep copy of the model calls its
+    own layers."""
+    from . import ssif_pool
 
     for m in model.modules():
         if getattr(m, "_geocompress_prepared", False):
             continue
         cpu = device_type == "cpu"
         if cpu and ssif_pool.eligible(m):
-            m.pools = lambda c, _m=m: ssif_pool.pools(_m, c)
-            m._geocompress_prepared = True
-            continue
-        if cpu and depthwise.eligible(m):
-            fwd = lambda x, _m=m: depthwise.conv(_m, x)  # noqa: E731
-        elif amp and keep_float32(m):
-            fwd = m.forward
+            m.pools = types.MethodType(ssif_pool.pools, m)
+        elif (cpu and _native_depthwise(m)) or (amp and keep_float32(m)):
+            m._geocompress_native = cpu and _native_depthwise(m)
+            m._geocompress_fp32 = amp and keep_float32(m)
+            m._geocompress_device = device_type
+            m.forward = types.MethodType(_prepared_forward, m)
         else:
             continue
-
-        if amp and keep_float32(m):
-            @functools.wraps(m.forward)
-            def wrapped(*args, _fwd=fwd, **kw):
-                with torch.autocast(device_type=device_type, enabled=False):
-                    args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a
-                            for a in args]
-                    return _fwd(*args, **kw)
-        else:
-            wrapped = fwd
-        m.forward = wrapped
         m._geocompress_prepared = True
+
+
+def _native_depthwise(m: torch.nn.Module) -> bool:
+    from . import depthwise
+
+    return depthwise.eligible(m)
+
+
+def _prepared_forward(self: torch.nn.Module, *args, **kw):
+    from . import depthwise
+
+    def inner(*a, **k):
+        if self._geocompress_native:
+            return depthwise.conv(self, *a, **k)
+        return type(self).forward(self, *a, **k)
+
+    if not self._geocompress_fp32:
+        return inner(*args, **kw)
+    with torch.autocast(device_type=self._geocompress_device, enabled=False):
+        args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+        return inner(*args, **kw)
 
 
 TRAIN_PRECISIONS = ("auto", "float32", "mixed")

@@ -38,7 +38,8 @@ def eligible(m: nn.Module) -> bool:
     return (isinstance(m, SSIFAM)
             and all(pair(p.kernel_size) == (3, 3) and pair(p.stride) == (1, 1) and pair(p.padding) == (1, 1)
                     and not p.ceil_mode for p in (m.avg, m.max))
-            and not m.avg.count_include_pad and pair(m.max.dilation) == (1, 1))
+            and not m.avg.count_include_pad and m.avg.divisor_override is None
+            and pair(m.max.dilation) == (1, 1))
 
 
 def _nhwc(t: Tensor) -> Tensor:
@@ -59,6 +60,7 @@ class _Pools(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the kernel's gradient has no graph of its own
     def backward(ctx, go: Tensor) -> Tensor:
         (arg,) = ctx.saved_tensors
         n, h, w, c = arg.shape

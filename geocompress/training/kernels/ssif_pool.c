@@ -14,40 +14,47 @@
 
 static inline long valid(long i, long n) { return (i > 0) + 1 + (i < n - 1); } /* window extent */
 
+#define BLOCK 256 /* channels per pass: fixed-size scratch on the stack, whatever C is */
+
 void ssif_pool_forward(const float *x, float *out, uint8_t *arg, long N, long H, long W, long C,
                        int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (long n = 0; n < N; n++) {
         const float *xn = x + n * H * W * C;
+        float mx[BLOCK], sm[BLOCK];
         for (long h = 0; h < H; h++)
-            for (long w = 0; w < W; w++) {
-                float *restrict o = out + ((n * H + h) * W + w) * C;
-                uint8_t *restrict a = arg + ((n * H + h) * W + w) * C;
-                const float *restrict xc = xn + (h * W + w) * C;
-                float inv = 1.0f / (float)(valid(h, H) * valid(w, W));
-                float mx[C], sm[C];
-                for (long c = 0; c < C; c++) { mx[c] = -INFINITY; sm[c] = 0.0f; a[c] = 4; }
-                for (int k = 0; k < 9; k++) {
-                    long hh = h + k / 3 - 1, ww = w + k % 3 - 1;
-                    if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
-                    const float *restrict xp = xn + (hh * W + ww) * C;
+            for (long w = 0; w < W; w++)
+                for (long c0 = 0; c0 < C; c0 += BLOCK) {
+                    long nc = C - c0 < BLOCK ? C - c0 : BLOCK;
+                    long at = (h * W + w) * C + c0;
+                    float *restrict o = out + n * H * W * C + at;
+                    uint8_t *restrict a = arg + n * H * W * C + at;
+                    const float *restrict xc = xn + at;
+                    float inv = 1.0f / (float)(valid(h, H) * valid(w, W));
+                    for (long c = 0; c < nc; c++) { mx[c] = -INFINITY; sm[c] = 0.0f; a[c] = 4; }
+                    for (int k = 0; k < 9; k++) {
+                        long hh = h + k / 3 - 1, ww = w + k % 3 - 1;
+                        if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
+                        const float *restrict xp = xn + (hh * W + ww) * C + c0;
 #pragma omp simd
-                    for (long c = 0; c < C; c++) {
-                        mx[c] = xp[c] > mx[c] ? xp[c] : mx[c];
-                        sm[c] += xp[c];
+                        for (long c = 0; c < nc; c++) {
+                            /* NaN wins, as in PyTorch's max pooling (its gradient goes there) */
+                            mx[c] = (xp[c] > mx[c] || xp[c] != xp[c]) ? xp[c] : mx[c];
+                            sm[c] += xp[c];
+                        }
                     }
-                }
-                /* the first offset in the window that holds the maximum: scan backwards */
-                for (int k = 8; k >= 0; k--) {
-                    long hh = h + k / 3 - 1, ww = w + k % 3 - 1;
-                    if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
-                    const float *restrict xp = xn + (hh * W + ww) * C;
+                    /* the first offset in the window that holds the maximum: scan backwards */
+                    for (int k = 8; k >= 0; k--) {
+                        long hh = h + k / 3 - 1, ww = w + k % 3 - 1;
+                        if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
+                        const float *restrict xp = xn + (hh * W + ww) * C + c0;
 #pragma omp simd
-                    for (long c = 0; c < C; c++) a[c] = xp[c] == mx[c] ? (uint8_t)k : a[c];
-                }
+                        for (long c = 0; c < nc; c++)
+                            a[c] = (xp[c] == mx[c] || (xp[c] != xp[c] && mx[c] != mx[c])) ? (uint8_t)k : a[c];
+                    }
 #pragma omp simd
-                for (long c = 0; c < C; c++) o[c] = xc[c] + sm[c] * inv + mx[c];
-            }
+                    for (long c = 0; c < nc; c++) o[c] = xc[c] + sm[c] * inv + mx[c];
+                }
     }
 }
 
