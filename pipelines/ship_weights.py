@@ -192,6 +192,18 @@ def write_catalog(entries: list[dict[str, Any]], n_tiles: int, dataset: Path) ->
     (CATALOG / "mgssnet.md").write_text("\n".join(lines) + "\n")
 
 
+def halo_entries(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A quality's halo priors (``pipelines/fit_halo_priors.py``) survive a release whose base
+    weights are unchanged; they refit those base weights only, so new ones drop them (refit)."""
+    keys = ("halo_prior", "halo_prior_superseded")
+    if old.get("digest") == new["digest"]:
+        return {k: old[k] for k in keys if k in old}
+    if any(k in old for k in keys):
+        print(f"q{new['quality']}: new weights, its halo prior no longer applies: refit it with "
+              f"pipelines/fit_halo_priors.py --qualities {new['quality']} --force", flush=True)
+    return {}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "mgssnet")
@@ -237,10 +249,12 @@ def main(argv: list[str] | None = None) -> None:
     qs = [e["quality"] for e in entries]
     default = a.default_quality or qs[len(qs) // 2]
     index = json.loads((WEIGHTS / "index.json").read_text()) if (WEIGHTS / "index.json").exists() else {}
+    before = index.get("mgssnet", {}).get("qualities", {})
     index |= {"mgssnet": {"default": default, "qualities": {
         str(e["quality"]): {"file": e["file"], "digest": e["digest"], "lambda": e["lambda"],
                             "bpp_test": round(e["test"]["bpp"], 4),
-                            "psnr_test": round(e["test"]["psnr"], 3)} for e in entries}}}
+                            "psnr_test": round(e["test"]["psnr"], 3),
+                            **halo_entries(before.get(str(e["quality"]), {}), e)} for e in entries}}}
     (WEIGHTS / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     write_catalog(entries, len(tiles), a.dataset)
     (CATALOG / "mgssnet-test-tiles.json").write_text(json.dumps(

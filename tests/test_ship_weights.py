@@ -72,3 +72,12 @@ def test_catalog_lists_the_lr_each_quality_ran_at(tmp_path, monkeypatch):
     md = (tmp_path / "mgssnet.md").read_text()
     assert f"stretch augmentation of the last phase: q{entries[0]['quality']} 0, " \
            f"q{entries[1]['quality']} 0.25" in md
+
+
+def test_a_release_keeps_halo_priors_of_unchanged_weights_only():
+    prior = {"file": "mgssnet-q3-halo.pt", "digest": "p"}
+    old = {"digest": "a", "halo_prior": prior, "halo_prior_superseded": [{"file": "x", "digest": "o"}]}
+    kept = ship_weights.halo_entries(old, {"quality": 3, "digest": "a"})
+    assert kept == {"halo_prior": prior, "halo_prior_superseded": [{"file": "x", "digest": "o"}]}
+    assert ship_weights.halo_entries(old, {"quality": 3, "digest": "b"}) == {}  # refit needed
+    assert ship_weights.halo_entries({}, {"quality": 1, "digest": "c"}) == {}
