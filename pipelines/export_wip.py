@@ -24,11 +24,11 @@ from geocompress.training.checkpoints import STATE, export_state
 REPO = Path(__file__).resolve().parents[1]
 WIP = REPO / "catalogs" / "models" / "wip"
 DATASET = REPO / "data" / "geocompress-rs-v1.zarr"
+sys.path[:0] = [str(REPO / "pipelines"), str(REPO / "benchmarks")]  # ship_weights, rd_vs_jpeg2000
 
 
 def measure(path: Path, digest: str, quality: int, dataset: Path) -> dict:
     """The checkpoint's test-split point through the real codec, beside JPEG 2000 at its bpp."""
-    sys.path[:0] = [str(REPO / "pipelines"), str(REPO / "benchmarks")]
     from rd_vs_jpeg2000 import j2k_curve
     from ship_weights import measure as code_tiles, test_tiles
 

@@ -212,12 +212,20 @@ def load_with_delta(base: str | Path, base_digest: str, delta: str | Path,
     return model
 
 
+def _quality_entry(arch: str, quality: int) -> dict:
+    return shipped_index().get(arch, {}).get("qualities", {}).get(str(quality), {})
+
+
+def _weights_file(name: str) -> Path:
+    return Path(str(resources.files("geocompress") / "weights" / name))
+
+
 def shipped_halo_prior(arch: str, quality: int) -> tuple[Path, str] | None:
     """Path and combined digest of the halo prior shipped for ``arch`` at ``quality``, if any."""
-    entry = shipped_index().get(arch, {}).get("qualities", {}).get(str(quality), {}).get("halo_prior")
+    entry = _quality_entry(arch, quality).get("halo_prior")
     if not entry:
         return None
-    return Path(str(resources.files("geocompress") / "weights" / entry["file"])), entry["digest"]
+    return _weights_file(entry["file"]), entry["digest"]
 
 
 def load_shipped(arch: str, quality: int | None, halo_prior: bool = False,
@@ -232,11 +240,10 @@ def load_shipped(arch: str, quality: int | None, halo_prior: bool = False,
         elif prior is not None and digest == prior[1]:
             halo_prior = True
         else:  # a store written with a halo prior since refitted: its own prior still ships
-            old = {e["digest"]: e["file"] for e in shipped_index().get(arch, {}).get("qualities", {})
-                   .get(str(q), {}).get("halo_prior_superseded", [])}
+            old = {e["digest"]: e["file"] for e in _quality_entry(arch, q).get("halo_prior_superseded", [])}
             if digest in old:
-                delta = Path(str(resources.files("geocompress") / "weights" / old[digest]))
-                return load_with_delta(path, base_digest, delta, expected_digest=digest), q
+                return load_with_delta(path, base_digest, _weights_file(old[digest]),
+                                       expected_digest=digest), q
     if halo_prior and prior is not None:
         return load_with_delta(path, base_digest, prior[0], expected_digest=prior[1]), q
     return load_checkpoint(path, expected_digest=base_digest), q

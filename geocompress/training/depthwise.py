@@ -44,8 +44,7 @@ def weight_grad(x: Tensor, go: Tensor, kernel_size: tuple[int, int]) -> tuple[Te
     fn = _kernel()
     n, c, h, w = x.shape
     kh, kw = kernel_size
-    xl = x.detach().float().permute(0, 2, 3, 1).contiguous()     # no copy when channels-last
-    gl = go.detach().float().permute(0, 2, 3, 1).contiguous()
+    xl, gl = native.nhwc(x), native.nhwc(go)
     out, bias = torch.empty(c, 1, kh, kw), torch.empty(c)
     if fn(xl.data_ptr(), gl.data_ptr(), out.data_ptr(), bias.data_ptr(), n, h, w, c, kh, kw,
           kh // 2, kw // 2, torch.get_num_threads()):

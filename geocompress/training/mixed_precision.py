@@ -12,6 +12,8 @@ import types
 
 import torch
 
+from . import depthwise, ssif_pool
+
 
 def keep_float32(module: torch.nn.Module) -> bool:
     """Layers that stay in float32 inside a bf16 / fp16 autocast: the entropy models (their CDF
@@ -30,17 +32,15 @@ def prepare_layers(model: torch.nn.Module, device_type: str, amp: bool) -> None:
     (:mod:`.depthwise`) and SSIF-AM's pooling terms the fused native kernels (:mod:`.ssif_pool`)
     in either mode. The new forwards are bound methods, so a deep copy of the model calls its
     own layers."""
-    from . import ssif_pool
-
+    cpu = device_type == "cpu"
     for m in model.modules():
         if getattr(m, "_geocompress_prepared", False):
             continue
-        cpu = device_type == "cpu"
+        native, fp32 = cpu and depthwise.eligible(m), amp and keep_float32(m)
         if cpu and ssif_pool.eligible(m):
             m.pools = types.MethodType(ssif_pool.pools, m)
-        elif (cpu and _native_depthwise(m)) or (amp and keep_float32(m)):
-            m._geocompress_native = cpu and _native_depthwise(m)
-            m._geocompress_fp32 = amp and keep_float32(m)
+        elif native or fp32:
+            m._geocompress_native, m._geocompress_fp32 = native, fp32
             m._geocompress_device = device_type
             m.forward = types.MethodType(_prepared_forward, m)
         else:
@@ -48,25 +48,18 @@ def prepare_layers(model: torch.nn.Module, device_type: str, amp: bool) -> None:
         m._geocompress_prepared = True
 
 
-def _native_depthwise(m: torch.nn.Module) -> bool:
-    from . import depthwise
-
-    return depthwise.eligible(m)
+def _run(self: torch.nn.Module, *args, **kw):
+    if self._geocompress_native:
+        return depthwise.conv(self, *args, **kw)
+    return type(self).forward(self, *args, **kw)
 
 
 def _prepared_forward(self: torch.nn.Module, *args, **kw):
-    from . import depthwise
-
-    def inner(*a, **k):
-        if self._geocompress_native:
-            return depthwise.conv(self, *a, **k)
-        return type(self).forward(self, *a, **k)
-
     if not self._geocompress_fp32:
-        return inner(*args, **kw)
+        return _run(self, *args, **kw)
     with torch.autocast(device_type=self._geocompress_device, enabled=False):
         args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
-        return inner(*args, **kw)
+        return _run(self, *args, **kw)
 
 
 TRAIN_PRECISIONS = ("auto", "float32", "mixed")

@@ -18,6 +18,8 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import torch
+
 log = logging.getLogger(__name__)
 
 KERNELS = Path(__file__).with_name("kernels")
@@ -68,3 +70,9 @@ def load(name: str) -> ctypes.CDLL | None:
             Path(tmp).unlink(missing_ok=True)
         log.warning("could not build %s (%s): using PyTorch's kernel", name, e)
         return None
+
+
+def nhwc(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (N C H W) as float32 with N H W C memory, what the kernels read and write (no copy
+    when it already is)."""
+    return t.detach().float().contiguous(memory_format=torch.channels_last)

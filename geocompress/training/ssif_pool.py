@@ -42,16 +42,11 @@ def eligible(m: nn.Module) -> bool:
             and pair(m.max.dilation) == (1, 1))
 
 
-def _nhwc(t: Tensor) -> Tensor:
-    """N C H W with N H W C memory, what the kernels read and write (no copy when already so)."""
-    return t.contiguous(memory_format=torch.channels_last)
-
-
 class _Pools(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
-        xl = _nhwc(x)
+        xl = native.nhwc(x)
         out = torch.empty_like(xl, memory_format=torch.channels_last)
         arg = torch.empty((n, h, w, c), dtype=torch.uint8)
         _lib().ssif_pool_forward(xl.data_ptr(), out.data_ptr(), arg.data_ptr(), n, h, w, c,
@@ -64,7 +59,7 @@ class _Pools(torch.autograd.Function):
     def backward(ctx, go: Tensor) -> Tensor:
         (arg,) = ctx.saved_tensors
         n, h, w, c = arg.shape
-        gl = _nhwc(go.float())
+        gl = native.nhwc(go)
         gx = torch.empty_like(gl, memory_format=torch.channels_last)
         _lib().ssif_pool_backward(gl.data_ptr(), arg.data_ptr(), gx.data_ptr(), n, h, w, c,
                                   torch.get_num_threads())
