@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from geocompress.evaluation import classical as C
@@ -211,3 +212,26 @@ def test_cli_hook(folder, tmp_path):
     cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert cfg["classical"] == [{"codec": "jpeg2000", "grid": [0.5, 1.0]}]
     assert "mbt2018 q3: /nonexistent.pt" in (tmp_path / "cli" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("precision", ["auto", "float32"])
+def test_classifier_precision_is_recorded_and_prediction_is_float32(folder, tmp_path, precision):
+    """bf16 training (where the CPU has it) still yields a float32 classifier that predicts the
+    same classes on every call; the checkpoint says how it was trained."""
+    from geocompress.codec.precision import cpu_bf16_supported
+    from geocompress.evaluation.classifier import load_classifier, train_classifier
+
+    images = load_folder(folder)
+    path = train_classifier(images, None, tmp_path / precision,
+                            ClassifierConfig(size=32, epochs=1, batch=3, precision=precision),
+                            progress=False)
+    clf = load_classifier(path)
+    bf16 = precision == "auto" and cpu_bf16_supported()
+    assert clf.meta["trained_in"] == ("bf16 autocast, channels-last" if bf16 else "float32")
+    assert all(p.dtype == torch.float32 for p in clf.model.parameters())
+    pixels = [im.pixels for im in images]
+    first = clf.predict(pixels)
+    assert first.shape == (3,) and np.array_equal(first, clf.predict(pixels))
+    with pytest.raises(ValueError, match="precision"):
+        train_classifier(images, None, tmp_path / "bad", ClassifierConfig(size=32, epochs=1,
+                                                                            precision="fp8"))

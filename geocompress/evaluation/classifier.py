@@ -11,7 +11,9 @@ Training is deterministic (seeded data order and augmentation: flips and 90-degr
 symmetries of nadir imagery) and resumable: the state is written after every epoch, and a rerun
 continues from the last finished one. Tiles are resized once to ``size`` (128 by default: a
 ResNet-18 step at 256 px costs ~4x more, too much for a 2-core CPU machine; the classifier sees
-the reconstruction at that size too, so codecs are compared on equal terms).
+the reconstruction at that size too, so codecs are compared on equal terms). On a CPU with native
+bf16 (AMX / AVX512-BF16) training runs under bf16 autocast in channels-last layout, ~2.3x faster
+than float32 here (``precision="float32"`` turns it off); prediction always runs in float32.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class ClassifierConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     threads: int | None = None
+    precision: str = "auto"  # "auto": bf16 autocast where the CPU has native bf16; "float32"
 
 
 def _to_float(pixels: Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -168,8 +171,14 @@ def train_classifier(train: ImageSet, val: ImageSet | None, out_dir: str | Path,
         x_val = (_to_float([im.pixels for im in val], config.size) - m_t) / s_t
         y_val = _labels(val, classes)
 
+    from geocompress.codec.precision import cpu_bf16_supported
+
+    if config.precision not in ("auto", "float32"):
+        raise ValueError(f"classifier precision must be 'auto' or 'float32', got {config.precision!r}")
+    bf16 = config.precision == "auto" and cpu_bf16_supported()
+    layout = torch.channels_last if bf16 else torch.contiguous_format
     torch.manual_seed(config.seed)
-    model = _model(len(classes))
+    model = _model(len(classes)).to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.epochs))
     start, best_acc, best_state = 0, -1.0, None
@@ -199,10 +208,11 @@ def train_classifier(train: ImageSet, val: ImageSet | None, out_dir: str | Path,
             idx = order[i:i + config.batch]
             if len(idx) < 2:  # BatchNorm needs 2 samples
                 continue
-            x = (_augment(x_train[idx], rng) - m_t) / s_t
+            x = ((_augment(x_train[idx], rng) - m_t) / s_t).contiguous(memory_format=layout)
             y = y_train[idx]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -236,7 +246,8 @@ def train_classifier(train: ImageSet, val: ImageSet | None, out_dir: str | Path,
     ck = {"state_dict": best_state if best_state is not None else model.state_dict(),
           "classes": classes, "mean": mean, "std": std, "config": asdict(config),
           "val_acc": best_acc if x_val is not None else None, "train_images": len(train),
-          "val_images": len(val) if val is not None else 0, "arch": "torchvision resnet18 (weights=None)"}
+          "val_images": len(val) if val is not None else 0, "arch": "torchvision resnet18 (weights=None)",
+          "trained_in": "bf16 autocast, channels-last" if bf16 else "float32"}
     tmp = final.with_suffix(".tmp")
     torch.save(ck, tmp)
     tmp.replace(final)
