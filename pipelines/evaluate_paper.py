@@ -54,7 +54,14 @@ def read_budget(runs: Path) -> dict | None:
         return None
     models = {d.name: json.loads((d / "budget.json").read_text())
               for d in sorted(runs.iterdir()) if (d / "budget.json").is_file()}
-    return {"protocol": json.loads((runs / "budget.json").read_text()), "models": models}
+    out = {"protocol": json.loads((runs / "budget.json").read_text()), "models": models}
+    shipped = REPO / "catalogs" / "models" / "mgssnet.json"  # the shipped weights' own training
+    if shipped.exists():
+        qs = json.loads(shipped.read_text()).get("qualities", [])
+        steps = [q["steps"] + (q.get("warm_start") or {}).get("steps", 0) for q in qs]
+        if steps:
+            out["shipped_steps"] = [min(steps), max(steps)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

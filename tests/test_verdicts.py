@@ -93,13 +93,15 @@ def test_report_sections_state_the_budget_and_what_wins():
                            "base_quality": 2, "batch": 8, "crop": 128, "lr": 1e-4, "aux_lr": 1e-3,
                            "quantization": "noise", "seed": 0},
               "models": {"mgssnet": {"steps": 2100, "wall_s": 1500.0},
-                         "mbt2018": {"steps": 2100, "wall_s": 400.0}}}
+                         "mbt2018": {"steps": 2100, "wall_s": 400.0}},
+              "shipped_steps": [17999, 31461]}
     learned = [LearnedSpec("mgssnet", "mgssnet"), LearnedSpec("mbt2018", "mbt2018"),
                LearnedSpec("mgssnet-shipped", "mgssnet", shipped=True)]
     text = "\n".join(_budget_section(budget, rows, {}, learned))
     assert "**1500 steps behind every checkpoint, 2100 per model**" in text
     assert "| mbt2018 | 2100 | 6.7 | 0.050 | 0.060 |" in text
     assert "| mgssnet-shipped | shipped" in text
+    assert "the shipped MGSSNet weights had 17,999 - 31,461 steps per quality" in text
     text = "\n".join(_verdict_section(rows, {}, None, "psnr_paper", learned, budget))
     assert "| MGSSNet beats mbt2018 |" in text and "**does not hold**" in text
     assert "- mbt2018: +0.50 dB BD-PSNR over MGSSNet at equal steps; it also trained in less wall time" in text

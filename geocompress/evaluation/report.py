@@ -591,6 +591,11 @@ def _budget_section(budget: dict[str, Any], rows: list[dict[str, Any]], labels: 
     pr = budget.get("protocol", {})
     hw = pr.get("machine", {})
     lams = ", ".join(f"{v:g}" for v in pr.get("lambdas", []))
+    shipped = ""
+    if budget.get("shipped_steps"):
+        lo, hi = budget["shipped_steps"]
+        shipped = (f": the shipped MGSSNet weights had {lo:,} - {hi:,} steps per quality "
+                   f"(`catalogs/models/mgssnet.md`)")
     L = ["## Training budget", "",
          f"Every learned codec but the shipped MGSSNet weights was trained by the same protocol "
          f"(`pipelines/train_budget.py`): the project's train split, batch {pr.get('batch')} of "
@@ -602,8 +607,8 @@ def _budget_section(budget: dict[str, Any], rows: list[dict[str, Any]], labels: 
          f"checkpoint, {pr.get('base_steps', 0) + len(pr.get('lambdas', [])) * pr.get('branch_steps', 0)} "
          f"per model**, widths N=64 / M=96 for all (cheng2020-attn N=64). Two single-threaded runs "
          f"side by side on the 2-core CPU ({hw.get('cpu', 'CPU')}, {hw.get('cpu_capability', '')}), "
-         f"{hw.get('precision', 'per-layer bf16 mixed')} precision. This is a short budget: the "
-         f"shipped MGSSNet weights had ~30,000 steps; the verdicts below are verdicts *at this budget*.",
+         f"{hw.get('precision', 'per-layer bf16 mixed')} precision. This is a short budget{shipped}; "
+         f"the verdicts below are verdicts *at this budget*.",
          "", "Training wall time is each model's own (base + its three branches), two runs sharing the "
          "2 cores (and at times the evaluation beside them), so compare it between models only roughly; "
          "quiet per-step times are in `catalogs/benchmarks.md` (`train_speed.py`). Encode / decode "
