@@ -105,3 +105,9 @@ def test_report_sections_state_the_budget_and_what_wins():
     text = "\n".join(_verdict_section(rows, {}, None, "psnr_paper", learned, budget))
     assert "| MGSSNet beats mbt2018 |" in text and "**does not hold**" in text
     assert "- mbt2018: +0.50 dB BD-PSNR over MGSSNet at equal steps; it also trained in less wall time" in text
+    # a cheaper baseline that loses at equal steps leaves the equal-wall-time comparison open
+    rows = _rows("mgssnet", 0.5) + _rows("mbt2018", 0.0)
+    text = "\n".join(_verdict_section(rows, {}, None, "psnr_paper", learned, budget))
+    assert "No baseline beats MGSSNet at equal steps" in text
+    assert "- mbt2018: -0.50 dB BD-PSNR against MGSSNet at equal steps, in 27 % of its" in text
+    assert "**not decided** by this budget" in text
