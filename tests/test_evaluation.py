@@ -198,6 +198,26 @@ def test_resume_reuses_caches(report):
     assert len(b) >= 2 and np.all(np.diff(b) > 0) and np.all(np.diff(q) > 0)
 
 
+def test_changed_weights_are_classified_again(report, tmp_path):
+    """Cached classifications belong to the weights that made them: other weights under the same
+    codec name are reconstructed and classified again (as their RD records are measured again)."""
+    import shutil
+
+    out, cfg = report
+    shutil.copytree(out, tmp_path / out.name)
+    spec = cfg.learned[0]
+    other = replace(spec, config={"N": 16, "M": 32})  # same name, other weights
+    run_report(replace(cfg, out_root=tmp_path, visual_bpp=None,
+                       learned=[other if s is spec else s for s in cfg.learned]))
+    new = [json.loads(ln) for ln in (tmp_path / out.name / "classification.jsonl").read_text().splitlines()]
+    old = [json.loads(ln) for ln in (out / "classification.jsonl").read_text().splitlines()]
+    mine = [r for r in new if r["codec"] == spec.name]
+    assert len(mine) == 2 * len([r for r in old if r["codec"] == spec.name])
+    assert len({r["digest"] for r in mine}) == 2
+    # classical codecs' and the original's classifications were reused as they were
+    assert len(new) - len(old) == len(mine) // 2
+
+
 def test_cli_hook(folder, tmp_path):
     from geocompress.cli import build_parser, main
 

@@ -79,12 +79,38 @@ def test_mcnemar_and_classification_claims():
     one_more = base.copy()
     one_more[np.flatnonzero(~base)[0]] = True  # +0.8 points of OA: not resolvable on 128 tiles
     assert mcnemar_p(one_more, base) == pytest.approx(1.0)
+    same_rate = {"mgssnet": 0.80, "mbt2018": 0.78, "cheng2020-attn": 0.8}
     vs = _by_claim(classification_verdicts({"mgssnet": better, "mbt2018": base,
-                                            "cheng2020-attn": one_more}, {}))
+                                            "cheng2020-attn": one_more}, {}, same_rate))
     assert vs["Classification: MGSSNet's reconstructions classify better than mbt2018's"].verdict == HOLDS
-    worse = classification_verdicts({"mgssnet": base, "mbt2018": better}, {})[0]
+    assert "at 0.80 vs 0.78 bpp" in vs["Classification: MGSSNet's reconstructions classify better "
+                                       "than mbt2018's"].measured
+    worse = classification_verdicts({"mgssnet": base, "mbt2018": better}, {}, same_rate)[0]
     assert worse.verdict == FAILS
     assert classification_verdicts({"mbt2018": base}, {}) == []
+    # a win bought with more bits (or with rates unknown) decides nothing
+    richer = classification_verdicts({"mgssnet": better, "mbt2018": base}, {},
+                                     {"mgssnet": 0.95, "mbt2018": 0.70})[0]
+    assert richer.verdict == OPEN and "the winner spent more bits" in richer.measured
+    assert classification_verdicts({"mgssnet": better, "mbt2018": base}, {})[0].verdict == OPEN
+    # ... but a win at fewer bits stands, and so does a loss at more bits
+    assert classification_verdicts({"mgssnet": better, "mbt2018": base}, {},
+                                   {"mgssnet": 0.70, "mbt2018": 0.95})[0].verdict == HOLDS
+    assert classification_verdicts({"mgssnet": base, "mbt2018": better}, {},
+                                   {"mgssnet": 0.95, "mbt2018": 0.70})[0].verdict == FAILS
+
+
+def test_bd_claims_need_shared_rates():
+    """A BD delta over a sliver of shared rate decides nothing, and the verdict says why."""
+    from geocompress.evaluation.rd import rate_overlap
+
+    assert rate_overlap(np.array(RATES), np.array(RATES)) == pytest.approx(1.0)
+    far = [r * 3.5 for r in RATES]
+    assert 0 < rate_overlap(np.array(RATES), np.array(far)) < 0.5
+    rows = _rows("mgssnet", 2.0, far) + _rows("mbt2018", 0.0)
+    v = _by_claim(rd_verdicts(rows, {}))["MGSSNet beats mbt2018"]
+    assert v.verdict == OPEN and "log-rate range" in v.measured
+    assert v.paper == "+2.9 % PSNR at 1.1 bpp"
 
 
 def test_report_sections_state_the_budget_and_what_wins():

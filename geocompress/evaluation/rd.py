@@ -7,8 +7,10 @@ band's maximum, averaged over bands), ``ms_ssim`` and ``ms_ssim_db`` (eq. 11; Na
 JSON lines to a cache file as soon as they exist, so an interrupted run resumes where it stopped;
 a learned codec's records carry its weights digest and are redone when the checkpoint changes.
 
-Averages are taken per (codec, setting) over the images, as CompressAI and the paper do: the
-RD curve of a codec is its mean bpp against its mean quality at each setting.
+Averages are taken per (codec, setting) over the images, as CompressAI does: the RD curve of a
+codec is its mean bpp against its mean quality at each setting. PSNR is the mean of the images'
+PSNRs; MS-SSIM in dB is eq. (11) of the *mean* MS-SSIM (CompressAI's plots convert the averaged
+value), not the mean of per-image dB values, which the best-coded tiles would dominate.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from geocompress.metrics import to_db
 
 from . import classical as C
 from .bd import bd_psnr, bd_rate, interp_psnr_at_rate, rd_front
@@ -385,6 +389,8 @@ def average(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             vals = np.array([r[k] for r in ok if k in r], dtype=np.float64)
             vals = vals[np.isfinite(vals)]
             row[k] = float(vals.mean()) if vals.size else float("nan")
+        if math.isfinite(row["ms_ssim"]):
+            row["ms_ssim_db"] = to_db(row["ms_ssim"])
         rows.append(row)
     rows.sort(key=lambda r: (r["codec"], r["bpp"] if math.isfinite(r["bpp"]) else 0.0))
     return rows
@@ -406,6 +412,18 @@ def curve(rows: Sequence[dict[str, Any]], codec: str, metric: str, monotone: boo
     return np.asarray(b), np.asarray(q)
 
 
+def rate_overlap(rates_a: np.ndarray, rates_b: np.ndarray) -> float:
+    """Shared log-rate range of two curves over the shorter one's (1: one lies within the other;
+    0: disjoint). A Bjøntegaard delta integrates over the shared range only, so a small overlap
+    says little about the whole curves."""
+    if len(rates_a) < 2 or len(rates_b) < 2:
+        return float("nan")
+    la, lb = np.log(rates_a), np.log(rates_b)
+    shared = min(la.max(), lb.max()) - max(la.min(), lb.min())
+    shorter = min(la.max() - la.min(), lb.max() - lb.min())
+    return float(np.clip(shared / shorter, 0.0, 1.0)) if shorter > 0 else float("nan")
+
+
 def bd_matrix(rows: Sequence[dict[str, Any]], tests: Sequence[str], anchors: Sequence[str],
               metric: str = "psnr_paper") -> list[dict[str, Any]]:
     """BD-rate (%) and BD-<metric> (dB) of every test codec against every anchor (pchip, the
@@ -424,7 +442,8 @@ def bd_matrix(rows: Sequence[dict[str, Any]], tests: Sequence[str], anchors: Seq
                     warnings.simplefilter("ignore", RuntimeWarning)
                     br, bq = bd_rate(ra, qa, rt, qt), bd_psnr(ra, qa, rt, qt)
             out.append({"test": t, "anchor": a, "metric": metric, "bd_rate_pct": br,
-                        "bd_quality_db": bq, "test_points": len(rt), "anchor_points": len(ra)})
+                        "bd_quality_db": bq, "test_points": len(rt), "anchor_points": len(ra),
+                        "rate_overlap": rate_overlap(rt, ra)})
     return out
 
 

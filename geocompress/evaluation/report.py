@@ -47,6 +47,7 @@ from .rd import (
     average,
     bd_matrix,
     curve,
+    nearest_setting,
     quality_at,
     reconstruct_near,
     run_classical,
@@ -408,8 +409,19 @@ def _classification(cfg: ReportConfig, out: Path, images: ImageSet, classical: l
     cms: dict[str, np.ndarray] = {}
     correct: dict[str, list[bool]] = {}
 
-    def done(codec: str) -> list[dict[str, Any]] | None:
-        rs = [cache.get(codec, key, im.name, digest) for im in test]
+    def identity(spec: Any) -> str:
+        """Classifier + (learned) the weights of the quality the codec will use: a retrained codec,
+        or a different quality nearest the target, is classified again, never served from cache."""
+        if not isinstance(spec, LearnedSpec):
+            return digest
+        found, _ = spec.available()
+        q = nearest_setting(records, spec.name, cs.target_bpp)
+        if q is None or int(q) not in found:
+            return digest
+        return f"{digest}|q{int(q)}|{spec.source_id(int(q), found[int(q)])}"
+
+    def done(codec: str, ident: str) -> list[dict[str, Any]] | None:
+        rs = [cache.get(codec, key, im.name, ident) for im in test]
         return rs if all(r is not None for r in rs) else None
 
     specs: list[tuple[str, Any]] = [("original", None)] + [(s.codec, s) for s in classical] + \
@@ -419,7 +431,8 @@ def _classification(cfg: ReportConfig, out: Path, images: ImageSet, classical: l
     from tqdm.auto import tqdm
 
     for name, spec in tqdm(specs, desc="classification", disable=not cfg.progress, leave=False):
-        rs = done(name)
+        ident = identity(spec)
+        rs = done(name, ident)
         if rs is None:
             if spec is None:
                 recs = [(im.pixels, {"bpp": float("nan"), "setting": "original"}) for im in test]
@@ -429,7 +442,7 @@ def _classification(cfg: ReportConfig, out: Path, images: ImageSet, classical: l
             pred = clf.predict([x for x, _ in recs])
             rs = []
             for im, (x, rec), p in zip(test, recs, pred):
-                r = {"codec": name, "setting": key, "image": im.name, "digest": digest,
+                r = {"codec": name, "setting": key, "image": im.name, "digest": ident,
                      "label": im.label, "pred": clf.classes[int(p)], "bpp": rec.get("bpp"),
                      "codec_setting": rec.get("setting"), "psnr_paper": rec.get("psnr_paper")}
                 cache.add(r)
@@ -637,7 +650,8 @@ def _verdict_section(rows: list[dict[str, Any]], labels: dict[str, str],
 
     vs = rd_verdicts(rows, labels, metric)
     if classification:
-        vs += classification_verdicts(classification.get("correct", {}), labels)
+        vs += classification_verdicts(classification.get("correct", {}), labels,
+                                      {r["codec"]: r["bpp"] for r in classification.get("rows", [])})
     if not vs:
         return []
     L = ["## Verdicts", "",
