@@ -65,10 +65,11 @@ COST = {"mgssnet": 0.49, "mgssnet-ssif": 0.43, "mgssnet-mhg": 0.36, "mgssnet-bas
 class Budget:
     """One training protocol for every model; the report states it."""
 
-    # what a 2-core AVX2 CPU without bf16 (float32 training) finishes for all 12 models in about
-    # 100 minutes; on an AMX CPU (bf16 mixed) 1200 / 300 fit in the same time
-    base_steps: int = 400
-    branch_steps: int = 100
+    # the budget of the committed report (reports/paper-budget/): what a 2-core AMX CPU (bf16
+    # mixed) gives all 12 models within one working session, beside the evaluation; a CPU
+    # without native bf16 trains ~2.3x slower (catalogs/benchmarks.md)
+    base_steps: int = 1000
+    branch_steps: int = 200
     lambdas: tuple[float, ...] = (0.0018, 0.013, 0.13)  # CompressAI convention, q1 < q2 < q3
     # the base trains at the highest lambda: short branches lower a rate far faster than they
     # raise one, so the ladder spans more bpp than with a middle-lambda base

@@ -389,6 +389,7 @@ def average(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             vals = np.array([r[k] for r in ok if k in r], dtype=np.float64)
             vals = vals[np.isfinite(vals)]
             row[k] = float(vals.mean()) if vals.size else float("nan")
+        row["min_bytes"] = min((int(r["bytes"]) for r in ok if r.get("bytes")), default=0)
         if math.isfinite(row["ms_ssim"]):
             row["ms_ssim_db"] = to_db(row["ms_ssim"])
         rows.append(row)
