@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -84,10 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default=None,
                    help="learned codecs' transform precision (default float64; --budget: auto)")
     a = p.parse_args(argv)
+    # paths inside the repository are written relative to it: the report is committed
+    a.dataset, a.runs, a.out = [Path(os.path.relpath(x.resolve(), REPO))
+                                if x.resolve().is_relative_to(REPO) else x.resolve()
+                                for x in (a.dataset, a.runs, a.out)]
+    os.chdir(REPO)
     budget = None
     if a.budget:
-        if a.runs == REPO / "runs":
-            a.runs = REPO / "runs" / "budget"
+        if a.runs == Path("runs"):
+            a.runs = Path("runs") / "budget"
         if a.name == "paper-rs-v1":
             a.name = "paper-budget"
         a.precision = a.precision or "auto"

@@ -488,8 +488,9 @@ def _write_readme(cfg: ReportConfig, out: Path, images: ImageSet, classical: lis
           "PSNR (255 for 8 bit), MS-SSIM in dB (eq. 11). Each point is the mean over the images at "
           "one codec setting. BD-rate / BD-quality: Bjøntegaard deltas, piecewise cubic (pchip, the "
           "JVET method) via the `bjontegaard` package, on each codec's averaged curve (points that "
-          "do not raise both rate and quality are left out); negative BD-rate = fewer bits than the "
-          "anchor for the same quality.", ""]
+          "do not raise both rate and quality are left out), over the two curves' shared range only "
+          "(`rate_overlap` in the csv files: the shared fraction of the shorter curve's log-rate "
+          "range); negative BD-rate = fewer bits than the anchor for the same quality.", ""]
 
     L += ["## Codecs", ""]
     crow = []
@@ -587,9 +588,15 @@ def _write_readme(cfg: ReportConfig, out: Path, images: ImageSet, classical: lis
               f"config {json.dumps(meta.get('config', {}))}). Test: {classification['test']}. "
               f"Classical codecs are coded per tile at or under the target rate; each learned codec "
               f"uses its one quality whose mean bpp is nearest the target.", ""]
+        target = classification["target_bpp"]
+
+        def far(bpp: float) -> str:  # a learned codec whose qualities do not reach the target
+            return "" if not math.isfinite(bpp) or 0.75 * target <= bpp <= 1.25 * target else \
+                " (far from the target)"
+
         L += _md_table(["codec", "OA", "mean bpp", "setting(s)"],
                        [["Original" if r["codec"] == "original" else labels.get(r["codec"], r["codec"]),
-                         _num(r["oa"], 4), _num(r["bpp"], 3), r["settings"]]
+                         _num(r["oa"], 4), _num(r["bpp"], 3) + far(r["bpp"]), r["settings"]]
                         for r in classification["rows"]]) + [""]
         L += ["![confusion matrices](confusions.png)", ""]
 
