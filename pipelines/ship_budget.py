@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                   if "mgssnet-shipped" in codecs else float("nan"))
     qualities = {}
     lines = [f"# `{a.arch}` at the training budget (shipped, `--arch {a.arch}`)", "",
-             f"Trained by `pipelines/train_budget.py` (protocol in `{a.report.name}/README.md`): "
+             f"Trained by `pipelines/train_budget.py` (protocol in "
+             f"`{os.path.relpath(a.report.resolve(), REPO)}/README.md`): "
              f"{budget['base_steps']} base steps at lambda {budget['lambdas'][budget['base_quality'] - 1]:g}, "
              f"then {budget['branch_steps']} steps at each lambda; batch {budget['batch']} of "
              f"{budget['crop']}^2 crops, lr {budget['lr']:g}, seed {budget['seed']}, data "

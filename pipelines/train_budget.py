@@ -187,10 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--branch-steps", type=int, default=Budget.branch_steps)
     p.add_argument("--base-quality", type=int, default=Budget.base_quality,
                    help="which lambda (1-based) the shared base run trains at")
+    p.add_argument("--lr", type=float, default=Budget.lr,
+                   help="main learning rate (default: the paper's); the aux lr stays")
     p.add_argument("--only", nargs="+", help=argparse.SUPPRESS)  # one queue (internal)
     a = p.parse_args(argv)
     budget = Budget(base_steps=a.base_steps, branch_steps=a.branch_steps,
-                    base_quality=a.base_quality)
+                    base_quality=a.base_quality, lr=a.lr)
     if not a.dataset.exists():
         print(f"{a.dataset} not found: build it with `.venv/bin/python pipelines/build_dataset.py`",
               file=sys.stderr)
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cmd = [sys.executable, __file__, "--runs", str(a.runs), "--dataset", str(a.dataset),
                "--base-steps", str(budget.base_steps), "--branch-steps", str(budget.branch_steps),
-               "--base-quality", str(budget.base_quality),
+               "--base-quality", str(budget.base_quality), "--lr", repr(budget.lr),
                "--only", *q]
         log = open(a.runs / f"queue{i}.log", "a")
         print(f"queue {i}: {' '.join(q)} (log {log.name})", flush=True)
