@@ -43,7 +43,9 @@ def plot_rd(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: st
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title, fontsize=10)
+        import textwrap
+
+        ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -542,7 +542,10 @@ def _write_readme(cfg: ReportConfig, out: Path, images: ImageSet, classical: lis
         L += _md_table(["codec \\ anchor"] + [labels[a] for a in anchors],
                        [[labels[t]] + [("—" if t == a else _num(table[(t, a)]["bd_quality_db"], 2, True))
                                        for a in anchors] for t in tests]) + [""]
-        L += [f"All pairs: [`bd_{m}.csv`](bd_{m}.csv)."]
+        L += ["n/a: the two curves share no quality range (BD-rate) or no rate range (BD-quality), "
+              "or one has fewer than two points that raise both rate and quality; Bjøntegaard deltas "
+              "do not extrapolate. All pairs, with their shared rate range: "
+              f"[`bd_{m}.csv`](bd_{m}.csv)."]
         if m == main_metric:
             L += ["", f"![RD {m}](rd_main_{m}.png)"]
         L += [""]

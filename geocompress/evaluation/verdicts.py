@@ -105,7 +105,8 @@ def _ov(overlap: float) -> str:
     if math.isfinite(overlap) and overlap >= MIN_OVERLAP:
         return ""
     return (f" (curves share {100 * overlap:.0f} % of the shorter one's log-rate range)"
-            if math.isfinite(overlap) else " (curves share no rate range)")
+            if math.isfinite(overlap) else
+            " (a curve has fewer than two points that raise both rate and quality)")
 
 
 def _at(r: float, rate: float = PAPER_RATE) -> str:
