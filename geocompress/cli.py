@@ -66,9 +66,23 @@ def _positive(text: str) -> int:
     return value
 
 
+def _shipped_archs() -> list[str]:
+    """Architectures with shipped weights, read without importing torch (``--help`` stays fast)."""
+    import json
+    from importlib import resources
+
+    ref = resources.files("geocompress") / "weights" / "index.json"
+    return list(json.loads(ref.read_text())) if ref.is_file() else []
+
+
 def _codec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("codec")
-    g.add_argument("--arch", default="mgssnet", help="architecture (default mgssnet)")
+    others = ", ".join(a for a in _shipped_archs() if a != "mgssnet")
+    g.add_argument("--arch", default="mgssnet",
+                   help="architecture (default mgssnet, the project's codec). Also shipped: "
+                        f"{others or 'none'} (baselines that beat MGSSNet at one short, equal training "
+                        "budget; far below the shipped mgssnet: catalogs/models/<arch>.md). Any "
+                        "registry architecture with --checkpoint")
     g.add_argument("--quality", type=int, default=None,
                    help="shipped quality 1..Q (higher = more bits; default: the middle one)")
     g.add_argument("--checkpoint", help="use this checkpoint instead of shipped weights")
