@@ -238,7 +238,7 @@ def test_fp16_checkpoint_keeps_the_architectures_constants(tmp_path):
 
 def test_pretrained_without_shipped_weights_says_what_to_do():
     with pytest.raises(WeightsError, match="no shipped"):
-        geocompress.load_codec("cheng2020-attn", pretrained=True)
+        geocompress.load_codec("bmshj2018-hyperprior", pretrained=True)
 
 
 def test_untrained_weights_are_reproducible():
