@@ -66,18 +66,11 @@ def _positive(text: str) -> int:
     return value
 
 
-def _shipped_archs() -> list[str]:
-    """Architectures with shipped weights, read without importing torch (``--help`` stays fast)."""
-    import json
-    from importlib import resources
-
-    ref = resources.files("geocompress") / "weights" / "index.json"
-    return list(json.loads(ref.read_text())) if ref.is_file() else []
-
-
 def _codec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("codec")
-    others = ", ".join(a for a in _shipped_archs() if a != "mgssnet")
+    from geocompress.shipped import shipped_index
+
+    others = ", ".join(a for a in shipped_index() if a != "mgssnet")
     g.add_argument("--arch", default="mgssnet",
                    help="architecture (default mgssnet, the project's codec). Also shipped: "
                         f"{others or 'none'} (baselines that beat MGSSNet at one short, equal training "

@@ -14,8 +14,6 @@ import math
 from typing import Iterable
 
 import numpy as np
-import torch
-from pytorch_msssim import ms_ssim as _ms_ssim
 
 
 def bpp(strings: Iterable[bytes] | bytes, pixels: int) -> float:
@@ -58,6 +56,9 @@ def psnr_paper(x: np.ndarray, y: np.ndarray) -> float:
 
 def ms_ssim(x: np.ndarray, y: np.ndarray, peak: float | None = None) -> float:
     """MS-SSIM (5 scales, Gaussian window 11) of C x H x W images; needs H, W > 160."""
+    import torch  # here, not at import: the CLI reads the rate and dB helpers without torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
     peak = peak_for(np.asarray(x).dtype) if peak is None else peak
     a, b = _pair(x, y)
     ta = torch.from_numpy(a / peak)[None]

@@ -201,7 +201,7 @@ def test_fitting_a_halo_prior_lowers_its_rate_and_leaves_the_transforms():
     import torch
 
     from geocompress.codec.weights import untrained
-    from geocompress.training.halo_prior import (PRIOR_PARTS, HaloPriorConfig, fit_halo_prior,
+    from geocompress.training.halo_prior import (HaloPriorConfig, fit_halo_prior,
                                                  interior_latents, rate_bpp, windows)
 
     model = untrained("mbt2018", N=16, M=24).float().eval()

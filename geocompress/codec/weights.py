@@ -16,7 +16,6 @@ before that rule (and training states warm-started from them) hold those zeros;
 from __future__ import annotations
 
 import hashlib
-import json
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 from ..models import build
+from ..shipped import shipped_index
 from .errors import WeightsError
 
 FIXED_SEED = 20240621  # untrained (pretrained=False) models are this seed's initialisation
@@ -140,14 +140,6 @@ def load_checkpoint(path: str | Path, expected_digest: str | None = None) -> tor
                                f"{expected_digest[:16]}: the file is damaged or was replaced")
     model.meta = ckpt.get("meta", {})  # type: ignore[attr-defined]
     return model
-
-
-def shipped_index() -> dict[str, Any]:
-    """The package's weights index (``geocompress/weights/index.json``): arch -> qualities."""
-    ref = resources.files("geocompress") / "weights" / "index.json"
-    if not ref.is_file():
-        return {}
-    return json.loads(ref.read_text())
 
 
 def shipped_path(arch: str, quality: int | None) -> tuple[Path, int, str]:

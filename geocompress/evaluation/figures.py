@@ -8,6 +8,7 @@ read apart at a glance, as in the paper's Figs. 8 - 9.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,6 @@ def plot_rd(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: st
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
-        import textwrap
-
         ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")

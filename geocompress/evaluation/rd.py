@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from geocompress.metrics import to_db
+
 from . import classical as C
 from .bd import bd_psnr, bd_rate, interp_psnr_at_rate, rd_front
 from .images import EvalImage, ImageSet
@@ -375,8 +377,6 @@ def run_learned(spec: LearnedSpec, images: ImageSet, cache: RDCache, progress: b
 def average(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean bpp and quality per (codec, setting), with the number of images; failed records
     (unsupported input) are left out and counted."""
-    from geocompress.metrics import to_db  # imports torch: not at module level (the CLI reads rd)
-
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["codec"], str(r["setting"])), []).append(r)

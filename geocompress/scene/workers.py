@@ -13,7 +13,6 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 
 from ..codec import TileCodec, WeightsMismatchError, load_codec
 from ..store.masks import decode_mask, encode_mask  # noqa: F401 - the pipeline's names for them
