@@ -6,6 +6,7 @@ Thin by design: parses arguments, calls the library, prints results.
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import os
 import re
@@ -66,6 +67,28 @@ def _positive(text: str) -> int:
     return value
 
 
+def _quality(text: str) -> float | int:
+    """A quality: a whole number (shipped fixed-rate weights) or a level on a variable-rate
+    model's continuous scale; never negative, infinite or not a number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return int(value) if value == int(value) and "." not in text else value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
 def _codec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("codec")
     from geocompress.shipped import shipped_index
@@ -76,8 +99,10 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                         f"{others or 'none'} (baselines that beat MGSSNet at one short, equal training "
                         "budget; far below the shipped mgssnet: catalogs/models/<arch>.md). Any "
                         "registry architecture with --checkpoint")
-    g.add_argument("--quality", type=int, default=None,
-                   help="shipped quality 1..Q (higher = more bits; default: the middle one)")
+    g.add_argument("--quality", type=_quality, default=None,
+                   help="shipped quality 1..Q (higher = more bits; default: the middle one); a "
+                        "variable-rate model (--arch mgssnet-vr) takes any level on its continuous "
+                        "scale, 0..8 (e.g. 2.5)")
     g.add_argument("--checkpoint", help="use this checkpoint instead of shipped weights")
     g.add_argument("--untrained", action="store_true",
                    help="fixed-seed untrained weights (testing the pipeline only)")
@@ -87,6 +112,14 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
 def cmd_compress(a: argparse.Namespace) -> int:
     from .geo import TileFilter
     from .scene import compress_scene
+    from .scene.rate_control import RateTarget
+
+    rate = None
+    if a.target_bpp is not None or a.target_psnr is not None:
+        if a.quality is not None:
+            raise ValueError("give a --quality or a rate target (--target-bpp / --target-psnr), "
+                             "not both")
+        rate = RateTarget(bpp=a.target_bpp, psnr=a.target_psnr, sample=a.rate_sample)
 
     r = compress_scene(
         a.scene if len(a.scene) > 1 else a.scene[0], a.store, arch=a.arch, quality=a.quality,
@@ -94,7 +127,8 @@ def cmd_compress(a: argparse.Namespace) -> int:
         tile_filter=TileFilter(a.min_valid_fraction, not a.keep_constant), bits=a.bits,
         scheduler=a.scheduler, workers=a.workers, batch_size=a.batch_size,
         overwrite=a.overwrite, progress=not a.quiet, gpu=a.gpu, precision=a.precision, halo=a.halo,
-        model_config={"N": 64, "M": 96} if a.untrained else None, refine_steps=a.refine_steps)
+        model_config={"N": 64, "M": 96} if a.untrained else None, refine_steps=a.refine_steps,
+        rate=rate)
     print(json.dumps(r.summary(), indent=2))
     return 0
 
@@ -189,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "catalogs/models/refine_gain.md), decoded by any geocompress, but a "
                         "forward and backward pass per step (~45 s per tile on one CPU core): "
                         "use a GPU (default 0: off)")
+    r = c.add_argument_group(
+        "rate control (variable-rate models: --arch mgssnet-vr)",
+        "Ask for a rate or a quality instead of a level: the level is searched for through the "
+        "real codec on a sample of the scene's tiles before anything is written; the achieved "
+        "bpp (tile bytes over the scene's pixels) is printed and recorded with the target in "
+        "the store and its STAC item")
+    t = r.add_mutually_exclusive_group()
+    t.add_argument("--target-bpp", type=_positive_float, metavar="BPP",
+                   help="bits per pixel of the whole scene, e.g. 0.5")
+    t.add_argument("--target-psnr", type=_positive_float, metavar="DB",
+                   help="PSNR in dB over valid pixels (peak 2^bits - 1), e.g. 32")
+    r.add_argument("--rate-sample", type=_positive, default=32, metavar="N",
+                   help="tiles the search codes at each step (default 32)")
     _cluster_args(c)
     c.set_defaults(func=cmd_compress)
 

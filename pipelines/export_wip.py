@@ -4,6 +4,10 @@ session on another machine can continue them (``geocompress train ... --warm-sta
 written atomically). What each file is and its curve: ``catalogs/models/wip/README.md``.
 
     .venv/bin/python pipelines/export_wip.py runs/mgssnet-hi/q6 runs/mgssnet-hi/q5 [--measure]
+    .venv/bin/python pipelines/export_wip.py runs/mgssnet-vr     # the variable-rate run
+
+A variable-rate run (``mgssnet-vr``) exports to ``mgssnet-vr.pt``; its RD curve at every level is
+measured by ``benchmarks/vr_rd.py``.
 
 ``--measure`` also codes the test split through the real codec with each exported file (every
 byte counted) and reads JPEG 2000's PSNR on the same tiles at the same mean bpp (the RD point a
@@ -54,11 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     results = json.loads(record.read_text()) if record.exists() else {}
     for run in a.runs:
         state = torch.load(run / STATE, map_location="cpu", weights_only=False)
+        variable_rate = state["arch"] == "mgssnet-vr"
         q = int(state.get("quality") or 0)
-        if not q:
+        if not q and not variable_rate:
             raise SystemExit(f"{run}: the run records no quality index (train with --quality N)")
         a.out.mkdir(parents=True, exist_ok=True)
-        out = a.out / f"{state['arch']}-q{q}.pt"
+        out = a.out / (f"{state['arch']}.pt" if variable_rate else f"{state['arch']}-q{q}.pt")
         digest, meta, _ = export_state(run / STATE, out, quality=q)
         print(f"{run} -> {out.relative_to(REPO) if out.is_relative_to(REPO) else out}: own steps "
               f"{meta['steps']}, in all {meta.get('total_steps')}, lambda {meta['lambda']}, "
@@ -66,6 +71,11 @@ def main(argv: list[str] | None = None) -> None:
         entry = {"file": out.name, "digest": digest, "lambda": meta["lambda"], "config": state["config"],
                  "own_steps": meta["steps"], "total_steps": meta.get("total_steps"),
                  "wall_s": meta.get("wall_s"), "hardware": meta.get("hardware")}
+        if variable_rate:  # every level at once: benchmarks/vr_rd.py measures it
+            entry["level_lambdas"] = meta.get("level_lambdas")
+            results["vr"] = entry
+            record.write_text(json.dumps(results, indent=1) + "\n")
+            continue
         if a.measure:
             entry["test"] = t = measure(out, digest, q, a.dataset)
             print(f"  test split: {t['bpp']:.3f} bpp, {t['psnr']:.2f} dB (JPEG 2000 at that bpp "

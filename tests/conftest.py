@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {
     "mgssnet": {"N": 16, "M": 24},
+    "mgssnet-vr": {"N": 16, "M": 24},
     "bmshj2018-factorized": {"N": 16, "M": 24},
     "bmshj2018-hyperprior": {"N": 16, "M": 24},
     "mbt2018-mean": {"N": 16, "M": 24},

@@ -7,7 +7,7 @@ from .conftest import SMALL
 
 
 def test_registry_names_match_the_papers_baselines():
-    assert names() == ["mgssnet", "bmshj2018-factorized", "bmshj2018-hyperprior",
+    assert names() == ["mgssnet", "mgssnet-vr", "bmshj2018-factorized", "bmshj2018-hyperprior",
                        "mbt2018-mean", "mbt2018", "cheng2020-attn", "bmshj2018-factorized-ssif",
                        "bmshj2018-factorized-mhg", "bmshj2018-factorized-lgcm"]
 

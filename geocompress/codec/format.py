@@ -14,6 +14,9 @@ Layout (little-endian), format versions 1 and 2::
     width        u16  tile width before padding
     pad_h, pad_w u16  padded size the model saw (multiple of the model's downsampling factor)
     halo         u8   (version 3) latent pixels of context on each side the encoder saw
+    rate         u16  (version 4) rate level of a variable-rate model in thousandths
+                      (0..65534; the level the encoder's gains were set to, which the decoder's
+                      inverse gains must match); 65535 = a fixed-rate model
     groups       u8   band groups (3 bands each; see tile_codec), each followed by
       streams    u8   count, then for each: u32 length + bytes
     crc32        u32  zlib.crc32 of everything before it
@@ -26,7 +29,9 @@ by wavefront (diagonal groups of positions that do not depend on each other,
 Version 3 adds ``halo``: the tile's latent was computed by the analysis transform over the tile plus
 ``halo`` latent pixels (``16 * halo`` pixels) of its neighbours on each side, so that the latent
 field is continuous across tile borders (a scene decoder synthesizes each tile from its latent
-plus the same halo of its neighbours' latents). All three are read; version 3 is written.
+plus the same halo of its neighbours' latents). Version 4 adds ``rate``, written only by
+variable-rate models (:mod:`geocompress.models.variable_rate`); fixed-rate models still write
+version 3, byte for byte as before. All four are read.
 """
 
 from __future__ import annotations
@@ -45,9 +50,12 @@ from .errors import (
 )
 
 MAGIC = b"GEOC"
-FORMAT_VERSION = 3
-READ_VERSIONS = (1, 2, 3)
-SYMBOL_ORDER = {1: "raster", 2: "wavefront", 3: "wavefront"}  # joint models' symbol order
+FORMAT_VERSION = 3          # what fixed-rate models write
+RATE_VERSION = 4            # what variable-rate models write
+READ_VERSIONS = (1, 2, 3, 4)
+SYMBOL_ORDER = {1: "raster", 2: "wavefront", 3: "wavefront", 4: "wavefront"}
+RATE_SCALE = 1000           # rate levels travel as integer thousandths
+NO_RATE = 0xFFFF  # joint models' symbol order
 DTYPES = {1: np.dtype("uint8"), 2: np.dtype("uint16")}
 DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 _FIXED = struct.Struct("<8sBBBHHHHH")
@@ -67,6 +75,7 @@ class TileHeader:
     pad_w: int
     version: int = FORMAT_VERSION
     halo: int = 0
+    rate: float | None = None   # variable-rate models' level (a multiple of 1 / RATE_SCALE)
 
 
 @dataclass
@@ -75,14 +84,30 @@ class TileString:
     groups: list[list[bytes]] = field(default_factory=list)
 
 
+def rate_code(rate: float) -> int:
+    """``rate`` as the header's integer thousandths; a rate it cannot hold is an error."""
+    code = round(float(rate) * RATE_SCALE)
+    if not 0 <= code < NO_RATE:
+        raise ValueError(f"rate level {rate} does not fit the tile header (0..{(NO_RATE - 1) / RATE_SCALE})")
+    return code
+
+
+def quantize_rate(rate: float) -> float:
+    """The level a header carries for ``rate``: the encoder codes at exactly this level."""
+    return rate_code(rate) / RATE_SCALE
+
+
 def pack(tile: TileString) -> bytes:
     h = tile.header
     arch = h.arch.encode()
     out = bytearray(MAGIC)
-    out += struct.pack("<BB", FORMAT_VERSION, len(arch)) + arch
+    version = FORMAT_VERSION if h.rate is None else RATE_VERSION
+    out += struct.pack("<BB", version, len(arch)) + arch
     out += _FIXED.pack(h.digest[:8].ljust(8, b"\0"), h.quality, DTYPE_CODES[np.dtype(h.dtype)],
                        h.bits, h.channels, h.height, h.width, h.pad_h, h.pad_w)
     out += struct.pack("<B", h.halo)
+    if h.rate is not None:
+        out += struct.pack("<H", rate_code(h.rate))
     out += struct.pack("<B", len(tile.groups))
     for streams in tile.groups:
         out += struct.pack("<B", len(streams))
@@ -133,7 +158,14 @@ def read_header(data: bytes) -> tuple[TileHeader, _Reader]:
     if dcode not in DTYPES:
         raise CorruptStreamError(f"tile header names unknown dtype code {dcode}")
     (halo,) = r.unpack("<B", "halo") if version >= 3 else (0,)
-    header = TileHeader(arch, digest, quality, DTYPES[dcode], bits, c, h, w, ph, pw, version, halo)
+    rate = None
+    if version >= RATE_VERSION:
+        (code,) = r.unpack("<H", "rate")
+        if code == NO_RATE:
+            raise CorruptStreamError("tile header of a variable-rate string carries no rate")
+        rate = code / RATE_SCALE
+    header = TileHeader(arch, digest, quality, DTYPES[dcode], bits, c, h, w, ph, pw, version, halo,
+                        rate)
     native = 8 * header.dtype.itemsize
     if not 1 <= bits <= native:
         raise CorruptStreamError(f"tile header says {bits} bits for a {header.dtype} tile")

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .entropy import LatentCoder
 from .errors import CodecError, CorruptStreamError, WeightsMismatchError
-from .format import SYMBOL_ORDER, TileHeader, TileString, pack, read_header, unpack
+from .format import SYMBOL_ORDER, TileHeader, TileString, pack, quantize_rate, read_header, unpack
 from .precision import Transforms, resolve_precision, weight_dtype
 from .refine import refine_latents
 from .weights import load_checkpoint, load_shipped, state_digest, untrained
@@ -59,7 +59,7 @@ def _as_tiles(tiles: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
 class TileCodec:
     """A model plus everything needed to turn tiles into strings: see the module docstring."""
 
-    def __init__(self, model: torch.nn.Module, quality: int = 0, device: str | torch.device = "cpu",
+    def __init__(self, model: torch.nn.Module, quality: float = 0, device: str | torch.device = "cpu",
                  precision: str = "auto", batch_size: int = 16, refine_steps: int = 0,
                  refine_lr: float = REFINE_LR, refine_lambda: float | None = None) -> None:
         if refine_steps < 0:
@@ -68,7 +68,20 @@ class TileCodec:
         self.arch: str = getattr(model, "arch", type(model).__name__.lower())
         self.config: dict[str, Any] = dict(getattr(model, "config", {}))
         self.digest = state_digest(model.state_dict())
-        self.quality = int(quality)
+        # a variable-rate model codes at a continuous level (its quality scale), carried in each
+        # tile's header; fixed-rate weights have one rate and an integer shipped-quality index
+        self.variable_rate = hasattr(model, "set_rate")
+        self.rate: float | None = None
+        if self.variable_rate:
+            self.rate = quantize_rate(model.check_level(quality))
+            if refine_steps:
+                raise CodecError("refinement is not available for variable-rate models yet")
+            self.quality: float = self.rate
+        else:
+            if float(quality) != int(quality):
+                raise CodecError(f"{self.arch} weights have one rate each (integer qualities); "
+                                 f"quality {quality} needs a variable-rate model (mgssnet-vr)")
+            self.quality = int(quality)
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.dtype = weight_dtype(self.precision)
@@ -88,8 +101,21 @@ class TileCodec:
                              "these weights do not record the lambda they were trained with")
         self._refine_model: torch.nn.Module | None = None
 
+    def set_level(self, level: float) -> None:
+        """Code at ``level`` from now on (a variable-rate model's scale; rate control's knob).
+
+        Raises:
+            CodecError: the weights are fixed-rate.
+            ValueError: a level outside the model's range.
+        """
+        if not self.variable_rate:
+            raise CodecError(f"{self.arch} weights have one rate; levels need a variable-rate model")
+        self.rate = quantize_rate(self.model.check_level(level))
+        self.quality = self.rate
+
     def __repr__(self) -> str:
-        return (f"TileCodec(arch={self.arch!r}, quality={self.quality}, digest={self.digest[:12]}, "
+        q = self.rate if self.variable_rate else self.quality
+        return (f"TileCodec(arch={self.arch!r}, quality={q}, digest={self.digest[:12]}, "
                 f"device={self.device}, precision={self.precision}, refine_steps={self.refine_steps})")
 
     # -- public API ------------------------------------------------------------------------
@@ -144,6 +170,7 @@ class TileCodec:
         for shape, group in by_shape.items():
             for i in range(0, len(group), self.batch_size):
                 batch = group[i:i + self.batch_size]
+                self._set_rates([headers[t] for t, _, _ in batch])
                 x = self._synthesize(torch.stack([w for _, _, w in batch]))
                 for (t, g, _), img in zip(batch, x):
                     top, bottom, left, right = sides[t]
@@ -174,6 +201,20 @@ class TileCodec:
                 f"tile was encoded by {h.arch} weights {h.digest.hex()} (quality {h.quality}); this "
                 f"codec is {self.arch} weights {self.digest[:16]} (quality {self.quality}): load "
                 f"the codec that wrote it")
+        if self.variable_rate != (h.rate is not None):
+            raise CorruptStreamError(
+                f"tile header {'lacks' if self.variable_rate else 'carries'} a rate level, which "
+                f"{self.arch} weights {'always write' if self.variable_rate else 'never write'}")
+        if h.rate is not None:
+            try:
+                self.model.check_level(h.rate)
+            except ValueError as e:
+                raise CorruptStreamError(f"tile header: {e}") from None
+
+    def _set_rates(self, headers: Sequence[TileHeader]) -> None:
+        """A variable-rate model's inverse gains for each tile of a batch, from its header."""
+        if self.variable_rate:
+            self.model.set_rate(torch.tensor([h.rate for h in headers], dtype=torch.float64))
 
     def _check_layout(self, t: int, p: TileString) -> None:
         """Every header field consistent with this codec before any byte reaches a decoder: a
@@ -254,8 +295,10 @@ class TileCodec:
             if max(h, w) > 65535 or c > 65535:
                 raise CodecError(f"tile {t} is too large ({tile.shape}); cut the scene into tiles")
             ph, pw = self._padded(h, w)
-            headers.append(TileHeader(self.arch, bytes.fromhex(self.digest[:16]), self.quality,
-                                      tile.dtype, b, c, h, w, ph, pw, halo=int(halo)))
+            headers.append(TileHeader(self.arch, bytes.fromhex(self.digest[:16]),
+                                      0 if self.variable_rate else self.quality,
+                                      tile.dtype, b, c, h, w, ph, pw, halo=int(halo),
+                                      rate=self.rate))
             for g, idx in enumerate(self._groups(c)):
                 jobs.append((t, g, (tile, idx, 2 ** b - 1, sides[t])))  # scaled per batch
         streams, recon = self._run_encode(jobs, headers, reconstruct)
@@ -290,6 +333,8 @@ class TileCodec:
                       (0, full_w - tile.shape[2], 0, full_h - tile.shape[1]), mode="replicate")[0]
                 for _, _, (tile, idx, peak, _) in batch])
             x = x.to(self.device, self.dtype)
+            if self.variable_rate:
+                self.model.set_rate(self.rate)
             y = self.transforms(self.model.g_a, x)
             if top or bottom or left or right:  # the tile's own latent, its neighbours in view
                 y = y[..., top:y.shape[-2] - bottom, left:y.shape[-1] - right].contiguous()
@@ -322,6 +367,7 @@ class TileCodec:
                 for (t, g, _), y in zip(batch, y_hat):
                     images[t][g] = y
                 continue
+            self._set_rates([headers[t] for t, _, _ in batch])
             for (t, g, _), img in zip(batch, self._synthesize(y_hat)):
                 images[t][g] = img
         return images
@@ -352,7 +398,7 @@ class TileCodec:
         return np.clip(np.rint(x * peak), 0, peak).astype(h.dtype)
 
 
-def load_codec(arch: str = "mgssnet", quality: int | None = None, pretrained: bool = True,
+def load_codec(arch: str = "mgssnet", quality: float | None = None, pretrained: bool = True,
                device: str = "cpu", checkpoint: str | None = None, precision: str = "auto",
                batch_size: int = 16, refine_steps: int = 0, halo_prior: bool = False,
                digest: str | None = None, **config: Any) -> TileCodec:
@@ -361,13 +407,19 @@ def load_codec(arch: str = "mgssnet", quality: int | None = None, pretrained: bo
     ``refine_steps`` > 0 turns on encoder-side latent refinement (module docstring).
     ``halo_prior``: the quality's entropy half refitted for halo-coded tiles, where one ships
     (:func:`~geocompress.codec.weights.load_shipped`); ``digest`` (a store's) picks whichever
-    shipped weights of that quality have it."""
+    shipped weights of that quality have it. A variable-rate model (``mgssnet-vr``) takes
+    ``quality`` on its continuous scale (default: its checkpoint's ``default_quality``, else 4)."""
     if checkpoint is not None:
         model = load_checkpoint(checkpoint)
-        q = int(quality or getattr(model, "meta", {}).get("quality", 0))
+        meta = getattr(model, "meta", {})
+        if hasattr(model, "set_rate"):
+            q = float(quality if quality is not None else meta.get("default_quality", 4.0))
+        else:
+            q = int(quality or meta.get("quality", 0))
     elif pretrained:
         model, q = load_shipped(arch, quality, halo_prior=halo_prior, digest=digest)
     else:
-        model, q = untrained(arch, **config), 0
+        model = untrained(arch, **config)
+        q = float(quality if quality is not None else 4.0) if hasattr(model, "set_rate") else 0
     return TileCodec(model, quality=q, device=device, precision=precision, batch_size=batch_size,
                      refine_steps=refine_steps)

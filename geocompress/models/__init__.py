@@ -5,9 +5,9 @@ Submodules load on first use (PEP 562), so ``geocompress.models.arch_names`` cos
 
 from geocompress._lazy import lazy_attributes
 
-__all__ = ["LGCM", "MHGAM", "SSIFAM", "MGSSNet", "MODULE_SETS", "ARCHITECTURES", "build", "names"]
+__all__ = ["LGCM", "MHGAM", "SSIFAM", "MGSSNet", "MGSSNetVR", "MODULE_SETS", "ARCHITECTURES", "build", "names"]
 
-_LAZY = {"LGCM": ".blocks", "MHGAM": ".blocks", "SSIFAM": ".blocks", "MGSSNet": ".mgssnet",
+_LAZY = {"LGCM": ".blocks", "MHGAM": ".blocks", "SSIFAM": ".blocks", "MGSSNet": ".mgssnet", "MGSSNetVR": ".variable_rate",
          "MODULE_SETS": ".mgssnet", "ARCHITECTURES": ".registry", "build": ".registry",
          "names": ".registry"}
 

@@ -17,11 +17,15 @@ from compressai.models import (
 from .arch_names import ARCH_NAMES
 from .generalization import GENERALIZATION_MODULES, FactorizedReLUWithBlock
 from .mgssnet import MGSSNet
+from .variable_rate import LEVEL_LAMBDAS, MGSSNetVR
 
 # name -> (class, default config). Defaults are CompressAI's zoo values for its low qualities
 # (N=128, M=192), small enough to train on modest hardware.
 ARCHITECTURES: dict[str, tuple[Callable[..., CompressionModel], dict[str, Any]]] = {
     "mgssnet": (MGSSNet, {"N": 128, "M": 192, "beta": 0.1, "heads": 4, "modules": "full"}),
+    # one network for every rate (gain units); the widths of the high-rate trunk it starts from
+    "mgssnet-vr": (MGSSNetVR, {"N": 64, "M": 128, "beta": 0.1, "heads": 4, "modules": "full",
+                               "levels": len(LEVEL_LAMBDAS)}),
     "bmshj2018-factorized": (FactorizedPriorReLU, {"N": 128, "M": 192}),
     "bmshj2018-hyperprior": (ScaleHyperprior, {"N": 128, "M": 192}),
     "mbt2018-mean": (MeanScaleHyperprior, {"N": 128, "M": 192}),
@@ -48,7 +52,7 @@ def build(name: str, **config: Any) -> CompressionModel:
         cls, defaults = ARCHITECTURES[name]
     except KeyError:
         raise ValueError(f"unknown architecture {name!r}; choose one of {names()}") from None
-    unknown = set(config) - set(defaults) - ({"in_channels"} if name == "mgssnet" else set())
+    unknown = set(config) - set(defaults) - ({"in_channels"} if name.startswith("mgssnet") else set())
     if unknown:
         raise ValueError(f"{name}: unknown config keys {sorted(unknown)}; known: {sorted(defaults)}")
     full = {**defaults, **config}

@@ -29,6 +29,7 @@ from ..store import TileStore
 from ..store.stac import write_stac_item
 from .halo import grid_sides, resolve_halo, store_edges
 from .cluster import dask_client, default_torch_threads
+from .rate_control import RateTarget, RateTargetError, choose_level, sample_tiles
 from .workers import CodecSpec, encode_mask, get_codec
 
 PathLike = str | Path
@@ -47,6 +48,9 @@ class CompressResult:
     blocks_resumed: int
     seconds: float
     bits: int
+    bpp: float = 0.0                     # tile bytes over the scene's pixels
+    quality: float = 0                   # the quality (or variable-rate level) coded at
+    rate_control: dict | None = None     # target and search result, when a target was given
 
     def summary(self) -> dict[str, Any]:
         return self.__dict__ | {"store": str(self.store)}
@@ -258,7 +262,7 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                    overwrite: bool = False, progress: bool = True, gpu: bool = False,
                    torch_threads: int | None = None, on_block: Callable[[int], None] | None = None,
                    refine_steps: int = 0, tiles_per_task: int = 4,
-                   halo: int | str = "auto") -> CompressResult:
+                   halo: int | str = "auto", rate: RateTarget | None = None) -> CompressResult:
     """Compress ``source`` (a GeoTIFF, or a list of single-band files of one grid) into ``store``.
 
     ``refine_steps`` > 0 refines each tile's latent at encode time (:mod:`geocompress.codec.refine`):
@@ -269,6 +273,10 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     tile coded alone) gives the encoder that much of each tile's neighbourhood and the decoder
     the same ring of neighbouring latents, so that tile borders do not show; ``"auto"``: see
     :func:`geocompress.scene.halo.resolve_halo` (``catalogs/halo.md``, ``catalogs/seams.md``).
+
+    ``rate`` (a variable-rate model only): code the scene at a target bpp or PSNR instead of a
+    quality; the level is searched for on a sample of the scene's tiles before anything is
+    written (:mod:`geocompress.scene.rate_control`), and recorded with the target in the store.
 
     Rerunning with the same arguments resumes an interrupted run; a store written with other
     weights, quality, source or settings is refused unless ``overwrite``.
@@ -289,10 +297,12 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     # Dask's nanny starts workers with OMP/MKL threads = 1: give torch the cores explicitly
     # (split between local worker processes); on an existing cluster, only when asked.
     threads = torch_threads or (default_torch_threads(workers) if scheduler is None else None)
-    spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
-                        batch_size=batch_size, torch_threads=threads, precision=precision).to_dict()
+    if rate is not None and not codec.variable_rate:
+        raise RateTargetError(f"{codec.arch} weights have one rate each: --target-bpp / "
+                              f"--target-psnr need a variable-rate model (--arch mgssnet-vr)")
     filter_cfg = {"min_valid_fraction": tile_filter.min_valid_fraction,
                   "drop_constant": tile_filter.drop_constant}
+    rate_record: dict | None = None
     with dask_client(scheduler, workers, processes, gpu) as client:
         ts = None
         created = False
@@ -300,15 +310,26 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
             ts = TileStore.open(store, "r+")
             stored_bits = ts.codec_meta["config"].get("bits")
             want_bits = stored_bits if bits == "auto" else int(bits)
-            ts.check_compatible(scene.checksum, _codec_meta(codec, want_bits, filter_cfg, halo),
+            if rate is not None:  # a resumed run keeps the level its search chose
+                rate_record = _resumed_rate(ts, rate, codec)
+            ts.check_compatible(scene.checksum,
+                                _codec_meta(codec, want_bits, filter_cfg, halo, rate_record),
                                 tile=tile)
             used_bits = int(stored_bits)
         else:
             used_bits = _bits_for(scene, bits, client, grid, shard)
+            if rate is not None:
+                tiles_s, masks_s, frac = sample_tiles(scene, grid, tile_filter, rate.sample)
+                rate_record = {"sample": rate.sample, **choose_level(
+                    codec, tiles_s, masks_s, used_bits, rate, frac, grid.n_rows * grid.n_cols,
+                    scene.width * scene.height).to_dict()}
+                del tiles_s, masks_s
             ts = TileStore.create(store, scene, grid,
-                                  _codec_meta(codec, used_bits, filter_cfg, halo),
+                                  _codec_meta(codec, used_bits, filter_cfg, halo, rate_record),
                                   shard=shard, overwrite=overwrite)
             created = True
+        spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+                            batch_size=batch_size, torch_threads=threads, precision=precision).to_dict()
         del codec  # the client does not encode; workers load their own
         try:
             all_blocks, pending = _run_blocks(client, ts, store, scene, spec, used_bits,
@@ -321,14 +342,28 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
             raise
     ts = TileStore.open(store, "r+")
     ts.mark_complete()
-    write_stac_item(store, scene, grid, ts.codec_meta)
+    tile_bytes = ts.nbytes_tiles()
+    bpp = round(tile_bytes * 8 / (scene.width * scene.height), 5)
+    write_stac_item(store, scene, grid, ts.codec_meta, achieved_bpp=bpp)
     counts = ts.status_counts()
     return CompressResult(store=store, tiles=grid.n_rows * grid.n_cols,
                           written=counts["WRITTEN"], dropped_nodata=counts["DROPPED_NODATA"],
                           dropped_constant=counts["DROPPED_CONSTANT"],
-                          tile_bytes=ts.nbytes_tiles(), blocks_done=len(pending),
+                          tile_bytes=tile_bytes, blocks_done=len(pending),
                           blocks_resumed=len(all_blocks) - len(pending),
-                          seconds=time.perf_counter() - t0, bits=used_bits)
+                          seconds=time.perf_counter() - t0, bits=used_bits, bpp=bpp,
+                          quality=ts.codec_meta["quality"], rate_control=rate_record)
+
+
+def _resumed_rate(ts: TileStore, rate: RateTarget, codec) -> dict:
+    """The stored search result when the stored target is the one asked for (the codec set to
+    its level), else the asked target alone, which the compatibility check then refuses."""
+    stored = ts.codec_meta["config"].get("rate_control")
+    asked = {"sample": rate.sample, "target": rate.kind, "value": rate.value}
+    if stored and all(stored.get(k) == v for k, v in asked.items()):
+        codec.set_level(float(ts.codec_meta["quality"]))
+        return stored
+    return asked
 
 
 def _stored_halo(store: Path) -> int | None:
@@ -339,8 +374,11 @@ def _stored_halo(store: Path) -> int | None:
         return None
 
 
-def _codec_meta(codec, bits: int, filter_cfg: dict, halo: int = 0) -> dict:
+def _codec_meta(codec, bits: int, filter_cfg: dict, halo: int = 0,
+                rate_control: dict | None = None) -> dict:
     config = {"model": dict(codec.config), "bits": int(bits), "filter": filter_cfg}
+    if rate_control is not None:  # only when asked: other stores stay resumable as they were
+        config["rate_control"] = rate_control
     if halo:  # only when on: stores written without it stay resumable as they were
         config["halo"] = int(halo)
         config["halo_edges"] = "truncate"  # geocompress.scene.halo

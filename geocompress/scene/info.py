@@ -33,7 +33,7 @@ def store_info(store: str | Path) -> dict[str, Any]:
         "source_checksum": m["source_checksum"],
         "size": f"{m['width']} x {m['height']} px, {m['count']} band(s) {m['dtype']}",
         "width": int(m["width"]), "height": int(m["height"]), "count": int(m["count"]),
-        "dtype": m["dtype"], "model_name": m["model"], "quality": int(m["quality"]),
+        "dtype": m["dtype"], "model_name": m["model"], "quality": m["quality"],
         "weights_digest": m["weights_digest"], "grid_rows": g.n_rows, "grid_cols": g.n_cols,
         "band_names": m.get("band_names"),
         "nodata": m.get("nodata"),

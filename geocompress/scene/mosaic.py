@@ -38,7 +38,7 @@ def store_spec(ts: TileStore, checkpoint: str | None = None, batch_size: int = 8
     transforms in ``precision`` (any mode decodes any store)."""
     cm = ts.codec_meta
     cfg = cm.get("config", {})
-    return CodecSpec(arch=cm["model"], digest=cm["weights_digest"], quality=int(cm["quality"]),
+    return CodecSpec(arch=cm["model"], digest=cm["weights_digest"], quality=cm["quality"],
                      checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
                      model_config=dict(cfg.get("model", {})),
                      precision=precision, batch_size=batch_size,

@@ -27,7 +27,7 @@ class CodecSpec:
 
     arch: str
     digest: str
-    quality: int = 0
+    quality: float = 0         # a shipped quality, or a variable-rate model's level
     checkpoint: str | None = None
     model_config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     precision: str = "auto"    # resolved by each worker for its own device
@@ -65,7 +65,8 @@ def worker_device() -> str:
 
 def get_codec(spec: CodecSpec) -> TileCodec:
     device = spec.device or worker_device()
-    key = (spec.arch, spec.digest, spec.checkpoint, spec.precision, spec.refine_steps, device)
+    key = (spec.arch, spec.digest, spec.checkpoint, spec.quality, spec.precision, spec.refine_steps,
+           device)
     with _LOCK:
         codec = _CACHE.get(key)
         if codec is None:
@@ -84,7 +85,7 @@ def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
     common = {"device": device, "precision": spec.precision, "batch_size": spec.batch_size,
               "refine_steps": spec.refine_steps}
     if spec.checkpoint:
-        codec = load_codec(checkpoint=spec.checkpoint, **common)
+        codec = load_codec(checkpoint=spec.checkpoint, quality=spec.quality or None, **common)
     elif spec.quality:
         codec = load_codec(spec.arch, quality=spec.quality, pretrained=True, digest=spec.digest,
                            **common)

@@ -74,6 +74,8 @@ def make_stac_item(
             "geocompress:model": codec_meta.get("model"),
             "geocompress:weights_digest": codec_meta.get("weights_digest"),
             "geocompress:quality": codec_meta.get("quality"),
+            **({"geocompress:rate_control": codec_meta["config"]["rate_control"]}
+               if codec_meta.get("config", {}).get("rate_control") else {}),
             "geocompress:tile": grid.tile,
             "geocompress:stride": grid.step,
         },
@@ -181,9 +183,10 @@ def raster_bands(scene: SceneInfo) -> list[dict]:
 
 def write_stac_item(
     store_path: str | Path, scene: SceneInfo, grid: TileGrid, codec_meta: dict,
-    datetime_: datetime | None = None,
+    datetime_: datetime | None = None, achieved_bpp: float | None = None,
 ) -> Path:
-    """Write the Item next to the store (see module docstring); returns its path."""
+    """Write the Item next to the store (see module docstring); returns its path.
+    ``achieved_bpp`` (tile bytes over the scene's pixels) is recorded when given."""
     store_path = Path(store_path)
     footprint = None
     if (store_path / "zarr.json").exists():
@@ -192,6 +195,8 @@ def write_stac_item(
 
         footprint = valid_footprint(TileStore.open(store_path, "r"))
     item = make_stac_item(store_path, scene, grid, codec_meta, datetime_, footprint)
+    if achieved_bpp is not None:
+        item.properties["geocompress:bpp"] = achieved_bpp
     dest = stac_item_path(store_path)
     item.assets["zarr"].href = f"./{store_path.name}"
     item.save_object(include_self_link=False, dest_href=str(dest))

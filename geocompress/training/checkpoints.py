@@ -32,8 +32,15 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Weights of a training state or an inference checkpoint (same architecture and config)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     sd = ckpt["model"] if "model" in ckpt else ckpt["state_dict"]
-    model.load_state_dict(restore_constants(model, {k: v.float() if v.is_floating_point() else v
-                                                    for k, v in sd.items()}))
+    sd = restore_constants(model, {k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    gains = {"log_gain", "log_inverse_gain"}
+    if hasattr(model, "set_rate") and gains.isdisjoint(sd):
+        # a fixed-rate trunk warm-starting a variable-rate model: its gains keep their init
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if set(missing) - gains or unexpected:
+            model.load_state_dict(sd)  # raises, naming what does not fit
+        return
+    model.load_state_dict(sd)
 
 
 def _totals(steps: int, wall_s: float, lineage: dict[str, Any] | None) -> tuple[int, float]:
@@ -138,6 +145,11 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
             "best_val_loss": state["best_val"], "warm_start": lineage,
             "quantization": hp.get("quantization", "noise"), "stretch": hp.get("stretch", 0.0),
             "lr_schedule": read_lr_segments(Path(state_path).parent / LOG)}
+    if hasattr(model, "set_rate"):  # one lambda per level, not one for the weights
+        from geocompress.models.variable_rate import LEVEL_LAMBDAS
+
+        meta.update({"lambda": None, "lambda_paper_scale": None,
+                     "level_lambdas": list(LEVEL_LAMBDAS[:model.levels]), "default_quality": 4.0})
     meta["total_steps"], total_wall = _totals(state["step"], state["wall_s"], lineage)
     meta["total_wall_s"] = round(total_wall, 1)
     digest = export_checkpoint(model, Path(out), meta)

@@ -92,13 +92,16 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                "--crop 128 --config N=64 M=96\n"
                "  geocompress train data/ds.zarr runs/q2 --lambda 0.0054 --steps 10000 "
                "--warm-start runs/q3/train_state.pt")
-    p.add_argument("dataset", type=Path, help="tile store (from `geocompress tile`)")
+    p.add_argument("dataset", nargs="+",
+                   help="tile store(s) (from `geocompress tile`); several are concatenated, and "
+                        "STORE*K repeats one K times in the train split")
     p.add_argument("out", type=Path, help="run folder (state, log, plot, final checkpoint)")
     p.add_argument("--arch", default="mgssnet", choices=ARCH_NAMES)
     p.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
                    help="architecture settings, e.g. N=64 M=96")
-    p.add_argument("--lambda", dest="lmbda", type=float, required=True,
-                   help="rate-distortion trade-off (see --lambda-scale)")
+    p.add_argument("--lambda", dest="lmbda", type=float, default=None,
+                   help="rate-distortion trade-off (see --lambda-scale); required except for "
+                        "mgssnet-vr, which trains every level at its own lambda")
     p.add_argument("--lambda-scale", choices=("compressai", "paper"), default="compressai",
                    help="scale of --lambda (default compressai: bpp + lambda*255^2*MSE)")
     g = p.add_mutually_exclusive_group()
@@ -160,7 +163,17 @@ def run_train(args: argparse.Namespace) -> int:
         if not sep:
             raise SystemExit(f"--config expects KEY=VALUE, got {item!r}")
         config[key] = _value(val)
-    r = train(args.arch, config, args.dataset, resolve(args.lmbda, args.lambda_scale), args.out,
+    variable_rate = args.arch == "mgssnet-vr"
+    if args.lmbda is None and not variable_rate:
+        raise SystemExit(f"--lambda is required for {args.arch}")
+    if args.lmbda is not None and variable_rate:
+        raise SystemExit("mgssnet-vr trains each rate level at its own lambda "
+                         "(geocompress.models.variable_rate.LEVEL_LAMBDAS): drop --lambda")
+    lmbda = 0.0 if variable_rate else resolve(args.lmbda, args.lambda_scale)
+    datasets = args.dataset if len(args.dataset) > 1 else args.dataset[0]
+    names = "+".join(Path(d.rpartition("*")[0] if "*" in d else d).name.removesuffix(".zarr")
+                     for d in args.dataset)
+    r = train(args.arch, config, datasets, lmbda, args.out,
               steps=args.steps, epochs=args.epochs, batch=args.batch, crop=args.crop, lr=args.lr,
               aux_lr=args.aux_lr, resume=not args.no_resume, device=args.device,
               warm_start=args.warm_start, seed=args.seed, val_every=args.val_every,
@@ -168,7 +181,7 @@ def run_train(args: argparse.Namespace) -> int:
               threads=args.threads, quality=args.quality, quantization=args.quantization,
               warmup_steps=args.warmup_steps, stretch=args.stretch, precision=args.precision,
               time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60,
-              dataset_name=Path(args.dataset).name.removesuffix(".zarr"))
+              dataset_name=names)
     print(json.dumps({"step": r.step, "total": r.total_steps, "finished": r.finished,
                       "val": r.val, "checkpoint": str(r.checkpoint) if r.checkpoint else None,
                       "digest": r.digest}))

@@ -126,8 +126,44 @@ class TileDataset(_Tiles):
         return self.root["images"][int(self.indices[i])]
 
 
-def open_tiles(dataset: "str | os.PathLike", split: int | str = "train", **kw) -> _Tiles:
-    """The tiles of ``split`` from a Zarr tile store or a ``.npz`` pack (:mod:`.pack`)."""
+class ConcatTiles(Dataset):
+    """The tiles of several sources one after the other, each repeated ``repeat`` times (a small
+    dataset of imagery that matters weighs more than its tile count); items are addressed like
+    a single source's, ``(index, augmentation seed)``."""
+
+    def __init__(self, parts: list[tuple[_Tiles, int]]) -> None:
+        self.parts = [p for p, r in parts for _ in range(int(r))]
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        k = int(np.searchsorted(self.offsets, int(i), side="right")) - 1
+        local = int(i) - int(self.offsets[k])
+        return self.parts[k][(local, seed) if seed is not None else local]
+
+
+def parse_source(spec: "str | os.PathLike") -> tuple[str, int]:
+    """``"store.zarr*3"`` -> (``"store.zarr"``, 3); a plain path repeats once."""
+    text = str(spec)
+    head, sep, tail = text.rpartition("*")
+    if sep and tail.isdigit() and int(tail) >= 1:
+        return head, int(tail)
+    return text, 1
+
+
+def open_tiles(dataset: "str | os.PathLike | list", split: int | str = "train", **kw):
+    """The tiles of ``split`` from a Zarr tile store or a ``.npz`` pack (:mod:`.pack`), or, for a
+    list of them, their concatenation (:class:`ConcatTiles`; ``"PATH*K"`` repeats one ``K``
+    times in the train split, once elsewhere)."""
+    if isinstance(dataset, (list, tuple)):
+        parts = []
+        for spec in dataset:
+            path, repeat = parse_source(spec)
+            parts.append((open_tiles(path, split, **kw), repeat if split in ("train", 0) else 1))
+        return ConcatTiles(parts)
     if str(dataset).endswith(".npz"):
         from .pack import PackedTiles
 

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from geocompress.codec import restore_constants
 from geocompress.models import build
+from geocompress.models.variable_rate import lambda_at
 
 from .checkpoints import (  # noqa: F401 - the trainer's public names, as before the split
     EXPORT,
@@ -114,10 +115,32 @@ def hardware(device: torch.device) -> str:
 def evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: float, device: torch.device,
              batch: int = 8, channels_last: bool = False, quantization: str = "noise") -> dict[str, float]:
     """Mean loss, estimated bpp, MSE and PSNR (mean over tiles of the per-tile PSNR), in eval mode
-    of the run's ``quantization`` (:mod:`.quantization`)."""
+    of the run's ``quantization`` (:mod:`.quantization`). A variable-rate model is measured at
+    each of :func:`val_levels` with that level's lambda: the figures are the means over levels,
+    and ``levels`` holds each level's own."""
+    if hasattr(model, "set_rate"):
+        per = {}
+        for q in val_levels(model):
+            model.set_rate(float(q))
+            per[q] = _evaluate(model, data, float(lambda_at(q)), device, batch, channels_last,
+                               quantization)
+        out = {k: sum(v[k] for v in per.values()) / len(per) for k in ("loss", "bpp", "mse", "psnr")}
+        return {**out, "levels": per}
+    return _evaluate(model, data, lmbda, device, batch, channels_last, quantization)
+
+
+def val_levels(model: torch.nn.Module) -> tuple[int, ...]:
+    """The levels a variable-rate model is validated at: both ends and the middle."""
+    top = int(model.levels) - 1
+    return (0, top // 2, top)
+
+
+def _evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: float, device: torch.device,
+              batch: int = 8, channels_last: bool = False, quantization: str = "noise") -> dict[str, float]:
     was = model.training
     model.eval()
     crit = RateDistortionLoss(lmbda)
+    variable_rate = hasattr(model, "set_rate")  # lmbda unused: each level has its own
     n, acc = 0, {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "psnr": 0.0}
     for i in range(0, len(data), batch):
         x = torch.stack([data[j] for j in range(i, min(i + batch, len(data)))]).to(device)
@@ -223,6 +246,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     sched = new_scheduler()
     scaler = torch.amp.GradScaler(dev.type, enabled=use_amp and amp_dtype == torch.float16)
     crit = RateDistortionLoss(lmbda)
+    variable_rate = hasattr(model, "set_rate")  # lmbda unused: each level has its own
 
     train_ds = open_tiles(dataset, "train", crop=crop, augment=True, stretch=stretch)
     val_ds = open_tiles(dataset, "val", crop=val_crop, augment=False, limit=val_limit)
@@ -306,6 +330,10 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
                 for g in opt.param_groups:
                     g["lr"] = warmup["lr"] * (step + 1) / warmup["steps"]
             opt.zero_grad(set_to_none=True)
+            if variable_rate:  # stratified levels: every batch spans the whole rate range
+                levels = (torch.arange(len(x)) + torch.rand(len(x))) * ((model.levels - 1) / len(x))
+                model.set_rate(levels)
+                crit.per_sample(lambda_at(levels))
             with torch.autocast(device_type=dev.type, dtype=amp_dtype or torch.float32,
                                 enabled=use_amp):
                 result = forward(model, x, quantization)
@@ -342,6 +370,9 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
                 last_val = evaluate(model, val_ds, lmbda, dev, batch, channels_last, quantization)
                 sched.step(last_val["loss"])
                 best = min(best, last_val["loss"])
+                for q, v in last_val.pop("levels", {}).items():
+                    log.write({"step": step, "epoch": epoch, "phase": f"val@q{q}", **v,
+                               "lr": opt.param_groups[0]["lr"], "wall_s": round(wall(), 1)})
                 log.write({"step": step, "epoch": epoch, "phase": "val", **last_val,
                            "lr": opt.param_groups[0]["lr"], "wall_s": round(wall(), 1)})
                 plot_log(log.rows, out / PLOT, title)

@@ -1,0 +1,170 @@
+"""Variable-rate MGSSNet: one set of transforms and entropy models for every rate, by gain units.
+
+Gain units (Cui et al., CVPR 2021, "Asymmetric Gained Deep Image Compression With Continuous Rate
+Adaptation"): the analysis transform's latent is scaled channel by channel by a gain vector
+``g_q`` before quantization and the decoded latent by an inverse gain ``g'_q`` before synthesis:
+
+    y = g_a(x) * g_q        y_hat = Q(y)        x_hat = g_s(y_hat * g'_q)
+
+A larger gain means a finer effective quantization step, so more bits and less distortion. One
+pair of vectors per *level* ``l = 0 .. L-1`` is learned, each trained at its own lambda
+(:data:`LEVEL_LAMBDAS`, CompressAI's zoo table extended by one level below and above); between
+two levels the vectors are interpolated exponentially, ``g = g_l ** (1 - t) * g_(l+1) ** t``, which
+gives a continuous rate. Training draws a continuous level per sample and the lambda at that level
+(:func:`lambda_at`, log-linear between the table's values), so the interpolated gains are trained,
+not only the integer ones.
+
+The hyper latent is not gained (as QVRF, Tong et al. 2023, gains only ``y``): the hyper encoder
+sees the gained ``y`` and learns each rate's scales from it, and the networks that choose the
+entropy coder's distributions (``h_s``, context model, entropy parameters) stay exactly those of
+the fixed-rate codec, so they keep running in exact fixed point and strings decode bit-exactly
+across machines at every rate.
+
+The level is the model's *rate state* (:meth:`MGSSNetVR.set_rate`): ``g_a`` multiplies its output
+by the current gain and ``g_s`` its input by the current inverse gain, so every caller of
+``model.g_a`` / ``model.g_s`` (the codec, halo coding, refinement, the trainer's quantization
+modes) codes at the rate last set, per sample when a vector of levels is given. Parameter names of
+the trunk are those of :class:`.mgssnet.MGSSNet`, so fixed-rate weights warm-start it directly.
+
+The quality scale: quality ``q`` is level ``q``, and level ``l`` is trained at CompressAI's lambda
+of its quality ``l`` (level 0 at half of quality 1's), so ``quality=3`` means the same trade-off
+here as for the fixed-rate ladder q3.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .mgssnet import MGSSNet
+
+# lambda (CompressAI convention, bpp + lambda * 255**2 * MSE) of each level; levels 1..8 are
+# CompressAI's zoo qualities 1..8, level 0 one halving below
+LEVEL_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483,
+                                    0.0932, 0.1800)
+# the fixed-rate weights a run warm-starts from were trained at this level's lambda
+REFERENCE_LEVEL = 6
+
+
+def lambda_at(level: Tensor | float, lambdas: tuple[float, ...] = LEVEL_LAMBDAS) -> Tensor:
+    """The training lambda at a continuous ``level`` (log-linear between the table's values).
+
+    Args:
+        level: a level in ``[0, len(lambdas) - 1]``, or a tensor of them (one per sample).
+        lambdas: the lambda of each integer level.
+
+    Returns:
+        A float32 tensor of ``level``'s shape.
+    """
+    level = torch.as_tensor(level, dtype=torch.float32)
+    logs = torch.log(torch.tensor(lambdas, dtype=torch.float32, device=level.device))
+    lo = level.floor().clamp(0, len(lambdas) - 2).long()
+    t = level - lo
+    return torch.exp(logs[lo] * (1 - t) + logs[lo + 1] * t)
+
+
+class _RateState:
+    """The rate last set (levels, one per sample or one for all) and the model whose gain tables
+    turn it into vectors; shared by the gained transforms, not a module (no parameters of its
+    own). The vectors are computed at each forward pass, so gradients reach the gain tables."""
+
+    def __init__(self, owner: "MGSSNetVR") -> None:
+        self.owner = owner
+        self.level: Tensor | None = None
+
+
+class _Gained(nn.Sequential):
+    """A transform whose output (``side="out"``: the gain) or input (``side="in"``: the inverse
+    gain) is scaled channel by channel at the model's current rate; its layers and parameter
+    names are those of a plain ``Sequential``."""
+
+    def __init__(self, layers: nn.Sequential, state: _RateState, side: str) -> None:
+        super().__init__(*layers)
+        object.__setattr__(self, "_rate", state)  # not a submodule: no parameters of its own
+        object.__setattr__(self, "_side", side)
+
+    def _scale(self, x: Tensor) -> Tensor:
+        level = self._rate.level
+        if level is None:
+            raise RuntimeError("variable-rate model used before set_rate(): choose a rate first")
+        if level.shape[0] not in (1, x.shape[0]):
+            raise RuntimeError(f"rate set for {level.shape[0]} samples, transform got {x.shape[0]}")
+        v = self._rate.owner.gain_vectors(level, inverse=self._side == "in")
+        return x * v.to(device=x.device, dtype=torch.promote_types(x.dtype, v.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D401 - nn.Module API
+        if self._side == "in":
+            return super().forward(self._scale(x))
+        return self._scale(super().forward(x))
+
+
+class MGSSNetVR(MGSSNet):
+    """MGSSNet with gain units: every rate of :data:`LEVEL_LAMBDAS` from one network.
+
+    Args:
+        levels: number of gain levels (default: one per entry of :data:`LEVEL_LAMBDAS`).
+        **kwargs: :class:`.mgssnet.MGSSNet`'s configuration (``N``, ``M``, ``beta``, ...).
+    """
+
+    arch = "mgssnet-vr"
+
+    def __init__(self, levels: int = len(LEVEL_LAMBDAS), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 2 <= int(levels) <= len(LEVEL_LAMBDAS):
+            raise ValueError(f"levels must be 2..{len(LEVEL_LAMBDAS)}, got {levels}")
+        self.config["levels"] = int(levels)
+        M = self.config["M"]
+        # log-gains, initialised so that the step size scales as 1 / sqrt(lambda) around the
+        # reference level (the fixed-rate weights' own): the MSE-optimal uniform quantizer's law
+        ref = math.log(LEVEL_LAMBDAS[REFERENCE_LEVEL])
+        init = torch.tensor([0.5 * (math.log(lam) - ref) for lam in LEVEL_LAMBDAS[:levels]])
+        self.log_gain = nn.Parameter(init[:, None].repeat(1, M).clone())
+        self.log_inverse_gain = nn.Parameter(-init[:, None].repeat(1, M).clone())
+        self._rate = _RateState(self)
+        self.g_a = _Gained(self.g_a, self._rate, "out")
+        self.g_s = _Gained(self.g_s, self._rate, "in")
+        self.set_rate(float(min(REFERENCE_LEVEL, levels - 1)))
+
+    @property
+    def levels(self) -> int:
+        return int(self.config["levels"])
+
+    def check_level(self, level: float) -> float:
+        """``level`` as a float, or a ``ValueError`` naming the model's range."""
+        try:
+            q = float(level)
+        except (TypeError, ValueError):
+            raise ValueError(f"rate level must be a number, got {level!r}") from None
+        if not (math.isfinite(q) and 0.0 <= q <= self.levels - 1):
+            raise ValueError(f"rate level {level!r} is outside this model's range 0..{self.levels - 1}")
+        return q
+
+    def gain_vectors(self, level: Tensor, inverse: bool = False) -> Tensor:
+        """The gain (or inverse gain) at each of ``level`` (1-D), as ``B x M x 1 x 1``, exponentially
+        interpolated between the two nearest levels."""
+        table = self.log_inverse_gain if inverse else self.log_gain
+        level = level.to(table.device)
+        lo = level.floor().clamp(0, self.levels - 2).long()
+        t = (level - lo).to(table.dtype)[:, None]
+        return torch.exp(table[lo] * (1 - t) + table[lo + 1] * t)[:, :, None, None]
+
+    def set_rate(self, level: float | Tensor) -> None:
+        """Code at ``level`` from now on: one float for every sample, or one per sample.
+
+        Args:
+            level: a level in ``[0, levels - 1]`` (quality ``q`` is level ``q``), or a 1-D tensor
+                of them, one per sample of the next batches.
+
+        Raises:
+            ValueError: a level outside the model's range, or not a number.
+        """
+        if isinstance(level, Tensor) and level.ndim == 1:
+            level = level.detach().to(torch.float64)
+            if not bool(((level >= 0) & (level <= self.levels - 1)).all()):
+                raise ValueError(f"rate levels outside this model's range 0..{self.levels - 1}")
+            self._rate.level = level
+        else:
+            self._rate.level = torch.tensor([self.check_level(level)], dtype=torch.float64)

@@ -1,0 +1,58 @@
+"""The project's one training run: the variable-rate MGSSNet (issue 35), continued by every session.
+
+    .venv/bin/python pipelines/build_dataset.py && .venv/bin/python pipelines/build_dataset.py --set extra
+    nohup .venv/bin/python pipelines/train_vr.py [--threads 2] [--hours H] > runs/mgssnet-vr.log 2>&1 &
+    .venv/bin/python pipelines/export_wip.py runs/mgssnet-vr      # before the session ends
+    .venv/bin/python benchmarks/vr_rd.py --threads 1              # its measured curve
+
+Resumes ``runs/mgssnet-vr/train_state.pt`` where it exists (same machine, Adam moments and all);
+on a new machine it warm-starts from the committed fp16 weights
+``catalogs/models/wip/mgssnet-vr.pt`` (lr ramped over 200 steps), and on the very first run
+from the q6 wip weights (N=64 / M=128; the trunk chosen by ``pipelines/trunk_trial.py``,
+``catalogs/models/vr-trunk-trial.md``). Ctrl-C or a kill loses at most ``--checkpoint-every-s``.
+
+Recipe: every level of :data:`geocompress.models.variable_rate.LEVEL_LAMBDAS` at its own lambda
+(stratified levels per batch), ``mixed`` quantization, stretch 0.25, batch 8 of 128 x 128 crops,
+Adam lr 1e-4 with the plateau scheduler, validation every 1000 steps at levels 0 / 4 / 8 on 32 +
+12 val tiles; data: the train splits of ``geocompress-rs-v1`` and ``geocompress-rs-extra-v1``
+(three times: the 10-60 m satellite imagery users compress most).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / "runs" / "mgssnet-vr"
+WIP = REPO / "catalogs" / "models" / "wip"
+DATA = [str(REPO / "data" / "geocompress-rs-v1.zarr"), str(REPO / "data" / "geocompress-rs-extra-v1.zarr") + "*3"]
+FIRST = REPO / "runs" / "vr-trunk-trial" / "warm-q6-c128" / "train_state.pt"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--hours", type=float, default=None, help="stop (state saved) after this long")
+    p.add_argument("--checkpoint-every-s", type=float, default=120.0)
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    from geocompress.training.trainer import train
+
+    warm = None
+    if not (RUN / "train_state.pt").exists():
+        for cand in (WIP / "mgssnet-vr.pt", FIRST, WIP / "mgssnet-q6.pt"):
+            if cand.exists():
+                warm = cand
+                break
+    r = train("mgssnet-vr", {"N": 64, "M": 128}, DATA, 0.0, RUN, steps=10 ** 7, crop=128, batch=8,
+              lr=1e-4, quantization="mixed", stretch=0.25, threads=a.threads, warm_start=warm,
+              warmup_steps=200, val_every=1000, val_limit=32, device=a.device,
+              checkpoint_every_s=a.checkpoint_every_s, export=False,
+              time_budget_s=a.hours * 3600 if a.hours else None,
+              dataset_name="geocompress-rs-v1+geocompress-rs-extra-v1*3")
+    print(f"stopped at step {r.step}; last validation {r.val}")
+
+
+if __name__ == "__main__":
+    main()

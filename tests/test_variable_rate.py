@@ -1,0 +1,196 @@
+"""The variable-rate MGSSNet (gain units): its rate scale, its strings, its training step.
+
+What a user relies on: one model codes at any level of its scale, the level travels in each
+tile's header and the decoder follows it (tiles of different rates in one batch included), more
+level means more bytes, strings of fixed-rate models are unchanged, and a level outside the scale
+is one clear error before any work."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from geocompress.codec.errors import CodecError, CorruptStreamError
+from geocompress.codec.format import FORMAT_VERSION, RATE_VERSION, quantize_rate, read_header
+from geocompress.codec.tile_codec import TileCodec
+from geocompress.codec.weights import save_checkpoint, untrained
+from geocompress.models import build
+from geocompress.models.variable_rate import LEVEL_LAMBDAS, MGSSNetVR, lambda_at
+
+from .conftest import SMALL, natural_tile
+
+VR = SMALL["mgssnet-vr"]
+
+
+def _spread_model() -> MGSSNetVR:
+    """An untrained model whose gains span a wide range (trained ones do; the init's span is
+    too narrow for an untrained trunk's tiny latents to show it in bytes)."""
+    m = untrained("mgssnet-vr", **VR)
+    with torch.no_grad():
+        steps = torch.linspace(0.0, 6.0, m.levels)[:, None]
+        m.log_gain.copy_(steps.expand_as(m.log_gain))
+        m.log_inverse_gain.copy_(-steps.expand_as(m.log_inverse_gain))
+    return m
+
+
+def _codec(level: float, precision: str = "float64") -> TileCodec:
+    return TileCodec(_spread_model(), quality=level, precision=precision)
+
+
+def test_lambda_scale_is_the_fixed_rate_ladders_and_log_linear_between():
+    assert [round(float(lambda_at(q)), 6) for q in range(len(LEVEL_LAMBDAS))] == list(LEVEL_LAMBDAS)
+    mid = float(lambda_at(2.5))
+    assert mid == pytest.approx((LEVEL_LAMBDAS[2] * LEVEL_LAMBDAS[3]) ** 0.5, rel=1e-5)
+
+
+def test_gains_interpolate_exponentially_and_levels_are_checked():
+    m = MGSSNetVR(N=16, M=24)
+    with torch.no_grad():
+        m.log_gain.copy_(torch.randn_like(m.log_gain))
+    g = m.gain_vectors(torch.tensor([3.0, 3.25]))[:, :, 0, 0]
+    assert torch.allclose(g[0], m.log_gain[3].exp())
+    expected = (m.log_gain[3] * 0.75 + m.log_gain[4] * 0.25).exp()
+    assert torch.allclose(g[1], expected)
+    for bad in (-0.1, 8.5, float("nan"), float("inf"), "x"):
+        with pytest.raises(ValueError, match="rate level"):
+            m.set_rate(bad)
+    with pytest.raises(ValueError, match="outside"):
+        m.set_rate(torch.tensor([1.0, 9.0]))
+
+
+def test_per_sample_rates_scale_each_sample_of_a_batch():
+    torch.manual_seed(0)
+    m = MGSSNetVR(N=16, M=24).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        m.set_rate(torch.tensor([1.0, 7.0]))
+        both = m.g_a(x)
+        m.set_rate(1.0)
+        first = m.g_a(x[:1])
+        m.set_rate(7.0)
+        second = m.g_a(x[1:])
+    assert torch.allclose(both[0], first[0], atol=1e-5) and torch.allclose(both[1], second[0], atol=1e-5)
+    # one image at two levels: the latents differ by the two gains' ratio, channel by channel
+    with torch.no_grad():
+        m.set_rate(torch.tensor([1.0, 7.0]))
+        pair = m.g_a(x[:1].repeat(2, 1, 1, 1))
+    ratio = (m.log_gain[7] - m.log_gain[1]).exp()[:, None, None].detach()
+    assert torch.allclose(pair[1], pair[0] * ratio, atol=1e-5, rtol=1e-4)
+
+
+def test_warm_start_from_fixed_rate_weights_keeps_the_trunk(tmp_path):
+    from geocompress.training.checkpoints import load_weights
+
+    fixed = untrained("mgssnet", **SMALL["mgssnet"])
+    path = tmp_path / "fixed.pt"
+    save_checkpoint(fixed, path)
+    vr = build("mgssnet-vr", **VR)
+    load_weights(vr, path)
+    a, b = fixed.state_dict(), vr.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-2) for k in a if k.startswith("g_a."))
+    with pytest.raises(RuntimeError):  # a trunk of other widths is refused, not half-loaded
+        load_weights(build("mgssnet-vr", N=16, M=32), path)
+
+
+def test_rate_travels_in_the_header_and_more_level_costs_more_bytes():
+    tiles = [natural_tile(64, 64, seed=s) for s in range(2)]
+    sizes = {}
+    for level in (0.0, 4.0, 8.0):
+        codec = _codec(level)
+        strings = codec.encode(tiles)
+        h = read_header(strings[0])[0]
+        assert h.version == RATE_VERSION and h.rate == level and h.quality == 0
+        out = codec.decode(strings)
+        assert all(o.shape == t.shape and o.dtype == t.dtype for o, t in zip(out, tiles))
+        sizes[level] = sum(map(len, strings))
+    assert sizes[0.0] < sizes[4.0] < sizes[8.0]
+
+
+def test_a_continuous_level_is_coded_at_the_headers_thousandths():
+    codec = _codec(2.71828)
+    assert codec.rate == quantize_rate(2.71828) == 2.718
+    s = codec.encode([natural_tile(64, 64)])[0]
+    assert read_header(s)[0].rate == 2.718
+
+
+def test_tiles_of_different_rates_decode_together_as_alone():
+    """One decoder, strings written at two rates, batched: each follows its own header."""
+    low = TileCodec(_spread_model(), quality=1.0, precision="float64")
+    tiles = [natural_tile(64, 64, seed=3), natural_tile(64, 64, seed=4)]
+    s_low = low.encode(tiles[:1])
+    high = TileCodec(_spread_model(), quality=6.5, precision="float64")
+    s_high = high.encode(tiles[1:])
+    together = low.decode(s_low + s_high)
+    np.testing.assert_array_equal(together[0], low.decode(s_low)[0])
+    np.testing.assert_array_equal(together[1], high.decode(s_high)[0])
+    _, recon = high.encode_with_reconstruction(tiles[1:])
+    np.testing.assert_array_equal(together[1], recon[0])
+
+
+def _with_rate_code(s: bytes, code: int) -> bytes:
+    """``s`` with its header's rate field set to ``code`` and the CRC recomputed (a forgery)."""
+    arch_len = s[5]
+    pos = 4 + 2 + arch_len + struct.calcsize("<8sBBBHHHHH") + 1
+    body = s[:pos] + struct.pack("<H", code) + s[pos + 2:-4]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_a_forged_rate_outside_the_scale_is_refused_before_decoding():
+    codec = _codec(3.0)
+    s = codec.encode([natural_tile(64, 64)])[0]
+    with pytest.raises(CorruptStreamError, match="outside"):
+        codec.decode([_with_rate_code(s, 9000)])
+    with pytest.raises(CorruptStreamError, match="no rate"):
+        codec.decode([_with_rate_code(s, 0xFFFF)])
+
+
+def test_fixed_rate_models_still_write_format_3_and_refuse_fractional_qualities(small_codecs):
+    codec = small_codecs("mgssnet")
+    s = codec.encode([natural_tile(64, 64)])[0]
+    h = read_header(s)[0]
+    assert h.version == FORMAT_VERSION == 3 and h.rate is None
+    with pytest.raises(CodecError, match="variable-rate"):
+        TileCodec(untrained("mgssnet", **SMALL["mgssnet"]), quality=2.5)
+    # a variable-rate decoder refuses a fixed-rate string and vice versa (different weights
+    # anyway; the rate field's presence is checked first for strings of forged origin)
+    with pytest.raises(CodecError):
+        _codec(3.0).decode([s])
+
+
+def test_training_step_samples_levels_and_logs_each_validation_level(tmp_path):
+    """Two steps of the real trainer on a tiny store: per-sample lambdas, validation rows per
+    level, and a checkpoint the codec loads at any level."""
+    import zarr
+
+    from geocompress import load_codec
+    from geocompress.training.trainer import train
+
+    root = zarr.open_group(tmp_path / "ds.zarr", mode="w", zarr_format=3)
+    imgs = np.stack([natural_tile(64, 64, seed=s) for s in range(6)])
+    root.create_array("images", data=imgs, chunks=(1, 3, 64, 64))
+    root.create_array("split", data=np.array([0, 0, 0, 0, 1, 1], np.int8), chunks=(6,))
+    r = train("mgssnet-vr", VR, tmp_path / "ds.zarr", 0.0, tmp_path / "run", steps=2, batch=4,
+              crop=64, val_every=2, progress=False, threads=1, precision="float32")
+    assert r.finished and all(np.isfinite(r.losses))
+    log = (tmp_path / "run" / "log.csv").read_text()
+    assert "val@q0" in log and "val@q4" in log and "val@q8" in log
+    codec = load_codec(checkpoint=str(r.checkpoint), quality=5.5, precision="float64")
+    assert codec.rate == 5.5
+    tile = natural_tile(64, 64, seed=9)
+    assert codec.decode(codec.encode([tile]))[0].shape == tile.shape
+
+
+def test_cli_quality_accepts_the_continuous_scale_and_refuses_nonsense():
+    import argparse
+
+    from geocompress.cli import _quality
+
+    assert _quality("3") == 3 and isinstance(_quality("3"), int)
+    assert _quality("2.5") == 2.5
+    for bad in ("-1", "nan", "inf", "high"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _quality(bad)
