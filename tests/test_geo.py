@@ -142,6 +142,18 @@ def test_tiles_in_bbox_errors():
         TileGrid(10, 10, UTM_TF, None).bbox_to_window((0, 0, 1, 1), "EPSG:4326")
 
 
+@pytest.mark.parametrize("world", [(-180, -90, 180, 90), (-179.9, -89.9, 179.9, 89.9),
+                                   (-100, 0, 0, 80)])
+def test_a_bbox_containing_the_scene_gives_the_whole_scene(world):
+    """Issue 36, item 11: the whole world in lon/lat has no meaningful bounds in UTM (they
+    collapse onto the zone's central meridian): it gave one column of the scene, or 'does not
+    intersect'. It is cut to the scene where it is given, then reprojected."""
+    for tf in (UTM_TF, Affine(10, 0, 300000, 0, -10, 4500000)):
+        g = TileGrid(200, 150, tf, UTM, tile=64)
+        assert g.bbox_to_window(world, "EPSG:4326") == Window(0, 0, 200, 150)
+        assert g.tiles_in_bbox(world, "EPSG:4326") == (slice(0, 3), slice(0, 4))
+
+
 def test_tiles_in_bbox_rotated_transform():
     tf = Affine.translation(300000, 7800000) @ Affine.rotation(30) @ Affine.scale(2, -2)
     g = TileGrid(1200, 1000, tf, UTM, tile=256)

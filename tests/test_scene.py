@@ -119,6 +119,19 @@ def test_window_and_bbox_decode_equal_crops_of_the_full_decode(compressed, full_
                          processes=False, progress=False)
 
 
+def test_cli_bbox_of_the_whole_world_gives_the_whole_scene(compressed, full_tif, tmp_path):
+    """Issue 36, item 11: `--bbox -180 -90 180 90 --bbox-crs EPSG:4326` said the bbox did not
+    intersect the scene (or cut it to one column)."""
+    from geocompress.cli import main
+
+    out = tmp_path / "world.tif"
+    assert main(["--quiet", "decompress", str(compressed[0]), str(out), "--bbox", "-180", "-90",
+                 "180", "90", "--bbox-crs", "EPSG:4326", "--workers", "1"]) == 0
+    with rasterio.open(out) as w, rasterio.open(full_tif) as f:
+        assert (w.shape, w.transform) == (f.shape, f.transform)
+        np.testing.assert_array_equal(w.read(), f.read())
+
+
 def test_lazy_dataarray_matches_the_geotiff(compressed, full_tif):
     arr = open_dataarray(compressed[0], chunk_tiles=1)
     assert arr.shape == (3, 150, 200) and arr.chunks[1][0] == 64

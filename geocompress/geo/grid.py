@@ -173,8 +173,10 @@ class TileGrid:
         """Pixel window covering ``bbox`` (clipped to the scene, rounded outward).
 
         ``bbox`` is (minx, miny, maxx, maxy) in ``bbox_crs`` (default: scene CRS).
-        The bbox is reprojected with ``rasterio.warp.transform_bounds`` (densified edges), then
-        mapped to pixel space through the inverse transform -- correct for rotated transforms.
+        A bbox in another CRS is first cut to the scene's bounds there (so a bbox holding the
+        whole scene, even the whole world, gives the whole scene), then reprojected with
+        ``rasterio.warp.transform_bounds`` (densified edges), then mapped to pixel space through
+        the inverse transform -- correct for rotated transforms.
         Raises ``ValueError`` if the bbox does not intersect the scene.
         """
         poly = bbox_polygon(bbox)
@@ -183,21 +185,46 @@ class TileGrid:
             if self.crs is None:
                 raise ValueError("grid has no CRS; give the bbox in pixel-grid coordinates (bbox_crs=None)")
             if src != self.crs:
-                poly = transform_bbox(bbox, src, self.crs)
+                clipped = self._clip_to_scene(poly, src)
+                if clipped is None:
+                    raise self._outside(bbox, bbox_crs)
+                poly = transform_bbox(clipped, src, self.crs)
         inv = ~self.transform
         pix = affinity.affine_transform(poly, [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f])
         hit = pix.intersection(self.pixel_polygon())
         if hit.is_empty or hit.area <= 0:
-            raise ValueError(
-                f"bbox {tuple(bbox)!r} (crs {bbox_crs or self.crs}) does not intersect the scene "
-                f"(scene bounds {self.bounds!r} in {self.crs})"
-            )
+            raise self._outside(bbox, bbox_crs)
         # a bbox on pixel edges maps to integers up to float error (420.0000000001): snap those
         # first, as GDAL's -projwin does, or floor / ceil would add a row or column
         minx, miny, maxx, maxy = (_snap(v) for v in hit.bounds)
         c0, r0 = max(0, math.floor(minx)), max(0, math.floor(miny))
         c1, r1 = min(self.width, math.ceil(maxx)), min(self.height, math.ceil(maxy))
         return Window(c0, r0, c1 - c0, r1 - r0)
+
+    def _outside(self, bbox: Bbox, bbox_crs: Any) -> ValueError:
+        """The error for a bbox that does not touch the scene (says where the scene is)."""
+        return ValueError(f"bbox {tuple(bbox)!r} (crs {bbox_crs or self.crs}) does not intersect "
+                          f"the scene (scene bounds {self.bounds!r} in {self.crs})")
+
+    def _clip_to_scene(self, poly: Polygon, src: CRS) -> Bbox | None:
+        """The part of a bbox polygon in ``src`` that can touch the scene: the bbox cut to the
+        scene's bounds reprojected into ``src`` (1 % wider each side, so densified edges that
+        bend between samples lose no pixel), or None when they do not overlap.
+
+        Why: a bbox much larger than the scene (the whole world, -180 -90 180 90) has no
+        meaningful bounds in a projected scene CRS (UTM diverges far from its zone), so it must
+        be cut to the scene where it is given before it is reprojected. When the scene's bounds
+        cannot be expressed in ``src`` at all, the bbox is returned unchanged."""
+        try:
+            scene = transform_bbox(self.bounds, self.crs, src)
+        except ValueError:  # the scene does not exist in src: nothing to cut it to
+            return tuple(float(v) for v in poly.bounds)  # type: ignore[return-value]
+        minx, miny, maxx, maxy = scene.bounds
+        mx, my = 0.01 * (maxx - minx), 0.01 * (maxy - miny)
+        hit = poly.intersection(box(minx - mx, miny - my, maxx + mx, maxy + my))
+        if hit.is_empty or hit.area <= 0:
+            return None
+        return tuple(float(v) for v in hit.bounds)  # type: ignore[return-value]
 
     def tiles_in_bbox(self, bbox: Bbox, bbox_crs: Any = None) -> tuple[slice, slice]:
         """Row/col slices of tiles intersecting ``bbox`` (see :meth:`bbox_to_window`)."""
