@@ -108,3 +108,48 @@ def test_quiet_commands_print_nothing_but_their_result(stores, tmp_path):
     r = subprocess.run([sys.executable, "-m", "geocompress.cli", "decompress", str(tmp_path / "q.zarr"),
                         str(tmp_path / "q.tif"), "--quiet"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stderr == "" and r.stdout.strip().endswith("q.tif"), r.stderr
+
+
+@pytest.fixture(scope="module")
+def five_bands(tmp_path_factory):
+    d = tmp_path_factory.mktemp("five")
+    src = write_scene(d / "five.tif", natural_tile(64, 64, c=5, seed=13))
+    compress_scene(src, d / "five.zarr", **TINY)
+    return d / "five.zarr"
+
+
+@pytest.mark.parametrize("ext, driver, counts", [(".png", "PNG", "1, 2, 3 or 4"),
+                                                 (".jpg", "JPEG", "1, 3 or 4"),
+                                                 (".webp", "WEBP", "3 or 4")])
+def test_too_many_bands_for_the_format_are_refused_before_decoding(five_bands, tmp_path, capsys,
+                                                                   monkeypatch, ext, driver, counts):
+    """Issue 36, item 9: five bands to PNG / JPEG / WebP decoded the whole scene, then ended in an
+    uncaught CPLE_NotSupportedError traceback."""
+    import geocompress.scene.mosaic as mosaic
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded before refusing")
+
+    out = tmp_path / f"o{ext}"
+    monkeypatch.setattr(mosaic, "decode_region", no_decoding)
+    with pytest.raises(ValueError, match=f"{driver} holds {counts} bands, not 5: .*-b 1 2 3"):
+        decompress_scene(five_bands, out, **KW)
+    assert main(["decompress", str(five_bands), str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("geocompress decompress: error:") and "\n" not in err
+    assert not list(tmp_path.iterdir())
+    monkeypatch.undo()
+    picked = decompress_scene(five_bands, out, bands=(1, 2, 3), **KW)  # three of them do fit
+    with rasterio.open(picked) as o:
+        assert o.count == 3 and o.driver == driver
+
+
+def test_band_counts_a_format_cannot_hold_name_what_it_can():
+    from geocompress.scene.output import check_band_count
+
+    with pytest.raises(ValueError, match="JPEG holds 1, 3 or 4 bands, not 2: .*-b 1\\)"):
+        check_band_count(OutputSpec(driver="JPEG"), 2)
+    with pytest.raises(ValueError, match="WEBP holds 3 or 4 bands, not 1: write a GeoTIFF"):
+        check_band_count(OutputSpec(driver="WEBP"), 1)
+    for driver, n in (("PNG", 4), ("JPEG", 1), ("WEBP", 3), ("GTiff", 12)):
+        check_band_count(OutputSpec(driver=driver), n)

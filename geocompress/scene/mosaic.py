@@ -26,7 +26,8 @@ from ..geo import TileStatus
 from ..store import StoreError, StoreIntegrityError, TileStore
 from .cluster import dask_client
 from .halo import latent_sides, latent_window, store_edges
-from .output import OutputSpec, cast_pixels, check_validity, publish, target_dtype, warn_clipped
+from .output import (OutputSpec, cast_pixels, check_band_count, check_validity, publish,
+                     target_dtype, warn_clipped)
 from .workers import CodecSpec, build_codec, get_codec
 
 PathLike = str | Path
@@ -290,6 +291,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     picks = list(range(1, n_bands + 1)) if picks is None else picks
     if not picks or any(not 1 <= b <= n_bands for b in picks):
         raise ValueError(f"bands {picks} out of range: the store has bands 1..{n_bands}")
+    check_band_count(output, len(picks))  # before decoding: GDAL would refuse only at the end
     incomplete = not ts.is_complete
     if incomplete:
         pending = ts.status_counts()["PENDING"]

@@ -32,10 +32,13 @@ DRIVERS = {".tif": "GTiff", ".tiff": "GTiff", ".png": "PNG", ".jpg": "JPEG", ".j
 MASKED_DRIVERS = {"GTiff", "COG"}
 # drivers that cannot keep a nodata value either (lossy, no transparency)
 NO_NODATA = {"JPEG", "WEBP"}
+# drivers that hold only some band counts (GDAL's CreateCopy refuses the others, after decoding)
+BAND_COUNTS = {"PNG": (1, 2, 3, 4), "JPEG": (1, 3, 4), "WEBP": (3, 4)}
 DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 RESAMPLING = ("nearest", "average", "bilinear", "cubic", "lanczos", "mode", "gauss")
 
-__all__ = ["DRIVERS", "DTYPES", "OutputSpec", "RESAMPLING", "cast_pixels", "publish"]
+__all__ = ["DRIVERS", "DTYPES", "OutputSpec", "RESAMPLING", "cast_pixels", "check_band_count",
+           "publish"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,28 @@ def check_validity(spec: OutputSpec, nodata: float | None, needs_mask: bool) -> 
     if nodata is not None and spec.driver in NO_NODATA:
         raise ValueError(f"the scene has nodata = {nodata:g}, which {spec.driver} (lossy, no "
                          f"nodata) would not keep: write a GeoTIFF (.tif) or PNG")
+
+
+def check_band_count(spec: OutputSpec, count: int) -> None:
+    """Refuse, before any decoding, a band count the driver cannot write.
+
+    Args:
+        spec: the resolved output spec (its driver decided).
+        count: the number of bands that would be written (after ``--bands``).
+
+    Raises:
+        ValueError: the driver holds other band counts (PNG 1-4, JPEG 1, 3 or 4, WebP 3 or 4):
+            GDAL would refuse only after the whole scene was decoded, with a traceback.
+    """
+    allowed = BAND_COUNTS.get(str(spec.driver))
+    if allowed is None or count in allowed:
+        return
+    counts = ", ".join(map(str, allowed[:-1])) + f" or {allowed[-1]}"
+    fewer = [k for k in allowed if k <= count]
+    k = 3 if 3 in fewer else max(fewer, default=0)
+    example = " ".join(map(str, range(1, k + 1)))
+    pick = f"choose bands with -b / --bands (e.g. -b {example}) or " if k else ""
+    raise ValueError(f"{spec.driver} holds {counts} bands, not {count}: {pick}write a GeoTIFF (.tif)")
 
 
 def target_dtype(spec: OutputSpec, source: str, nodata: float | None) -> np.dtype:
