@@ -67,6 +67,32 @@ def _positive(text: str) -> int:
     return value
 
 
+# --tile bounds. Upper: the codec decodes at most MAX_DECODE_PIXELS = 4096 * 4096 pixels per tile
+# (geocompress.codec.tile_codec; not imported here, the parser stays torch-free), and one tile is
+# held whole in memory by every encode task. Lower: the models' downsampling factor (64 for the
+# hyperprior architectures): a smaller tile is mostly padding and a grid of millions of tiles.
+MIN_TILE, MAX_TILE = 64, 4096
+
+
+def _tile_size(text: str) -> int:
+    """A tile side for ``compress --tile``, bounded so that a typo is a clear refusal.
+
+    Raises:
+        argparse.ArgumentTypeError: not a whole number in MIN_TILE..MAX_TILE (a larger tile could
+            not be decoded and dies allocating memory; a smaller one is mostly padding).
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if not MIN_TILE <= value <= MAX_TILE:
+        raise argparse.ArgumentTypeError(
+            f"must be {MIN_TILE}..{MAX_TILE} pixels, got {value} (the codec decodes at most "
+            f"{MAX_TILE} x {MAX_TILE} pixels per tile; a tile under {MIN_TILE} px is mostly "
+            f"padding)")
+    return value
+
+
 def _quality(text: str) -> float | int:
     """A quality: a whole number (shipped fixed-rate weights) or a level on a variable-rate
     model's continuous scale; never negative, infinite or not a number."""
@@ -199,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bits", default="auto", type=_bits,
                    help="significant bits of uint16 scenes, 8-16 (default auto: the scene's "
                         "declared NBITS, else the bit length of its largest valid value)")
-    c.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    c.add_argument("--tile", type=_tile_size, default=256,
+                   help=f"tile size in pixels, {MIN_TILE}..{MAX_TILE} (default 256)")
     c.add_argument("--shard", type=int, default=16,
                    help="tiles per shard side: one file and one Dask task per shard (default 16)")
     c.add_argument("--min-valid-fraction", type=float, default=0.0,

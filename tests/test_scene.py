@@ -292,6 +292,23 @@ def test_cli_refuses_bad_numbers_clearly(capsys):
         assert "expected" in err or "at least 1" in err
 
 
+def test_cli_tile_size_is_bounded_with_a_clear_message(capsys):
+    """Issue 36, item 8: `compress --tile 100000` had no upper bound and died with MemoryError."""
+    from geocompress.cli import MAX_TILE, build_parser, main
+    from geocompress.codec.tile_codec import MAX_DECODE_PIXELS
+
+    assert MAX_TILE * MAX_TILE == MAX_DECODE_PIXELS  # the bound is what the codec can decode
+    for bad in ("100000", "4097", "0", "-64", "8", "abc"):
+        with pytest.raises(SystemExit) as e:
+            main(["compress", "a.tif", "b.zarr", "--tile", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "--tile" in err and ("64..4096" in err or "whole number" in err), err
+    p = build_parser()
+    assert [p.parse_args(["compress", "a.tif", "b.zarr", "--tile", t]).tile
+            for t in ("64", "256", "4096")] == [64, 256, 4096]
+
+
 def test_the_cli_parser_imports_no_torch():
     """`geocompress --help` answers at once: building the parser imports neither torch nor dask."""
     import subprocess
