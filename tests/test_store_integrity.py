@@ -105,15 +105,163 @@ def test_edited_root_attributes_are_refused(good_store, tmp_path, key, value):
         _decode(store, tmp_path)
 
 
-def test_a_format_1_store_still_opens_and_says_it_cannot_be_verified(good_store, tmp_path):
-    store = _copy(good_store, tmp_path)
-    meta_path = store / "zarr.json"
-    doc = json.loads(meta_path.read_text())
-    attrs = doc["attributes"]["geocompress"]
-    for k in ("attrs_digest", "content_digest"):
-        attrs.pop(k)
-    attrs["format_version"] = 1
-    meta_path.write_text(json.dumps(doc))
+def test_a_format_1_store_still_opens_and_says_it_cannot_be_verified(tmp_path, monkeypatch):
+    """A store really laid out as format 1 (no crc32c, masks as bytes, no digests)."""
+    create = TileStore.create.__func__
+    monkeypatch.setattr(TileStore, "create", classmethod(
+        lambda cls, *a, **k: create(cls, *a, **{**k, "format_version": 1})))
+    data = natural_tile(64, 128, seed=8)
+    data[:, :, :20] = 0
+    store = tmp_path / "v1.zarr"
+    compress_scene(write_scene(tmp_path / "s.tif", data, nodata=0), store, **TINY)
+    monkeypatch.undo()
+    assert "attrs_digest" not in TileStore.open(store).meta
     with pytest.warns(UserWarning, match="no checksums"):
         info = store_info(store)
     assert info["checksums"] == "none (store format 1)"
+    with pytest.warns(UserWarning, match="no checksums"):
+        _decode(store, tmp_path)
+
+
+def _edit(path, change):
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("version, drop_digests", [(1, False), (1, True), (2, False), (2, True)])
+def test_an_edited_format_version_is_refused_before_any_read(good_store, tmp_path, capsys,
+                                                              version, drop_digests):
+    """Issue 36, item 7: a format 3 store edited to say format 1 skipped the attribute digest
+    (a warning), then read its boolean masks as format-1 bytes (zlib errors, a 24 GiB
+    allocation). The arrays' layout and the digests present tell the real format."""
+    from geocompress.cli import main
+
+    store = _copy(good_store, tmp_path)
+
+    def downgrade(doc):
+        attrs = doc["attributes"]["geocompress"]
+        attrs["format_version"] = version
+        for k in ("attrs_digest", "content_digest", "georef_digest") if drop_digests else ():
+            attrs.pop(k, None)
+
+    _edit(store / "zarr.json", downgrade)
+    with pytest.raises(StoreIntegrityError, match=f"say store format {version}.*format version "
+                                                  f"was edited"):
+        TileStore.open(store)
+    with pytest.raises(StoreIntegrityError):
+        _decode(store, tmp_path)
+    assert main(["decompress", str(store), str(tmp_path / "o.tif"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("geocompress decompress: error:") and "\n" not in err
+    assert not (tmp_path / "o.tif").exists()
+
+
+def _set_geotransform(attrs):
+    gt = attrs["GeoTransform"].split()
+    gt[0] = repr(float(gt[0]) + 1000.0)
+    attrs["GeoTransform"] = " ".join(gt)
+
+
+GEOREF_EDITS = {
+    "root proj:code": ("zarr.json", lambda d: d["attributes"].update({"proj:code": "EPSG:4326"})),
+    "root spatial:transform": ("zarr.json", lambda d: d["attributes"]["spatial:transform"]
+                               .__setitem__(2, d["attributes"]["spatial:transform"][2] + 1000)),
+    "spatial_ref GeoTransform": ("spatial_ref/zarr.json", lambda d: _set_geotransform(d["attributes"])),
+    "spatial_ref GeoTransform, consolidated copy": (
+        "zarr.json", lambda d: _set_geotransform(
+            d["consolidated_metadata"]["metadata"]["spatial_ref"]["attributes"])),
+    "spatial_ref crs_wkt": ("spatial_ref/zarr.json", lambda d: d["attributes"].update(
+        crs_wkt=d["attributes"]["crs_wkt"].replace("18N", "19N"))),
+    "status grid_mapping": ("status/zarr.json",
+                            lambda d: d["attributes"].update(grid_mapping="other")),
+}
+
+
+@pytest.mark.parametrize("edit", list(GEOREF_EDITS))
+def test_edited_georeferencing_outside_the_geocompress_attributes_is_refused(good_store, tmp_path,
+                                                                               capsys, edit):
+    """Issue 36, item 5: rioxarray (xr.open_zarr) and GeoZarr readers take the CRS and transform
+    from the root proj: / spatial: attributes and the spatial_ref variable, which the attribute
+    digest did not cover: an edit left `info` saying `checksums: verified`."""
+    from geocompress.cli import main
+
+    store = _copy(good_store, tmp_path)
+    doc, change = GEOREF_EDITS[edit]
+    _edit(store / doc, change)
+    with pytest.raises(StoreIntegrityError, match="georeferencing attributes .* were edited"):
+        TileStore.open(store)
+    with pytest.raises(StoreIntegrityError, match="georeferencing"):
+        store_info(store)
+    with pytest.raises(StoreIntegrityError, match="georeferencing"):
+        _decode(store, tmp_path)
+    assert main(["info", str(store)]) == 1
+    assert "georeferencing attributes" in capsys.readouterr().err
+
+
+def test_the_georeferencing_readers_see_is_what_was_written(good_store):
+    """The digest is of what xarray / rioxarray read: an intact store opens, and they place it
+    where geocompress does."""
+    import xarray as xr
+    import rioxarray  # noqa: F401
+
+    ts = TileStore.open(good_store)
+    for consolidated in (True, False):
+        ds = xr.open_zarr(good_store, consolidated=consolidated)
+        assert ds.status.rio.crs == ts.grid.crs
+        assert ds.status.rio.transform() == ts.grid.tile_index_transform
+
+
+def _incomplete_store(tmp_path):
+    """A store whose run stopped after its first shard block (others still pending)."""
+    class Stop(Exception):
+        pass
+
+    def stop(done):
+        raise Stop
+
+    src = write_scene(tmp_path / "s.tif", natural_tile(128, 192, seed=10))
+    store = tmp_path / "incomplete.zarr"
+    with pytest.raises(Stop):  # trained weights: untrained ones give equal strings
+        compress_scene(src, store, quality=1, tile=64, shard=2, halo=0, workers=1,
+                       processes=False, progress=False, on_block=stop)
+    return store
+
+
+def test_swapped_tiles_of_an_incomplete_store_are_an_error(tmp_path):
+    """Issue 36, item 6: without a content digest (the store never completed) verification
+    returned early, and two swapped tile strings decoded with --allow-incomplete. Each block's
+    tile CRCs are written with the block, so the binding holds before completion too."""
+    import numpy as np
+
+    from geocompress.cli import main
+    from geocompress.geo import TileStatus
+
+    store = _incomplete_store(tmp_path)
+    ts = TileStore.open(store, "r+")
+    assert not ts.is_complete and "content_digest" not in ts.meta
+    written = [tuple(map(int, ij)) for ij in zip(*np.nonzero(ts.status() == TileStatus.WRITTEN))]
+    assert len(written) >= 2 and ts.status_counts()["PENDING"] > 0
+    with pytest.warns(UserWarning, match="incomplete"):  # intact: decodes, pending tiles masked
+        decompress_scene(store, tmp_path / "ok.tif", processes=False, progress=False,
+                         allow_incomplete=True)
+    strings = {ij: ts.read_string(*ij) for ij in written}
+    a, b = next((a, b) for a in written for b in written if strings[a] != strings[b])
+    ts._tiles[a[0]:a[0] + 1, a[1]:a[1] + 1] = np.array([[strings[b]]], dtype=object)
+    ts._tiles[b[0]:b[0] + 1, b[1]:b[1] + 1] = np.array([[strings[a]]], dtype=object)
+    with pytest.raises(StoreIntegrityError, match=r"2 written tile\(s\) hold strings other than"):
+        decompress_scene(store, tmp_path / "bad.tif", processes=False, progress=False,
+                         allow_incomplete=True)
+    assert main(["decompress", str(store), str(tmp_path / "o.tif"), "--allow-incomplete",
+                 "--quiet"]) == 1
+    with pytest.raises(StoreIntegrityError, match="tile_crc"):
+        store_info(store)
+
+
+def test_a_deleted_tile_crc_chunk_of_an_incomplete_store_is_an_error(tmp_path):
+    store = _incomplete_store(tmp_path)
+    for chunk in _chunks(store, "tile_crc"):
+        chunk.unlink()
+    with pytest.raises(StoreIntegrityError, match="tile_crc"):
+        decompress_scene(store, tmp_path / "bad.tif", processes=False, progress=False,
+                         allow_incomplete=True)

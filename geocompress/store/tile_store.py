@@ -15,6 +15,8 @@ Layout (root group)::
                       (format 2: (n_rows, n_cols) zlib(packbits) bytes, b"" = all valid)
     constant/         (n_rows, n_cols, count) source dtype; per-band value of
                       DROPPED_CONSTANT tiles; (S, S, count) chunks; fill 0
+    tile_crc/         (n_rows, n_cols) uint32: each WRITTEN tile string's CRC-32 (binds it to
+                      its cell, also in incomplete stores); S x S chunks; fill 0
     spatial_ref/      0-d CF grid mapping (crs_wkt, spatial_ref, GeoTransform of the
                       tile-index grid) -- tiles/status/constant point at it
 
@@ -73,14 +75,52 @@ ATTR = "geocompress"
 TILES, STATUS, CONSTANT, SPATIAL_REF = "tiles", "status", "constant", "spatial_ref"
 MASKS = "masks"
 TILES_CRC = "tiles_crc32"  # a digest entry, not an array
+CRC = "tile_crc"  # (n_rows, n_cols) uint32: each WRITTEN tile string's own CRC-32, by grid cell
+GEOREF = "georef_digest"  # root-attribute key: digests of every attribute outside ATTR
 REQUIRED_CODEC_KEYS = ("model", "weights_digest", "quality")
 _ALIASES = {"arch": "model", "digest": "weights_digest"}  # TileCodec attribute names
 
 
+def _canonical(value: Any) -> str:
+    """Hex SHA-256 of a JSON value's canonical text (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def attrs_digest(meta: dict) -> str:
     """SHA-256 of the root attributes (all but the digest itself), canonical JSON."""
-    body = {k: v for k, v in meta.items() if k != "attrs_digest"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return _canonical({k: v for k, v in meta.items() if k != "attrs_digest"})
+
+
+def _string_crcs(strings: np.ndarray) -> np.ndarray:
+    """Each tile string's own CRC-32 (its last 4 bytes, read little-endian; 0 for no string)."""
+    out = np.zeros(strings.shape, np.uint32)
+    for (i, j), t in np.ndenumerate(strings):
+        out[i, j] = int.from_bytes(bytes(t[-4:]), "little") if len(t) else 0
+    return out
+
+
+def georef_digests(root_attrs: dict, arrays: dict[str, Any]) -> dict[str, str]:
+    """SHA-256 of everything outside the ``geocompress`` attributes that a reader can take
+    georeferencing from: the root group's other attributes (``proj:code`` / ``proj:wkt2``,
+    ``spatial:*``, ``zarr_conventions``) and each array's attributes (``spatial_ref``'s
+    ``crs_wkt`` and ``GeoTransform``, the per-tile arrays' ``grid_mapping`` and ``spatial:*``) and
+    dimension names.
+
+    Args:
+        root_attrs: the root group's attributes (``geocompress`` itself is left out: it has its
+            own digest, which covers these digests).
+        arrays: array name -> its metadata (``zarr`` ``ArrayV3Metadata``), from the arrays' own
+            documents or from the consolidated copy in the root document.
+
+    Returns:
+        ``{"root": ..., <array name>: ...}``, one hex digest each, so that a mismatch names
+        where the edit is.
+    """
+    out = {"root": _canonical({k: v for k, v in root_attrs.items() if k != ATTR})}
+    for name, md in arrays.items():
+        out[name] = _canonical({"attributes": dict(md.attributes),
+                                "dimension_names": list(md.dimension_names or ())})
+    return out
 
 
 def normalize_codec_meta(codec_meta: dict) -> dict:
@@ -115,6 +155,82 @@ def _json_number(v: Any) -> Any:
     return int(f) if f.is_integer() else f
 
 
+def _stored_georef(group: zarr.Group) -> dict[str, str]:
+    """:func:`georef_digests` of a group as its own documents say (opened without consolidated
+    metadata: what ``xr.open_zarr(consolidated=False)`` reads)."""
+    with _Quiet():
+        arrays = {name: group[name].metadata for name in sorted(group.array_keys())}
+    return georef_digests(dict(group.attrs), arrays)
+
+
+def _check_georef(path: Path, group: zarr.Group, want: dict[str, str]) -> None:
+    """The georeferencing attributes outside ``geocompress`` as written, in the arrays' own
+    documents and in the consolidated copy of the root document alike: xarray / rioxarray and
+    GeoZarr readers take the CRS and transform from them, not from ``geocompress.grid``.
+
+    Raises:
+        StoreIntegrityError: naming the root group or array whose attributes were edited.
+    """
+    views = [("", _stored_georef(zarr.open_group(str(path), mode="r", use_consolidated=False)))]
+    consolidated = group.metadata.consolidated_metadata
+    if consolidated is not None:
+        views.append((" (in the consolidated metadata of the root zarr.json)",
+                      georef_digests(dict(group.attrs), dict(consolidated.metadata))))
+    for where, got in views:
+        bad = [name for name in want if got.get(name) != want[name]]
+        if bad:
+            names = ", ".join("the root group" if b == "root" else repr(b) for b in bad)
+            raise StoreIntegrityError(
+                f"{path}: the georeferencing attributes of {names}{where} (proj:code, spatial:*, "
+                f"spatial_ref's CRS / GeoTransform, ...) were edited or damaged after writing "
+                f"(digest mismatch): readers such as rioxarray would place the pixels wrongly; "
+                f"re-create the store from its source")
+
+
+def _layout_version(path: Path, group: zarr.Group) -> int:
+    """The store format the arrays are laid out in, whatever the attributes say: 3 keeps masks
+    as a 4-D boolean array, 2 has crc32c on ``status``, 1 neither.
+
+    Raises:
+        StoreIntegrityError: an array every format has is missing.
+    """
+    try:
+        with _Quiet():
+            masks, status = group[MASKS], group[STATUS]
+    except KeyError as exc:
+        raise StoreIntegrityError(f"{path}: the store's {exc} array is missing; re-create the "
+                                  f"store from its source") from None
+    if masks.ndim == 4:
+        return 3
+    return 2 if any(isinstance(c, Crc32cCodec) for c in status.metadata.codecs) else 1
+
+
+def _check_version(path: Path, meta: dict, group: zarr.Group) -> None:
+    """The root ``format_version`` against what this geocompress reads and against the layout.
+
+    Raises:
+        StoreVersionError: a version this geocompress does not read.
+        StoreIntegrityError: the version disagrees with the arrays or with the digests present:
+            it was edited (a store's format never changes in place), e.g. lowered to 1 to skip
+            the checksums, after which the arrays would be read in the wrong layout.
+    """
+    v = meta["format_version"]
+    if type(v) is not int or v not in READ_VERSIONS:
+        hint = ("upgrade geocompress" if isinstance(v, (int, float)) and v > FORMAT_VERSION
+                else "re-create it with --overwrite")
+        raise StoreVersionError(
+            f"{path} has store format version {v!r}, this geocompress reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}: {hint}")
+    layout = _layout_version(path, group)
+    digests = [k for k in ("attrs_digest", "content_digest", GEOREF) if k in meta]
+    if layout != v or (v < 2 and digests):
+        found = (f"arrays laid out as format {layout}" if layout != v
+                 else f"an {digests[0]} (format 1 has no checksums)")
+        raise StoreIntegrityError(
+            f"{path}: its root attributes say store format {v}, but it has {found}: the format "
+            f"version was edited after writing; re-create the store from its source")
+
+
 def _is_geocompress_store(path: Path) -> bool:
     try:
         with _Quiet():
@@ -140,6 +256,11 @@ class TileStore:
             self._status = group[STATUS]
             self._constant = group[CONSTANT]
             self._masks = group[MASKS]
+            try:  # stores written before it have no per-tile CRC array (and no CRC key)
+                self._crc = group[CRC] if meta.get(CRC) else None
+            except KeyError:
+                raise StoreIntegrityError(f"{path}: the store's '{CRC}' array is missing; "
+                                          f"re-create the store from its source") from None
 
     # -- lifecycle ------------------------------------------------------------------
     @classmethod
@@ -160,10 +281,10 @@ class TileStore:
         ``TileCodec`` attributes); an optional ``config`` dict (codec settings) is recorded
         as ``codec_config``. ``overwrite`` replaces an existing *geocompress*
         store; any other existing path is refused rather than deleted. ``format_version`` 2
-        writes the previous layout (tests of old stores).
+        or 1 writes an earlier layout (tests of old stores: 1 has no checksums at all).
         """
-        if format_version not in (2, 3):
-            raise ValueError(f"can write store formats 2 and 3, not {format_version}")
+        if format_version not in (1, 2, 3):
+            raise ValueError(f"can write store formats 1, 2 and 3, not {format_version}")
         path = Path(path)
         codec_meta = normalize_codec_meta(codec_meta)
         missing = [k for k in REQUIRED_CODEC_KEYS if k not in codec_meta]
@@ -217,8 +338,12 @@ class TileStore:
             "zarr_conventions": [zconv.SPATIAL_CONVENTION],  # each array declares what it uses
             "description": "one tile per cell; cell (i, j) starts at pixel (i*stride, j*stride)",
         }
-        meta["attrs_digest"] = attrs_digest(meta)
-        crc = [Crc32cCodec()]  # a flipped or truncated bookkeeping chunk is an error, not values
+        checked = format_version >= 2  # format 1 (tests of old stores) has no checksums at all
+        # a flipped or truncated bookkeeping chunk is an error, not values
+        crc = [Crc32cCodec()] if checked else []
+        if checked:
+            meta[CRC] = True  # where each WRITTEN tile's string belongs, even while incomplete
+            meta["attrs_digest"] = attrs_digest(meta)  # again with the georef digests, below
         with _Quiet():
             g = zarr.open_group(str(path), mode="w-", zarr_format=3)
             # status "in-progress" is on disk before any array exists
@@ -240,13 +365,20 @@ class TileStore:
             else:
                 g.create_array(
                     MASKS, shape=(n_rows, n_cols), dtype="bytes", chunks=(1, 1), shards=s,
-                    fill_value=b"", compressors=crc, dimension_names=("y", "x"),
+                    fill_value=b"", compressors=crc or None, dimension_names=("y", "x"),
                     attributes={**per_tile, "long_name": "validity masks of kept tiles with nodata "
                                 "(zlib(packbits(mask))); empty = all valid"},
                 )
+            if checked:
+                g.create_array(
+                    CRC, shape=(n_rows, n_cols), dtype="uint32", chunks=s, fill_value=0,
+                    dimension_names=("y", "x"), compressors=crc,
+                    attributes={**per_tile, "long_name": "CRC-32 of each written tile string (its "
+                                "last 4 bytes, little-endian): binds each string to its grid cell"},
+                )
             g.create_array(
                 STATUS, shape=(n_rows, n_cols), dtype="uint8", chunks=s, fill_value=0,
-                dimension_names=("y", "x"), compressors=crc,
+                dimension_names=("y", "x"), compressors=crc or "auto",
                 attributes={
                     **per_tile,
                     "long_name": "tile status",
@@ -257,12 +389,17 @@ class TileStore:
             g.create_array(
                 CONSTANT, shape=(n_rows, n_cols, scene.count), dtype=scene.dtype,
                 chunks=(*s, scene.count), fill_value=0, dimension_names=("y", "x", "band"),
-                compressors=crc,
+                compressors=crc or "auto",
                 attributes={**per_tile, "long_name": "per-band value of DROPPED_CONSTANT tiles"},
             )
             ref = g.create_array(SPATIAL_REF, shape=(), dtype="int64", fill_value=0, dimension_names=())
             ref.attrs.update(cf.spatial_ref_attrs(crs, tile_tf))
             ref[...] = 0
+            if checked:  # the georeferencing as written (read back: what readers will see)
+                meta[GEOREF] = _stored_georef(zarr.open_group(str(path), mode="r",
+                                                              use_consolidated=False))
+                meta["attrs_digest"] = attrs_digest(meta)
+                g.attrs[ATTR] = meta
         return cls.open(path, mode="r+")
 
     @classmethod
@@ -281,44 +418,58 @@ class TileStore:
         meta = g.attrs.get(ATTR)
         if not isinstance(meta, dict) or "format_version" not in meta:
             raise StoreError(f"{path} is a Zarr group but not a geocompress store (no '{ATTR}' attrs)")
-        v = meta["format_version"]
-        if v not in READ_VERSIONS:
-            hint = "upgrade geocompress" if v > FORMAT_VERSION else "re-create it with --overwrite"
-            raise StoreVersionError(
-                f"{path} has store format version {v}, this geocompress reads versions "
-                f"{', '.join(map(str, READ_VERSIONS))}: {hint}"
-            )
-        if v >= 2 and meta.get("attrs_digest") != attrs_digest(meta):
+        _check_version(path, meta, g)
+        if meta["format_version"] >= 2 and meta.get("attrs_digest") != attrs_digest(meta):
             raise StoreIntegrityError(
                 f"{path}: the store's root attributes ('{ATTR}': size, transform, nodata, dtype, "
                 f"codec, ...) were edited or damaged after writing (digest mismatch); re-create "
                 f"the store from its source")
+        if GEOREF in meta:  # stores written before it: the grid in ATTR is still checked
+            _check_georef(path, g, meta[GEOREF])
         return cls(g, path, mode)
 
     def verify(self) -> None:
-        """Check the bookkeeping against the digest written when the store was completed.
+        """Check the bookkeeping against the digest written when the store was completed, and
+        every WRITTEN tile's string against the CRC recorded for its grid cell (complete or not).
 
         ``status``, ``constant`` and ``masks`` chunks carry crc32c, so a damaged chunk fails on
         read; a *deleted* chunk would read as its fill value, which only this digest catches.
-        Raises :class:`StoreIntegrityError` naming the array."""
+        An incomplete store has no content digest yet, but each block's tile CRCs are written
+        with the block, so two tile strings swapped in it are still caught.
+
+        Raises:
+            StoreIntegrityError: naming the array, or the tiles whose strings are not the ones
+                written in their cells.
+        """
         want = self.meta.get("content_digest")
         if self.meta.get("format_version", 1) < 2:
             warnings.warn(f"{self.path} was written by an older geocompress (store format 1): its "
                           f"bookkeeping carries no checksums and cannot be verified", stacklevel=2)
             return
-        if want is None:
-            return  # not complete yet: nothing recorded to compare against
+        if want is None and self._crc is None:
+            return  # not complete yet, and written before per-tile CRCs: nothing to compare
+        unbound: list[tuple[int, int]] = []
         try:
-            got = self._content_digest()
+            got = self._content_digest(unbound)
         except Exception as exc:  # noqa: BLE001 - a crc32c failure or unreadable chunk
             raise StoreIntegrityError(f"{self.path}: a bookkeeping chunk is damaged ({exc})") from exc
-        bad = [name for name in want if want[name] != got.get(name)]
+        bad = [name for name in want or {} if want[name] != got.get(name)]
         if bad:
             raise StoreIntegrityError(
                 f"{self.path}: {', '.join(repr(b) for b in bad)} no longer match(es) what was "
                 f"written (chunks deleted, replaced or altered); re-create the store from its source")
+        if unbound:
+            cells = ", ".join(f"({r}, {c})" for r, c in unbound[:5])
+            cells += " ..." if len(unbound) > 5 else ""
+            raise StoreIntegrityError(
+                f"{self.path}: {len(unbound)} written tile(s) hold strings other than the ones "
+                f"written in their cells ({cells}: their CRC-32 differs from the '{CRC}' array: "
+                f"tiles swapped, replaced or deleted); re-create the store from its source")
 
-    def _content_digest(self) -> dict[str, str]:
+    def _content_digest(self, unbound: list[tuple[int, int]] | None = None) -> dict[str, str]:
+        """The digest of the bookkeeping (see LAYOUT.md); appends to ``unbound`` the WRITTEN
+        tiles whose string's CRC is not the one recorded for their cell (stores with a
+        ``tile_crc`` array), at no extra read of the strings."""
         status = self.status()
         out = {STATUS: hashlib.sha256(status.tobytes()).hexdigest(),
                CONSTANT: hashlib.sha256(np.ascontiguousarray(self.constants()).tobytes()).hexdigest()}
@@ -330,7 +481,15 @@ class TileStore:
             else:
                 for m in self.read_masks(rs, cs).ravel():
                     h.update(len(m).to_bytes(4, "little") + bytes(m))
-            strings = self.read_strings(rs, cs).ravel()
+            block = self.read_strings(rs, cs)
+            if unbound is not None and self._crc is not None:
+                with _Quiet():
+                    recorded = np.asarray(self._crc[rs, cs], np.uint32)
+                written = status[rs, cs] == TileStatus.WRITTEN
+                wrong = written & (recorded != _string_crcs(block))
+                unbound.extend((rs.start + int(i), cs.start + int(j))
+                               for i, j in zip(*np.nonzero(wrong)))
+            strings = block.ravel()
             lengths.update(np.array([len(t) for t in strings], np.uint32).tobytes())
             # each string's own CRC-32 (its last 4 bytes), in grid order: two strings swapped or
             # one replaced by another of the same length change it, at no extra read
@@ -479,6 +638,8 @@ class TileStore:
                 mask_out[i, j] = decode_mask(blob, (t, t))
         with _Quiet():
             self._tiles[rows, cols] = out
+            if self._crc is not None:  # before the status: a block is bound once it is final
+                self._crc[rows, cols] = _string_crcs(out)
             self._masks[rows, cols] = mask_out
             self._constant[rows, cols, :] = constants  # always: no stale values from an earlier run
             self._status[rows, cols] = status  # last: marks the block done
