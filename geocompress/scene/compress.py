@@ -34,6 +34,7 @@ from .workers import CodecSpec, encode_mask, get_codec
 
 PathLike = str | Path
 GDAL_CACHE_MB = 64
+MIN_TILE, MAX_TILE = 64, 4096  # the models' downsampling factor; MAX_DECODE_PIXELS = 4096**2
 
 
 @dataclass
@@ -282,6 +283,9 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     weights, quality, source or settings is refused unless ``overwrite``.
     """
     t0 = time.perf_counter()
+    if not isinstance(tile, int) or not MIN_TILE <= tile <= MAX_TILE:
+        raise ValueError(f"tile must be {MIN_TILE}..{MAX_TILE} pixels (the codec's largest tile), "
+                         f"got {tile!r}")
     scene = open_scene(source)
     tile_filter = tile_filter or TileFilter()
     store = Path(store)
@@ -329,7 +333,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                                   shard=shard, overwrite=overwrite)
             created = True
         spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
-                            batch_size=batch_size, torch_threads=threads, precision=precision).to_dict()
+                            batch_size=batch_size, torch_threads=threads, precision=precision,
+                            pretrained=pretrained).to_dict()
         del codec  # the client does not encode; workers load their own
         try:
             all_blocks, pending = _run_blocks(client, ts, store, scene, spec, used_bits,

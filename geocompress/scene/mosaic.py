@@ -37,13 +37,15 @@ def store_spec(ts: TileStore, checkpoint: str | None = None, batch_size: int = 8
                device: str | None = None, precision: str = "auto") -> CodecSpec:
     """The codec a store was written with (verified by digest when it is built), with the
     transforms in ``precision`` (any mode decodes any store)."""
+    from ..shipped import shipped_index
+
     cm = ts.codec_meta
     cfg = cm.get("config", {})
     return CodecSpec(arch=cm["model"], digest=cm["weights_digest"], quality=cm["quality"],
                      checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
                      model_config=dict(cfg.get("model", {})),
                      precision=precision, batch_size=batch_size,
-                     device=device)
+                     device=device, pretrained=cm["model"] in shipped_index())
 
 
 def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict

@@ -35,6 +35,7 @@ class CodecSpec:
     torch_threads: int | None = None
     device: str | None = None  # None: the worker decides (GPU resource -> cuda)
     refine_steps: int = 0      # encoder-side latent refinement (geocompress.codec.refine)
+    pretrained: bool = True    # False: the architecture's fixed-seed weights (pipeline tests)
 
     @classmethod
     def of(cls, codec: TileCodec, checkpoint: str | None = None, **kw: Any) -> "CodecSpec":
@@ -86,11 +87,12 @@ def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
               "refine_steps": spec.refine_steps}
     if spec.checkpoint:
         codec = load_codec(checkpoint=spec.checkpoint, quality=spec.quality or None, **common)
-    elif spec.quality:
+    elif spec.quality and spec.pretrained:
         codec = load_codec(spec.arch, quality=spec.quality, pretrained=True, digest=spec.digest,
                            **common)
-    else:
-        codec = load_codec(spec.arch, pretrained=False, **common, **spec.model_config)
+    else:  # a variable-rate model's level travels as its quality
+        codec = load_codec(spec.arch, quality=spec.quality or None, pretrained=False, **common,
+                           **spec.model_config)
     if codec.digest != spec.digest:
         raise WeightsMismatchError(
             f"weights {codec.digest[:16]} found for {spec.arch} quality {spec.quality} differ from "
