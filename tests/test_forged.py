@@ -104,3 +104,31 @@ def test_an_image_array_in_hwc_order_is_refused(small_codecs):
     codec = small_codecs("mbt2018-mean")
     with pytest.raises(CodecError, match="looks like H x W x C"):
         codec.encode(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_a_header_declaring_hundreds_of_band_groups_is_refused_before_any_decoding(
+        small_codecs, monkeypatch):
+    """Issue 36, item 10: a CRC-valid string declaring 255 band groups (765 bands) kept the
+    decoder busy for minutes; what a header declares is bounded by what the codec writes."""
+    import dataclasses
+
+    from geocompress.codec.tile_codec import MAX_BAND_GROUPS
+
+    codec = small_codecs("mgssnet")
+    ts = unpack(codec.encode([natural_tile(64, 64, seed=5)])[0])
+    forged = pack(TileString(dataclasses.replace(ts.header, channels=765), ts.groups * 255))
+
+    def never(*a, **k):
+        raise AssertionError("the decoder ran on a header it should have refused")
+
+    monkeypatch.setattr(codec.coder, "decode", never)
+    with pytest.raises(CorruptStreamError, match="255 band groups"):
+        codec.decode([forged])
+    # a tile of many bands and the largest size: bounded by band groups x pixels as well
+    big = dataclasses.replace(ts.header, channels=12, height=4096, width=4096, pad_h=4096,
+                              pad_w=4096)
+    with pytest.raises(CorruptStreamError, match="more than this codec codes"):
+        codec.decode([pack(TileString(big, ts.groups * 4))])
+    # and the encoder never writes what the decoder refuses
+    with pytest.raises(CodecError, match="at most"):
+        codec.encode([np.zeros((3 * MAX_BAND_GROUPS + 1, 64, 64), np.uint8)])

@@ -43,6 +43,11 @@ from .weights import load_checkpoint, load_shipped, state_digest, untrained
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
 Sides = tuple[int, int, int, int]  # latent pixels of context present: top, bottom, left, right
 MAX_DECODE_PIXELS = 4096 * 4096  # bounds what a header can make the decoder allocate
+# Bounds on the work one tile string may ask for, checked before any decoding (a forged header
+# with a valid CRC could otherwise declare hundreds of band groups and keep a decoder busy for
+# minutes). The encoder refuses the same, so every string this codec writes decodes:
+MAX_BAND_GROUPS = 32  # 96 bands: every multispectral sensor (Sentinel-2 13, WorldView-3 16)
+MAX_DECODE_WORK = 2 * MAX_DECODE_PIXELS  # band groups x padded pixels: a 4096 px tile of 6 bands
 REFINE_LR = 5e-3
 
 
@@ -227,6 +232,10 @@ class TileCodec:
         if h.height * h.width > MAX_DECODE_PIXELS:
             raise CodecError(f"tile {t}: {h.height} x {h.width} is larger than a tile this codec "
                              f"decodes ({MAX_DECODE_PIXELS} pixels); cut the scene into tiles")
+        try:
+            self.check_work(h.channels, h.height, h.width)
+        except CodecError as e:
+            raise CorruptStreamError(f"tile {t}: damaged or forged header: {e}") from None
         if len(p.groups) != len(self._groups(h.channels)):
             raise CorruptStreamError(f"tile {t}: {h.channels} bands need "
                                      f"{len(self._groups(h.channels))} band groups, the string "
@@ -236,6 +245,29 @@ class TileCodec:
             if len(streams) != expected:
                 raise CorruptStreamError(f"tile {t} group {g} holds {len(streams)} streams; "
                                          f"{self.arch} writes {expected}")
+
+    def check_work(self, channels: int, height: int, width: int) -> None:
+        """Refuse a tile of more work than this codec writes or decodes, before any work.
+
+        Args:
+            channels, height, width: the tile's bands and size before padding.
+
+        Raises:
+            CodecError: more than MAX_BAND_GROUPS band groups, or band groups x padded pixels
+                above MAX_DECODE_WORK (the cost of decoding grows with both: a header must not
+                ask for more than the largest tile the encoder produces).
+        """
+        groups = len(self._groups(channels))
+        ph, pw = self._padded(height, width)
+        if groups > MAX_BAND_GROUPS:
+            raise CodecError(f"{channels} bands make {groups} band groups of {self.group}; this "
+                             f"codec codes at most {MAX_BAND_GROUPS} ({MAX_BAND_GROUPS * self.group} "
+                             f"bands) per tile")
+        if groups * ph * pw > MAX_DECODE_WORK:
+            side = int(math.sqrt(MAX_DECODE_WORK / groups)) // self.factor * self.factor
+            raise CodecError(f"{channels} bands of {height} x {width} pixels are more than this "
+                             f"codec codes in one tile ({MAX_DECODE_WORK} band-group pixels): "
+                             f"use tiles of at most {side} x {side} pixels for {channels} bands")
 
     def _bits(self, tile: np.ndarray, bits: int | None) -> int:
         if tile.dtype not in SUPPORTED_DTYPES:
@@ -294,6 +326,10 @@ class TileCodec:
             c, (h, w) = tile.shape[0], inner
             if max(h, w) > 65535 or c > 65535:
                 raise CodecError(f"tile {t} is too large ({tile.shape}); cut the scene into tiles")
+            try:
+                self.check_work(c, h, w)
+            except CodecError as e:
+                raise CodecError(f"tile {t}: {e}") from None
             ph, pw = self._padded(h, w)
             headers.append(TileHeader(self.arch, bytes.fromhex(self.digest[:16]),
                                       0 if self.variable_rate else self.quality,

@@ -294,6 +294,7 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     codec = load_codec(arch, quality=quality, pretrained=pretrained, checkpoint=checkpoint,
                        precision=precision, refine_steps=refine_steps, halo_prior=bool(halo),
                        **(model_config or {}))
+    codec.check_work(scene.count, tile, tile)  # a scene of too many bands: before any work
     grid = scene.grid(tile)
     if halo and grid.step != grid.tile:
         raise ValueError("halo needs non-overlapping tiles (stride == tile)")
