@@ -132,3 +132,43 @@ def test_a_header_declaring_hundreds_of_band_groups_is_refused_before_any_decodi
     # and the encoder never writes what the decoder refuses
     with pytest.raises(CodecError, match="at most"):
         codec.encode([np.zeros((3 * MAX_BAND_GROUPS + 1, 64, 64), np.uint8)])
+
+
+def _downgraded(s: bytes, version: int) -> bytes:
+    """A version-3 string rewritten as ``version`` 1 or 2 (no halo byte), CRC recomputed."""
+    import struct
+    import zlib
+
+    halo_at = 4 + 2 + s[5] + struct.calcsize("<8sBBBHHHHH")
+    assert s[4] == 3 and s[halo_at] == 0
+    body = s[:4] + bytes([version]) + s[5:halo_at] + s[halo_at + 1:-4]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_an_edited_quality_byte_or_a_downgraded_version_is_refused(small_codecs):
+    """Issue 36, item 13: a CRC-valid string with its quality byte changed, or its format version
+    downgraded (version 1 reads the symbols in raster order: other pixels), still decoded. The
+    weights named by the header's digest fix both fields."""
+    import dataclasses
+
+    from geocompress.codec.tile_codec import TileCodec
+    from geocompress.codec.weights import untrained
+
+    from .conftest import SMALL
+
+    codec = small_codecs("mgssnet")
+    s = codec.encode([natural_tile(64, 64, seed=6)])[0]
+    assert codec.decode([s])[0].shape == (3, 64, 64)
+    ts = unpack(s)
+    for q in (1, 5, 255):
+        forged = pack(TileString(dataclasses.replace(ts.header, quality=q), ts.groups))
+        with pytest.raises(CorruptStreamError, match=f"quality {q}.*altered"):
+            codec.decode([forged])
+    for v in (1, 2):
+        with pytest.raises(CorruptStreamError, match=f"format version {v}.*never wrote"):
+            codec.decode([_downgraded(s, v)])
+    # a variable-rate model's quality byte is 0 (its level travels in the rate field)
+    vr = TileCodec(untrained("mgssnet-vr", **SMALL["mgssnet-vr"]), quality=3.0, precision="float64")
+    sv = unpack(vr.encode([natural_tile(64, 64, seed=7)])[0])
+    with pytest.raises(CorruptStreamError, match="quality 3.*altered"):
+        vr.decode([pack(TileString(dataclasses.replace(sv.header, quality=3), sv.groups))])

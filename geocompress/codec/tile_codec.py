@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from .entropy import LatentCoder
 from .errors import CodecError, CorruptStreamError, WeightsMismatchError
-from .format import SYMBOL_ORDER, TileHeader, TileString, pack, quantize_rate, read_header, unpack
+from .format import (FORMAT_VERSION, RATE_VERSION, SYMBOL_ORDER, TileHeader, TileString, pack,
+                     quantize_rate, read_header, unpack)
 from .precision import Transforms, resolve_precision, weight_dtype
 from .refine import refine_latents
 from .weights import load_checkpoint, load_shipped, state_digest, untrained
@@ -49,6 +50,13 @@ MAX_DECODE_PIXELS = 4096 * 4096  # bounds what a header can make the decoder all
 MAX_BAND_GROUPS = 32  # 96 bands: every multispectral sensor (Sentinel-2 13, WorldView-3 16)
 MAX_DECODE_WORK = 2 * MAX_DECODE_PIXELS  # band groups x padded pixels: a 4096 px tile of 6 bands
 REFINE_LR = 5e-3
+# Weights that wrote tile strings before format 3 (2026-12-02): the shipped MGSSNet q1-q4 bases
+# (2026-12-01) wrote versions 1 and 2 first. Every other weights' strings are of the one version
+# their codec writes (3, or 4 for a variable-rate model), so an older version in their header is
+# an edit (a downgrade to version 1 would decode the symbols in another order: wrong pixels).
+LEGACY_VERSIONS = (1, 2, FORMAT_VERSION)
+LEGACY_WEIGHTS = frozenset({
+    "c3a7bf910a6b09c5", "f117b3f5662c8b15", "1fae0c64bff23a39", "4b8a1ed4cace3ea9"})
 
 
 def _as_tiles(tiles: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -206,6 +214,7 @@ class TileCodec:
                 f"tile was encoded by {h.arch} weights {h.digest.hex()} (quality {h.quality}); this "
                 f"codec is {self.arch} weights {self.digest[:16]} (quality {self.quality}): load "
                 f"the codec that wrote it")
+        self._check_binding(h)
         if self.variable_rate != (h.rate is not None):
             raise CorruptStreamError(
                 f"tile header {'lacks' if self.variable_rate else 'carries'} a rate level, which "
@@ -215,6 +224,34 @@ class TileCodec:
                 self.model.check_level(h.rate)
             except ValueError as e:
                 raise CorruptStreamError(f"tile header: {e}") from None
+
+    def versions(self) -> tuple[int, ...]:
+        """The tile-string format versions these weights have written (see LEGACY_WEIGHTS)."""
+        if self.variable_rate:
+            return (RATE_VERSION,)
+        return LEGACY_VERSIONS if self.digest[:16] in LEGACY_WEIGHTS else (FORMAT_VERSION,)
+
+    def _check_binding(self, h: TileHeader) -> None:
+        """The header fields that the weights fix, as these weights write them.
+
+        The CRC binds nothing against an edit (anyone can recompute it); the weights digest in the
+        header names the weights, and the weights fix the quality byte and the format version.
+
+        Raises:
+            CorruptStreamError: a quality other than the weights' own (a variable-rate model's
+                level travels in the rate field; its quality byte is 0), or a format version
+                these weights never wrote (a downgrade changes how the payload is read).
+        """
+        quality = 0 if self.variable_rate else self.quality
+        if h.quality != quality:
+            raise CorruptStreamError(
+                f"tile header says quality {h.quality}, but {self.arch} weights "
+                f"{self.digest[:16]} write quality {quality}: the header was altered")
+        if h.version not in self.versions():
+            raise CorruptStreamError(
+                f"tile header says format version {h.version}, which {self.arch} weights "
+                f"{self.digest[:16]} never wrote (they write version "
+                f"{' or '.join(map(str, self.versions()))}): the header was altered")
 
     def _set_rates(self, headers: Sequence[TileHeader]) -> None:
         """A variable-rate model's inverse gains for each tile of a batch, from its header."""
