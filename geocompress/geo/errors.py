@@ -42,3 +42,11 @@ class SceneStackMismatchError(SceneError):
 
 class SceneReadError(SceneError):
     """Reading pixels failed (a truncated or damaged file): names the file and the tile."""
+
+
+class PaletteError(SceneError):
+    """A band is a palette (colour-table) band of class indices: lossy coding would change them."""
+
+
+class PerBandNodataError(SceneError):
+    """The bands have different nodata values, which a store (one validity mask) cannot keep."""

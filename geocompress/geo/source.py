@@ -42,6 +42,8 @@ from geocompress.geo.errors import (
     EmptyRasterError,
     MissingCRSError,
     NoBandsError,
+    PaletteError,
+    PerBandNodataError,
     SceneNotFoundError,
     SceneStackMismatchError,
     SceneUnreadableError,
@@ -136,6 +138,7 @@ def validate_dataset(ds: Any, label: str) -> None:
         )
     if len(set(ds.dtypes)) > 1:
         raise UnsupportedDtypeError(f"{label} mixes band dtypes {sorted(set(ds.dtypes))}")
+    _check_lossy_codable(ds, label)
     if ds.crs is None and getattr(ds, "gcps", ([], None))[0]:
         raise MissingCRSError(
             f"{label} is georeferenced only by ground control points; warp it to a grid "
@@ -147,6 +150,36 @@ def validate_dataset(ds: Any, label: str) -> None:
             "`gdal_edit.py -a_srs EPSG:32618 file.tif` or, in Python, "
             "`rioxarray.open_rasterio(p).rio.write_crs('EPSG:32618').rio.to_raster(out)`"
         )
+
+
+def _check_lossy_codable(ds: Any, label: str) -> None:
+    """Refuse, before any work, what a store cannot give back: palette bands and per-band nodata.
+
+    Args:
+        ds: an open dataset.
+        label: the file's name for the message.
+
+    Raises:
+        PaletteError: a band has a colour table: its values are class indices, which lossy coding
+            changes (and the table would be lost).
+        PerBandNodataError: the bands disagree on nodata: a store keeps one validity mask per
+            pixel and one nodata value for all bands, so each band's own validity would be lost.
+    """
+    from rasterio.enums import ColorInterp
+
+    palette = [b for b, ci in enumerate(getattr(ds, "colorinterp", ()), 1) if ci == ColorInterp.palette]
+    if palette:
+        raise PaletteError(
+            f"{label}: band {palette[0]} is a palette (colour-table) band of class indices, which "
+            f"lossy coding would change (and its colour table would be lost); expand it to colours "
+            f"first (gdal_translate -expand rgb) or keep it with a lossless format")
+    nodatas = list(getattr(ds, "nodatavals", ()) or ())
+    if len({str(v) for v in nodatas}) > 1:
+        per_band = ", ".join(f"band {b}: {v if v is None else f'{v:g}'}" for b, v in enumerate(nodatas, 1))
+        raise PerBandNodataError(
+            f"{label} has a nodata value per band ({per_band}); a store keeps one nodata value "
+            f"and one validity mask for all bands: give the bands one value (gdal_translate "
+            f"-a_nodata) or split them into single-band scenes")
 
 
 def _band_names(ds: DatasetReader, path: Path, stacked: bool, first_band: int) -> list[str]:
