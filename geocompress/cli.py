@@ -166,7 +166,8 @@ def cmd_decompress(a: argparse.Namespace) -> int:
 
     output = OutputSpec(driver=a.driver, cog=not a.no_cog, creation_options=_options(a.co),
                         bands=None if a.bands is None else tuple(a.bands), dtype=a.dtype,
-                        overviews=parse_overviews(a.overviews), resampling=a.resampling)
+                        overviews=parse_overviews(a.overviews), resampling=a.resampling,
+                        allow_lossy=a.lossy)
     out = decompress_scene(a.store, a.out, window=a.window, bbox=a.bbox, bbox_crs=a.bbox_crs,
                            checkpoint=a.checkpoint, scheduler=a.scheduler, workers=a.workers,
                            progress=not a.quiet, precision=a.precision,
@@ -300,8 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--co", action="append", default=[], metavar="NAME=VALUE",
                    help="GDAL creation option of the output (repeatable), e.g. --co COMPRESS=ZSTD "
                         "--co LEVEL=9. Default: lossless DEFLATE with a predictor, exact decoded "
-                        "pixels, often larger than a lossily compressed source; COMPRESS=JPEG or "
-                        "COMPRESS=JXL give smaller files at a second generation of loss")
+                        "pixels, often larger than a lossily compressed source. Options that change "
+                        "pixels (COMPRESS=JPEG, lossy WEBP / JXL / LERC, NBITS) need --lossy")
+    d.add_argument("--lossy", action="store_true",
+                   help="allow a lossy output (.jpg, lossy .webp, --co COMPRESS=JPEG ...): smaller "
+                        "files at a second generation of loss, with a warning. Refused for scenes "
+                        "with a nodata value, whose nodata pixels would read as valid")
     d.add_argument("--allow-incomplete", action="store_true",
                    help="decode a store whose compress run did not finish (its missing tiles come "
                         "back masked as nodata); without it such a store is refused")

@@ -1,6 +1,8 @@
 """decompress writes what GDAL users ask for: driver from the extension, dtype, overviews, and
 never a format that would drop which pixels are valid."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import rasterio
@@ -139,7 +141,10 @@ def test_too_many_bands_for_the_format_are_refused_before_decoding(five_bands, t
     assert err.startswith("geocompress decompress: error:") and "\n" not in err
     assert not list(tmp_path.iterdir())
     monkeypatch.undo()
-    picked = decompress_scene(five_bands, out, bands=(1, 2, 3), **KW)  # three of them do fit
+    lossy = driver != "PNG"  # JPEG and WebP change pixels: written only when asked (item 4)
+    with pytest.warns(UserWarning, match="lossy") if lossy else contextlib.nullcontext():
+        picked = decompress_scene(five_bands, out, output=OutputSpec(bands=(1, 2, 3),
+                                                                     allow_lossy=lossy), **KW)
     with rasterio.open(picked) as o:
         assert o.count == 3 and o.driver == driver
 
@@ -153,3 +158,73 @@ def test_band_counts_a_format_cannot_hold_name_what_it_can():
         check_band_count(OutputSpec(driver="WEBP"), 1)
     for driver, n in (("PNG", 4), ("JPEG", 1), ("WEBP", 3), ("GTiff", 12)):
         check_band_count(OutputSpec(driver=driver), n)
+
+
+def _no_decoding(monkeypatch):
+    import geocompress.scene.mosaic as mosaic
+
+    def never(*a, **k):
+        raise AssertionError("decoded before refusing")
+
+    monkeypatch.setattr(mosaic, "decode_region", never)
+
+
+def test_lossy_outputs_and_options_are_refused_before_decoding(stores, tmp_path, monkeypatch, capsys):
+    """Issue 36, item 4: --co COMPRESS=JPEG wrote nodata pixels as valid; lossy outputs changed
+    the decoded values with no word. Refused before decoding, or (--lossy, no nodata) warned."""
+    _no_decoding(monkeypatch)
+    for store, opts in (("nodata.zarr", {"COMPRESS": "JPEG"}), ("plain.zarr", {"COMPRESS": "JPEG"}),
+                        ("plain.zarr", {"COMPRESS": "WEBP"}), ("plain.zarr", {"NBITS": "4"}),
+                        ("plain.zarr", {"COMPRESS": "LERC", "MAX_Z_ERROR": "2"})):
+        with pytest.raises(ValueError, match="lossy|drops bits"):
+            decompress_scene(stores / store, tmp_path / "j.tif",
+                             output=OutputSpec(creation_options=opts), **KW)
+    with pytest.raises(ValueError, match="nodata pixels would read as valid"):  # even with --lossy
+        decompress_scene(stores / "nodata.zarr", tmp_path / "j.tif",
+                         output=OutputSpec(creation_options={"COMPRESS": "JPEG"}, allow_lossy=True), **KW)
+    for argv in (["--co", "COMPRESS=JPEG"], ["--co", "COMPRESS=JPEG", "--lossy"]):
+        assert main(["decompress", str(stores / "nodata.zarr"), str(tmp_path / "j.tif"), "--quiet",
+                     *argv]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("geocompress decompress: error: COMPRESS=JPEG is lossy") and "\n" not in err
+    assert not list(tmp_path.iterdir())
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="COMPRESS=JPEG is lossy"):
+        out = decompress_scene(stores / "plain.zarr", tmp_path / "j.tif", **KW,
+                               output=OutputSpec(creation_options={"COMPRESS": "JPEG"}, allow_lossy=True))
+    with rasterio.open(out) as o:
+        assert o.compression.name == "jpeg"
+
+
+def test_jp2_output_is_lossless_and_keeps_nodata(stores, tmp_path):
+    """Issue 36, item 4: .jp2 differed by up to 4 from the .tif output and lost the nodata mask."""
+    tif = decompress_scene(stores / "nodata.zarr", tmp_path / "a.tif", cog=False, **KW)
+    jp2 = decompress_scene(stores / "nodata.zarr", tmp_path / "a.jp2", **KW)
+    with rasterio.open(tif) as a, rasterio.open(jp2) as b:
+        assert b.driver == "JP2OpenJPEG"
+        np.testing.assert_array_equal(a.read(), b.read())
+        np.testing.assert_array_equal(a.dataset_mask(), b.dataset_mask())
+        assert b.nodata == 0 and (b.dataset_mask()[:30, :40] == 0).all()
+    with pytest.raises(ValueError, match="JPEG 2000 .* lossy"):
+        decompress_scene(stores / "plain.zarr", tmp_path / "b.jp2",
+                         output=OutputSpec(creation_options={"QUALITY": "50"}), **KW)
+
+
+def test_four_data_bands_are_not_written_to_png_as_alpha(tmp_path, monkeypatch):
+    """Issue 36, item 4: four data bands to PNG made band 4 the alpha channel (transparency)."""
+    from rasterio.enums import ColorInterp as CI
+
+    src = write_scene(tmp_path / "rgbn.tif", natural_tile(64, 64, c=4, seed=14))
+    with rasterio.open(src, "r+") as ds:
+        ds.colorinterp = [CI.red, CI.green, CI.blue, CI.undefined]
+    compress_scene(src, tmp_path / "rgbn.zarr", **TINY)
+    _no_decoding(monkeypatch)
+    with pytest.raises(ValueError, match="band 4 as alpha.*-b 1 2 3"):
+        decompress_scene(tmp_path / "rgbn.zarr", tmp_path / "o.png", **KW)
+    with pytest.raises(ValueError, match="band 2 as alpha"):
+        decompress_scene(tmp_path / "rgbn.zarr", tmp_path / "o.png", bands=(1, 4), **KW)
+    assert not (tmp_path / "o.png").exists()
+    monkeypatch.undo()
+    out = decompress_scene(tmp_path / "rgbn.zarr", tmp_path / "o.png", bands=(1, 2, 3), **KW)
+    with rasterio.open(out) as o:
+        assert o.count == 3

@@ -26,8 +26,8 @@ from ..geo import TileStatus
 from ..store import StoreError, StoreIntegrityError, TileStore
 from .cluster import dask_client
 from .halo import latent_sides, latent_window, store_edges
-from .output import (OutputSpec, cast_pixels, check_band_count, check_validity, publish,
-                     target_dtype, warn_clipped)
+from .output import (OutputSpec, cast_pixels, check_band_count, check_exact, check_validity,
+                     publish, target_dtype, warn_clipped)
 from .workers import CodecSpec, build_codec, get_codec
 
 PathLike = str | Path
@@ -315,6 +315,8 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     use_mask = nodata is None and (bool(meta.get("has_mask")) or incomplete)
     check_validity(output, nodata, use_mask)
     dtype = target_dtype(output, meta["dtype"], nodata)
+    check_exact(output, dtype, nodata, use_mask, select_bands(meta, picks).get("colorinterp") or
+                ["undefined"] * len(picks))
     profile = {"driver": "GTiff", "width": int(win.width), "height": int(win.height),
                "count": len(picks), "dtype": dtype.name, "crs": grid.crs,
                "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,

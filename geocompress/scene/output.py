@@ -34,11 +34,16 @@ MASKED_DRIVERS = {"GTiff", "COG"}
 NO_NODATA = {"JPEG", "WEBP"}
 # drivers that hold only some band counts (GDAL's CreateCopy refuses the others, after decoding)
 BAND_COUNTS = {"PNG": (1, 2, 3, 4), "JPEG": (1, 3, 4), "WEBP": (3, 4)}
+# drivers that store the last band of these counts as alpha (transparency), not as data
+ALPHA_COUNTS = {"PNG": (2, 4), "WEBP": (4,)}
+# GeoTIFF / COG compressions that change pixel values (WEBP and JXL unless made lossless)
+LOSSY_TIFF = {"JPEG": None, "WEBP": ("WEBP_LOSSLESS", "FALSE"), "JXL": ("JXL_LOSSLESS", "TRUE")}
+LOSSLESS_JP2 = {"REVERSIBLE": "YES", "QUALITY": "100"}  # JPEG 2000's lossless (5/3) mode
 DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 RESAMPLING = ("nearest", "average", "bilinear", "cubic", "lanczos", "mode", "gauss")
 
 __all__ = ["DRIVERS", "DTYPES", "OutputSpec", "RESAMPLING", "cast_pixels", "check_band_count",
-           "publish"]
+           "check_exact", "lossy_reason", "publish"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class OutputSpec:
     dtype: str | None = None
     overviews: str | tuple[int, ...] = "auto"
     resampling: str = "average"
+    allow_lossy: bool = False  # a lossy format / option: written with a warning, never silently
 
     def resolve(self, out: Path) -> "OutputSpec":
         """The spec with its driver decided from ``out``'s extension; errors for what cannot work."""
@@ -126,6 +132,82 @@ def check_band_count(spec: OutputSpec, count: int) -> None:
     raise ValueError(f"{spec.driver} holds {counts} bands, not {count}: {pick}write a GeoTIFF (.tif)")
 
 
+def _yes(value: str | None) -> bool:
+    return str(value).upper() in ("YES", "TRUE", "ON", "1")
+
+
+def lossy_reason(spec: OutputSpec, dtype: np.dtype) -> str | None:
+    """What in ``spec`` would change the decoded pixel values, or None when it keeps them exactly.
+
+    Args:
+        spec: the resolved output spec.
+        dtype: the data type written (NBITS below its width drops bits).
+
+    Returns:
+        A short description (for the refusal or the warning), or None.
+    """
+    opts = spec.creation_options
+    driver = spec.driver
+    if driver == "JPEG":
+        return "JPEG is lossy"
+    if driver == "WEBP" and not _yes(opts.get("LOSSLESS")):
+        return "WebP is lossy unless --co LOSSLESS=TRUE"
+    if driver == "JP2OpenJPEG":
+        jp2 = {**LOSSLESS_JP2, **opts}
+        if not _yes(jp2["REVERSIBLE"]) or jp2["QUALITY"] != "100":
+            return "JPEG 2000 with REVERSIBLE=NO or QUALITY under 100 is lossy"
+    if driver in ("GTiff", "COG"):
+        method = opts.get("COMPRESS", "").upper()
+        if method in LOSSY_TIFF:
+            flag = LOSSY_TIFF[method]
+            if flag is None or not _yes(opts.get(flag[0], flag[1])):
+                return f"COMPRESS={method} is lossy" + (f" unless --co {flag[0]}=TRUE" if flag else "")
+        if method.startswith("LERC") and float(opts.get("MAX_Z_ERROR", 0) or 0) > 0:
+            return f"COMPRESS={method} with MAX_Z_ERROR > 0 is lossy"
+        bits = opts.get("NBITS")
+        if bits is not None and (not bits.isdigit() or int(bits) < 8 * dtype.itemsize):
+            return f"NBITS={bits} drops bits of {dtype.name} pixels"
+    return None
+
+
+def check_exact(spec: OutputSpec, dtype: np.dtype, nodata: float | None, needs_mask: bool,
+                colorinterp: Sequence[str] = ()) -> None:
+    """Refuse, before any decoding, an output that would not keep the decoded values and the
+    validity exactly; a lossy one asked for with ``allow_lossy`` gets a warning instead.
+
+    Args:
+        spec: the resolved output spec.
+        dtype: the data type written.
+        nodata: the scene's nodata value (None: none).
+        needs_mask: validity is written as a mask.
+        colorinterp: the written bands' colour interpretation (an alpha band may be alpha).
+
+    Raises:
+        ValueError: the format would store a data band as alpha (PNG 2 / 4 bands, WebP 4: the
+            band would read as transparency); or it is lossy and not allowed, or lossy with a
+            nodata value (changed values would turn nodata pixels valid and valid ones nodata).
+    """
+    count = len(colorinterp) if colorinterp else 0
+    if count in ALPHA_COUNTS.get(str(spec.driver), ()) and str(colorinterp[-1]).lower() != "alpha":
+        keep = " ".join(map(str, range(1, count)))
+        raise ValueError(f"{spec.driver} would store band {count} as alpha (transparency), and it "
+                         f"is a data band: choose other bands (e.g. -b {keep}) or write a "
+                         f"GeoTIFF (.tif)")
+    reason = lossy_reason(spec, dtype)
+    if reason is None:
+        return
+    if nodata is not None:
+        raise ValueError(f"{reason}: it would change values around the scene's nodata = "
+                         f"{nodata:g}, so nodata pixels would read as valid (and valid ones as "
+                         f"nodata); write a lossless output (the default .tif)")
+    if not spec.allow_lossy:
+        raise ValueError(f"{reason}: the output would not hold the decoded pixels (a second "
+                         f"generation of loss); write a lossless output (the default .tif, .png) "
+                         f"or accept the loss with --lossy")
+    warnings.warn(f"{reason}: the output's pixel values differ from the decoded ones "
+                  f"(--lossy)", stacklevel=3)
+
+
 def target_dtype(spec: OutputSpec, source: str, nodata: float | None) -> np.dtype:
     """The output data type; the nodata value must fit in it."""
     dt = np.dtype(spec.dtype or source)
@@ -191,6 +273,8 @@ def publish(tmp_tif: Path, out: Path, spec: OutputSpec) -> None:
                                         "BIGTIFF": "IF_SAFER", **opts})
         else:
             driver_supported(spec.driver)
+            if spec.driver == "JP2OpenJPEG":  # GDAL's default is lossy
+                opts = {**LOSSLESS_JP2, **opts}
             rasterio.shutil.copy(tmp_tif, target, driver=spec.driver, **opts)
         main = None
         for f in sorted(staging.iterdir()):
@@ -220,4 +304,4 @@ def parse_overviews(values: Sequence[str] | None) -> str | tuple[int, ...]:
 def describe(spec: OutputSpec) -> dict[str, Any]:
     return {"driver": spec.driver, "cog": spec.cog, "dtype": spec.dtype, "bands": spec.bands,
             "overviews": spec.overviews, "resampling": spec.resampling,
-            "creation_options": spec.creation_options}
+            "creation_options": spec.creation_options, "allow_lossy": spec.allow_lossy}
