@@ -74,3 +74,44 @@ def test_decompress_writes_chosen_bands_with_their_meaning(tmp_path):
         assert (p.read(1) == f.read(4)).all() and (p.read(2) == f.read(1)).all()
     with pytest.raises(ValueError, match="out of range"):
         decompress_scene(tmp_path / "b.zarr", tmp_path / "x.tif", bands=[5], **kw)
+
+
+def test_band_tags_other_domains_and_empty_descriptions_round_trip(tmp_path):
+    """Issue 36, item 3: band-level tags (WAVELENGTH) and tags in other metadata domains were
+    dropped, and empty band descriptions came back invented as band_1..band_N."""
+    src = write_scene(tmp_path / "t.tif", natural_tile(64, 64, c=3, seed=4))
+    with rasterio.open(src, "r+") as ds:
+        ds.set_band_description(2, "green")
+        for b, nm in enumerate(("665", "560", "490"), 1):
+            ds.update_tags(b, WAVELENGTH=nm, WAVELENGTH_UNITS="nm")
+        ds.update_tags(ns="IMAGERY", CLOUDCOVER="12.5", SATELLITEID="S2A")
+        ds.update_tags(ns="VENDOR", PRODUCT="L2A")
+    compress_scene(src, tmp_path / "s.zarr", **TINY)
+    # a COG keeps the domains or the band tags, not both (GDAL 3.10), and says so
+    with pytest.warns(UserWarning, match="IMAGERY, VENDOR cannot be copied into a COG"):
+        decompress_scene(tmp_path / "s.zarr", tmp_path / "cog.tif", processes=False, progress=False)
+    for cog in (False,):
+        out = decompress_scene(tmp_path / "s.zarr", tmp_path / f"o{cog}.tif", processes=False,
+                               progress=False, cog=cog)
+        with rasterio.open(out) as o:
+            assert list(o.descriptions) == [None, "green", None]
+            assert [o.tags(b).get("WAVELENGTH") for b in (1, 2, 3)] == ["665", "560", "490"]
+            assert o.tags(1)["WAVELENGTH_UNITS"] == "nm"
+            assert o.tags(ns="IMAGERY") == {"CLOUDCOVER": "12.5", "SATELLITEID": "S2A"}
+            assert o.tags(ns="VENDOR") == {"PRODUCT": "L2A"}
+    picked = decompress_scene(tmp_path / "s.zarr", tmp_path / "b.tif", processes=False,
+                              progress=False, bands=(3, 2), cog=False)
+    with rasterio.open(picked) as o:  # -b keeps each band's own
+        assert list(o.descriptions) == [None, "green"]
+        assert [o.tags(b)["WAVELENGTH"] for b in (1, 2)] == ["490", "560"]
+
+
+def test_metadata_domains_reach_a_cog_when_there_are_no_band_tags(tmp_path):
+    src = write_scene(tmp_path / "d.tif", natural_tile(64, 64, c=3, seed=5))
+    with rasterio.open(src, "r+") as ds:
+        ds.update_tags(ns="IMAGERY", CLOUDCOVER="3")
+    compress_scene(src, tmp_path / "d.zarr", **TINY)
+    out = decompress_scene(tmp_path / "d.zarr", tmp_path / "d_out.tif", processes=False, progress=False)
+    with rasterio.open(out) as o:
+        assert o.tags(ns="IMAGERY") == {"CLOUDCOVER": "3"}
+        assert list(o.descriptions) == [None, None, None]

@@ -84,6 +84,12 @@ class SceneInfo:
     units: tuple[str, ...] = ()
     tags: dict = field(default_factory=dict)
     declared_bits: int | None = None  # GDAL's NBITS (e.g. 12 for a 12-bit sensor in uint16)
+    # as the source has them, for the rebuilt raster: band descriptions (empty ones stay empty;
+    # band_names invents band_1.. for the STAC item and xarray), band-level tags, and the
+    # dataset's tags in other metadata domains (RPC, IMAGERY, a vendor's own ...)
+    descriptions: tuple[str, ...] = ()
+    band_tags: tuple[dict, ...] = ()
+    tag_domains: dict = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -194,6 +200,22 @@ def _band_names(ds: DatasetReader, path: Path, stacked: bool, first_band: int) -
     return names
 
 
+# metadata domains GDAL manages itself (or XML / JSON documents, not key=value tags)
+_GDAL_DOMAINS = ("IMAGE_STRUCTURE", "DERIVED_SUBDATASETS", "SUBDATASETS", "COLOR_PROFILE")
+
+
+def _domains(ds: DatasetReader, band: int = 0) -> dict[str, dict[str, str]]:
+    """The tags of ``ds`` (or of its ``band``) in every domain but the default and GDAL's own."""
+    out = {}
+    for ns in (ds.tag_namespaces(band) if band else ds.tag_namespaces()) or ():
+        if not ns or ns in _GDAL_DOMAINS or ns.startswith(("xml:", "json:")):
+            continue
+        tags = ds.tags(band, ns=ns) if band else ds.tags(ns=ns)
+        if tags:
+            out[str(ns)] = {str(k): str(v) for k, v in tags.items()}
+    return out
+
+
 def _has_mask(ds: DatasetReader) -> bool:
     return any(MaskFlags.all_valid not in flags for flags in ds.mask_flag_enums)
 
@@ -213,6 +235,9 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
     offsets: list[float] = []
     units: list[str] = []
     tags: dict[str, str] = {}
+    descriptions: list[str] = []
+    band_tags: list[dict] = []
+    domains: dict[str, dict] = {}
     nbits: set[int] = set()
     has_mask = False
     count = 0
@@ -235,6 +260,10 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
             offsets += [float(v) for v in ds.offsets]
             units += [u or "" for u in ds.units]
             tags = {**ds.tags(), **tags}  # the first file's tags win in a stack
+            domains = {**_domains(ds), **domains}
+            descriptions += [d or "" for d in ds.descriptions]
+            band_tags += [{str(k): str(v) for k, v in ds.tags(b).items()}
+                          for b in range(1, ds.count + 1)]
             for b in range(1, ds.count + 1):  # GDAL's NBITS is a band-level tag
                 declared = ds.tags(b, ns="IMAGE_STRUCTURE").get("NBITS")
                 if declared and str(declared).isdigit():
@@ -265,6 +294,9 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
         units=tuple(units),
         tags={str(k): str(v) for k, v in tags.items() if k != "AREA_OR_POINT"},
         declared_bits=max(nbits) if nbits else None,
+        descriptions=tuple(descriptions),
+        band_tags=tuple(band_tags),
+        tag_domains=domains,
     )
 
 

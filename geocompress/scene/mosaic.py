@@ -190,7 +190,8 @@ def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list
 def select_bands(meta: dict, picks: list[int]) -> dict:
     """The per-band metadata of ``picks`` (1-based) only."""
     out = dict(meta)
-    for key in ("band_names", "colorinterp", "scales", "offsets", "units"):
+    for key in ("band_names", "descriptions", "band_tags", "colorinterp", "scales", "offsets",
+                "units"):
         values = meta.get(key) or []
         if len(values) == int(meta["count"]):
             out[key] = [values[b - 1] for b in picks]
@@ -200,12 +201,22 @@ def select_bands(meta: dict, picks: list[int]) -> dict:
 def describe_bands(dst, meta: dict) -> None:
     """What the source said its bands mean, on the rebuilt raster: descriptions, colour
     interpretation (only a band the source marked alpha is alpha: a 4-band R, G, B, NIR scene
-    must not come back as RGBA), scales / offsets / units, and the dataset tags."""
+    must not come back as RGBA), scales / offsets / units, band-level tags, and the dataset tags
+    in every metadata domain."""
     from rasterio.enums import ColorInterp
 
-    names = meta.get("band_names") or []
+    # the source's own descriptions (empty stays empty); stores before them: the band names
+    names = meta["descriptions"] if "descriptions" in meta else (meta.get("band_names") or [])
     for k, name in enumerate(names[: dst.count], 1):
-        dst.set_band_description(k, str(name))
+        if name:
+            dst.set_band_description(k, str(name))
+    band_tags = meta.get("band_tags") or []
+    if len(band_tags) == dst.count:
+        for k, tags in enumerate(band_tags, 1):
+            if tags:
+                dst.update_tags(k, **tags)
+    for ns, tags in (meta.get("tag_domains") or {}).items():
+        dst.update_tags(ns=ns, **tags)
     interp = meta.get("colorinterp") or []
     if len(interp) == dst.count:
         dst.colorinterp = [ColorInterp[str(c)] if str(c) in ColorInterp.__members__

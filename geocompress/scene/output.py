@@ -247,6 +247,30 @@ def warn_clipped(clipped: int, dt: np.dtype) -> None:
                       f"clipped to it (choose a wider --dtype to keep them)", stacklevel=3)
 
 
+def copy_domains(tif: Path) -> dict[str, str]:
+    """GDAL options that copy ``tif``'s tags in other metadata domains into a GeoTIFF / COG copy.
+
+    GDAL 3.10's COPY_SRC_MDD copies the other domains but drops the bands' default-domain tags
+    (WAVELENGTH ...); a raster that has both keeps its band tags, with a warning naming the
+    domains left out and the way to keep everything (a plain GeoTIFF is moved, not copied).
+
+    Returns:
+        ``{"COPY_SRC_MDD": "YES"}`` where that loses nothing, else ``{}``.
+    """
+    with rasterio.open(tif) as ds:
+        domains = [ns for ns in ds.tag_namespaces() or ()
+                   if ns not in ("IMAGE_STRUCTURE", "DERIVED_SUBDATASETS") and ds.tags(ns=ns)]
+        band_tags = any(ds.tags(b) for b in range(1, ds.count + 1))
+    if not domains:
+        return {}
+    if not band_tags:
+        return {"COPY_SRC_MDD": "YES"}
+    warnings.warn(f"the source's metadata domains {', '.join(domains)} cannot be copied into a "
+                  f"COG / re-encoded GeoTIFF beside band-level tags (GDAL): write with --no-cog "
+                  f"and no --co to keep both", stacklevel=3)
+    return {}
+
+
 def publish(tmp_tif: Path, out: Path, spec: OutputSpec) -> None:
     """Copy the decoded GeoTIFF into ``spec``'s format as ``out``, with its sidecars, atomically:
     everything is written into a hidden folder beside ``out`` and moved into place last."""
@@ -258,7 +282,7 @@ def publish(tmp_tif: Path, out: Path, spec: OutputSpec) -> None:
             with rasterio.open(tmp_tif, "r+") as ds:
                 ds.build_overviews([int(f) for f in spec.overviews], Resampling[spec.resampling])
         if spec.driver == "GTiff" and spec.cog:
-            cog = {"COMPRESS": "DEFLATE", "PREDICTOR": "YES", "BLOCKSIZE": "256",
+            cog = {"COMPRESS": "DEFLATE", "PREDICTOR": "YES", "BLOCKSIZE": "256", **copy_domains(tmp_tif),
                    "BIGTIFF": "IF_SAFER", "OVERVIEW_RESAMPLING": spec.resampling.upper(),
                    "OVERVIEWS": {"auto": "AUTO", "none": "NONE"}.get(
                        spec.overviews if isinstance(spec.overviews, str) else "",
@@ -269,6 +293,7 @@ def publish(tmp_tif: Path, out: Path, spec: OutputSpec) -> None:
                 shutil.move(str(tmp_tif), target)
             else:
                 rasterio.shutil.copy(tmp_tif, target, driver="GTiff", COPY_SRC_OVERVIEWS="YES",
+                                     **copy_domains(tmp_tif),
                                      **{"TILED": "YES", "BLOCKXSIZE": "256", "BLOCKYSIZE": "256",
                                         "BIGTIFF": "IF_SAFER", **opts})
         else:
