@@ -30,13 +30,49 @@ DATA = [str(REPO / "data" / "geocompress-rs-v1.zarr"), str(REPO / "data" / "geoc
 FIRST = REPO / "runs" / "vr-trunk-trial" / "warm-q6-c128" / "train_state.pt"
 
 
+CURVE_BEGIN, CURVE_END = "<!-- curve:begin -->", "<!-- curve:end -->"
+
+
+def write_curve(every: int = 2000) -> None:
+    """The run's validation at levels 0 / 4 / 8 every ``every`` steps (and its last), as a table
+    between the markers of ``catalogs/models/mgssnet-vr.md``; steps are the run's own plus those
+    it inherited (the trial's and q6's)."""
+    import csv
+    import json
+
+    rows = list(csv.DictReader((RUN / "log.csv").open()))
+    vals = [r for r in rows if r["phase"].startswith("val@")]
+    steps = sorted({int(r["step"]) for r in vals})
+    keep = [s for s in steps if s % every == 0] + ([steps[-1]] if steps and steps[-1] % every else [])
+    wip = json.loads((WIP / "wip.json").read_text()).get("vr", {})
+    inherited = (wip.get("total_steps") or 0) - (wip.get("own_steps") or 0)
+    lines = [CURVE_BEGIN, "", "| own step | steps in all | wall h | level 0 | level 4 | level 8 |",
+             "|---|---|---|---|---|---|"]
+    for s in keep:
+        at = {r["phase"].removeprefix("val@"): r for r in vals if int(r["step"]) == s}
+        cells = " | ".join(f"{float(at[q]['bpp']):.3f} / {float(at[q]['psnr']):.2f}"
+                           for q in ("q0", "q4", "q8"))
+        lines.append(f"| {s} | {s + inherited} | {float(at['q0']['wall_s']) / 3600:.2f} | {cells} |")
+    lines += ["", CURVE_END]
+    doc = REPO / "catalogs" / "models" / "mgssnet-vr.md"
+    text = doc.read_text()
+    head, _, rest = text.partition(CURVE_BEGIN)
+    _, _, tail = rest.partition(CURVE_END)
+    doc.write_text(head + "\n".join(lines) + tail)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--hours", type=float, default=None, help="stop (state saved) after this long")
     p.add_argument("--checkpoint-every-s", type=float, default=120.0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--curve", action="store_true",
+                   help="only write the learning-curve table into catalogs/models/mgssnet-vr.md")
     a = p.parse_args(argv)
+    if a.curve:
+        write_curve()
+        return
     from geocompress.training.trainer import train
 
     warm = None
