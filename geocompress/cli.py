@@ -362,17 +362,32 @@ def _silence_known_noise() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _silence_known_noise()
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"geocompress {args.command}: interrupted (a compress resumes where it stopped when "
-              f"rerun)", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError, OSError) as e:  # our errors are ValueError/RuntimeError kinds
-        print(f"geocompress {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    from . import interrupt
+
+    # SIGINT stops the run at any moment with 130, even when it was inherited ignored or a
+    # library swallowed the first KeyboardInterrupt (issue 36, item 12)
+    with interrupt.handling():
+        command = "?"
+        try:
+            args = build_parser().parse_args(argv)
+            command = args.command
+            _silence_known_noise()
+            code = int(args.func(args) or 0)
+            interrupt.check()
+            return code
+        except KeyboardInterrupt:
+            return _interrupted(command)
+        except (ValueError, RuntimeError, OSError) as e:  # our errors are ValueError/RuntimeError kinds
+            if interrupt.requested():  # e.g. "Nanny failed to start": the interrupt, not a fault
+                return _interrupted(command)
+            print(f"geocompress {command}: error: {e}", file=sys.stderr)
+            return 1
+
+
+def _interrupted(command: str) -> int:
+    print(f"geocompress {command}: interrupted (a compress resumes where it stopped when rerun)",
+          file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from typing import Iterator
 
 from distributed import Client, LocalCluster
 
+from .. import interrupt
+
 
 def local_workers(workers: int | None) -> int:
     """LocalCluster size: one single-threaded worker per core by default (on small CPU machines
@@ -29,12 +31,14 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, proces
                 gpu: bool = False) -> Iterator[Client]:
     if scheduler:
         with Client(scheduler) as client:
+            interrupt.check()
             yield client
         return
     resources = {"GPU": 1} if gpu else None
     with LocalCluster(n_workers=local_workers(workers), threads_per_worker=1, processes=processes,
                       dashboard_address=None, resources=resources,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        interrupt.check()  # a Ctrl-C swallowed while the cluster started still stops the run
         yield client
 
 

@@ -21,6 +21,7 @@ import rasterio
 from distributed import as_completed
 from tqdm.auto import tqdm
 
+from .. import interrupt
 from ..codec import load_codec
 from ..geo import SceneReader, TileFilter, TileGrid, TileStatus, constant_value, open_scene
 from ..geo.errors import SceneReadError
@@ -346,6 +347,7 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
             if created and not _any_written(store):
                 shutil.rmtree(store, ignore_errors=True)
             raise
+    interrupt.check()  # an interrupted run never marks its store complete
     ts = TileStore.open(store, "r+")
     ts.mark_complete()
     tile_bytes = ts.nbytes_tiles()

@@ -22,6 +22,7 @@ from distributed import as_completed
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
+from .. import interrupt
 from ..geo import TileStatus
 from ..store import StoreError, StoreIntegrityError, TileStore
 from .cluster import dask_client
@@ -366,6 +367,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                     bar.update(p[2] * p[3] / 1e6)
                 bar.close()
         warn_clipped(clipped, dtype)
+        interrupt.check()  # an interrupted run publishes nothing
         publish(Path(tmp), out, output)
     finally:
         Path(tmp).unlink(missing_ok=True)
