@@ -245,7 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--refresh-classical", action="store_true")
+    p.add_argument("--classical-only", action="store_true",
+                   help="only fill the classical codecs' cache (no checkpoint needed)")
     a = p.parse_args(argv)
+    if a.classical_only:
+        for key in a.sets:
+            tiles, _ = test_tiles(DATASETS[key])
+            for c in CLASSICAL:
+                t0 = time.time()
+                n = len(classical_records(c, tiles, key, a.refresh_classical))
+                print(f"{key} {c}: {n} settings, {time.time() - t0:.0f} s", flush=True)
+        return
     import torch
 
     if a.threads:
