@@ -7,6 +7,12 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING, Any
 
+from . import _compressai
+
+# CompressAI without its point-cloud datasets and transforms (torch_geometric, ~3 s per process):
+# before anything imports it (issue 38)
+_compressai.install()
+
 if TYPE_CHECKING:  # pragma: no cover
     from .codec import TileCodec
 
