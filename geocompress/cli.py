@@ -26,11 +26,13 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dask")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="use an existing Dask cluster (e.g. tcp://10.0.0.5:8786); its workers "
-                        "declared with --resources GPU=1 run the model on GPU. Default: an "
-                        "embedded LocalCluster")
+                        "declared with --resources GPU=1 run the model on GPU. Default: jobs of "
+                        "up to 64 tiles run in this process (no cluster start-up: seconds), "
+                        "larger ones on an embedded LocalCluster")
     g.add_argument("--workers", type=_positive, default=None,
-                   help="LocalCluster worker processes (default: one per core; torch threads "
-                        "are split between them)")
+                   help="run on an embedded LocalCluster of this many worker processes, whatever "
+                        "the job's size (default: one per core for jobs over 64 tiles; torch "
+                        "threads are split between them)")
     g.add_argument("--precision", choices=("auto", "bfloat16", "float16", "float32", "float64"),
                    default="auto",
                    help="numeric precision of the transforms (default auto: bfloat16 on CPUs with "

@@ -18,7 +18,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import rasterio
-from distributed import as_completed
 from tqdm.auto import tqdm
 
 from .. import interrupt
@@ -29,7 +28,7 @@ from ..geo.source import SceneInfo
 from ..store import TileStore
 from ..store.stac import write_stac_item
 from .halo import grid_sides, resolve_halo, store_edges
-from .cluster import dask_client, default_torch_threads
+from .cluster import as_completed, dask_client, default_torch_threads, runs_in_process
 from .rate_control import RateTarget, RateTargetError, choose_level, sample_tiles
 from .workers import CodecSpec, encode_mask, get_codec
 
@@ -264,7 +263,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                    overwrite: bool = False, progress: bool = True, gpu: bool = False,
                    torch_threads: int | None = None, on_block: Callable[[int], None] | None = None,
                    refine_steps: int = 0, tiles_per_task: int = 4,
-                   halo: int | str = "auto", rate: RateTarget | None = None) -> CompressResult:
+                   halo: int | str = "auto", rate: RateTarget | None = None,
+                   in_process: bool | None = None) -> CompressResult:
     """Compress ``source`` (a GeoTIFF, or a list of single-band files of one grid) into ``store``.
 
     ``refine_steps`` > 0 refines each tile's latent at encode time (:mod:`geocompress.codec.refine`):
@@ -279,6 +279,13 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     ``rate`` (a variable-rate model only): code the scene at a target bpp or PSNR instead of a
     quality; the level is searched for on a sample of the scene's tiles before anything is
     written (:mod:`geocompress.scene.rate_control`), and recorded with the target in the store.
+
+    ``in_process``: run the tasks in this process instead of on Dask (True), or on Dask (False);
+    default: in this process when the scene has at most
+    :data:`~geocompress.scene.cluster.SMALL_JOB_TILES` tiles and neither ``scheduler`` nor
+    ``workers`` nor ``gpu`` is given (:mod:`.cluster`). Both paths run the same tasks and write
+    the same bytes (for the same precision and torch thread count: only ``float64`` transforms
+    are bit-identical across thread counts).
 
     Rerunning with the same arguments resumes an interrupted run; a store written with other
     weights, quality, source or settings is refused unless ``overwrite``.
@@ -302,14 +309,17 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     store = Path(store)
     # Dask's nanny starts workers with OMP/MKL threads = 1: give torch the cores explicitly
     # (split between local worker processes); on an existing cluster, only when asked.
-    threads = torch_threads or (default_torch_threads(workers) if scheduler is None else None)
+    local = runs_in_process(grid.n_rows * grid.n_cols, scheduler, workers, gpu, in_process)
+    # in this process torch keeps its own thread count (all cores) unless told otherwise
+    threads = torch_threads or (default_torch_threads(workers) if scheduler is None and not local
+                                else None)
     if rate is not None and not codec.variable_rate:
         raise RateTargetError(f"{codec.arch} weights have one rate each: --target-bpp / "
                               f"--target-psnr need a variable-rate model (--arch mgssnet-vr)")
     filter_cfg = {"min_valid_fraction": tile_filter.min_valid_fraction,
                   "drop_constant": tile_filter.drop_constant}
     rate_record: dict | None = None
-    with dask_client(scheduler, workers, processes, gpu) as client:
+    with dask_client(scheduler, workers, processes, gpu, in_process=local) as client:
         ts = None
         created = False
         if store.exists() and not overwrite:
@@ -337,7 +347,7 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
         spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
                             batch_size=batch_size, torch_threads=threads, precision=precision,
                             pretrained=pretrained).to_dict()
-        del codec  # the client does not encode; workers load their own
+        del codec  # the client does not encode; workers (or get_codec here) load their own
         try:
             all_blocks, pending = _run_blocks(client, ts, store, scene, spec, used_bits,
                                               filter_cfg, tiles_per_task, progress, on_block)

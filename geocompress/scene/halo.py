@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..codec.tile_codec import Sides
 from ..geo.grid import TileGrid
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type names only: importing this module imports no torch (issue 38)
     import torch
+
+    from ..codec.tile_codec import Sides
 
 EDGES = ("truncate", "replicate")
 

@@ -18,18 +18,16 @@ from typing import Any, Sequence
 import numpy as np
 import rasterio
 from affine import Affine
-from distributed import as_completed
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from .. import interrupt
 from ..geo import TileStatus
 from ..store import StoreError, StoreIntegrityError, TileStore
-from .cluster import dask_client
+from .cluster import as_completed, dask_client, runs_in_process
 from .halo import latent_sides, latent_window, store_edges
 from .output import (OutputSpec, cast_pixels, check_band_count, check_exact, check_validity,
                      publish, target_dtype, warn_clipped)
-from .workers import CodecSpec, build_codec, get_codec
 
 PathLike = str | Path
 
@@ -39,6 +37,7 @@ def store_spec(ts: TileStore, checkpoint: str | None = None, batch_size: int = 8
     """The codec a store was written with (verified by digest when it is built), with the
     transforms in ``precision`` (any mode decodes any store)."""
     from ..shipped import shipped_index
+    from .workers import CodecSpec
 
     cm = ts.codec_meta
     cfg = cm.get("config", {})
@@ -74,7 +73,9 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
     _check_headers(store, ts, strings, rows, cols, todo)
     decoded = {}
     halo = int(ts.codec_meta["config"].get("halo", 0))
-    if todo:
+    if todo:  # torch and the model load on the first region that has tiles to decode
+        from .workers import CodecSpec, get_codec
+
         codec = get_codec(CodecSpec(**spec))
         if halo:
             decoded = _decode_with_halo(ts, codec, rows, cols, todo, halo)
@@ -281,14 +282,19 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
                      allow_incomplete: bool = False, overwrite: bool = False,
                      output: OutputSpec | None = None, cog: bool = True,
                      creation_options: dict[str, str] | None = None,
-                     bands: Sequence[int] | None = None) -> Path:
+                     bands: Sequence[int] | None = None,
+                     in_process: bool | None = None) -> Path:
     """Write the scene (or a pixel window / a bbox in any CRS) as ``output`` says
     (:class:`~.output.OutputSpec`: driver from the extension, bands, dtype, overviews, GDAL
     creation options; default a cloud-optimized GeoTIFF with overviews). The file appears
     atomically. Each task decodes a run of ``tiles_per_task`` tiles of one tile row, in
     ``precision``. ``cog`` / ``creation_options`` / ``bands`` are shorthands for the same fields
     of ``output``. The default compression is lossless DEFLATE with a predictor, which stores
-    the decoded pixels exactly and so is larger than the source when that was lossily compressed."""
+    the decoded pixels exactly and so is larger than the source when that was lossily compressed.
+
+    ``in_process``: decode in this process (True) or on Dask (False); default: in this process
+    when the region touches at most :data:`~geocompress.scene.cluster.SMALL_JOB_TILES` tiles
+    and neither ``scheduler`` nor ``workers`` is given (same tasks, same pixels: :mod:`.cluster`)."""
     out = Path(out)
     if output is None:
         output = OutputSpec(cog=cog, creation_options=dict(creation_options or {}),
@@ -317,8 +323,14 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
         warnings.warn(f"{store} is incomplete ({pending} tiles pending): they come back masked "
                       f"as nodata", stacklevel=2)
     spec = store_spec(ts, checkpoint, batch_size, precision=precision)
-    build_codec(CodecSpec(**{**spec.to_dict(), "device": "cpu"}))  # fail early on wrong weights
     win = _region_window(ts, window, bbox, bbox_crs)
+    rows, cols = ts.grid.tiles_in_window(win)
+    local = runs_in_process((rows.stop - rows.start) * (cols.stop - cols.start), scheduler, workers,
+                            in_process=in_process)
+    from .workers import CodecSpec, build_codec, get_codec
+
+    # fail early on wrong weights; in this process the codec built is the one the tasks use
+    (get_codec if local else build_codec)(CodecSpec(**{**spec.to_dict(), "device": "cpu"}))
     meta, grid = ts.meta, ts.grid
     out = Path(out)
     transform = grid.transform @ Affine.translation(int(win.col_off), int(win.row_off))
@@ -347,7 +359,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     try:
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
             describe_bands(dst, select_bands(meta, picks))
-            with dask_client(scheduler, workers, processes) as client:
+            with dask_client(scheduler, workers, processes, in_process=local) as client:
                 futures = {client.submit(decode_region, str(store), p, spec.to_dict(),
                                          pure=False): p for p in pieces}
                 bar = tqdm(total=sum(p[2] * p[3] for p in pieces) / 1e6, unit="Mpx",

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-
-from ..codec import TileCodec, WeightsMismatchError, load_codec
 from ..store.masks import decode_mask, encode_mask  # noqa: F401 - the pipeline's names for them
 
-_CACHE: dict[tuple, TileCodec] = {}
+if TYPE_CHECKING:  # the codec (torch, CompressAI) is imported when a codec is built, not before
+    from ..codec import TileCodec
+
+_CACHE: dict[tuple, "TileCodec"] = {}
 _LOCK = threading.Lock()
 
 
@@ -50,6 +51,10 @@ class CodecSpec:
 
 def worker_device() -> str:
     """``cuda`` on a Dask worker that declares a GPU resource and has one, else ``cpu``."""
+    import sys
+
+    if "distributed" not in sys.modules:  # not a Dask worker (in-process run): no import
+        return "cpu"
     try:
         from distributed import get_worker
 
@@ -83,6 +88,8 @@ def get_codec(spec: CodecSpec) -> TileCodec:
 
 def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
     """The codec named by ``spec``; raises :class:`WeightsMismatchError` if its weights differ."""
+    from ..codec import WeightsMismatchError, load_codec
+
     common = {"device": device, "precision": spec.precision, "batch_size": spec.batch_size,
               "refine_steps": spec.refine_steps}
     if spec.checkpoint:
