@@ -30,7 +30,7 @@ from ..store.stac import write_stac_item
 from .halo import grid_sides, resolve_halo, store_edges
 from .cluster import as_completed, dask_client, default_torch_threads, runs_in_process
 from .rate_control import RateTarget, RateTargetError, choose_level, sample_tiles
-from .workers import CodecSpec, encode_mask, get_codec
+from .workers import CodecSpec, adopt_codec, encode_mask, get_codec
 
 PathLike = str | Path
 GDAL_CACHE_MB = 64
@@ -347,7 +347,9 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
         spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
                             batch_size=batch_size, torch_threads=threads, precision=precision,
                             pretrained=pretrained).to_dict()
-        del codec  # the client does not encode; workers (or get_codec here) load their own
+        if local:  # the tasks run here: they use this codec, the weights load once
+            adopt_codec(CodecSpec(**spec), codec)
+        del codec  # on a cluster the client does not encode; workers load their own
         try:
             all_blocks, pending = _run_blocks(client, ts, store, scene, spec, used_bits,
                                               filter_cfg, tiles_per_task, progress, on_block)

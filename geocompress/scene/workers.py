@@ -69,10 +69,27 @@ def worker_device() -> str:
     return "cpu"
 
 
+def _key(spec: CodecSpec, device: str) -> tuple:
+    return (spec.arch, spec.digest, spec.checkpoint, spec.quality, spec.precision,
+            spec.refine_steps, device)
+
+
+def adopt_codec(spec: CodecSpec, codec: TileCodec) -> None:
+    """Let tasks run in this process use ``codec`` (the one the caller built and ``spec`` was made
+    from: same weights, quality, precision, refinement) instead of loading the weights again."""
+    if codec.digest != spec.digest or str(codec.device) != "cpu":
+        return
+    if spec.torch_threads:
+        import torch
+
+        torch.set_num_threads(spec.torch_threads)
+    with _LOCK:
+        _CACHE[_key(spec, spec.device or worker_device())] = codec
+
+
 def get_codec(spec: CodecSpec) -> TileCodec:
     device = spec.device or worker_device()
-    key = (spec.arch, spec.digest, spec.checkpoint, spec.quality, spec.precision, spec.refine_steps,
-           device)
+    key = _key(spec, device)
     with _LOCK:
         codec = _CACHE.get(key)
         if codec is None:
