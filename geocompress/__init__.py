@@ -24,3 +24,16 @@ def load_codec(arch: str = "mgssnet", quality: int | None = None, pretrained: bo
     from .codec import load_codec as _load
 
     return _load(arch=arch, quality=quality, pretrained=pretrained, device=device, **config)
+
+
+def passive_omp_wait() -> None:
+    """torch's OpenMP threads sleep rather than spin while they wait, unless the user chose
+    (``OMP_WAIT_POLICY``): with spinning threads, a 16-tile decode on a 2-core machine busy with
+    another job took 16-39 s instead of 1.5 s (issue 38). Read when torch loads: set before it, by
+    the CLI's codec commands and by opening a store as a dataset, never by training."""
+    import os
+    import sys
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+

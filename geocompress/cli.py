@@ -373,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = build_parser().parse_args(argv)
             command = args.command
+            if command in ("compress", "decompress", "info", "demo"):
+                from . import passive_omp_wait
+
+                passive_omp_wait()
             _silence_known_noise()
             code = int(args.func(args) or 0)
             interrupt.check()

@@ -3,20 +3,20 @@
 * **In process** (:class:`InProcessClient`): a job of at most :data:`SMALL_JOB_TILES` tiles, when
   neither ``scheduler`` nor ``workers`` is given. The same task functions run one after another
   in the calling thread (what Dask's synchronous scheduler does), with the codec loaded once in
-  this process and torch using its cores; no cluster, no worker process, no second import of
+  this process and one torch thread (:data:`IN_PROCESS_TORCH_THREADS`); no cluster, no worker process, no second import of
   torch. A call on the bundled 16-tile sample then costs seconds, not the ~16 s a LocalCluster's
   start-up took (issue 38).
 * **An embedded LocalCluster** (the default above that size, and whenever ``workers`` is given).
 * **An existing cluster**: ``scheduler`` is its address (``tcp://host:8786``): nothing is
   started here and the cluster's own workers (CPU or GPU, see :mod:`.workers`) do the work.
 
-Why 64 tiles: a LocalCluster's start-up (worker processes that each import torch, CompressAI and
-the weights) measured 10-16 s on a 2-core EPYC, the work of 30-50 tiles on one core in float32
-(0.33 s a tile each way). On k cores the cluster saves at most a (1 - 1/k) share of the codec's
-time, and the in-process path uses the same cores through torch's own threads, so below ~85 tiles
-on 2 cores the cluster cannot pay for its start-up, and on larger machines (more workers to start,
-bf16 tiles at 0.05 s) the break-even is higher still: 64 tiles (a 2048 x 2048 scene of 256-pixel
-tiles) is on the safe side everywhere. ``benchmarks/startup.py`` measures both paths.
+Why 64 tiles: a LocalCluster's start-up S (worker processes that each import torch, CompressAI and
+the weights) measured 10-16 s on a 2-core EPYC (``benchmarks/startup.py``: 8-13 s of fixed cost
+per call, busy machine), the work of 30-50 tiles on one core at t = 0.33 s a tile (float32 on
+AVX2). The in-process path runs one torch thread, like each default cluster worker; k workers
+save at most n t (1 - 1/k) on n tiles, so the cluster pays for itself only above
+n = S / (t (1 - 1/k)): ~85 tiles on 2 cores, more with faster tiles (bf16: t = 0.05 s) or more
+workers to start. 64 tiles (a 2048 x 2048 scene of 256-pixel tiles) stays below that.
 
 The distributed scheduler is imported only when a cluster is used.
 """
@@ -52,6 +52,28 @@ def runs_in_process(tiles: int, scheduler: str | None = None, workers: int | Non
             raise ValueError("in_process=True and a scheduler address: choose one")
         return bool(in_process)
     return not scheduler and workers is None and not gpu and int(tiles) <= SMALL_JOB_TILES
+
+
+# One torch thread, as in each default LocalCluster worker (cores // workers = 1): the same float
+# summation order, so the same bytes and pixels as the cluster path, and no intra-op threads that
+# spin against other work: with two threads on a 2-core machine busy with another job, a decode
+# of 16 tiles took 16-39 s instead of 1.5 s (the threads' busy-waiting; OMP_WAIT_POLICY=PASSIVE,
+# set by ``import geocompress``, also prevents it).
+IN_PROCESS_TORCH_THREADS = 1
+
+
+@contextlib.contextmanager
+def torch_threads_set(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 class LocalFuture:
@@ -126,12 +148,15 @@ def as_completed(futures: list) -> Iterator:
 
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None, processes: bool = True,
-                gpu: bool = False, in_process: bool = False) -> Iterator[Any]:
+                gpu: bool = False, in_process: bool = False,
+                torch_threads: int | None = None) -> Iterator[Any]:
     """The client tasks are submitted to: :class:`InProcessClient` if ``in_process`` (see
     :func:`runs_in_process`), else a ``distributed.Client`` of the cluster at ``scheduler`` or
-    of an embedded LocalCluster."""
+    of an embedded LocalCluster. In process, torch runs ``torch_threads`` threads (default 1, as
+    each default LocalCluster worker does) while the client is open, then gets its own back."""
     if in_process:
-        yield InProcessClient()
+        with torch_threads_set(torch_threads or IN_PROCESS_TORCH_THREADS):
+            yield InProcessClient()
         return
     from distributed import Client, LocalCluster
 

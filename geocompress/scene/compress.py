@@ -310,7 +310,7 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     # Dask's nanny starts workers with OMP/MKL threads = 1: give torch the cores explicitly
     # (split between local worker processes); on an existing cluster, only when asked.
     local = runs_in_process(grid.n_rows * grid.n_cols, scheduler, workers, gpu, in_process)
-    # in this process torch keeps its own thread count (all cores) unless told otherwise
+    # in this process: torch_threads (default 1) while the tasks run (cluster.dask_client)
     threads = torch_threads or (default_torch_threads(workers) if scheduler is None and not local
                                 else None)
     if rate is not None and not codec.variable_rate:
@@ -319,7 +319,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     filter_cfg = {"min_valid_fraction": tile_filter.min_valid_fraction,
                   "drop_constant": tile_filter.drop_constant}
     rate_record: dict | None = None
-    with dask_client(scheduler, workers, processes, gpu, in_process=local) as client:
+    with dask_client(scheduler, workers, processes, gpu, in_process=local,
+                     torch_threads=torch_threads) as client:
         ts = None
         created = False
         if store.exists() and not overwrite:
@@ -345,7 +346,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                                   shard=shard, overwrite=overwrite)
             created = True
         spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
-                            batch_size=batch_size, torch_threads=threads, precision=precision,
+                            batch_size=batch_size, torch_threads=None if local else threads,
+                            precision=precision,
                             pretrained=pretrained).to_dict()
         if local:  # the tasks run here: they use this codec, the weights load once
             adopt_codec(CodecSpec(**spec), codec)

@@ -32,6 +32,9 @@ def open_dataarray(store: PathLike, chunk_tiles: int = 1, checkpoint: str | None
     tile by default, so a small region read decodes only the tiles it touches). An incomplete
     store is refused unless ``allow_incomplete`` (its missing tiles then read as the fill value:
     the view has no mask, so prefer ``decompress_scene`` for such a store)."""
+    from .. import passive_omp_wait
+
+    passive_omp_wait()  # before the first read imports torch
     ts = TileStore.open(store, "r")
     ts.verify()
     if not ts.is_complete and not allow_incomplete:
