@@ -8,8 +8,8 @@
 Resumes ``runs/mgssnet-vr/train_state.pt`` where it exists (same machine, Adam moments and all);
 on a new machine it warm-starts from the committed fp16 weights
 ``catalogs/models/wip/mgssnet-vr.pt`` (lr ramped over 200 steps), and on the very first run
-from the q6 wip weights (N=64 / M=128; the trunk chosen by ``pipelines/trunk_trial.py``,
-``catalogs/models/vr-trunk-trial.md``). Ctrl-C or a kill loses at most ``--checkpoint-every-s``.
+from the shipped ladder's q3 (N=64 / M=96, gains initialised around its lambda 0.009; why this
+trunk: ``catalogs/models/mgssnet-vr.md``). Ctrl-C or a kill loses at most ``--checkpoint-every-s``.
 
 Recipe: every level of :data:`geocompress.models.variable_rate.LEVEL_LAMBDAS` at its own lambda
 (stratified levels per batch), ``mixed`` quantization, stretch 0.25, batch 8 of 128 x 128 crops,
@@ -27,7 +27,17 @@ REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "runs" / "mgssnet-vr"
 WIP = REPO / "catalogs" / "models" / "wip"
 DATA = [str(REPO / "data" / "geocompress-rs-v1.zarr"), str(REPO / "data" / "geocompress-rs-extra-v1.zarr") + "*3"]
-FIRST = REPO / "runs" / "vr-trunk-trial" / "warm-q6-c128" / "train_state.pt"
+FIRST = REPO / "geocompress" / "weights" / "mgssnet-q3.pt"  # the shipped ladder's q3
+CONFIG = {"N": 64, "M": 96, "reference_lambda": 0.009}      # q3's widths and lambda
+
+
+def _config_of(path: Path) -> dict:
+    """The widths (and reference lambda) of a checkpoint: a file of another trunk is not this
+    run's (the first, q6-based trunk was replaced in session 20: catalogs/models/mgssnet-vr.md)."""
+    import torch
+
+    cfg = torch.load(path, map_location="cpu", weights_only=True).get("config", {})
+    return {k: cfg.get(k) for k in CONFIG}
 
 
 CURVE_BEGIN, CURVE_END = "<!-- curve:begin -->", "<!-- curve:end -->"
@@ -77,11 +87,9 @@ def main(argv: list[str] | None = None) -> None:
 
     warm = None
     if not (RUN / "train_state.pt").exists():
-        for cand in (WIP / "mgssnet-vr.pt", FIRST, WIP / "mgssnet-q6.pt"):
-            if cand.exists():
-                warm = cand
-                break
-    r = train("mgssnet-vr", {"N": 64, "M": 128}, DATA, 0.0, RUN, steps=10 ** 7, crop=128, batch=8,
+        wip = WIP / "mgssnet-vr.pt"
+        warm = wip if wip.exists() and _config_of(wip) == CONFIG else FIRST
+    r = train("mgssnet-vr", CONFIG, DATA, 0.0, RUN, steps=10 ** 7, crop=128, batch=8,
               lr=1e-4, quantization="mixed", stretch=0.25, threads=a.threads, warm_start=warm,
               warmup_steps=200, val_every=1000, val_limit=32, device=a.device,
               checkpoint_every_s=a.checkpoint_every_s, export=False,

@@ -25,7 +25,7 @@ ARCHITECTURES: dict[str, tuple[Callable[..., CompressionModel], dict[str, Any]]]
     "mgssnet": (MGSSNet, {"N": 128, "M": 192, "beta": 0.1, "heads": 4, "modules": "full"}),
     # one network for every rate (gain units); the widths of the high-rate trunk it starts from
     "mgssnet-vr": (MGSSNetVR, {"N": 64, "M": 128, "beta": 0.1, "heads": 4, "modules": "full",
-                               "levels": len(LEVEL_LAMBDAS)}),
+                               "levels": len(LEVEL_LAMBDAS), "reference_lambda": LEVEL_LAMBDAS[6]}),
     "bmshj2018-factorized": (FactorizedPriorReLU, {"N": 128, "M": 192}),
     "bmshj2018-hyperprior": (ScaleHyperprior, {"N": 128, "M": 192}),
     "mbt2018-mean": (MeanScaleHyperprior, {"N": 128, "M": 192}),

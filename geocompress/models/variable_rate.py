@@ -106,20 +106,24 @@ class MGSSNetVR(MGSSNet):
 
     Args:
         levels: number of gain levels (default: one per entry of :data:`LEVEL_LAMBDAS`).
+        reference_lambda: the lambda of the fixed-rate weights a run warm-starts from; the gains
+            start at ``sqrt(lambda_l / reference_lambda)`` (only the initialisation uses it).
         **kwargs: :class:`.mgssnet.MGSSNet`'s configuration (``N``, ``M``, ``beta``, ...).
     """
 
     arch = "mgssnet-vr"
 
-    def __init__(self, levels: int = len(LEVEL_LAMBDAS), **kwargs: Any) -> None:
+    def __init__(self, levels: int = len(LEVEL_LAMBDAS),
+                 reference_lambda: float = LEVEL_LAMBDAS[REFERENCE_LEVEL], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 2 <= int(levels) <= len(LEVEL_LAMBDAS):
             raise ValueError(f"levels must be 2..{len(LEVEL_LAMBDAS)}, got {levels}")
         self.config["levels"] = int(levels)
         M = self.config["M"]
         # log-gains, initialised so that the step size scales as 1 / sqrt(lambda) around the
-        # reference level (the fixed-rate weights' own): the MSE-optimal uniform quantizer's law
-        ref = math.log(LEVEL_LAMBDAS[REFERENCE_LEVEL])
+        # lambda the warm-start weights were trained at (``reference_lambda``; only the init
+        # depends on it): the MSE-optimal uniform quantizer's law
+        ref = math.log(float(reference_lambda))
         init = torch.tensor([0.5 * (math.log(lam) - ref) for lam in LEVEL_LAMBDAS[:levels]])
         self.log_gain = nn.Parameter(init[:, None].repeat(1, M).clone())
         self.log_inverse_gain = nn.Parameter(-init[:, None].repeat(1, M).clone())
