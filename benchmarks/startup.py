@@ -1,0 +1,231 @@
+"""Fixed cost of a CLI call on the bundled 1024 x 1024 sample (16 tiles; issue 38, item 1).
+
+For each call a user makes -- ``compress``, ``decompress``, ``decompress --window 300 300 64 64``
+and, in a fresh Python, ``xr.open_dataset(store, engine="geocompress")`` plus the first read of
+that 64 x 64 window -- the wall time of the call in a fresh process minus *the codec's own work
+for the same tiles*, measured in the same run: the same call repeated warm in this process (model
+loaded, imports done), with the time spent inside the codec (``TileCodec.encode`` / ``decode`` /
+``decode_latents`` / ``synthesize``) summed. What is left is start-up: interpreter, imports, model
+load, and a cluster where one is started. Goal: <= 2 s each.
+
+Default calls run in the calling process (jobs of up to ``SMALL_JOB_TILES`` tiles); ``--cluster``
+also times the same calls with ``--workers N`` (an embedded LocalCluster, the path every call took
+before), so both are measured side by side in one run (a busy machine shifts both alike).
+
+    .venv/bin/python benchmarks/startup.py [--cluster] [--repeat 2] [--out catalogs/benchmarks-startup.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "geocompress" / "data" / "sample_aerial_korea_0.6m.tif"
+WINDOW = (300, 300, 64, 64)
+GOAL_S = 2.0
+OPEN_READ = ("import sys, time, xarray as xr; t = time.perf_counter(); "
+             "ds = xr.open_dataset(sys.argv[1], engine='geocompress'); t_open = time.perf_counter() - t; "
+             "torch_at_open = 'torch' in sys.modules; "
+             "v = ds['band_data'][:, {y}:{y}+{h}, {x}:{x}+{w}].values; "
+             "print(t_open, torch_at_open)")
+
+
+def cpu_class() -> tuple[str, str]:
+    name, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name in ("unknown CPU", "x86_64", ""):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    kind = ("AMX" if "amx_bf16" in flags else "AVX-512 (BF16)" if "avx512_bf16" in flags
+            else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "other")
+    return name, kind
+
+
+def geocompress_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("geocompress")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "geocompress.cli"]
+
+
+def wall(cmd: list[str], env: dict) -> tuple[float, str]:
+    t = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    dt = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr[-2000:]}")
+    return dt, out.stdout
+
+
+class CodecClock:
+    """Time spent inside the codec's entry points (outermost calls only), in this process."""
+
+    METHODS = ("encode", "decode", "decode_latents", "synthesize")
+
+    def __init__(self) -> None:
+        from geocompress.codec.tile_codec import TileCodec
+
+        self.cls, self.seconds, self.depth, self.saved = TileCodec, 0.0, 0, {}
+
+    def __enter__(self) -> "CodecClock":
+        for name in self.METHODS:
+            original = getattr(self.cls, name)
+            self.saved[name] = original
+
+            @functools.wraps(original)
+            def timed(*args, _f=original, **kwargs):
+                self.depth += 1
+                t = time.perf_counter()
+                try:
+                    return _f(*args, **kwargs)
+                finally:
+                    self.depth -= 1
+                    if self.depth == 0:
+                        self.seconds += time.perf_counter() - t
+
+            setattr(self.cls, name, timed)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, f in self.saved.items():
+            setattr(self.cls, name, f)
+
+
+def warm_work(tmp: Path) -> dict[str, tuple[float, float]]:
+    """(codec seconds, whole warm call seconds) per call, repeated warm in this process."""
+    import xarray as xr
+
+    from geocompress.scene import compress_scene, decompress_scene
+
+    def calls(tag: str) -> dict:
+        store = tmp / f"warm-{tag}.zarr"
+        return {
+            "compress": lambda: compress_scene(SAMPLE, store, progress=False, in_process=True),
+            "decompress": lambda: decompress_scene(store, tmp / f"warm-{tag}.tif", progress=False,
+                                                   in_process=True),
+            "decompress --window": lambda: decompress_scene(
+                store, tmp / f"warm-{tag}-w.tif", window=WINDOW, progress=False, in_process=True),
+            "open + first read": lambda: xr.open_dataset(store, engine="geocompress")["band_data"][
+                :, WINDOW[1]:WINDOW[1] + WINDOW[3], WINDOW[0]:WINDOW[0] + WINDOW[2]].values,
+        }
+
+    for f in calls("0").values():  # imports, model load, caches: not what is measured
+        f()
+    out = {}
+    for name, f in calls("1").items():
+        with CodecClock() as clock:
+            t = time.perf_counter()
+            f()
+            out[name] = (clock.seconds, time.perf_counter() - t)
+    return out
+
+
+def cli_walls(tmp: Path, extra: list[str], tag: str, env: dict) -> dict[str, float]:
+    gc = geocompress_cmd()
+    store, out = tmp / f"cli-{tag}.zarr", {}
+    out["compress"] = wall([*gc, "--quiet", "compress", str(SAMPLE), str(store), *extra], env)[0]
+    out["decompress"] = wall([*gc, "--quiet", "decompress", str(store), str(tmp / f"cli-{tag}.tif"),
+                              *extra], env)[0]
+    out["decompress --window"] = wall(
+        [*gc, "--quiet", "decompress", str(store), str(tmp / f"cli-{tag}-w.tif"), "--window",
+         *map(str, WINDOW), *extra], env)[0]
+    x, y, w, h = WINDOW
+    code = OPEN_READ.format(x=x, y=y, w=w, h=h)
+    out["open + first read"], text = wall([sys.executable, "-W", "ignore", "-c", code, str(store)], env)
+    out["open alone"] = float(text.split()[0])
+    out["torch at open"] = text.split()[1] == "True"
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cluster", action="store_true",
+                   help="also time the calls on an embedded LocalCluster (--workers N)")
+    p.add_argument("--repeat", type=int, default=1, help="CLI runs per call (the fastest is kept)")
+    p.add_argument("--out", type=Path, help="write the figures as Markdown here")
+    p.add_argument("--note", default="", help="a line about the machine's state for --out")
+    a = p.parse_args()
+    import geocompress
+
+    geocompress.passive_omp_wait()  # as the CLI and a store's open do, before torch loads here
+    env = {**os.environ}
+    cpu, kind = cpu_class()
+    tmp = Path(tempfile.mkdtemp(prefix="gc-startup-"))
+    try:
+        paths = {"in process": []}
+        if a.cluster:
+            paths[f"LocalCluster (--workers {os.cpu_count()})"] = ["--workers", str(os.cpu_count())]
+        walls: dict[str, dict] = {}
+        for k in range(a.repeat):  # interleaved, so that load drifts hit both paths alike
+            for label, extra in paths.items():
+                got = cli_walls(tmp, extra, f"{k}-{len(walls)}-{label[:2]}", env)
+                shutil.rmtree(tmp / f"cli-{k}-{len(walls)}-{label[:2]}.zarr", ignore_errors=True)
+                best = walls.setdefault(label, got)
+                for key, v in got.items():
+                    if isinstance(v, float):
+                        best[key] = min(best[key], v)
+        work = warm_work(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    calls = ["compress", "decompress", "decompress --window", "open + first read"]
+    rows = []
+    for label, w in walls.items():
+        for c in calls:
+            if c == "open + first read" and label != "in process":
+                continue  # not a CLI call: no --workers, the same in both columns
+            fixed = w[c] - work[c][0]
+            rows.append({"path": label, "call": c, "wall_s": round(w[c], 2),
+                         "codec_s": round(work[c][0], 2), "warm_call_s": round(work[c][1], 2),
+                         "fixed_s": round(fixed, 2), "goal_met": fixed <= GOAL_S})
+    from geocompress.scene.cluster import IN_PROCESS_TORCH_THREADS, SMALL_JOB_TILES
+
+    head = (f"CPU: {cpu} ({kind}), {os.cpu_count()} cores; in-process calls (<= "
+            f"{SMALL_JOB_TILES} tiles) and the warm codec time use {IN_PROCESS_TORCH_THREADS} torch "
+            f"thread, the lazy view's read torch's default ({__import__('torch').get_num_threads()}); "
+            f"repeat {a.repeat} (fastest kept)")
+    print(head)
+    print(f"{'path':<26} {'call':<20} {'wall s':>7} {'codec s':>8} {'warm s':>7} {'fixed s':>8}  goal")
+    for r in rows:
+        print(f"{r['path']:<26} {r['call']:<20} {r['wall_s']:>7.2f} {r['codec_s']:>8.2f} "
+              f"{r['warm_call_s']:>7.2f} {r['fixed_s']:>8.2f}  {'<= 2 s' if r['goal_met'] else 'MISSED'}")
+    opened = walls["in process"]
+    print(f"open alone: {opened['open alone']:.2f} s (torch imported at open: "
+          f"{opened['torch at open']})")
+    if a.out:
+        lines = ["# Fixed cost per CLI call (benchmarks/startup.py)", "",
+                 "Wall time of each call in a fresh process, minus the codec's own work for the same "
+                 "tiles (time inside `TileCodec.encode` / `decode` / `decode_latents` / `synthesize`, "
+                 "measured warm in the same run): what is left is start-up (interpreter, imports, "
+                 "model load, a cluster where one is started). Bundled sample "
+                 "`geocompress/data/sample_aerial_korea_0.6m.tif` (1024 x 1024 RGB, 16 tiles of "
+                 f"256), shipped `mgssnet` at its default quality, `--precision auto`; window "
+                 f"{' '.join(map(str, WINDOW))}. Goal: fixed <= {GOAL_S:g} s per call (issue 38).",
+                 "", f"- {head}", f"- open alone (no read): {opened['open alone']:.2f} s, torch "
+                 f"imported at open: {opened['torch at open']}"]
+        if a.note:
+            lines.append(f"- {a.note}")
+        lines += ["", f"| path | call | wall s | codec s | warm call s | fixed s | goal <= {GOAL_S:g} s |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        lines += [f"| {r['path']} | `{r['call']}` | {r['wall_s']:.2f} | {r['codec_s']:.2f} | "
+                  f"{r['warm_call_s']:.2f} | {r['fixed_s']:.2f} | {'met' if r['goal_met'] else 'missed'} |"
+                  for r in rows]
+        lines += ["", "`warm call s`: the whole call repeated warm in one process (codec, raster and "
+                  "store I/O, GeoTIFF writing): the floor a call cannot go under.", ""]
+        a.out.write_text("\n".join(lines))
+        print(f"written: {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
