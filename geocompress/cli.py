@@ -46,7 +46,7 @@ def _options(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--co expects NAME=VALUE, got {item!r}")
+            raise ValueError(f"--co expects NAME=VALUE, got {item!r}")
         out[key] = value
     return out
 
@@ -56,6 +56,15 @@ def _bits(text: str) -> int | str:
         return text
     if not text.isdigit() or not 1 <= int(text) <= 16:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a bit depth 1-16, got {text!r}")
+    return int(text)
+
+
+def _halo(text: str) -> int | str:
+    """``compress --halo``: 'auto' or 0..255 latent pixels."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or not 0 <= int(text) <= 255:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or 0..255 latent pixels, got {text!r}")
     return int(text)
 
 
@@ -166,6 +175,14 @@ def cmd_decompress(a: argparse.Namespace) -> int:
 
     from .scene.output import OutputSpec, parse_overviews
 
+    if a.bbox_crs is not None:  # named here, not in a PROJ message about WKT
+        from .geo.reproject import to_rasterio_crs
+
+        try:
+            to_rasterio_crs(a.bbox_crs)
+        except Exception as e:  # noqa: BLE001 -- rasterio's CRSError and PROJ's errors
+            raise ValueError(f"--bbox-crs {a.bbox_crs!r} is not a CRS (e.g. EPSG:4326, a WKT or "
+                             f"PROJ string): {e}") from None
     output = OutputSpec(driver=a.driver, cog=not a.no_cog, creation_options=_options(a.co),
                         bands=None if a.bands is None else tuple(a.bands), dtype=a.dtype,
                         overviews=parse_overviews(a.overviews), resampling=a.resampling,
@@ -240,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true",
                    help="replace a store written with other weights, quality or source")
     c.add_argument("--gpu", action="store_true", help="LocalCluster workers declare a GPU")
-    c.add_argument("--halo", default="auto", metavar="K",
+    c.add_argument("--halo", default="auto", metavar="K", type=_halo,
                    help="latent pixels of neighbour context, for mosaics without tile seams "
                         "(encoder: 16*K pixels of each neighbour; decoder: K latent pixels of "
                         "each neighbour's latent; a region still decodes to the crop of the "

@@ -228,3 +228,59 @@ def test_four_data_bands_are_not_written_to_png_as_alpha(tmp_path, monkeypatch):
     out = decompress_scene(tmp_path / "rgbn.zarr", tmp_path / "o.png", bands=(1, 2, 3), **KW)
     with rasterio.open(out) as o:
         assert o.count == 3
+
+
+def test_option_errors_name_their_option(stores, tmp_path, monkeypatch, capsys):
+    """Issue 36, messages: `--halo abc` ended in int()'s 'invalid literal', `--bbox-crs nonsense`
+    in a PROJ message about WKT; neither named the option."""
+    with pytest.raises(SystemExit) as e:
+        main(["compress", str(stores / "plain.tif"), str(tmp_path / "h.zarr"), "--halo", "abc"])
+    assert e.value.code == 2 and "argument --halo" in capsys.readouterr().err
+    from geocompress.scene.halo import resolve_halo
+
+    with pytest.raises(ValueError, match="halo must be 0..255"):
+        resolve_halo("abc", "mgssnet", 3, True, None)
+    _no_decoding(monkeypatch)
+    assert main(["decompress", str(stores / "plain.zarr"), str(tmp_path / "b.tif"), "--quiet",
+                 "--bbox", "0", "0", "1", "1", "--bbox-crs", "nonsense"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("geocompress decompress: error: --bbox-crs 'nonsense'") and "\n" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_creation_options_are_refused_before_decoding(stores, tmp_path, monkeypatch, capsys):
+    """Issue 36, messages: `--co COMPRESS=NOPE` and `--co FOO=BAR` exited 0 (GDAL warned, ignored
+    them and wrote its default); `--co BAD` had no `geocompress decompress: error:` prefix."""
+    _no_decoding(monkeypatch)
+    for out, co, said in (("c.tif", "COMPRESS=NOPE", "COMPRESS"), ("c.tif", "FOO=BAR", "FOO"),
+                          ("c.png", "FOO=BAR", "FOO"), ("c.png", "ZLEVEL=abc", "ZLEVEL"),
+                          ("c.tif", "BAD", "NAME=VALUE")):
+        for extra in ([], ["--no-cog"]):
+            assert main(["decompress", str(stores / "plain.zarr"), str(tmp_path / out), "--quiet",
+                         "--co", co, *extra]) == 1, co
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("geocompress decompress: error: --co ") and said in err, err
+            assert "\n" not in err, err
+    assert not list(tmp_path.iterdir())
+    monkeypatch.undo()
+    out = tmp_path / "z.tif"
+    assert main(["decompress", str(stores / "plain.zarr"), str(out), "--quiet",
+                 "--co", "COMPRESS=ZSTD", "--co", "LEVEL=9"]) == 0
+    with rasterio.open(out) as o:
+        assert o.compression.name == "zstd"
+    assert main(["decompress", str(stores / "plain.zarr"), str(tmp_path / "p.png"), "--quiet",
+                 "--co", "ZLEVEL=9"]) == 0
+
+
+def test_a_window_beyond_the_scene_is_cut_with_a_warning(stores, tmp_path):
+    """Issue 36, messages: a --window reaching past the scene was cut without a word."""
+    with pytest.warns(UserWarning, match=r"beyond the 128 x 128 scene: cut to 100 0 28 128"):
+        out = decompress_scene(stores / "plain.zarr", tmp_path / "w.tif", window=(100, 0, 64, 500),
+                               **KW)
+    with rasterio.open(out) as o:
+        assert (o.width, o.height) == (28, 128)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decompress_scene(stores / "plain.zarr", tmp_path / "x.tif", window=(0, 0, 64, 64), **KW)

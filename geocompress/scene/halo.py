@@ -58,7 +58,10 @@ def resolve_halo(halo: int | str, arch: str, quality: int | None, pretrained: bo
     shipped weights have a halo prior for the quality (without one a halo costs ~1.5x the bits,
     catalogs/halo.md), else 0."""
     if halo != "auto":
-        k = int(halo)
+        try:
+            k = int(halo)
+        except (TypeError, ValueError):
+            raise ValueError(f"halo must be 0..255 latent pixels or 'auto', got {halo!r}") from None
         if not 0 <= k <= 255:
             raise ValueError(f"halo must be 0..255 latent pixels or 'auto', got {halo!r}")
         return k

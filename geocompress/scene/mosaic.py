@@ -26,8 +26,8 @@ from ..geo import TileStatus
 from ..store import StoreError, StoreIntegrityError, TileStore
 from .cluster import as_completed, dask_client, runs_in_process
 from .halo import latent_sides, latent_window, store_edges
-from .output import (OutputSpec, cast_pixels, check_band_count, check_exact, check_validity,
-                     publish, target_dtype, warn_clipped)
+from .output import (OutputSpec, cast_pixels, check_band_count, check_creation_options, check_exact,
+                     check_validity, publish, target_dtype, warn_clipped)
 
 PathLike = str | Path
 
@@ -257,9 +257,15 @@ def _region_window(ts: TileStore, window: Sequence[int] | None, bbox: Sequence[f
     full = Window(0, 0, g.width, g.height)
     win = Window(col_off, row_off, width, height)
     try:
-        return win.intersection(full)
+        cut = win.intersection(full)
     except rasterio.errors.WindowError:
         raise ValueError(f"window {tuple(window)} lies outside the {g.width} x {g.height} scene") from None
+    if (int(cut.col_off), int(cut.row_off), int(cut.width), int(cut.height)) != (
+            col_off, row_off, width, height):
+        warnings.warn(f"window {tuple(window)} reaches beyond the {g.width} x {g.height} scene: "
+                      f"cut to {int(cut.col_off)} {int(cut.row_off)} {int(cut.width)} "
+                      f"{int(cut.height)} (COL_OFF ROW_OFF WIDTH HEIGHT)", stacklevel=3)
+    return cut
 
 
 def _blocks(win: Window, step_x: int, step_y: int) -> list[tuple[int, int, int, int]]:
@@ -341,6 +347,7 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     dtype = target_dtype(output, meta["dtype"], nodata)
     check_exact(output, dtype, nodata, use_mask, select_bands(meta, picks).get("colorinterp") or
                 ["undefined"] * len(picks))
+    check_creation_options(output, len(picks), dtype)  # GDAL would only warn and ignore them
     profile = {"driver": "GTiff", "width": int(win.width), "height": int(win.height),
                "count": len(picks), "dtype": dtype.name, "crs": grid.crs,
                "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,

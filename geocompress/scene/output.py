@@ -13,6 +13,9 @@ that says how many pixels were clipped.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 import shutil
 import tempfile
 import warnings
@@ -23,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import rasterio
 import rasterio.shutil
+import rasterio.errors
 from rasterio.enums import Resampling
 
 # extension -> GDAL driver (GeoTIFFs become COGs unless cog=False)
@@ -43,7 +47,7 @@ DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 RESAMPLING = ("nearest", "average", "bilinear", "cubic", "lanczos", "mode", "gauss")
 
 __all__ = ["DRIVERS", "DTYPES", "OutputSpec", "RESAMPLING", "cast_pixels", "check_band_count",
-           "check_exact", "lossy_reason", "publish"]
+           "check_creation_options", "check_exact", "lossy_reason", "publish"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,60 @@ def check_band_count(spec: OutputSpec, count: int) -> None:
     example = " ".join(map(str, range(1, k + 1)))
     pick = f"choose bands with -b / --bands (e.g. -b {example}) or " if k else ""
     raise ValueError(f"{spec.driver} holds {counts} bands, not {count}: {pick}write a GeoTIFF (.tif)")
+
+
+class _GdalWarnings(logging.Handler):
+    """Collects the warnings GDAL raises through rasterio's logger while it is attached."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(re.sub(r"^CPLE_\w+ in ", "", record.getMessage()).strip())
+
+
+def check_creation_options(spec: OutputSpec, count: int, dtype: np.dtype) -> None:
+    """Refuse, before any decoding, creation options the output's GDAL driver does not know or
+    a value it does not accept (GDAL only warns, ignores them and writes its default).
+
+    A trial copy of a small image of the same band count and data type into memory, with the
+    driver and options the output will use, collects GDAL's complaints about them.
+
+    Raises:
+        ValueError: naming the option (``--co NAME=VALUE``) and GDAL's reason.
+    """
+    opts = dict(spec.creation_options)
+    if not opts:
+        return
+    driver = "COG" if spec.driver == "GTiff" and spec.cog else str(spec.driver)
+    src, dst = f"/vsimem/co-check-{id(spec)}.tif", f"/vsimem/co-check-{id(spec)}.out"
+    handler = _GdalWarnings()
+    log = logging.getLogger("rasterio._env")
+    log.addHandler(handler)
+    failure = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=count,
+                               dtype=np.dtype(dtype).name) as ds:
+                ds.write(np.zeros((count, 64, 64), dtype))
+            try:
+                rasterio.shutil.copy(src, dst, driver=driver, **opts)
+            except Exception as e:  # noqa: BLE001 -- only refused below when it is about an option
+                failure = str(e)
+    finally:
+        log.removeHandler(handler)
+        for f in (src, dst):
+            with contextlib.suppress(Exception):
+                rasterio.shutil.delete(f)
+    said = [m for m in handler.messages if "creation option" in m or "not recognised" in m]
+    if failure and any(k in failure.upper() for k in opts):
+        said.append(failure)
+    if said:
+        given = " ".join(f"--co {k}={v}" for k, v in opts.items())
+        raise ValueError(f"{given}: GDAL's {driver} driver refuses it: {said[0]} (see "
+                         f"https://gdal.org/drivers/raster/{driver.lower()}.html for its options)")
 
 
 def _yes(value: str | None) -> bool:
