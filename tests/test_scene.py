@@ -362,3 +362,22 @@ def test_ctrl_c_ends_with_a_message_not_a_traceback(monkeypatch, capsys):
     assert cli.main(["info", "s.zarr"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_bits_that_do_not_fit_the_scene_are_refused(tmp_path, capsys):
+    """Issue 36, messages: `--bits 7` on a uint8 scene was accepted (and silently coded with 8)."""
+    from geocompress.cli import main
+
+    src = write_scene(tmp_path / "u8.tif", natural_tile(64, 64, seed=3))
+    for bits in (7, 9, 16):
+        with pytest.raises(ValueError, match=r"--bits.*uint8 data is coded with its 8 bits"):
+            compress_scene(src, tmp_path / "a.zarr", bits=bits, **TINY)
+    u16 = write_scene(tmp_path / "u16.tif", natural_tile(64, 64, seed=3).astype(np.uint16))
+    with pytest.raises(ValueError, match=r"--bits.*8\.\.16"):
+        compress_scene(u16, tmp_path / "a.zarr", bits=7, **TINY)
+    assert not (tmp_path / "a.zarr").exists()
+    assert main(["compress", str(src), str(tmp_path / "a.zarr"), "--quiet", "--untrained",
+                 "--arch", "mbt2018-mean", "--bits", "7"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("geocompress compress: error: bits=7 (--bits)") and "\n" not in err
+    assert compress_scene(src, tmp_path / "b.zarr", bits=8, **TINY).bits == 8

@@ -295,6 +295,14 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
         raise ValueError(f"tile must be {MIN_TILE}..{MAX_TILE} pixels (the codec's largest tile), "
                          f"got {tile!r}")
     scene = open_scene(source)
+    if bits != "auto":  # before any work: _bits_for would code a uint8 scene with 8 regardless
+        high = 8 if str(scene.dtype) == "uint8" else 16
+        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 8 <= bits <= high:
+            raise ValueError(
+                f"bits={bits!r} (--bits) does not fit this {scene.dtype} scene: " + (
+                    "uint8 data is coded with its 8 bits; --bits declares the significant bits "
+                    "of uint16 scenes" if high == 8 else
+                    "give 8..16, the significant bits of its values, or 'auto'"))
     tile_filter = tile_filter or TileFilter()
     store = Path(store)
     halo = resolve_halo(halo, arch, quality, pretrained, checkpoint,
