@@ -144,6 +144,32 @@ class _Quiet:
         self._cm.__exit__(*exc)
 
 
+def _where(key: tuple) -> str:
+    """' (tile rows a..b, columns c..d)' for a read of part of the grid, '' for all of it."""
+    parts = []
+    for what, k in zip(("rows", "columns"), key[:2]):
+        if isinstance(k, slice) and (k.start is not None or k.stop is not None):
+            stop = "end" if k.stop is None else k.stop - 1
+            parts.append(f"{what} {k.start or 0}..{stop}")
+        elif isinstance(k, (int, np.integer)):
+            parts.append(f"{what[:-1]} {int(k)}")
+    return f" (tile {', '.join(parts)})" if parts else ""
+
+
+def _read(path: Path, name: str, array: Any, key: tuple) -> Any:
+    """``array[key]``; a chunk that fails its checksum or cannot be decoded is a
+    StoreIntegrityError naming the array and the part of the grid read, not a zarr traceback."""
+    try:
+        with _Quiet():
+            return array[key]
+    except (IndexError, TypeError, MemoryError, StoreError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - crc32c mismatch, truncated shard index, ...
+        raise StoreIntegrityError(
+            f"{path}: the '{name}' array{_where(key)} is damaged: a chunk fails its checksum or "
+            f"cannot be read ({exc}); re-create the store from its source") from exc
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -454,6 +480,8 @@ class TileStore:
         unbound: list[tuple[int, int]] = []
         try:
             got = self._content_digest(unbound)
+        except StoreIntegrityError:  # names the array
+            raise
         except Exception as exc:  # noqa: BLE001 - a crc32c failure or unreadable chunk
             raise StoreIntegrityError(f"{self.path}: a bookkeeping chunk is damaged ({exc})") from exc
         bad = [name for name in want or {} if want[name] != got.get(name)]
@@ -486,8 +514,7 @@ class TileStore:
                     h.update(len(m).to_bytes(4, "little") + bytes(m))
             block = self.read_strings(rs, cs)
             if unbound is not None and self._crc is not None:
-                with _Quiet():
-                    recorded = np.asarray(self._crc[rs, cs], np.uint32)
+                recorded = np.asarray(_read(self.path, CRC, self._crc, (rs, cs)), np.uint32)
                 written = status[rs, cs] == TileStatus.WRITTEN
                 wrong = written & (recorded != _string_crcs(block))
                 unbound.extend((rs.start + int(i), cs.start + int(j))
@@ -656,8 +683,7 @@ class TileStore:
         """
         if not isinstance(rows, slice) or not isinstance(cols, slice):
             raise TypeError("read_strings takes slices; use read_string(row, col) for one tile")
-        with _Quiet():
-            out = self._tiles[rows, cols]
+        out = _read(self.path, TILES, self._tiles, (rows, cols))
         return np.asarray(out, dtype=object)
 
     @property
@@ -668,8 +694,8 @@ class TileStore:
         """(rows, cols, tile, tile) booleans: which pixels of each tile are valid, as stored
         (False for dropped and pending tiles), whatever the store format."""
         if self._boolean_masks:
-            with _Quiet():
-                return np.asarray(self._masks[rows, cols, :, :], dtype=bool)
+            return np.asarray(_read(self.path, MASKS, self._masks, (rows, cols, slice(None), slice(None))),
+                              dtype=bool)
         t = self.grid.tile
         blobs = self.read_masks(rows, cols)
         kept = np.isin(self.status(rows, cols), (TileStatus.WRITTEN, TileStatus.DROPPED_CONSTANT))
@@ -688,8 +714,7 @@ class TileStore:
             for i, j in zip(*np.nonzero(kept)):
                 out[i, j] = encode_mask(valid[i, j])
             return out
-        with _Quiet():
-            return np.asarray(self._masks[rows, cols], dtype=object)
+        return np.asarray(_read(self.path, MASKS, self._masks, (rows, cols)), dtype=object)
 
     def read_string(self, row: int, col: int) -> bytes:
         """One tile's string (read through a 1x1 slice, see :meth:`read_strings`)."""
@@ -697,11 +722,11 @@ class TileStore:
 
     def status(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
         """uint8 :class:`TileStatus` codes."""
-        return np.asarray(self._status[rows, cols], dtype=np.uint8)
+        return np.asarray(_read(self.path, STATUS, self._status, (rows, cols)), dtype=np.uint8)
 
     def constants(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
         """(h, w, count) per-band values (meaningful where status is DROPPED_CONSTANT)."""
-        return np.asarray(self._constant[rows, cols, :])
+        return np.asarray(_read(self.path, CONSTANT, self._constant, (rows, cols, slice(None))))
 
     def status_counts(self) -> dict[str, int]:
         """Number of tiles per status name."""
