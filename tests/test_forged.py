@@ -16,7 +16,7 @@ from geocompress.codec.format import TileString, pack, unpack
 from .conftest import REPO, natural_tile
 
 FUZZ = textwrap.dedent(r'''
-    import dataclasses, random, sys, traceback
+    import dataclasses, random, struct, sys, traceback, zlib
     import numpy as np
     sys.path.insert(0, sys.argv[1])
     import geocompress
@@ -25,16 +25,67 @@ FUZZ = textwrap.dedent(r'''
     from tests.conftest import SMALL, natural_tile
 
     rng = random.Random(int(sys.argv[2]))
+
+    def crc(body):
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    def header_edit(rng, s, h):
+        """(field, value, forged string): quality, version (the byte alone, or a downgrade to
+        1 / 2 without the halo byte), channel count, declared size, padding or bits."""
+        f = rng.choice(["quality", "version", "channels", "height", "width", "pad_h", "pad_w",
+                        "bits"])
+        if f == "version":
+            v = rng.choice([0, 1, 2, 4, 5, 255])
+            if v in (1, 2) and rng.randrange(2):  # a faithful downgrade: halo byte removed
+                at = 4 + 2 + s[5] + struct.calcsize("<8sBBBHHHHH")
+                return f, v, crc(s[:4] + bytes([v]) + s[5:at] + s[at + 1:-4])
+            return f, v, crc(s[:4] + bytes([v]) + s[5:-4])
+        old = getattr(h, f)
+        v = rng.choice([old - 1, old + 1, old - 8, old + 8, old * 2, old // 2, 1, 0,
+                        rng.randrange(1, 256 if f in ("quality", "bits") else 4097)])
+        v = max(0, min(v, 255 if f in ("quality", "bits") else 65535))
+        if v == old:
+            return None
+        return f, v, pack(TileString(dataclasses.replace(h, **{f: v}), ts_groups(s)))
+
+    def ts_groups(s):
+        return unpack(s).groups
     n = int(sys.argv[3])
     fields = ["pad_h", "pad_w", "bits", "channels", "height", "width"]
-    bad = []
+    bad, edited = [], 0
     for arch in ("mgssnet", "mbt2018-mean", "bmshj2018-factorized"):
         codec = geocompress.load_codec(arch, pretrained=False, **SMALL[arch])
         good = codec.encode([natural_tile(64, 64, seed=1), natural_tile(40, 48, 4, seed=2)])
+        refs = codec.decode(good)
         for k in range(n):
             ts = unpack(good[k % 2])
             h, groups = ts.header, [list(g) for g in ts.groups]
-            kind = rng.randrange(4)
+            kind = rng.randrange(5)
+            if kind == 4:  # issue 36: one header field edited as a forger would, CRC recomputed
+                edit = header_edit(rng, good[k % 2], h)
+                if edit is None:
+                    continue
+                f, v, forged = edit
+                edited += 1
+                try:
+                    out = codec.decode([forged])[0]
+                except CodecError:
+                    continue
+                except Exception:
+                    bad.append((arch, k, f"{f}={v}", traceback.format_exc(limit=3)))
+                    continue
+                ref = refs[k % 2]
+                fh = unpack(forged).header
+                c, y, x = (min(a, b) for a, b in zip(out.shape, ref.shape))
+                if f in ("quality", "version"):  # fixed by the weights: never decoded
+                    bad.append((arch, k, f"{f}={v} decoded"))
+                elif out.shape != (fh.channels, fh.height, fh.width):
+                    bad.append((arch, k, f"{f}={v}: shape {out.shape} is not the header's"))
+                elif f != "bits" and not np.array_equal(out[:c, :y, :x], ref[:c, :y, :x]):
+                    # a declared shape within the coded one crops or extends the same pixels
+                    # (a store refuses a header whose bands, size or bits are not its own)
+                    bad.append((arch, k, f"{f}={v}: other pixels than the original's"))
+                continue
             if kind == 0:  # one header field set to an extreme or random value
                 f = rng.choice(fields)
                 v = rng.choice([0, 1, 2, 3, 15, 16, 17, 63, 64, 65, 255, 4096, 8192, 65535,
@@ -75,16 +126,23 @@ FUZZ = textwrap.dedent(r'''
                 bad.append((arch, k, traceback.format_exc(limit=3)))
     for b in bad[:5]:
         print(*b, sep="\n")
-    print(f"forged {3 * n} strings, {len(bad)} unexpected exceptions")
+    print(f"forged {3 * n} strings, {len(bad)} unexpected exceptions or silent decodes; "
+          f"{edited} header edits")
     sys.exit(1 if bad else 0)
 ''')
 
 
 def test_hundreds_of_crc_valid_forgeries_never_crash_hang_or_leak_raw_errors():
+    """Issue 36 (done when): the forgeries include edited header fields -- quality, version,
+    channel count, declared size, padding, bits -- with the CRC recomputed. An edited quality
+    or version is refused; any other edit is refused or decodes to the header's own shape with
+    the original pixels where the two overlap (a store's own header check refuses the rest:
+    test_edited_headers_in_a_store_are_refused_naming_the_tile)."""
     run = subprocess.run([sys.executable, "-c", FUZZ, str(REPO), "7", "120"], capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, (run.returncode, run.stdout[-3000:], run.stderr[-3000:])
     assert "forged 360 strings, 0 unexpected" in run.stdout
+    assert int(run.stdout.split("; ")[-1].split()[0]) >= 40  # header edits among them
 
 
 def test_padding_that_disagrees_with_the_size_is_refused_before_decoding(small_codecs):
@@ -172,3 +230,41 @@ def test_an_edited_quality_byte_or_a_downgraded_version_is_refused(small_codecs)
     sv = unpack(vr.encode([natural_tile(64, 64, seed=7)])[0])
     with pytest.raises(CorruptStreamError, match="quality 3.*altered"):
         vr.decode([pack(TileString(dataclasses.replace(sv.header, quality=3), sv.groups))])
+
+
+def test_edited_headers_in_a_store_are_refused_naming_the_tile(tmp_path):
+    """Issue 36: a tile whose header was edited (CRC recomputed, and the store's own tile CRC
+    rewritten to match, as a careful forger would) is never decoded into the scene: the store's
+    header check or the codec refuses it, naming its grid row and column -- not its place in the
+    decode batch (issue 36, messages)."""
+    import dataclasses
+
+    from geocompress.geo import TileStatus
+    from geocompress.scene import compress_scene
+    from geocompress.scene.mosaic import decode_region, store_spec
+    from geocompress.store import StoreError, TileStore
+
+    from .test_scene import TINY, write_scene
+
+    src = write_scene(tmp_path / "s.tif", natural_tile(128, 192, seed=21))
+    store = tmp_path / "s.zarr"
+    compress_scene(src, store, **TINY)
+    ts = TileStore.open(store, "r+")
+    assert (ts.status() == TileStatus.WRITTEN).all() and ts.status().shape == (2, 3)
+    spec = store_spec(ts).to_dict()
+    good = ts.read_string(1, 2)
+    h, groups = unpack(good).header, unpack(good).groups
+    edits = {f"{f}={v}": pack(TileString(dataclasses.replace(h, **{f: v}), groups))
+             for f, v in (("channels", 2), ("height", 63), ("width", 32), ("bits", 7),
+                          ("quality", 1), ("pad_h", 128))}
+    edits["version=2"] = _downgraded(good, 2)
+    for name, forged in edits.items():
+        ts._tiles[1:2, 2:3] = np.array([[forged]], dtype=object)
+        ts._crc[1:2, 2:3] = np.array([[int.from_bytes(forged[-4:], "little")]], np.uint32)
+        with pytest.raises((StoreError, CodecError), match=r"tile \(1, 2\)") as e:
+            decode_region(str(store), (0, 0, 192, 128), spec)
+        assert "tile 5" not in str(e.value), (name, e.value)
+    ts._tiles[1:2, 2:3] = np.array([[good]], dtype=object)
+    ts._crc[1:2, 2:3] = np.array([[int.from_bytes(good[-4:], "little")]], np.uint32)
+    pixels, valid = decode_region(str(store), (0, 0, 192, 128), spec)
+    assert valid.all()

@@ -9,6 +9,7 @@ alpha band rather than a nodata value get an internal mask (and a rebuilt alpha 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -80,7 +81,7 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
         if halo:
             decoded = _decode_with_halo(ts, codec, rows, cols, todo, halo)
         else:
-            decoded = dict(zip(todo, codec.decode([bytes(strings[i, j]) for i, j in todo])))
+            decoded = _decode_tiles(store, codec, strings, rows, cols, todo)
     t = grid.tile
     for (i, j), s in np.ndenumerate(status):
         r, c = rows.start + i, cols.start + j
@@ -113,6 +114,30 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
     for k in alpha:  # the alpha band is the mask: rebuild it exactly rather than lossy-coded
         out[k] = np.where(valid, peak, 0).astype(dtype)
     return out, valid
+
+
+def _decode_tiles(store: PathLike, codec, strings: np.ndarray, rows: slice, cols: slice,
+                  todo: list[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
+    """``todo``'s tiles decoded in one batch; a string the codec refuses is named by its grid
+    row and column (the codec numbers tiles by their place in the batch), found by decoding the
+    batch's strings one at a time, on this error path only."""
+    from ..codec.errors import CodecError
+
+    batch = [bytes(strings[i, j]) for i, j in todo]
+    try:
+        return dict(zip(todo, codec.decode(batch)))
+    except CodecError as e:
+        culprit, error = todo[0], e
+        if len(todo) > 1:
+            for ij, s in zip(todo, batch):
+                try:
+                    codec.decode([s])
+                except CodecError as one:
+                    culprit, error = ij, one
+                    break
+        what = re.sub(r"^tile \d+:? ?", "", str(error))
+        raise type(error)(f"{store}: tile ({rows.start + culprit[0]}, {cols.start + culprit[1]}) "
+                          f"(grid row, column): {what}") from e
 
 
 def _written(store: PathLike, status: np.ndarray, strings: np.ndarray, rows: slice,
