@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hours", type=float, default=None, help="stop (state saved) after this long")
     p.add_argument("--checkpoint-every-s", type=float, default=120.0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--freeze", nargs="*", default=["g_a.", "g_s."],
+                   help="parameter prefixes kept fixed (default: the trunk's transforms; pass "
+                        "--freeze with nothing to train everything)")
     p.add_argument("--curve", action="store_true",
                    help="only write the learning-curve table into catalogs/models/mgssnet-vr.md")
     a = p.parse_args(argv)
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     r = train("mgssnet-vr", CONFIG, DATA, 0.0, RUN, steps=10 ** 7, crop=128, batch=8,
               lr=1e-4, quantization="mixed", stretch=0.25, threads=a.threads, warm_start=warm,
               warmup_steps=200, val_every=1000, val_limit=32, device=a.device,
-              checkpoint_every_s=a.checkpoint_every_s, export=False,
+              checkpoint_every_s=a.checkpoint_every_s, export=False, freeze=tuple(a.freeze),
               time_budget_s=a.hours * 3600 if a.hours else None,
               dataset_name="geocompress-rs-v1+geocompress-rs-extra-v1*3")
     print(f"stopped at step {r.step}; last validation {r.val}")

@@ -194,3 +194,32 @@ def test_cli_quality_accepts_the_continuous_scale_and_refuses_nonsense():
     for bad in ("-1", "nan", "inf", "high"):
         with pytest.raises(argparse.ArgumentTypeError):
             _quality(bad)
+
+
+def test_a_frozen_trunk_stays_as_it_was_while_the_gains_learn(tmp_path):
+    """freeze=("g_a.", "g_s."): the transforms of the warm start come out unchanged, the gains
+    and the entropy model do not; a prefix naming nothing is an error, not a silent no-op."""
+    import zarr
+
+    from geocompress.training.checkpoints import load_weights
+    from geocompress.training.trainer import train
+
+    root = zarr.open_group(tmp_path / "ds.zarr", mode="w", zarr_format=3)
+    imgs = np.stack([natural_tile(64, 64, seed=s) for s in range(6)])
+    root.create_array("images", data=imgs, chunks=(1, 3, 64, 64))
+    root.create_array("split", data=np.array([0, 0, 0, 0, 1, 1], np.int8), chunks=(6,))
+    start = untrained("mgssnet-vr", **VR)
+    save_checkpoint(start, tmp_path / "start.pt")
+    r = train("mgssnet-vr", VR, tmp_path / "ds.zarr", 0.0, tmp_path / "run", steps=3, batch=4,
+              crop=64, val_every=3, progress=False, threads=1, precision="float32",
+              warm_start=tmp_path / "start.pt", warmup_steps=0, freeze=("g_a.", "g_s."))
+    after = build("mgssnet-vr", **VR)
+    load_weights(after, r.checkpoint)
+    before = build("mgssnet-vr", **VR)
+    load_weights(before, tmp_path / "start.pt")
+    a, b = before.state_dict(), after.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("g_a.", "g_s.")))
+    assert not torch.equal(a["log_gain"], b["log_gain"])
+    with pytest.raises(ValueError, match="no parameter"):
+        train("mgssnet-vr", VR, tmp_path / "ds.zarr", 0.0, tmp_path / "run2", steps=1, batch=4,
+              crop=64, progress=False, threads=1, freeze=("g_x.",))

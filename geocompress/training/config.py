@@ -36,6 +36,7 @@ class TrainConfig:
     min_lr: float = 1e-6
     lr_override: float | None = None       # set the lr of a resumed / warm-started run
     warmup_steps: int = 200                # lr ramp after a warm start without Adam moments
+    freeze: tuple[str, ...] = ()           # parameter-name prefixes kept fixed (e.g. "g_a.", "g_s.")
     quantization: str | None = None        # "noise" / "mixed" (None: the run's own, else noise)
     max_bad_steps: int = 25
     # lineage and resume

@@ -86,6 +86,28 @@ def split_parameters(model: torch.nn.Module) -> tuple[list, list]:
     return main, aux
 
 
+def freeze_parameters(model: torch.nn.Module, prefixes: tuple[str, ...]) -> int:
+    """Keep the parameters whose names start with one of ``prefixes`` fixed (no gradient, not in
+    the optimizer); returns how many tensors were frozen.
+
+    Why: a variable-rate model warm-started from a fixed-rate trunk whose transforms are at their
+    capacity first learns its gains and entropy models around the trunk (as CompressAI's
+    ``vbr`` post-training does), instead of pulling the trunk towards a compromise of every rate.
+
+    Raises:
+        ValueError: a prefix that names no parameter (a typo would silently freeze nothing).
+    """
+    n = 0
+    for prefix in prefixes:
+        hit = [p for name, p in model.named_parameters() if name.startswith(prefix)]
+        if not hit:
+            raise ValueError(f"freeze: no parameter of {type(model).__name__} starts with {prefix!r}")
+        for p in hit:
+            p.requires_grad_(False)
+        n += len(hit)
+    return n
+
+
 def has_depthwise(model: torch.nn.Module) -> bool:
     """Whether the model has grouped convolutions, whose CPU backward needs channels-last."""
     return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
@@ -235,6 +257,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
         model = model.to(memory_format=torch.channels_last)
     prepare_layers(model, dev.type, amp=use_amp)
     model.train()
+    freeze_parameters(model, cfg.freeze)
 
     main_p, aux_p = split_parameters(model)
     opt = torch.optim.Adam(main_p, lr=lr, fused=fused_adam(dev))
@@ -303,7 +326,8 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
                                   "seed": seed, "dataset": str(dataset),
                                   "dataset_name": dataset_name, "hardware": hardware(dev),
                                   "warm_start": lineage, "quantization": quantization,
-                                  "warmup": warmup, "stretch": stretch}},
+                                  "warmup": warmup, "stretch": stretch,
+                                  "freeze": list(cfg.freeze)}},
                      state_path)
 
     from tqdm.auto import tqdm
