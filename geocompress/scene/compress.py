@@ -345,6 +345,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
             used_bits = _bits_for(scene, bits, client, grid, shard)
             if rate is not None:
                 tiles_s, masks_s, frac = sample_tiles(scene, grid, tile_filter, rate.sample)
+                tiles_s = [_within_bits(t, t, m, used_bits, (0, 0, 0, 0), codec.latent_stride)
+                           for t, m in zip(tiles_s, masks_s)]  # what encode_part codes
                 rate_record = {"sample": rate.sample, **choose_level(
                     codec, tiles_s, masks_s, used_bits, rate, frac, grid.n_rows * grid.n_cols,
                     scene.width * scene.height).to_dict()}

@@ -123,11 +123,12 @@ def sample_tiles(scene: SceneInfo, grid: TileGrid, tile_filter: TileFilter, n: i
             if tile_filter.decide(pixels, valid, grid.in_scene_pixels(r, c)).status != TileStatus.WRITTEN:
                 continue
             coded += 1
-            if len(tiles) < n:
-                win = grid.valid_window(r, c)
-                h, w = int(win.height), int(win.width)
-                tiles.append(np.ascontiguousarray(pixels[:, :h, :w]))
-                masks.append(valid[:h, :w])
+            if len(tiles) < n:  # the whole tile, as the pipeline codes it; PSNR over the scene's
+                win = grid.valid_window(r, c)  # valid pixels only
+                inside = np.zeros_like(valid)
+                inside[: int(win.height), : int(win.width)] = True
+                tiles.append(pixels)
+                masks.append(valid & inside)
     return tiles, masks, coded / max(len(order), 1)
 
 
