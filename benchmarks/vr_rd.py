@@ -43,18 +43,18 @@ CLASSICAL_CACHE = CATALOG / "classical-test-split.json"
 
 
 def test_tiles(store: Path) -> tuple[list[np.ndarray], list[str]]:
-    """The test split's tiles (3 x 256 x 256 uint8) and the source (or class) of each."""
-    import zarr
+    """The test split's tiles (3 x 256 x 256 uint8) and the source (or ``dataset/class``) of each,
+    read as ``ship_weights.py`` and ``rd_vs_jpeg2000.py`` read them."""
+    import sys
+
+    sys.path[:0] = [str(REPO / "pipelines"), str(REPO / "benchmarks")]
+    from rd_vs_jpeg2000 import source_names
+    from ship_weights import test_tiles as split_tiles
 
     from geocompress.training import TileDataset
 
-    ds = TileDataset(store, "test", crop=None, augment=False)
-    root = zarr.open_group(store, mode="r")
-    srcs, classes = root["source"][:], root["class"][:]
-    sources = root.attrs["sources"]
-    klass = root.attrs.get("classes", [])
-    names = [klass[classes[i]] if classes[i] >= 0 else sources[srcs[i]]["name"] for i in ds.indices]
-    return [ds.pixels(i) for i in range(len(ds))], names
+    tiles, index = split_tiles(store, None)
+    return tiles, source_names(TileDataset(store, "test", crop=None, augment=False, cache=False), index)
 
 
 def _point(orig: np.ndarray, recon: np.ndarray, nbytes: int) -> list[float]:

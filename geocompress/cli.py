@@ -51,21 +51,22 @@ def _options(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _bits(text: str) -> int | str:
+def _auto_or_int(text: str, lo: int, hi: int, what: str) -> int | str:
+    """'auto', or a whole number ``lo..hi`` (``what`` names it in the error)."""
     if text == "auto":
         return text
-    if not text.isdigit() or not 1 <= int(text) <= 16:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a bit depth 1-16, got {text!r}")
+    if not text.isdigit() or not lo <= int(text) <= hi:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or {what}, got {text!r}")
     return int(text)
+
+
+def _bits(text: str) -> int | str:
+    return _auto_or_int(text, 1, 16, "a bit depth 1-16")
 
 
 def _halo(text: str) -> int | str:
     """``compress --halo``: 'auto' or 0..255 latent pixels."""
-    if text == "auto":
-        return text
-    if not text.isdigit() or not 0 <= int(text) <= 255:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or 0..255 latent pixels, got {text!r}")
-    return int(text)
+    return _auto_or_int(text, 0, 255, "0..255 latent pixels")
 
 
 def _positive(text: str) -> int:
