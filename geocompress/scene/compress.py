@@ -288,12 +288,18 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     are bit-identical across thread counts).
 
     Rerunning with the same arguments resumes an interrupted run; a store written with other
-    weights, quality, source or settings is refused unless ``overwrite``.
+    weights, quality, source or settings is refused unless ``overwrite``. The store's parent
+    folder must exist (as :func:`~geocompress.scene.mosaic.decompress_scene` requires of its
+    output's): a typo in a path is refused before any work, not created.
     """
     t0 = time.perf_counter()
     if not isinstance(tile, int) or not MIN_TILE <= tile <= MAX_TILE:
         raise ValueError(f"tile must be {MIN_TILE}..{MAX_TILE} pixels (the codec's largest tile), "
                          f"got {tile!r}")
+    store = Path(store)
+    if not store.parent.is_dir():  # before any work; as decompress does for its output file
+        raise FileNotFoundError(f"output folder {store.parent} does not exist (create it first; "
+                                f"compress does not create folders)")
     scene = open_scene(source)
     if bits != "auto":  # before any work: _bits_for would code a uint8 scene with 8 regardless
         high = 8 if str(scene.dtype) == "uint8" else 16

@@ -1,0 +1,43 @@
+"""How runs end when the output's folder is missing, the disk fills or a tile is damaged: one
+line naming what went wrong, exit code 1 (issue 36, 'Messages that confuse')."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geocompress.cli import main
+
+from .conftest import natural_tile
+from .test_scene import write_scene
+
+CLI_TINY = ["--quiet", "--untrained", "--tile", "64", "--shard", "2", "--halo", "0"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return write_scene(tmp_path_factory.mktemp("src") / "s.tif", natural_tile(128, 128, seed=5))
+
+
+def _one_error_line(err: str, command: str) -> str:
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"geocompress {command}: error: "), err
+    return lines[0]
+
+
+def test_compress_refuses_missing_parent_folder_like_decompress(source, tmp_path, capsys):
+    """compress created missing parent folders of its store while decompress refused a missing
+    folder of its output: both now refuse, naming the folder, before any work."""
+    missing = tmp_path / "no" / "such"
+    assert main(["compress", str(source), str(missing / "s.zarr"), *CLI_TINY]) == 1
+    line = _one_error_line(capsys.readouterr().err, "compress")
+    assert str(missing) in line and "does not exist" in line
+    assert not (tmp_path / "no").exists()  # nothing created
+    store = tmp_path / "s.zarr"
+    assert main(["compress", str(source), str(store), *CLI_TINY]) == 0
+    capsys.readouterr()
+    assert main(["decompress", str(store), str(missing / "o.tif"), "--quiet"]) == 1
+    line = _one_error_line(capsys.readouterr().err, "decompress")
+    assert str(missing) in line and "does not exist" in line
