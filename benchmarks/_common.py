@@ -1,11 +1,12 @@
-"""Shared by the benchmarks: where the sample data is, and a VRT mosaic of any size."""
+"""Shared by the benchmarks: where the sample data is, and a VRT mosaic of any size.
+
+rasterio is imported by the functions that read rasters only: ``synthetic_tiles`` also runs on a
+borrowed GPU box whose image lacks it (``pipelines/gpu_check.py``)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import rasterio
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,6 +28,8 @@ def mosaic_vrt(path: Path, size: int, source: Path | None = None) -> Path:
     """A ``size`` x ``size`` scene made by repeating a sample scene on a grid, as a GDAL VRT
     (SimpleSource per repetition, the sample's georeferencing extended to the mosaic): a real
     large raster for windowed reads, with no large file on disk."""
+    import rasterio
+
     source = source or sample_path()
     with rasterio.open(source) as src:
         w, h, count, dtype, crs, t = src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform
@@ -68,6 +71,7 @@ def synthetic_tiles(n: int, size: int = 256, noise: float = 12.0, vary: bool = F
 def sample_tiles(n: int = 16, size: int = 256):
     """Up to ``n`` ``size`` x ``size`` tiles of the sample scene, row by row (C x H x W uint8)."""
     import numpy as np
+    import rasterio
     from rasterio.windows import Window
 
     with rasterio.open(sample_path()) as src:
