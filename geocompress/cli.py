@@ -396,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
 
                 passive_omp_wait()
             _silence_known_noise()
+            from .scene.failures import quiet_task_errors
+
+            quiet_task_errors()  # a task's error is printed below, once, not also by Dask workers
             code = int(args.func(args) or 0)
             interrupt.check()
             return code

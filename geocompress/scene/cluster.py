@@ -169,6 +169,10 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, proces
     with LocalCluster(n_workers=local_workers(workers), threads_per_worker=1, processes=processes,
                       dashboard_address=None, resources=resources,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        from .failures import task_errors_quiet, worker_plugin
+
+        if task_errors_quiet():  # the CLI prints a task's error once, as one line
+            client.register_plugin(worker_plugin())
         interrupt.check()  # a Ctrl-C swallowed while the cluster started still stops the run
         yield client
 

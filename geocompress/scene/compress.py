@@ -27,6 +27,7 @@ from ..geo.errors import SceneReadError
 from ..geo.source import SceneInfo
 from ..store import TileStore
 from ..store.stac import write_stac_item
+from .failures import disk_full_reported
 from .halo import grid_sides, resolve_halo, store_edges
 from .cluster import as_completed, dask_client, default_torch_threads, runs_in_process
 from .rate_control import RateTarget, RateTargetError, choose_level, sample_tiles
@@ -333,64 +334,69 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
     filter_cfg = {"min_valid_fraction": tile_filter.min_valid_fraction,
                   "drop_constant": tile_filter.drop_constant}
     rate_record: dict | None = None
-    with dask_client(scheduler, workers, processes, gpu, in_process=local,
-                     torch_threads=torch_threads) as client:
-        ts = None
-        created = False
-        if store.exists() and not overwrite:
-            ts = TileStore.open(store, "r+")
-            stored_bits = ts.codec_meta["config"].get("bits")
-            want_bits = stored_bits if bits == "auto" else int(bits)
-            if rate is not None:  # a resumed run keeps the level its search chose
-                rate_record = _resumed_rate(ts, rate, codec)
-            ts.check_compatible(scene.checksum,
-                                _codec_meta(codec, want_bits, filter_cfg, halo, rate_record),
-                                tile=tile)
-            used_bits = int(stored_bits)
-        else:
-            used_bits = _bits_for(scene, bits, client, grid, shard)
-            if rate is not None:
-                tiles_s, masks_s, frac = sample_tiles(scene, grid, tile_filter, rate.sample)
-                tiles_s = [_within_bits(t, t, m, used_bits, (0, 0, 0, 0), codec.latent_stride)
-                           for t, m in zip(tiles_s, masks_s)]  # what encode_part codes
-                rate_record = {"sample": rate.sample, **choose_level(
-                    codec, tiles_s, masks_s, used_bits, rate, frac, grid.n_rows * grid.n_cols,
-                    scene.width * scene.height).to_dict()}
-                del tiles_s, masks_s
-            ts = TileStore.create(store, scene, grid,
-                                  _codec_meta(codec, used_bits, filter_cfg, halo, rate_record),
-                                  shard=shard, overwrite=overwrite)
-            created = True
-        spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
-                            batch_size=batch_size, torch_threads=None if local else threads,
-                            precision=precision,
-                            pretrained=pretrained).to_dict()
-        if local:  # the tasks run here: they use this codec, the weights load once
-            adopt_codec(CodecSpec(**spec), codec)
-        del codec  # on a cluster the client does not encode; workers load their own
-        try:
-            all_blocks, pending = _run_blocks(client, ts, store, scene, spec, used_bits,
-                                              filter_cfg, tiles_per_task, progress, on_block)
-        except BaseException:
-            # a run that fails before writing anything leaves no half-made store behind; one
-            # that wrote blocks keeps them, to resume
-            if created and not _any_written(store):
-                shutil.rmtree(store, ignore_errors=True)
-            raise
-    interrupt.check()  # an interrupted run never marks its store complete
-    ts = TileStore.open(store, "r+")
-    ts.mark_complete()
-    tile_bytes = ts.nbytes_tiles()
-    bpp = round(tile_bytes * 8 / (scene.width * scene.height), 5)
-    write_stac_item(store, scene, grid, ts.codec_meta, achieved_bpp=bpp)
-    counts = ts.status_counts()
-    return CompressResult(store=store, tiles=grid.n_rows * grid.n_cols,
-                          written=counts["WRITTEN"], dropped_nodata=counts["DROPPED_NODATA"],
-                          dropped_constant=counts["DROPPED_CONSTANT"],
-                          tile_bytes=tile_bytes, blocks_done=len(pending),
-                          blocks_resumed=len(all_blocks) - len(pending),
-                          seconds=time.perf_counter() - t0, bits=used_bits, bpp=bpp,
-                          quality=ts.codec_meta["quality"], rate_control=rate_record)
+    # a full disk (zarr's writes, here or on a worker) ends the run with one line; the blocks
+    # written so far are kept, as for any interruption, and a rerun resumes
+    with disk_full_reported(store, "writing the store", where=store,
+                            advice="free some space and rerun the same command: it resumes "
+                                   "where it stopped"):
+        with dask_client(scheduler, workers, processes, gpu, in_process=local,
+                         torch_threads=torch_threads) as client:
+            ts = None
+            created = False
+            if store.exists() and not overwrite:
+                ts = TileStore.open(store, "r+")
+                stored_bits = ts.codec_meta["config"].get("bits")
+                want_bits = stored_bits if bits == "auto" else int(bits)
+                if rate is not None:  # a resumed run keeps the level its search chose
+                    rate_record = _resumed_rate(ts, rate, codec)
+                ts.check_compatible(scene.checksum,
+                                    _codec_meta(codec, want_bits, filter_cfg, halo, rate_record),
+                                    tile=tile)
+                used_bits = int(stored_bits)
+            else:
+                used_bits = _bits_for(scene, bits, client, grid, shard)
+                if rate is not None:
+                    tiles_s, masks_s, frac = sample_tiles(scene, grid, tile_filter, rate.sample)
+                    tiles_s = [_within_bits(t, t, m, used_bits, (0, 0, 0, 0), codec.latent_stride)
+                               for t, m in zip(tiles_s, masks_s)]  # what encode_part codes
+                    rate_record = {"sample": rate.sample, **choose_level(
+                        codec, tiles_s, masks_s, used_bits, rate, frac, grid.n_rows * grid.n_cols,
+                        scene.width * scene.height).to_dict()}
+                    del tiles_s, masks_s
+                ts = TileStore.create(store, scene, grid,
+                                      _codec_meta(codec, used_bits, filter_cfg, halo, rate_record),
+                                      shard=shard, overwrite=overwrite)
+                created = True
+            spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+                                batch_size=batch_size, torch_threads=None if local else threads,
+                                precision=precision,
+                                pretrained=pretrained).to_dict()
+            if local:  # the tasks run here: they use this codec, the weights load once
+                adopt_codec(CodecSpec(**spec), codec)
+            del codec  # on a cluster the client does not encode; workers load their own
+            try:
+                all_blocks, pending = _run_blocks(client, ts, store, scene, spec, used_bits,
+                                                  filter_cfg, tiles_per_task, progress, on_block)
+            except BaseException:
+                # a run that fails before writing anything leaves no half-made store behind; one
+                # that wrote blocks keeps them, to resume
+                if created and not _any_written(store):
+                    shutil.rmtree(store, ignore_errors=True)
+                raise
+        interrupt.check()  # an interrupted run never marks its store complete
+        ts = TileStore.open(store, "r+")
+        ts.mark_complete()
+        tile_bytes = ts.nbytes_tiles()
+        bpp = round(tile_bytes * 8 / (scene.width * scene.height), 5)
+        write_stac_item(store, scene, grid, ts.codec_meta, achieved_bpp=bpp)
+        counts = ts.status_counts()
+        return CompressResult(store=store, tiles=grid.n_rows * grid.n_cols,
+                              written=counts["WRITTEN"], dropped_nodata=counts["DROPPED_NODATA"],
+                              dropped_constant=counts["DROPPED_CONSTANT"],
+                              tile_bytes=tile_bytes, blocks_done=len(pending),
+                              blocks_resumed=len(all_blocks) - len(pending),
+                              seconds=time.perf_counter() - t0, bits=used_bits, bpp=bpp,
+                              quality=ts.codec_meta["quality"], rate_control=rate_record)
 
 
 def _resumed_rate(ts: TileStore, rate: RateTarget, codec) -> dict:

@@ -8,6 +8,7 @@ alpha band rather than a nodata value get an internal mask (and a rebuilt alpha 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ from .. import interrupt
 from ..geo import TileStatus
 from ..store import StoreError, StoreIntegrityError, TileStore
 from .cluster import as_completed, dask_client, runs_in_process
+from .failures import disk_full_reported, gdal_stderr_quiet
 from .halo import latent_sides, latent_window, store_edges
 from .output import (OutputSpec, cast_pixels, check_band_count, check_creation_options, check_exact,
                      check_validity, publish, target_dtype, warn_clipped)
@@ -385,34 +387,49 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     # temporaries are hidden, named after the output, and a rerun sweeps those a killed run left
     for stale in out.parent.glob(f".{out.name}.*.partial*"):
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.tif", dir=out.parent)
-    os.close(fd)
+    full = {"path": out, "what": "writing the output", "where": out.parent,
+            "advice": f"nothing was published as {out.name}; free some space and rerun"}
+    with disk_full_reported(**full):
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.tif", dir=out.parent)
+        os.close(fd)
     clipped = 0
     try:
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
-            describe_bands(dst, select_bands(meta, picks))
-            with dask_client(scheduler, workers, processes, in_process=local) as client:
-                futures = {client.submit(decode_region, str(store), p, spec.to_dict(),
-                                         pure=False): p for p in pieces}
-                bar = tqdm(total=sum(p[2] * p[3] for p in pieces) / 1e6, unit="Mpx",
-                           disable=not progress, desc=f"decompress {Path(store).name}",
-                           bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} Mpx [{elapsed}<{remaining}]")
-                for fut in as_completed(list(futures)):
-                    p = futures[fut]
-                    pixels, valid = fut.result()
-                    w = Window(p[0] - int(win.col_off), p[1] - int(win.row_off), p[2], p[3])
-                    px, n = cast_pixels(pixels[[b - 1 for b in picks]], dtype, valid)
-                    clipped += n
-                    if nodata is not None:  # the bands kept, as written, must not read as nodata
-                        px = nudge_off_nodata(px, valid, nodata)
-                    dst.write(px, window=w)
-                    if use_mask:
-                        dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=w)
-                    bar.update(p[2] * p[3] / 1e6)
-                bar.close()
-        warn_clipped(clipped, dtype)
-        interrupt.check()  # an interrupted run publishes nothing
-        publish(Path(tmp), out, output)
+        # a full disk is recognised before the temporary is removed (it may be what filled it)
+        with disk_full_reported(**full), rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+            with gdal_stderr_quiet():
+                dst = rasterio.open(tmp, "w", **profile)
+            try:
+                describe_bands(dst, select_bands(meta, picks))
+                with dask_client(scheduler, workers, processes, in_process=local) as client:
+                    futures = {client.submit(decode_region, str(store), p, spec.to_dict(),
+                                             pure=False): p for p in pieces}
+                    bar = tqdm(total=sum(p[2] * p[3] for p in pieces) / 1e6, unit="Mpx",
+                               disable=not progress, desc=f"decompress {Path(store).name}",
+                               bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} Mpx [{elapsed}<{remaining}]")
+                    for fut in as_completed(list(futures)):
+                        p = futures[fut]
+                        pixels, valid = fut.result()
+                        w = Window(p[0] - int(win.col_off), p[1] - int(win.row_off), p[2], p[3])
+                        px, n = cast_pixels(pixels[[b - 1 for b in picks]], dtype, valid)
+                        clipped += n
+                        if nodata is not None:  # the bands kept, as written, must not read as nodata
+                            px = nudge_off_nodata(px, valid, nodata)
+                        with gdal_stderr_quiet():  # libtiff prints a full disk on fd 2
+                            dst.write(px, window=w)
+                            if use_mask:
+                                dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=w)
+                        bar.update(p[2] * p[3] / 1e6)
+                    bar.close()
+            except BaseException:
+                with contextlib.suppress(Exception), gdal_stderr_quiet():
+                    dst.close()
+                raise
+            with gdal_stderr_quiet():
+                dst.close()  # GDAL flushes its cached blocks here
+            warn_clipped(clipped, dtype)
+            interrupt.check()  # an interrupted run publishes nothing
+            with gdal_stderr_quiet():
+                publish(Path(tmp), out, output)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return out

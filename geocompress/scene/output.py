@@ -368,6 +368,13 @@ def publish(tmp_tif: Path, out: Path, spec: OutputSpec) -> None:
         if main is None:
             raise RuntimeError(f"GDAL's {spec.driver} driver wrote no {out.name}")
         main.replace(out)
+    except Exception as e:
+        from .failures import DiskFullError, NO_SPACE, disk_full
+
+        if disk_full(e, staging):  # before the staging copy goes and frees the space it took
+            raise DiskFullError(f"{out}: {NO_SPACE} while writing the output; nothing was "
+                                f"published as {out.name}; free some space and rerun") from None
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
