@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import atomic_save
 from ..models import build
 from ..shipped import shipped_index
 from .errors import WeightsError
@@ -60,8 +61,8 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict | None 
     the digest of the weights as they will be loaded."""
     model.update(force=True)
     sd = _stored_state(model, half)
-    _atomic_save({"arch": model.arch, "config": dict(model.config), "state_dict": sd,
-                  "meta": dict(meta or {})}, path)
+    atomic_save({"arch": model.arch, "config": dict(model.config), "state_dict": sd,
+                 "meta": dict(meta or {})}, path)
     return state_digest(_loaded_state(sd))
 
 
@@ -71,13 +72,6 @@ def _stored_state(model: torch.nn.Module, half: bool = True,
     params = {name for name, _ in model.named_parameters()}
     return {k: (v.half() if half and _half_ok(k in params, v) else v).cpu()
             for k, v in model.state_dict().items() if parts is None or k.startswith(parts)}
-
-
-def _atomic_save(obj: dict, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 @contextmanager
@@ -167,8 +161,8 @@ def save_prior_delta(model: torch.nn.Module, path: str | Path, base_digest: str,
     digest of the checkpoint they replace them in: a few MB beside the 10 MB base. The combined
     digest is what :func:`load_with_delta` then loads."""
     model.update(force=True)
-    _atomic_save({"arch": model.arch, "base_digest": base_digest, "parts": list(parts),
-                  "state_dict": _stored_state(model, parts=parts), "meta": dict(meta or {})}, path)
+    atomic_save({"arch": model.arch, "base_digest": base_digest, "parts": list(parts),
+                 "state_dict": _stored_state(model, parts=parts), "meta": dict(meta or {})}, path)
 
 
 def load_with_delta(base: str | Path, base_digest: str, delta: str | Path,

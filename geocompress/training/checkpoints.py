@@ -22,12 +22,6 @@ __all__ = ["EXPORT", "LOG", "STATE", "export_checkpoint", "export_state", "load_
            "load_weights", "settle_quantiles"]
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Weights of a training state or an inference checkpoint (same architecture and config)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)

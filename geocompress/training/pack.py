@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from geocompress.atomic import atomic_path
+
 from .data import TileDataset, _Tiles, evenly_spaced, split_index
 from .splits import SPLIT_NAMES
 
@@ -49,10 +51,9 @@ def pack_splits(store: str | os.PathLike, out: str | os.PathLike,
         arrays[f"{name}_index"] = np.asarray(ds.indices, dtype=np.int64)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, tile=np.int64(tile), quality=np.int64(quality),
-             source=np.array(Path(store).name), **arrays)
-    tmp.replace(out)
+    with atomic_path(out, ".tmp.npz") as tmp:  # np.savez appends .npz to any other name
+        np.savez(tmp, tile=np.int64(tile), quality=np.int64(quality),
+                 source=np.array(Path(store).name), **arrays)
     return out
 
 

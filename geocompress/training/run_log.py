@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any
+
+from geocompress.atomic import atomic_path
 
 LOG_FIELDS = ["step", "epoch", "phase", "loss", "bpp", "mse", "psnr", "aux_loss", "lr", "wall_s"]
 
@@ -57,7 +58,6 @@ def plot_log(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     axes[0].legend()
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(out, ".tmp" + out.suffix) as tmp:  # savefig picks the format by extension
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, out)

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from geocompress.atomic import atomic_save
 from geocompress.codec import restore_constants
 from geocompress.models import build
 from geocompress.models.variable_rate import lambda_at
@@ -44,7 +45,6 @@ from .checkpoints import (  # noqa: F401 - the trainer's public names, as before
     EXPORT,
     LOG,
     STATE,
-    _atomic_save,
     _public_lineage,
     _totals,
     _warm_optimizers,
@@ -317,7 +317,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     def save_state() -> None:
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
-        _atomic_save({"arch": arch, "config": config, "lmbda": float(lmbda), "step": step,
+        atomic_save({"arch": arch, "config": config, "lmbda": float(lmbda), "step": step,
                       "total_steps": total, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                       "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict() if aux_opt else None,
                       "sched": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
