@@ -1,0 +1,79 @@
+"""pipelines/device_vr.py, the variable-rate run's continuation on a borrowed GPU
+(``device_train.sh run``), runs its Python part on the CPU: warm start from the committed wip
+weights, the recipe of train_vr.py, an export in export_wip.py's format, and the adoption here."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("device_vr", REPO / "pipelines" / "device_vr.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _pack(path: Path, n: dict[str, int], tile: int = 128) -> Path:
+    """A pack in geocompress.training.pack's layout, of smooth synthetic tiles."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:tile, 0:tile]
+    arrays = {}
+    for split, k in n.items():
+        blobs = []
+        for i in range(k):
+            img = 128 + 60 * np.sin(xx / (5 + i)) * np.cos(yy / (7 + i)) + rng.normal(0, 8, (3, tile, tile))
+            buf = io.BytesIO()
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8).transpose(1, 2, 0)).save(buf, "JPEG", quality=85)
+            blobs.append(buf.getvalue())
+        arrays[f"{split}_jpeg"] = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+        arrays[f"{split}_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+        arrays[f"{split}_index"] = np.arange(k, dtype=np.int64)
+    np.savez(path, tile=np.int64(tile), quality=np.int64(85), source=np.array("synthetic"), **arrays)
+    return path
+
+
+def test_device_vr_continues_the_wip_weights_exports_like_export_wip_and_adopts(tmp_path: Path) -> None:
+    dv = _script()
+    pack = _pack(tmp_path / "p.npz", {"train": 4, "val": 2})
+    out = tmp_path / "out"
+    note = dv.main(["--steps", "2", "--minutes", "0", "--batch", "2", "--device", "cpu", "--threads", "1",
+                    "--data", str(pack), f"{pack}*3", "--run", str(tmp_path / "run"), "--out", str(out)])
+    ckpt = torch.load(out / "mgssnet-vr.pt", map_location="cpu", weights_only=False)
+    wip = torch.load(REPO / "catalogs" / "models" / "wip" / "mgssnet-vr.pt", map_location="cpu",
+                     weights_only=False)
+    meta, parent = ckpt["meta"], wip["meta"]
+    assert ckpt["meta"]["arch"] == "mgssnet-vr"
+    # export_wip's format: fp16 weights, the same tensors and dtypes as the committed file
+    assert {k: v.dtype for k, v in ckpt["state_dict"].items()} == {k: v.dtype for k, v in wip["state_dict"].items()}
+    assert torch.float16 in {v.dtype for v in ckpt["state_dict"].values()}
+    assert meta["steps"] == 2 and meta["total_steps"] == parent["total_steps"] + 2
+    assert meta["crop"] == 128 and meta["lr"] == 1e-4 and meta["quantization"] == "mixed" and meta["stretch"] == 0.25
+    assert meta["warm_start"]["path"] == "mgssnet-vr.pt" and meta["level_lambdas"]
+    # the frozen transforms are the wip weights' own
+    for k, v in ckpt["state_dict"].items():
+        if k.startswith(("g_a.", "g_s.")):
+            assert torch.equal(v, wip["state_dict"][k]), k
+    saved = json.loads((out / "mgssnet-vr.json").read_text())
+    assert saved == json.loads(json.dumps(note, default=float))
+    assert note["this_call"]["steps"] == 2 and note["this_call"]["freeze"] == ["g_a.", "g_s."]
+    assert note["vr"]["own_steps"] == 2 and dv.CONFIG.items() <= note["vr"]["config"].items()
+    assert set(note["vr"]) >= {"file", "digest", "lambda", "config", "own_steps", "total_steps", "wall_s",
+                               "hardware", "level_lambdas"}
+    # adoption here: the file and its wip.json entry
+    dest = tmp_path / "wip"
+    dest.mkdir()
+    (dest / "wip.json").write_text(json.dumps({"q6": {"file": "mgssnet-q6.pt"}}))
+    dv.adopt(out, dest)
+    assert (dest / "mgssnet-vr.pt").read_bytes() == (out / "mgssnet-vr.pt").read_bytes()
+    record = json.loads((dest / "wip.json").read_text())
+    assert record["q6"] == {"file": "mgssnet-q6.pt"} and record["vr"] == saved["vr"]
