@@ -12,7 +12,7 @@ __all__ = ["EpochSampler", "TileDataset", "open_tiles", "build_dataset", "SceneS
 
 # loaded on first use: the data loaders pull in torch, the dataset builder rasterio / dask / zarr,
 # the trainer matplotlib and tqdm; `geocompress --help` (whose parser lists `train`) needs none
-_LAZY = {"EpochSampler": ".data", "TileDataset": ".data", "open_tiles": ".data",
+_LAZY = {"EpochSampler": ".data", "TileDataset": ".tiles", "open_tiles": ".data",
          "build_dataset": ".dataset", "SceneSource": ".sources", "discover_scenes": ".sources",
          "train": ".trainer"}
 

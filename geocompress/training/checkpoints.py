@@ -18,8 +18,8 @@ STATE = "train_state.pt"
 EXPORT = "model.pt"
 LOG = "log.csv"
 
-__all__ = ["EXPORT", "LOG", "STATE", "export_checkpoint", "export_state", "load_meta",
-           "load_weights", "settle_quantiles"]
+__all__ = ["EXPORT", "LOG", "STATE", "export_checkpoint", "export_state", "lineage_totals",
+           "load_meta", "load_weights", "public_lineage", "settle_quantiles", "warm_optimizers"]
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -37,13 +37,13 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     model.load_state_dict(sd)
 
 
-def _totals(steps: int, wall_s: float, lineage: dict[str, Any] | None) -> tuple[int, float]:
+def lineage_totals(steps: int, wall_s: float, lineage: dict[str, Any] | None) -> tuple[int, float]:
     """A run's own steps and wall time plus those of the weights it started from."""
     lineage = lineage or {}
     return steps + (lineage.get("steps") or 0), wall_s + (lineage.get("wall_s") or 0)
 
 
-def _public_lineage(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
+def public_lineage(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
     """A lineage for a shipped checkpoint's meta: the parent named by its run or file, not by a
     path on the machine that trained it."""
     if not lineage:
@@ -52,7 +52,7 @@ def _public_lineage(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**lineage, "path": path.parent.name if path.name == STATE else path.name}
 
 
-def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
+def warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
                      aux_opt: torch.optim.Optimizer | None, lr: float,
                      aux_lr: float) -> tuple[dict[str, Any], bool]:
     """Adam moments of a training state used as warm start (not for inference checkpoints).
@@ -66,7 +66,7 @@ def _warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
     meta = ckpt.get("meta", {})
     if "step" in ckpt:  # a training state: its own steps plus what it inherited
         parent = (ckpt.get("hparams") or {}).get("warm_start")
-        steps, wall = _totals(ckpt["step"], ckpt["wall_s"], parent)
+        steps, wall = lineage_totals(ckpt["step"], ckpt["wall_s"], parent)
         schedule = inherited(read_lr_segments(Path(path).parent / LOG), ckpt["step"], parent)
     else:  # an exported checkpoint already carries its totals
         steps = meta.get("total_steps", meta.get("steps"))
@@ -130,7 +130,7 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
     model = build(state["arch"], **state["config"])
     model.load_state_dict(restore_constants(model, state["model"]))
     hp = state["hparams"]
-    lineage = _public_lineage(hp.get("warm_start"))
+    lineage = public_lineage(hp.get("warm_start"))
     meta = {"lambda": state["lmbda"], "lambda_scale": "compressai: bpp + lambda * 255^2 * MSE",
             "lambda_paper_scale": compressai_to_paper(state["lmbda"]), "steps": state["step"],
             "wall_s": round(state["wall_s"], 1), "hardware": hp["hardware"],
@@ -144,7 +144,7 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
 
         meta.update({"lambda": None, "lambda_paper_scale": None,
                      "level_lambdas": list(LEVEL_LAMBDAS[:model.levels]), "default_quality": 4.0})
-    meta["total_steps"], total_wall = _totals(state["step"], state["wall_s"], lineage)
+    meta["total_steps"], total_wall = lineage_totals(state["step"], state["wall_s"], lineage)
     meta["total_wall_s"] = round(total_wall, 1)
     digest = export_checkpoint(model, Path(out), meta)
     return digest, load_meta(Path(out)), model

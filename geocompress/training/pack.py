@@ -22,7 +22,7 @@ from PIL import Image
 
 from geocompress.atomic import atomic_path
 
-from .data import TileDataset, _Tiles, evenly_spaced, split_index
+from .tiles import TileDataset, Tiles, evenly_spaced, split_index
 from .splits import SPLIT_NAMES
 
 
@@ -57,7 +57,7 @@ def pack_splits(store: str | os.PathLike, out: str | os.PathLike,
     return out
 
 
-class PackedTiles(_Tiles):
+class PackedTiles(Tiles):
     """One split of a pack, decoded into memory once, with :class:`~.data.TileDataset`'s crops,
     flips and ``limit`` (``cache`` is accepted for the same signature: a pack is always in memory)."""
 

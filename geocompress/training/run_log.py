@@ -8,10 +8,12 @@ from typing import Any
 
 from geocompress.atomic import atomic_path
 
+__all__ = ["LOG_FIELDS", "RunLog", "plot_log"]
+
 LOG_FIELDS = ["step", "epoch", "phase", "loss", "bpp", "mse", "psnr", "aux_loss", "lr", "wall_s"]
 
 
-class _Log:
+class RunLog:
     """CSV log; on resume, rows after the resumed step are dropped (they were never saved)."""
 
     def __init__(self, path: Path, resume_step: int | None) -> None:

@@ -41,26 +41,15 @@ from geocompress.codec import restore_constants
 from geocompress.models import build
 from geocompress.models.variable_rate import lambda_at
 
-from .checkpoints import (  # noqa: F401 - the trainer's public names, as before the split
-    EXPORT,
-    LOG,
-    STATE,
-    _public_lineage,
-    _totals,
-    _warm_optimizers,
-    export_checkpoint,
-    export_state,
-    load_meta,
-    load_weights,
-    settle_quantiles,
-)
+from .checkpoints import (EXPORT, LOG, STATE, export_checkpoint, lineage_totals, load_weights,
+                          public_lineage, warm_optimizers)
 from .config import TrainConfig
 from .data import EpochSampler, open_tiles
 from .lr_history import lr_segments
 from .loss import RateDistortionLoss
 from .mixed_precision import autocast_dtype, prepare_layers
 from .quantization import MODES, forward
-from .run_log import _Log, plot_log
+from .run_log import RunLog, plot_log
 
 PLOT = "curves.png"
 
@@ -284,7 +273,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     lineage = state["hparams"].get("warm_start") if state is not None else None
     warmup = state["hparams"].get("warmup") if state is not None else None
     if state is None and warm_start is not None:
-        lineage, moments = _warm_optimizers(warm_start, opt, aux_opt, lr, aux_lr)
+        lineage, moments = warm_optimizers(warm_start, opt, aux_opt, lr, aux_lr)
         if not moments and warmup_steps > 0:
             warmup = {"steps": int(warmup_steps), "lr": float(lr)}
     if state is not None:
@@ -308,7 +297,7 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
             g["lr"] = float(lr_override)
         if warmup is not None:
             warmup = {**warmup, "lr": float(lr_override)}
-    log = _Log(out / LOG, step if state is not None else None)
+    log = RunLog(out / LOG, step if state is not None else None)
     title = f"{arch} {config} lambda={lmbda} crop={crop} batch={batch}"
 
     def wall() -> float:
@@ -412,13 +401,13 @@ def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, 
     result = TrainResult(step, total, step >= total, losses, last_val, state_path)
     if result.finished and export:
         result.checkpoint = out / EXPORT
-        total_steps, total_wall = _totals(step, wall(), lineage)
+        total_steps, total_wall = lineage_totals(step, wall(), lineage)
         result.digest = export_checkpoint(model, result.checkpoint, {
             "lambda": float(lmbda), "steps": step, "wall_s": round(wall(), 1),
             "hardware": hardware(dev), "dataset": dataset_name or str(dataset),
             "quality": int(quality or 0), "batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
             "quantization": quantization, "stretch": stretch, "val": last_val,
-            "lr_schedule": lr_segments(log.rows), "warm_start": _public_lineage(lineage),
+            "lr_schedule": lr_segments(log.rows), "warm_start": public_lineage(lineage),
             "total_steps": total_steps, "total_wall_s": round(total_wall, 1)})
     return result
 
