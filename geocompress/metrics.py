@@ -1,9 +1,12 @@
 """Rate and distortion as the paper reports them.
 
 * ``bpp``: every byte of every string (headers and checksums included) per pixel of the tile.
+  The one rate function of the package: the classical codecs' files, the learned codec's strings
+  and the evaluation's records all count through it.
 * ``psnr_paper``: eq. (10), the mean over bands of ``10 log10(max(X_i)^2 / MSE_i)`` where the peak
   is that band's largest value in the original.
-* ``psnr``: the usual fixed-peak PSNR over all bands (peak 255 for 8 bits, ``2**bits - 1``).
+* ``psnr``: the usual fixed-peak PSNR over all bands (peak 255 for 8 bits, ``2**bits - 1``). The
+  one fixed-peak PSNR of the package (the classical codecs use it too).
 * ``ms_ssim`` / ``ms_ssim_db``: MS-SSIM from ``pytorch_msssim`` (a maintained implementation of
   Wang et al. 2003) on images scaled to [0, 1] and ``-10 log10(1 - MS-SSIM)`` (eq. 11).
 """
@@ -16,8 +19,27 @@ from typing import Iterable
 import numpy as np
 
 
-def bpp(strings: Iterable[bytes] | bytes, pixels: int) -> float:
-    total = len(strings) if isinstance(strings, (bytes, bytearray)) else sum(len(s) for s in strings)
+def bpp(strings: Iterable[bytes] | bytes | int, pixels: int) -> float:
+    """Bits per pixel of coded data: every byte counted, headers, containers and checksums too.
+
+    The paper's rate and the one a user pays for storage are the whole file or string, so nothing
+    is left out; comparing codecs on payload alone would favour those with heavy containers.
+
+    Args:
+        strings: one file or string (``bytes``), several (an iterable of ``bytes``, e.g. a
+            multi-string tile), or an already counted number of bytes (``int``).
+        pixels: pixels the data codes, ``H * W`` of one band: bands are not counted, so RGB and
+            single-band images are rated alike, as the paper does.
+
+    Returns:
+        ``8 * bytes / pixels``.
+    """
+    if isinstance(strings, (int, np.integer)):
+        total = strings
+    elif isinstance(strings, (bytes, bytearray)):
+        total = len(strings)
+    else:
+        total = sum(len(s) for s in strings)
     return 8.0 * total / pixels
 
 
@@ -35,7 +57,27 @@ def peak_for(dtype: np.dtype, bits: int | None = None) -> float:
 
 
 def psnr(x: np.ndarray, y: np.ndarray, peak: float | None = None) -> float:
-    """Fixed-peak PSNR in dB over all bands of C x H x W images (inf when identical)."""
+    """Fixed-peak PSNR in dB over all pixels and bands (``inf`` when the images are identical).
+
+    One mean squared error over every sample, so a band coded badly is not hidden by averaging
+    per-band dB values (that is :func:`psnr_paper`'s eq. 10, which the paper reports beside it).
+    The layout does not matter (C x H x W, H x W x C or H x W): only the samples are compared.
+
+    Args:
+        x: the original image (any shape; its dtype sets the default peak).
+        y: the reconstruction, of ``x``'s shape.
+        peak: the largest value a sample can take. Default (``None``): the full range of ``x``'s
+            dtype, ``2**(8 * itemsize) - 1`` (255 for uint8, 65535 for uint16). Pass
+            ``2**bits - 1`` for imagery with fewer significant bits (e.g. 4095 for 12-bit
+            sensors in uint16), or the PSNR is inflated by the unused range.
+
+    Returns:
+        ``10 log10(peak^2 / MSE)`` in dB.
+
+    Raises:
+        ValueError: ``x`` and ``y`` differ in shape (a silent broadcast would compare the wrong
+            pixels).
+    """
     peak = peak_for(np.asarray(x).dtype) if peak is None else peak
     a, b = _pair(x, y)
     mse = float(np.mean((a - b) ** 2))

@@ -36,7 +36,8 @@ decodes as ``HxWx1`` -- for WebP/AVIF, which code grey as R=G=B, pass ``bands=1`
 returns exactly the input's shape and dtype. Unsupported dtype / band combinations raise
 :class:`UnsupportedInput` (a ``ValueError``).
 
-Rates are counted on the whole file: ``bpp = 8 * len(data) / (H * W)``. Note for ``bpg-hevc``: the HEIF
+Rates are counted on the whole file: ``bpp = 8 * len(data) / (H * W)`` (:func:`geocompress.metrics.bpp`)
+and PSNR is :func:`geocompress.metrics.psnr` (peak: the dtype's full range unless one is given). Note for ``bpg-hevc``: the HEIF
 container (ftyp/meta boxes, ~370 bytes at 256x256) is counted too; a real ``.bpg`` file header is only
 a few bytes, so at 256x256 the HEIF wrapping costs ~0.045 bpp more than BPG would.
 (:func:`hevc_payload_bytes` returns the size of the HEVC data alone.)
@@ -51,6 +52,8 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from geocompress import metrics as M
+
 __all__ = [
     "RDPoint",
     "Codec",
@@ -61,8 +64,6 @@ __all__ = [
     "encode",
     "decode",
     "roundtrip",
-    "psnr",
-    "bpp_of",
     "sweep",
     "encode_at_bpp",
     "hevc_payload_bytes",
@@ -75,7 +76,7 @@ class UnsupportedInput(ValueError):
 
 class RDPoint(NamedTuple):
     bpp: float      # 8 * bytes / (H * W), whole file
-    psnr: float     # dB, peak = dtype max unless a peak was given
+    psnr: float     # dB (geocompress.metrics.psnr), peak = the dtype's full range unless one was given
     bytes: int      # file size in bytes
     param: float    # the codec quality parameter that produced it
 
@@ -97,18 +98,13 @@ def _as_hwc(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def bpp_of(data: bytes, shape: Sequence[int]) -> float:
-    return 8.0 * len(data) / (int(shape[0]) * int(shape[1]))
+def _file_bpp(data: bytes, shape: Sequence[int]) -> float:
+    """Rate of one file coding an ``H x W (x C)`` image (:func:`geocompress.metrics.bpp`)."""
+    return M.bpp(data, int(shape[0]) * int(shape[1]))
 
 
-def psnr(ref: np.ndarray, test: np.ndarray, peak: float | None = None) -> float:
-    """PSNR in dB over all pixels and bands; ``peak`` defaults to the dtype max of ``ref``."""
-    ref = np.asarray(ref)
-    test = np.asarray(test).reshape(ref.shape)
-    if peak is None:
-        peak = float(np.iinfo(ref.dtype).max) if np.issubdtype(ref.dtype, np.integer) else 1.0
-    mse = float(np.mean((ref.astype(np.float64) - test.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
+# alias kept until benchmarks/rd_vs_jpeg2000.py imports geocompress.metrics.bpp
+bpp_of = _file_bpp
 
 
 def _grey_to_rgb(a: np.ndarray) -> np.ndarray:
@@ -223,12 +219,12 @@ def _j2k_encode_imagecodecs_bpp(a: np.ndarray, bpp: float) -> bytes:
     h, w, _ = a.shape
     lo, hi = 1.0, 99.0
     best = _j2k_encode_imagecodecs_level(a, lo)
-    if bpp_of(best, a.shape) > bpp:
+    if _file_bpp(best, a.shape) > bpp:
         return best  # cannot go lower; caller sees the overshoot
     for _ in range(24):
         mid = 0.5 * (lo + hi)
         data = _j2k_encode_imagecodecs_level(a, mid)
-        if bpp_of(data, a.shape) <= bpp:
+        if _file_bpp(data, a.shape) <= bpp:
             best, lo = data, mid
         else:
             hi = mid
@@ -495,7 +491,8 @@ def roundtrip(name: str, img: np.ndarray, quality_param: float, **opts: Any) -> 
 def _point(name: str, img: np.ndarray, param: float, peak: float | None,
            **opts: Any) -> tuple[RDPoint, bytes, np.ndarray]:
     data, dec = roundtrip(name, img, param, **opts)
-    return RDPoint(bpp_of(data, img.shape), psnr(img, dec, peak), len(data), float(param)), data, dec
+    point = RDPoint(_file_bpp(data, img.shape), M.psnr(img, dec, peak), len(data), float(param))
+    return point, data, dec
 
 
 def sweep(name: str, img: np.ndarray, targets: Iterable[float] | None = None, *, by: str = "param",
@@ -520,7 +517,7 @@ def sweep(name: str, img: np.ndarray, targets: Iterable[float] | None = None, *,
                 data, dec, param = _encode_at_bpp(name, img, float(t), **opts)
             except ValueError:
                 continue
-            pts.append(RDPoint(bpp_of(data, img.shape), psnr(img, dec, peak), len(data), float(param)))
+            pts.append(RDPoint(_file_bpp(data, img.shape), M.psnr(img, dec, peak), len(data), float(param)))
     else:
         raise ValueError("by must be 'param' or 'bpp'")
     pts.sort(key=lambda p: (p.bpp, p.psnr))
@@ -536,7 +533,7 @@ def _encode_at_bpp(name: str, img: np.ndarray, target_bpp: float, *, max_iter: i
 
     def enc(p: float) -> tuple[bytes, np.ndarray, float]:
         data, dec = roundtrip(name, img, p, **opts)
-        return data, dec, bpp_of(data, img.shape)
+        return data, dec, _file_bpp(data, img.shape)
 
     if name == "jpeg2000":
         # rate-controlled: start at the target itself, then tighten only if OpenJPEG overshot

@@ -276,7 +276,7 @@ def measure(orig: np.ndarray, recon: np.ndarray, nbytes: int, peak: float) -> di
     orig = np.asarray(orig)
     recon = np.asarray(recon).reshape(orig.shape)
     _, h, w = orig.shape
-    out = {"bytes": int(nbytes), "bpp": 8.0 * nbytes / (h * w),
+    out = {"bytes": int(nbytes), "bpp": M.bpp(int(nbytes), h * w),
            "psnr": M.psnr(orig, recon, peak=peak), "psnr_paper": M.psnr_paper(orig, recon)}
     if min(h, w) > 160:
         with one_thread():
