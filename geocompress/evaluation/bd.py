@@ -149,27 +149,32 @@ def _package_bd(kind: str, mod, ra, qa, rt, qt, method: str) -> float:
     return val
 
 
-def bd_rate(rate_anchor: _ArrayLike, psnr_anchor: _ArrayLike, rate_test: _ArrayLike,
-            psnr_test: _ArrayLike, method: str = "pchip", backend: str = "auto") -> float:
-    """Bjøntegaard delta rate of the test curve against the anchor, in percent."""
+def _delta(kind: str, rate_anchor: _ArrayLike, psnr_anchor: _ArrayLike, rate_test: _ArrayLike,
+           psnr_test: _ArrayLike, method: str, backend: str) -> float:
+    """The body :func:`bd_rate` (``kind="rate"``) and :func:`bd_psnr` (``kind="psnr"``) share:
+    validate both curves, then the ``bjontegaard`` package or the native integral over the overlap
+    (BD-rate integrates log-rate over PSNR, BD-PSNR integrates PSNR over log-rate)."""
     ra, qa = _prep(rate_anchor, psnr_anchor, "anchor")
     rt, qt = _prep(rate_test, psnr_test, "test")
     mod = _use_package(backend, method)
     if mod is not None:
-        return _package_bd("rate", mod, ra, qa, rt, qt, method)
+        return _package_bd(kind, mod, ra, qa, rt, qt, method)
+    if kind == "psnr":
+        return _bd_native(np.log10(ra), qa, np.log10(rt), qt, method)
     avg_log = _bd_native(qa, np.log10(ra), qt, np.log10(rt), method)
     return (10.0 ** avg_log - 1.0) * 100.0 if not math.isnan(avg_log) else float("nan")
+
+
+def bd_rate(rate_anchor: _ArrayLike, psnr_anchor: _ArrayLike, rate_test: _ArrayLike,
+            psnr_test: _ArrayLike, method: str = "pchip", backend: str = "auto") -> float:
+    """Bjøntegaard delta rate of the test curve against the anchor, in percent."""
+    return _delta("rate", rate_anchor, psnr_anchor, rate_test, psnr_test, method, backend)
 
 
 def bd_psnr(rate_anchor: _ArrayLike, psnr_anchor: _ArrayLike, rate_test: _ArrayLike,
             psnr_test: _ArrayLike, method: str = "pchip", backend: str = "auto") -> float:
     """Bjøntegaard delta PSNR of the test curve against the anchor, in dB."""
-    ra, qa = _prep(rate_anchor, psnr_anchor, "anchor")
-    rt, qt = _prep(rate_test, psnr_test, "test")
-    mod = _use_package(backend, method)
-    if mod is not None:
-        return _package_bd("psnr", mod, ra, qa, rt, qt, method)
-    return _bd_native(np.log10(ra), qa, np.log10(rt), qt, method)
+    return _delta("psnr", rate_anchor, psnr_anchor, rate_test, psnr_test, method, backend)
 
 
 def interp_psnr_at_rate(rates: _ArrayLike, psnrs: _ArrayLike, r, method: str = "pchip",
