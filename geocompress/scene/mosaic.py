@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import rasterio
@@ -129,17 +129,27 @@ def _decode_tiles(store: PathLike, codec, strings: np.ndarray, rows: slice, cols
     try:
         return dict(zip(todo, codec.decode(batch)))
     except CodecError as e:
-        culprit, error = todo[0], e
-        if len(todo) > 1:
-            for ij, s in zip(todo, batch):
-                try:
-                    codec.decode([s])
-                except CodecError as one:
-                    culprit, error = ij, one
-                    break
-        what = re.sub(r"^tile \d+:? ?", "", str(error))
-        raise type(error)(f"{store}: tile ({rows.start + culprit[0]}, {cols.start + culprit[1]}) "
-                          f"(grid row, column): {what}") from e
+        raise _tile_named(store, lambda s: codec.decode([s]), batch, todo, rows, cols, e) from e
+
+
+def _tile_named(store: PathLike, one: Callable[[bytes], Any], batch: list[bytes],
+                where: list[tuple[int, int]], rows: slice, cols: slice, e: Exception) -> Exception:
+    """The codec's error ``e`` about a batch, as an error naming the tile by its grid row and
+    column: the culprit is found by running ``one`` on the batch's strings one at a time (this
+    error path only). ``where`` holds the batch's indices relative to ``rows`` / ``cols``."""
+    from ..codec.errors import CodecError
+
+    culprit, error = where[0], e
+    if len(where) > 1:
+        for ij, s in zip(where, batch):
+            try:
+                one(s)
+            except CodecError as single:
+                culprit, error = ij, single
+                break
+    what = re.sub(r"^tile \d+:? ?", "", str(error))
+    return type(error)(f"{store}: tile ({rows.start + culprit[0]}, {cols.start + culprit[1]}) "
+                       f"(grid row, column): {what}")
 
 
 def _written(store: PathLike, status: np.ndarray, strings: np.ndarray, rows: slice,
@@ -196,7 +206,14 @@ def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list
     cc = slice(max(0, cols.start - 1), min(grid.n_cols, cols.stop + 1))
     status, strings = ts.status(rr, cc), ts.read_strings(rr, cc)
     written = _written(ts.path, status, strings, rr, cc)
-    headers, latents = codec.decode_latents([bytes(strings[i, j]) for i, j in written])
+    from ..codec.errors import CodecError
+
+    batch = [bytes(strings[i, j]) for i, j in written]
+    try:  # the ring around the region too: a damaged neighbour is named by its grid cell
+        headers, latents = codec.decode_latents(batch)
+    except CodecError as e:
+        raise _tile_named(ts.path, lambda s: codec.decode_latents([s]), batch, written, rr, cc,
+                          e) from e
     latent = dict(zip(written, latents))
     head = dict(zip(written, headers))
     k = int(halo)
