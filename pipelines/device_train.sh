@@ -4,7 +4,7 @@
 # `device` tool, one H100 / H200 with 16 cores, 15 device minutes per session, no internet, a copy of
 # the working tree plus carried ignored paths, 64 MiB in all (tracked files included).
 #
-#   bash pipelines/device_train.sh prepare        # here: pack the train/val splits of both stores
+#   bash pipelines/device_train.sh prepare        # here: slim (below), pack the train/val splits of both stores
 #                                                 # as JPEG q85 (.devpack/), fetch the wheels the GPU
 #                                                 # image lacks (.whl/), check what travels
 #   .venv/bin/python pipelines/export_wip.py runs/mgssnet-vr   # here: the CPU run's latest weights
@@ -16,6 +16,7 @@
 #   .venv/bin/python pipelines/device_vr.py --adopt <files_at>      # GPU weights -> wip + wip.json;
 #       stop train_vr.py, move runs/mgssnet-vr aside, start train_vr.py again (warm-starts from them)
 #   .venv/bin/python pipelines/gpu_check.py --catalog <files_at>/gpu_check.json   # figures -> catalog
+#   bash pipelines/device_train.sh unslim          # the weight files `slim` left home, back
 #
 # Modes (on the device):
 #   run MIN      mgssnet-vr warm-started from catalogs/models/wip/mgssnet-vr.pt, MIN minutes of
@@ -28,9 +29,12 @@
 #   session MIN  run MIN, then gpu-check in what is left of 570 s (its JSON is written stage by
 #                stage, so a check cut short still returns its first figures); ~9.5 minutes
 #
-# What travels: the tool sends the tracked files too. With the shipped and legacy weights tracked
-# the repository alone is ~155 MiB (2026-12-06), over the 64 MiB a call may send: `prepare` says so
-# and lists the largest tracked files; the call cannot be made until what travels fits.
+# What travels: the tool sends the working tree's tracked files too, ~155 MiB with every shipped,
+# baseline and wip weight file (2026-12-06), over the 64 MiB a call may send. `prepare` first runs
+# `slim`: it deletes from the working tree (not from git) the weight files the device does not use,
+# keeping the variable-rate wip (training), the shipped default quality and its halo prior (the
+# gpu check) and every small file; `unslim` (run it right after the device call, or any time)
+# restores them from git. A file missing from the working tree does not travel.
 # The scene stage of gpu-check needs the scene stack (rasterio, zarr, dask, distributed, ...):
 # `prepare scene` fetches those wheels too (~50 MiB more; fewer train tiles then); without them the
 # stage records the missing module and the other stages still run.
@@ -57,8 +61,24 @@ gpu_check() {
     timeout "${1:-540}" python3 pipelines/gpu_check.py --out "$OUT/gpu_check.json" --work-dir /tmp
 }
 
+# weight files the device needs; every other tracked *.pt stays home (`slim`)
+KEEP_PT='^(catalogs/models/wip/mgssnet-vr\.pt|geocompress/weights/mgssnet-q3\.pt|geocompress/weights/mgssnet-q3-halo\.pt)$'
+
+slim() {
+    git ls-files '*.pt' | grep -Ev "$KEEP_PT" | while read -r f; do rm -f -- "$f"; done
+    echo "slimmed: $(git ls-files -d | wc -l) weight files left home (bash $0 unslim restores them)"
+}
+
 case "${1:-}" in
+slim)
+    slim
+    ;;
+unslim)
+    git ls-files -d -z | xargs -0 -r git checkout --
+    echo "restored; missing tracked files now: $(git ls-files -d | wc -l)"
+    ;;
 prepare)
+    slim
     mkdir -p .whl
     # what the GPU image (Python 3.12, torch, numpy, scipy, einops, matplotlib, tqdm, psutil,
     # nvidia-ml-py, pandas, torch-geometric) lacks for geocompress.models / codec / training
@@ -75,12 +95,14 @@ prepare)
         --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
         -d .whl "${wheels[@]}"
-    tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+    tracked=$(git ls-files -z | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+              | xargs -0 du -cb | tail -1 | cut -f1)
     wheels_b=$(du -cb .whl | tail -1 | cut -f1)
     echo "tracked files: $(( tracked / 1048576 )) MiB; wheels: $(( wheels_b / 1048576 )) MiB"
     if [ $(( tracked + wheels_b )) -ge $LIMIT ]; then
         echo "the tracked files alone leave no room under the device tool's 64 MiB; largest:" >&2
-        git ls-files -z | xargs -0 du -b | sort -n | tail -12 | awk '{printf "  %6.1f MiB  %s\n", $1/1048576, $2}' >&2
+        git ls-files -z | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+            | xargs -0 du -b | sort -n | tail -12 | awk '{printf "  %6.1f MiB  %s\n", $1/1048576, $2}' >&2
         exit 1
     fi
     # the packs get what is left: the extra store whole (its train split is repeated three times),
