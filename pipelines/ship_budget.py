@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{a.report} has no measurements of {a.arch}", file=sys.stderr)
         return 2
     from geocompress.evaluation.rd import LEARNED_LABELS, RDCache
-    from geocompress.evaluation.verdicts import _bd
+    from geocompress.evaluation.verdicts import bd_delta
 
     win = [ln for ln in wins if ln.startswith(f"- {LEARNED_LABELS.get(a.arch, a.arch)}:")]
     if not win:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     def dec(codec: str) -> float:
         return float(np.mean([r["dec_s"] for r in rows if r["codec"] == codec] or [np.nan]))
 
-    shipped_db = (_bd(rows, "mgssnet-shipped", a.arch, "psnr_paper")[1]
+    shipped_db = (bd_delta(rows, "mgssnet-shipped", a.arch, "psnr_paper")[1]
                   if "mgssnet-shipped" in codecs else float("nan"))
     qualities = {}
     lines = [f"# `{a.arch}` at the training budget (shipped, `--arch {a.arch}`)", "",

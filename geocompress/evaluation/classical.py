@@ -67,6 +67,8 @@ __all__ = [
     "sweep",
     "encode_at_bpp",
     "hevc_payload_bytes",
+    "jpeg2000_encode",
+    "jpeg2000_decode",
 ]
 
 
@@ -233,7 +235,26 @@ def _j2k_encode_imagecodecs_bpp(a: np.ndarray, bpp: float) -> bytes:
     return best
 
 
-def _j2k_encode(a: np.ndarray, bpp: float, **opts: Any) -> bytes:
+def jpeg2000_encode(a: np.ndarray, bpp: float, **opts: Any) -> bytes:
+    """The raw JPEG 2000 encoder behind codec ``"jpeg2000"``, without the registry's checks.
+
+    Public for benchmarks that time OpenJPEG alone (no input validation, no registry lookup in
+    the measured loop); everything else should call :func:`encode` / :func:`encode_at_bpp`.
+
+    Args:
+        a: ``H x W x C`` image, C in (1, 3), uint8 or uint16, C-contiguous (as
+            :meth:`Codec.check` returns it).
+        bpp: target rate in bits per pixel; OpenJPEG's rate allocation lands at or just under
+            it (uint16 RGB: a search on imagecodecs' PSNR target, see the module docstring).
+        **opts: none are accepted; the parameter exists so the registry can pass the same
+            keyword options to every codec.
+
+    Returns:
+        A raw J2K codestream (no JP2 boxes).
+
+    Raises:
+        TypeError: any option was given (JPEG 2000 takes none; a misspelt one must not pass).
+    """
     if opts:
         raise TypeError(f"jpeg2000: unexpected options {sorted(opts)}")
     if a.dtype == np.uint16 and a.shape[2] == 3:
@@ -241,11 +262,28 @@ def _j2k_encode(a: np.ndarray, bpp: float, **opts: Any) -> bytes:
     return _j2k_encode_pillow(a, bpp)
 
 
-def _j2k_decode(data: bytes) -> np.ndarray:
+def jpeg2000_decode(data: bytes) -> np.ndarray:
+    """The raw JPEG 2000 decoder behind codec ``"jpeg2000"`` (OpenJPEG through imagecodecs).
+
+    Public for the same reason as :func:`jpeg2000_encode`: benchmarks time the decoder alone.
+
+    Args:
+        data: a J2K codestream from :func:`jpeg2000_encode`.
+
+    Returns:
+        ``H x W x C`` array of the coded dtype (a 1-band image as ``H x W x 1``, the layout
+        every codec here returns).
+    """
     import imagecodecs
 
     d = imagecodecs.jpeg2k_decode(data)
     return d[:, :, None] if d.ndim == 2 else d
+
+
+# alias kept until benchmarks/codec_speed.py imports the public name
+_j2k_encode = jpeg2000_encode
+# alias kept until benchmarks/codec_speed.py imports the public name
+_j2k_decode = jpeg2000_decode
 
 
 def _j2k_available() -> bool:
@@ -408,7 +446,7 @@ def _register(c: Codec) -> None:
 
 
 _register(Codec(
-    "jpeg2000", _j2k_encode, _j2k_decode, param_range=(0.005, 32.0),
+    "jpeg2000", jpeg2000_encode, jpeg2000_decode, param_range=(0.005, 32.0),
     default_grid=(0.0625, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0),
     increasing=True, integer=False, is_available=_j2k_available, check_fn=_j2k_check,
     supports="uint8/uint16, 1 or 3 bands",

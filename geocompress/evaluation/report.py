@@ -680,13 +680,13 @@ def _verdict_section(rows: list[dict[str, Any]], labels: dict[str, str],
     L += _md_table(["claim", "paper", "measured", "verdict"],
                    [[v.claim, v.paper, v.measured, f"**{v.verdict}**"] for v in vs]) + [""]
     if budget and any(r["codec"] == "mgssnet" for r in rows):
-        from .verdicts import BASELINES, _bd
+        from .verdicts import BASELINES, bd_delta
 
         wins, open_wall = [], []
         for b in BASELINES:
             if not any(r["codec"] == b for r in rows):
                 continue
-            _, db = _bd(rows, b, "mgssnet", metric)
+            _, db, _ = bd_delta(rows, b, "mgssnet", metric)
             cb, cm = budget.get("models", {}).get(b), budget.get("models", {}).get("mgssnet")
             cheaper = bool(cb and cm and cb["wall_s"] <= cm["wall_s"])
             if math.isfinite(db) and db > RD_TOLERANCE_DB:

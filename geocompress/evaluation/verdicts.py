@@ -43,7 +43,8 @@ PAPER_OA_GAIN = {"mbt2018": 0.73, "mbt2018-mean": 0.73, "bmshj2018-hyperprior": 
 PAPER_GENERALIZATION = {"bmshj2018-factorized-ssif": 11.4, "bmshj2018-factorized-mhg": 8.8,
                         "bmshj2018-factorized-lgcm": 7.0}
 
-__all__ = ["Verdict", "mcnemar_p", "psnr_gain_at", "rd_verdicts", "classification_verdicts"]
+__all__ = ["Verdict", "bd_delta", "mcnemar_p", "psnr_gain_at", "rd_verdicts",
+           "classification_verdicts"]
 
 
 @dataclass
@@ -54,14 +55,25 @@ class Verdict:
     verdict: str
 
 
-def _bd(rows: Sequence[dict[str, Any]], test: str, anchor: str, metric: str) -> tuple[float, float]:
-    rate, db, _ = _bd_overlap(rows, test, anchor, metric)
-    return rate, db
+def bd_delta(rows: Sequence[dict[str, Any]], test: str, anchor: str, metric: str
+             ) -> tuple[float, float, float]:
+    """Bjøntegaard deltas of one codec against another, read from a report's averaged rows.
 
+    The verdicts, the report's "what wins" list and ``pipelines/ship_budget.py`` all decide from
+    these three numbers, so they are computed in one place (through :func:`.rd.bd_matrix`, with
+    its RD-front filtering and overlap rules).
 
-def _bd_overlap(rows: Sequence[dict[str, Any]], test: str, anchor: str, metric: str
-                ) -> tuple[float, float, float]:
-    """(BD-rate %, BD-quality dB, shared log-rate fraction) of ``test`` against ``anchor``."""
+    Args:
+        rows: averaged RD rows (``rd_average.csv`` / :func:`.rd.average`), every codec mixed.
+        test: the codec whose gain is measured.
+        anchor: the codec it is measured against.
+        metric: the quality column (``"psnr_paper"``, ``"psnr"``, ``"ms_ssim_db"``).
+
+    Returns:
+        ``(BD-rate %, BD-quality dB, shared log-rate fraction of the shorter curve)``; all three
+        NaN when either codec has no curve. A small overlap means the deltas decide little
+        (:data:`MIN_OVERLAP`).
+    """
     r = bd_matrix(rows, [test], [anchor], metric)
     return ((r[0]["bd_rate_pct"], r[0]["bd_quality_db"], r[0]["rate_overlap"]) if r
             else (math.nan, math.nan, math.nan))
@@ -123,14 +135,14 @@ def rd_verdicts(rows: Sequence[dict[str, Any]], labels: dict[str, str], metric: 
         for b in BASELINES:
             if b not in have:
                 continue
-            rate, bd_db, ov = _bd_overlap(rows, "mgssnet", b, metric)
+            rate, bd_db, ov = bd_delta(rows, "mgssnet", b, metric)
             r, pct, db = psnr_gain_at(rows, "mgssnet", b, metric)
             out.append(Verdict(f"MGSSNet beats {lab(b)}", f"+{PAPER_GAIN[b]:g} % PSNR at 1.1 bpp",
                                f"BD-PSNR {_f(bd_db, 2)} dB, BD-rate {_f(rate)} %{_ov(ov)}"
                                + (f"; {pct:+.2f} % ({db:+.2f} dB) {_at(r)}" if math.isfinite(r) else ""),
                                _sign(bd_db, ov)))
     if "mgssnet-baseline" in have:
-        bds = {c: _bd_overlap(rows, c, "mgssnet-baseline", metric) for c in ABLATION_ORDER[:-1]
+        bds = {c: bd_delta(rows, c, "mgssnet-baseline", metric) for c in ABLATION_ORDER[:-1]
                if c in have}
         gains = {c: v[1] for c, v in bds.items()} | {"mgssnet-baseline": 0.0}
         overlap = min((v[2] for v in bds.values()), default=math.nan)
@@ -146,7 +158,7 @@ def rd_verdicts(rows: Sequence[dict[str, Any]], labels: dict[str, str], metric: 
         for g in GENERALIZATION:
             if g not in have:
                 continue
-            rate, bd_db, ov = _bd_overlap(rows, g, "bmshj2018-factorized", metric)
+            rate, bd_db, ov = bd_delta(rows, g, "bmshj2018-factorized", metric)
             r, pct, db = psnr_gain_at(rows, g, "bmshj2018-factorized", metric)
             out.append(Verdict(f"{lab(g)} beats the factorized-ReLU model",
                                f"+{PAPER_GENERALIZATION[g]:g} % PSNR at 1.1 bpp",
