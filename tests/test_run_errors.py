@@ -197,3 +197,34 @@ def test_worker_task_error_records_are_dropped_other_errors_kept(caplog):
     finally:
         for f in list(log.filters):
             log.removeFilter(f)
+
+
+def test_store_binds_the_tile_format_version(tmp_path, monkeypatch):
+    """Issue 36, item 13's remainder: weights that wrote format versions 1, 2 and 3 (the shipped
+    fixed-rate q1-q4) accept all three, and versions 1 and 2 share a layout, so a tile whose
+    version byte was edited (CRC recomputed) decoded, symbols read in the other order. A store
+    now records the version its tiles were written in (digest-covered) and refuses any other,
+    naming the grid cell."""
+    from geocompress.codec.tile_codec import TileCodec
+    from geocompress.scene import compress_scene
+    from geocompress.scene.mosaic import decode_region, store_spec
+    from geocompress.store import StoreIntegrityError, TileStore
+
+    from .test_forged import _downgraded
+    from .test_scene import TINY
+
+    monkeypatch.setattr(TileCodec, "versions", lambda self: (1, 2, 3))  # as the legacy weights
+    src = write_scene(tmp_path / "s.tif", natural_tile(128, 192, seed=21))
+    store = tmp_path / "s.zarr"
+    compress_scene(src, store, **TINY, halo=0)
+    ts = TileStore.open(store, "r+")
+    assert ts.meta["tile_format_version"] == 3
+    spec = store_spec(ts).to_dict()
+    good = ts.read_string(1, 2)
+    for version in (1, 2):
+        _forge(ts, 1, 2, _downgraded(good, version))
+        with pytest.raises(StoreIntegrityError, match=r"tile \(1, 2\).*format version "
+                                                      rf"{version} \(store: 3\)"):
+            decode_region(str(store), (0, 0, 192, 128), spec)
+    _forge(ts, 1, 2, good)
+    assert decode_region(str(store), (0, 0, 192, 128), spec)[1].all()

@@ -32,6 +32,14 @@ field is continuous across tile borders (a scene decoder synthesizes each tile f
 plus the same halo of its neighbours' latents). Version 4 adds ``rate``, written only by
 variable-rate models (:mod:`geocompress.models.variable_rate`); fixed-rate models still write
 version 3, byte for byte as before. All four are read.
+
+Limitation (issue 36, item 13): versions 1 and 2 have the same layout, and the CRC binds nothing
+against an edit (anyone can recompute it). Weights that wrote both (the shipped fixed-rate q1-q4,
+``tile_codec.LEGACY_WEIGHTS``) therefore accept a bare string whose version byte was changed
+between 1, 2 and 3 (without a halo byte) and decode its symbols in the other order. Closing this
+for bare strings would need a format change; inside a store the tiles' version is bound by the
+store (``tile_format_version``, digest-covered, checked for every tile before decoding), in stores
+written since that record exists.
 """
 
 from __future__ import annotations

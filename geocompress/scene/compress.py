@@ -365,7 +365,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                     del tiles_s, masks_s
                 ts = TileStore.create(store, scene, grid,
                                       _codec_meta(codec, used_bits, filter_cfg, halo, rate_record),
-                                      shard=shard, overwrite=overwrite)
+                                      shard=shard, overwrite=overwrite,
+                                      tile_version=max(codec.versions()))
                 created = True
             spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
                                 batch_size=batch_size, torch_threads=None if local else threads,

@@ -176,6 +176,10 @@ def _check_headers(store: PathLike, ts: TileStore, strings: np.ndarray, rows: sl
             "size": (ts.grid.tile, ts.grid.tile), "halo": int(cfg.get("halo", 0))}
     if cfg.get("bits") is not None:
         want["bits"] = int(cfg["bits"])
+    if meta.get("tile_format_version") is not None:  # stores since it exists bind the version:
+        # versions 1 and 2 share a layout, so an edited version byte (CRC recomputed) would
+        # decode the symbols in the other order, into other pixels
+        want["format version"] = int(meta["tile_format_version"])
     for i, j in todo:
         where = f"{store}: tile ({rows.start + i}, {cols.start + j})"
         try:
@@ -183,7 +187,7 @@ def _check_headers(store: PathLike, ts: TileStore, strings: np.ndarray, rows: sl
         except CodecError as e:
             raise StoreIntegrityError(f"{where}: {e}") from None
         got = {"bands": h.channels, "dtype": np.dtype(h.dtype).name, "size": (h.height, h.width),
-               "halo": h.halo, "bits": h.bits}
+               "halo": h.halo, "bits": h.bits, "format version": h.version}
         bad = [f"{k} {got[k]} (store: {v})" for k, v in want.items() if got[k] != v]
         if bad:
             raise StoreIntegrityError(f"{where} was not written for this store: its header has "
@@ -206,6 +210,7 @@ def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list
     cc = slice(max(0, cols.start - 1), min(grid.n_cols, cols.stop + 1))
     status, strings = ts.status(rr, cc), ts.read_strings(rr, cc)
     written = _written(ts.path, status, strings, rr, cc)
+    _check_headers(ts.path, ts, strings, rr, cc, written)  # the ring around the region too
     from ..codec.errors import CodecError
 
     batch = [bytes(strings[i, j]) for i, j in written]

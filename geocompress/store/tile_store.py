@@ -299,6 +299,7 @@ class TileStore:
         shard: int = 16,
         overwrite: bool = False,
         format_version: int = FORMAT_VERSION,
+        tile_version: int | None = None,
     ) -> "TileStore":
         """Create an empty store (every tile PENDING).
 
@@ -308,6 +309,10 @@ class TileStore:
         as ``codec_config``. ``overwrite`` replaces an existing *geocompress*
         store; any other existing path is refused rather than deleted. ``format_version`` 2
         or 1 writes an earlier layout (tests of old stores: 1 has no checksums at all).
+        ``tile_version``: the tile-string format version (:mod:`geocompress.codec.format`) the
+        tiles are written in, recorded as ``tile_format_version`` among the digest-covered
+        attributes; readers refuse a tile whose header says another (an edited version byte).
+        Stores written before it exist record none and bind no version.
         """
         if format_version not in (1, 2, 3):
             raise ValueError(f"can write store formats 1, 2 and 3, not {format_version}")
@@ -329,6 +334,7 @@ class TileStore:
         crs, n_rows, n_cols = grid.crs or scene.crs, grid.n_rows, grid.n_cols
         meta = {
             "format_version": int(format_version),
+            **({} if tile_version is None else {"tile_format_version": int(tile_version)}),
             "model": codec_meta["model"],
             "weights_digest": codec_meta["weights_digest"],
             "quality": codec_meta["quality"],
