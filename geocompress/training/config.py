@@ -14,7 +14,35 @@ __all__ = ["TrainConfig"]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How long, on what, how: see :func:`.trainer.train` for what each field does."""
+    """How long, on what, how: every setting of :func:`.trainer.train` besides the model, the
+    data, lambda and the output folder, as one frozen value (defaults: the paper's recipe).
+
+    Why one value: a recipe is written once (a pipeline, a catalog entry) and varied a field at a
+    time (``recipe.replace(steps=100)`` or ``train(..., steps=100)``), instead of threading 35
+    arguments through every caller.
+
+    What the fields do: ``steps`` optimizer steps (or ``epochs`` passes). ``resume`` continues
+    from ``train_state.pt`` if present; ``warm_start`` initialises a new run from another run's
+    weights (e.g. a lower lambda from a higher-rate quality) and, from a training state, its Adam
+    moments. ``halt_after`` (steps) and ``time_budget_s`` (seconds) end this call early with the
+    state saved, to be resumed later. Validation on the val split (``val_limit`` tiles, centre
+    ``val_crop``, default the full tile) runs every ``val_every`` steps (default: every epoch)
+    and drives the plateau scheduler. ``lr_override`` sets the main learning rate of a resumed
+    or warm-started run (a final low-rate phase: the plateau scheduler rarely fires in a short
+    run). A step whose loss or gradient is not finite is skipped (counted in the log as a
+    non-finite loss); ``max_bad_steps`` of them in a row stop the run with an error.
+    ``quantization`` (``noise``, CompressAI's, or ``mixed``: :mod:`.quantization`) defaults to
+    the resumed run's own, else ``noise``; switching a resumed run restarts its plateau scheduler
+    (validation losses of the two modes are not comparable). A run warm-started from weights
+    without Adam moments (an inference checkpoint such as the shipped weights) ramps its lr
+    linearly over its first ``warmup_steps``: a fresh Adam's first steps move every parameter by
+    about the full lr whatever its gradient's noise, which undoes part of what the weights had
+    learned. ``stretch`` is the probability that a training crop is re-stretched band by band
+    (:func:`.tiles.restretch`: false-colour and stretched composites); default: the resumed
+    run's own, else 0. ``freeze`` keeps parameters whose names start with one of its prefixes
+    fixed (:func:`.trainer.freeze_parameters`). ``precision``, ``channels_last``: see
+    :mod:`.trainer`.
+    """
 
     # length: ``steps`` optimizer steps, else ``epochs`` passes over the train split (default 1)
     steps: int | None = None
@@ -57,7 +85,18 @@ class TrainConfig:
     channels_last: bool | None = None
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        """A copy with ``changes``; an unknown name is an error that lists the known ones."""
+        """A copy with some fields changed.
+
+        Args:
+            **changes: field names and their new values.
+
+        Returns:
+            A new :class:`TrainConfig`; this one is frozen and stays as it was.
+
+        Raises:
+            TypeError: a name that is no field, listing the known ones (a misspelt option must
+                not be silently ignored by a run of hours).
+        """
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:

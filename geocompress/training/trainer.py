@@ -172,243 +172,342 @@ def _evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: flo
 def train(arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike, lmbda: float,
           out_dir: str | os.PathLike, recipe: TrainConfig | None = None,
           **options: Any) -> TrainResult:
-    """Train ``arch`` (with ``config``) on the train split of a tile store for ``steps`` optimizer
-    steps (or ``epochs`` passes) at ``lmbda`` (CompressAI convention, see :mod:`.loss`).
-    ``recipe`` (a :class:`.config.TrainConfig`) holds every other setting; ``options`` override
-    single fields of it (``train(..., steps=100, crop=128)``).
+    """Train ``arch`` on the train split of a tile store, resumably, with the paper's recipe.
 
     Writes into ``out_dir``: ``train_state.pt`` (resumable), ``log.csv``, ``curves.png`` and, once
     finished, ``model.pt`` (fp16 inference checkpoint, ``model.update(force=True)`` first).
-    ``resume`` continues from ``train_state.pt`` if present; ``warm_start`` initialises a new run
-    from another run's weights (e.g. a lower lambda from a higher-rate quality) and, from a
-    training state, its Adam moments. ``halt_after``
-    (steps) and ``time_budget_s`` (seconds) end this call early with the state saved, to be
-    resumed later. Validation on the val split (``val_limit`` tiles, centre ``val_crop``, default
-    the full tile) runs every ``val_every`` steps (default: every epoch) and drives the plateau
-    scheduler. ``lr_override`` sets the main learning rate of a resumed or warm-started run (a
-    final low-rate phase: the plateau scheduler rarely fires in a short run). A step whose loss
-    or gradient is not finite is skipped (counted in the log as a non-finite loss);
-    ``max_bad_steps`` of them in a row stop the run with an error. ``quantization`` (``noise``,
-    CompressAI's, or ``mixed``: :mod:`.quantization`) defaults to the resumed run's own, else
-    ``noise``; switching a resumed run restarts its plateau scheduler (validation losses of the
-    two modes are not comparable). A run warm-started from weights without Adam moments (an
-    inference checkpoint such as the shipped weights) ramps its lr linearly over its first
-    ``warmup_steps``: a fresh Adam's first steps move every parameter by about the full lr
-    whatever its gradient's noise, which undoes part of what the weights had learned.
-    ``stretch`` is the probability that a training crop is re-stretched band by band
-    (:func:`.data.restretch`: false-colour and stretched composites); default: the resumed run's
-    own, else 0.
+    The run is a short loop over named parts (:class:`_Run`): restore (state, warm start),
+    step, validate, save.
+
+    What each setting of the recipe does: :class:`.config.TrainConfig`.
+
+    Args:
+        arch: a registry architecture (:func:`geocompress.models.build`).
+        config: its settings (e.g. ``{"N": 64, "M": 96}``); a resumed run keeps its own.
+        dataset: a Zarr tile store, a ``.npz`` pack, or a list of them (``"PATH*K"`` repeats
+            one K times in the train split; :func:`.data.open_tiles`).
+        lmbda: the rate-distortion trade-off (CompressAI convention, :mod:`.loss`); unused by a
+            variable-rate model, which trains each level at its own lambda (pass 0.0).
+        out_dir: the run folder; created if missing.
+        recipe: every other setting as one value; default the paper's recipe.
+        **options: single fields of ``recipe`` to override (``train(..., steps=100, crop=128)``),
+            so that a call can name only what differs.
+
+    Returns:
+        Where this call stopped and what it wrote (a :class:`TrainResult`).
+
+    Raises:
+        TypeError: an option that is no field of :class:`.config.TrainConfig`.
+        ValueError: ``train_state.pt`` belongs to another architecture or lambda, an unknown
+            ``quantization``, a ``freeze`` prefix that names no parameter, or a train split
+            smaller than one batch.
+        FloatingPointError: ``max_bad_steps`` non-finite steps in a row.
     """
     cfg = (recipe or TrainConfig()).replace(**options)
-    steps, epochs, batch, crop, lr, aux_lr = cfg.steps, cfg.epochs, cfg.batch, cfg.crop, cfg.lr, cfg.aux_lr
-    resume, device, warm_start, seed = cfg.resume, cfg.device, cfg.warm_start, cfg.seed
-    val_every, val_limit, val_crop = cfg.val_every, cfg.val_limit, cfg.val_crop
-    checkpoint_every_s, clip, min_lr = cfg.checkpoint_every_s, cfg.clip, cfg.min_lr
-    plateau_patience, plateau_factor = cfg.plateau_patience, cfg.plateau_factor
-    precision, threads, halt_after, time_budget_s = cfg.precision, cfg.threads, cfg.halt_after, cfg.time_budget_s
-    progress, quality, dataset_name, export = cfg.progress, cfg.quality, cfg.dataset_name, cfg.export
-    channels_last, max_bad_steps, lr_override = cfg.channels_last, cfg.max_bad_steps, cfg.lr_override
-    quantization, warmup_steps, stretch = cfg.quantization, cfg.warmup_steps, cfg.stretch
     t_call = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if threads:
-        torch.set_num_threads(int(threads))
-    dev = resolve_device(device)
-    amp_dtype = autocast_dtype(precision, dev)
-    use_amp = amp_dtype is not None
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    run = _Run(arch, config, dataset, lmbda, out, cfg, t_call)
+    from tqdm.auto import tqdm
 
-    state_path = out / STATE
-    state = torch.load(state_path, map_location="cpu", weights_only=False) \
-        if resume and state_path.exists() else None
-    if state is not None:
-        if state["arch"] != arch or state["lmbda"] != float(lmbda):
-            raise ValueError(f"{state_path} is a run of {state['arch']} at lambda {state['lmbda']}; "
-                             f"asked for {arch} at {lmbda}: use another out_dir or resume=False")
-        config = state["config"]
-    run_quant = state["hparams"].get("quantization", "noise") if state is not None else "noise"
-    quantization = quantization or run_quant
-    if stretch is None:
-        stretch = state["hparams"].get("stretch", 0.0) if state is not None else 0.0
+    bar = tqdm(total=run.total, initial=run.step, disable=not cfg.progress, mininterval=10,
+               desc=f"{arch} q{cfg.quality if cfg.quality is not None else '-'} lambda={lmbda:g}")
+    last_ckpt = time.time()
+    halted = False
+    while run.step < run.total and not halted:
+        epoch, pos = divmod(run.step, run.per_epoch)
+        for x in run.loader(epoch, pos):
+            p = run.train_step(x, epoch)
+            bar.update(1)
+            bar.set_postfix(loss=f"{p['loss']:.3f}", bpp=f"{p['bpp']:.3f}",
+                            psnr=f"{p['psnr']:.2f}", refresh=False)
+            done = run.step == run.total
+            if run.step % run.cfg.val_every == 0 or done:
+                run.validate(epoch)
+            halted = run.should_halt()
+            if halted or done or time.time() - last_ckpt >= cfg.checkpoint_every_s:
+                run.save()
+                last_ckpt = time.time()
+            if halted or done or run.step % run.per_epoch == 0:
+                break
+    bar.close()
+    return run.finish()
+
+
+def _read_state(path: Path, arch: str, lmbda: float, resume: bool) -> dict[str, Any] | None:
+    """The training state to resume, if any.
+
+    Raises:
+        ValueError: the state is a run of another architecture or lambda (resuming it would
+            silently train something else).
+    """
+    if not (resume and path.exists()):
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["arch"] != arch or state["lmbda"] != float(lmbda):
+        raise ValueError(f"{path} is a run of {state['arch']} at lambda {state['lmbda']}; "
+                         f"asked for {arch} at {lmbda}: use another out_dir or resume=False")
+    return state
+
+
+def _own_modes(cfg: TrainConfig, state: dict[str, Any] | None) -> TrainConfig:
+    """``cfg`` with ``quantization`` and ``stretch`` resolved: unset, a resumed run keeps its own.
+
+    Raises:
+        ValueError: an unknown quantization mode.
+    """
+    hparams = state["hparams"] if state is not None else {}
+    quantization = cfg.quantization or hparams.get("quantization", "noise")
+    stretch = hparams.get("stretch", 0.0) if cfg.stretch is None else cfg.stretch
     if quantization not in MODES:
         raise ValueError(f"unknown quantization {quantization!r}; choose one of {MODES}")
-    torch.manual_seed(seed)
+    return cfg.replace(quantization=quantization, stretch=stretch)
+
+
+def _build_model(arch: str, config: dict[str, Any] | None, cfg: TrainConfig,
+                 state: dict[str, Any] | None, dev: torch.device,
+                 amp: bool) -> tuple[torch.nn.Module, bool]:
+    """The model of the run on ``dev``, in training mode, its weights from the state or the warm
+    start (else the seed's initialisation), its ``freeze`` prefixes fixed; and whether it runs
+    channels-last (``cfg.channels_last``, default: on CPU for models with depthwise convolutions).
+    """
+    torch.manual_seed(cfg.seed)
     model = build(arch, **(config or {}))
-    config = dict(model.config)
     if state is not None:
         model.load_state_dict(restore_constants(model, state["model"]))
-    elif warm_start is not None:
-        load_weights(model, warm_start)
+    elif cfg.warm_start is not None:
+        load_weights(model, cfg.warm_start)
     model = model.to(dev)
+    channels_last = cfg.channels_last
     if channels_last is None:
         channels_last = dev.type == "cpu" and has_depthwise(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    prepare_layers(model, dev.type, amp=use_amp)
+    prepare_layers(model, dev.type, amp=amp)
     model.train()
     freeze_parameters(model, cfg.freeze)
+    return model, bool(channels_last)
 
-    main_p, aux_p = split_parameters(model)
-    opt = torch.optim.Adam(main_p, lr=lr, fused=fused_adam(dev))
-    aux_opt = torch.optim.Adam(aux_p, lr=aux_lr, fused=fused_adam(dev)) if aux_p else None
-    def new_scheduler() -> torch.optim.lr_scheduler.ReduceLROnPlateau:
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "min", factor=plateau_factor,
-                                                          patience=plateau_patience, min_lr=min_lr)
 
-    sched = new_scheduler()
-    scaler = torch.amp.GradScaler(dev.type, enabled=use_amp and amp_dtype == torch.float16)
-    crit = RateDistortionLoss(lmbda)
-    variable_rate = hasattr(model, "set_rate")  # lmbda unused: each level has its own
+class _Run:
+    """One call of :func:`train` while it runs: the model, its optimizers and data, and where it
+    stands (step, wall time, best validation loss, lineage, warm-up ramp).
 
-    train_ds = open_tiles(dataset, "train", crop=crop, augment=True, stretch=stretch)
-    val_ds = open_tiles(dataset, "val", crop=val_crop, augment=False, limit=val_limit)
-    per_epoch = len(train_ds) // batch
-    if per_epoch == 0:
-        raise ValueError(f"train split has {len(train_ds)} tiles, fewer than a batch of {batch}")
-    total = int(steps) if steps is not None else int(epochs or 1) * per_epoch
-    val_every = int(val_every or per_epoch)
-    sampler = EpochSampler(len(train_ds), seed)
+    Its parts are the trainer's steps: :meth:`_restore` (state or warm start), :meth:`train_step`,
+    :meth:`validate`, :meth:`save` and :meth:`finish`; ``cfg`` is the recipe with every default
+    resolved (quantization, stretch, channels-last, validation interval), read directly.
+    """
 
-    step, wall0, best = 0, 0.0, math.inf
-    lineage = state["hparams"].get("warm_start") if state is not None else None
-    warmup = state["hparams"].get("warmup") if state is not None else None
-    if state is None and warm_start is not None:
-        lineage, moments = warm_optimizers(warm_start, opt, aux_opt, lr, aux_lr)
-        if not moments and warmup_steps > 0:
-            warmup = {"steps": int(warmup_steps), "lr": float(lr)}
-    if state is not None:
-        opt.load_state_dict(state["opt"])
-        if aux_opt is not None:
-            aux_opt.load_state_dict(state["aux_opt"])
-        sched.load_state_dict(state["sched"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if dev.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
-        step, wall0, best = state["step"], state["wall_s"], state["best_val"]
-        if quantization != run_quant:
-            sched = new_scheduler()
-            best = math.inf
-    for o in (opt, aux_opt):  # a loaded optimizer state brings its own 'fused' flag
-        for g in (o.param_groups if o is not None else []):
-            g["fused"], g["foreach"] = fused_adam(dev), None
-    if lr_override is not None:
-        for g in opt.param_groups:
-            g["lr"] = float(lr_override)
-        if warmup is not None:
-            warmup = {**warmup, "lr": float(lr_override)}
-    log = RunLog(out / LOG, step if state is not None else None)
-    title = f"{arch} {config} lambda={lmbda} crop={crop} batch={batch}"
+    def __init__(self, arch: str, config: dict[str, Any] | None, dataset: str | os.PathLike,
+                 lmbda: float, out: Path, cfg: TrainConfig, t_call: float) -> None:
+        self.arch, self.dataset, self.lmbda, self.out, self.t_call = arch, dataset, lmbda, out, t_call
+        self.dev = resolve_device(cfg.device)
+        self.amp_dtype = autocast_dtype(cfg.precision, self.dev)
+        self.state_path = out / STATE
+        state = _read_state(self.state_path, arch, lmbda, cfg.resume)
+        run_quant = state["hparams"].get("quantization", "noise") if state is not None else "noise"
+        cfg = _own_modes(cfg, state)
+        self.model, channels_last = _build_model(arch, state["config"] if state is not None else config,
+                                                 cfg, state, self.dev, self.amp_dtype is not None)
+        self.config = dict(self.model.config)
+        self.main_p, aux_p = split_parameters(self.model)
+        self.opt = torch.optim.Adam(self.main_p, lr=cfg.lr, fused=fused_adam(self.dev))
+        self.aux_opt = torch.optim.Adam(aux_p, lr=cfg.aux_lr, fused=fused_adam(self.dev)) if aux_p else None
+        self.cfg = cfg.replace(channels_last=channels_last)
+        self.sched = self._new_scheduler()
+        self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.amp_dtype == torch.float16)
+        self.crit = RateDistortionLoss(lmbda)
+        self._open_data()
+        self._restore(state, run_quant)
+        self.log = RunLog(out / LOG, self.step if state is not None else None)
+        self.title = f"{arch} {self.config} lambda={lmbda} crop={cfg.crop} batch={cfg.batch}"
+        self.losses: list[float] = []
+        self.bad = 0
+        self.last_val: dict[str, float] | None = None
 
-    def wall() -> float:
-        return wall0 + time.time() - t_call
+    def _new_scheduler(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, "min", factor=self.cfg.plateau_factor, patience=self.cfg.plateau_patience,
+            min_lr=self.cfg.min_lr)
 
-    def save_state() -> None:
-        rng = {"torch": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
-        atomic_save({"arch": arch, "config": config, "lmbda": float(lmbda), "step": step,
-                      "total_steps": total, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                      "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict() if aux_opt else None,
-                      "sched": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-                      "wall_s": wall(), "best_val": best, "quality": quality,
-                      "hparams": {"batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
-                                  "seed": seed, "dataset": str(dataset),
-                                  "dataset_name": dataset_name, "hardware": hardware(dev),
-                                  "warm_start": lineage, "quantization": quantization,
-                                  "warmup": warmup, "stretch": stretch,
-                                  "freeze": list(cfg.freeze)}},
-                     state_path)
+    def _open_data(self) -> None:
+        """The train and val splits, the epoch length, the run's length and its sampler."""
+        cfg = self.cfg
+        self.train_ds = open_tiles(self.dataset, "train", crop=cfg.crop, augment=True, stretch=cfg.stretch)
+        self.val_ds = open_tiles(self.dataset, "val", crop=cfg.val_crop, augment=False, limit=cfg.val_limit)
+        self.per_epoch = len(self.train_ds) // cfg.batch
+        if self.per_epoch == 0:
+            raise ValueError(f"train split has {len(self.train_ds)} tiles, fewer than a batch of {cfg.batch}")
+        self.total = int(cfg.steps) if cfg.steps is not None else int(cfg.epochs or 1) * self.per_epoch
+        self.cfg = cfg.replace(val_every=int(cfg.val_every or self.per_epoch))
+        self.sampler = EpochSampler(len(self.train_ds), cfg.seed)
 
-    from tqdm.auto import tqdm
+    def _restore(self, state: dict[str, Any] | None, run_quant: str) -> None:
+        """Where the run stands: from the state (optimizers, scheduler, scaler, RNG, counters),
+        else from a warm start's lineage and Adam moments (or a warm-up ramp without them)."""
+        cfg = self.cfg
+        self.step, self.wall0, self.best = 0, 0.0, math.inf
+        self.lineage = state["hparams"].get("warm_start") if state is not None else None
+        self.warmup = state["hparams"].get("warmup") if state is not None else None
+        if state is None and cfg.warm_start is not None:
+            self.lineage, moments = warm_optimizers(cfg.warm_start, self.opt, self.aux_opt, cfg.lr, cfg.aux_lr)
+            if not moments and cfg.warmup_steps > 0:
+                self.warmup = {"steps": int(cfg.warmup_steps), "lr": float(cfg.lr)}
+        if state is not None:
+            self.opt.load_state_dict(state["opt"])
+            if self.aux_opt is not None:
+                self.aux_opt.load_state_dict(state["aux_opt"])
+            self.sched.load_state_dict(state["sched"])
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if self.dev.type == "cuda" and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], self.dev)
+            self.step, self.wall0, self.best = state["step"], state["wall_s"], state["best_val"]
+            if cfg.quantization != run_quant:  # losses of two modes are not comparable
+                self.sched = self._new_scheduler()
+                self.best = math.inf
+        for o in (self.opt, self.aux_opt):  # a loaded optimizer state brings its own 'fused' flag
+            for g in (o.param_groups if o is not None else []):
+                g["fused"], g["foreach"] = fused_adam(self.dev), None
+        if cfg.lr_override is not None:
+            for g in self.opt.param_groups:
+                g["lr"] = float(cfg.lr_override)
+            if self.warmup is not None:
+                self.warmup = {**self.warmup, "lr": float(cfg.lr_override)}
 
-    bar = tqdm(total=total, initial=step, disable=not progress, mininterval=10,
-               desc=f"{arch} q{quality if quality is not None else '-'} lambda={lmbda:g}")
-    losses: list[float] = []
-    bad = 0
-    last_val: dict[str, float] | None = None
-    last_ckpt = time.time()
-    halted = False
-    while step < total and not halted:
-        epoch, pos = divmod(step, per_epoch)
-        sampler.set_epoch(epoch, pos * batch)
+    def wall(self) -> float:
+        """Training time of the run so far: the resumed state's plus this call's."""
+        return self.wall0 + time.time() - self.t_call
+
+    def loader(self, epoch: int, pos: int) -> DataLoader:
+        """The batches of ``epoch`` from batch ``pos`` on (a resumed run continues mid-epoch)."""
+        self.sampler.set_epoch(epoch, pos * self.cfg.batch)
         # own generator: a DataLoader iterator draws a base seed from the global torch RNG,
         # which would shift the quantization noise of a resumed run
-        loader = DataLoader(train_ds, batch_size=batch, sampler=sampler, drop_last=True,
-                            generator=torch.Generator().manual_seed(seed))
-        for x in loader:
-            x = x.to(dev, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if warmup is not None and step < warmup["steps"]:
-                for g in opt.param_groups:
-                    g["lr"] = warmup["lr"] * (step + 1) / warmup["steps"]
-            opt.zero_grad(set_to_none=True)
-            if variable_rate:  # stratified levels: every batch spans the whole rate range
-                levels = (torch.arange(len(x)) + torch.rand(len(x))) * ((model.levels - 1) / len(x))
-                model.set_rate(levels)
-                crit.per_sample(lambda_at(levels))
-            with torch.autocast(device_type=dev.type, dtype=amp_dtype or torch.float32,
-                                enabled=use_amp):
-                result = forward(model, x, quantization)
-            parts = crit(result, x)
-            scaler.scale(parts["loss"]).backward()
-            scaler.unscale_(opt)
-            norm = torch.nn.utils.clip_grad_norm_(main_p, clip if clip else math.inf)
-            if torch.isfinite(parts["loss"]) and torch.isfinite(norm):
-                scaler.step(opt)
-                bad = 0
-            else:  # skip the update: one bad batch must not poison the weights
-                bad += 1
-                if bad >= max_bad_steps:
-                    raise FloatingPointError(
-                        f"{bad} consecutive non-finite losses / gradients at step {step}: lower "
-                        f"the learning rate or resume from {state_path} with another seed")
-            scaler.update()
-            aux = 0.0
-            if aux_opt is not None:
-                aux_opt.zero_grad(set_to_none=True)
-                aux_loss = model.aux_loss()
-                aux_loss.backward()
-                aux_opt.step()
-                aux = float(aux_loss.detach())
-            step += 1
-            p = {k: float(v.detach()) for k, v in parts.items()}
-            losses.append(p["loss"])
-            log.write({"step": step, "epoch": epoch, "phase": "train", **p, "aux_loss": aux,
-                       "lr": opt.param_groups[0]["lr"], "wall_s": round(wall(), 1)})
-            bar.update(1)
-            bar.set_postfix(loss=f"{p['loss']:.3f}", bpp=f"{p['bpp']:.3f}",
-                            psnr=f"{p['psnr']:.2f}", refresh=False)
-            if step % val_every == 0 or step == total:
-                last_val = evaluate(model, val_ds, lmbda, dev, batch, channels_last, quantization)
-                sched.step(last_val["loss"])
-                best = min(best, last_val["loss"])
-                for q, v in last_val.pop("levels", {}).items():
-                    log.write({"step": step, "epoch": epoch, "phase": f"val@q{q}", **v,
-                               "lr": opt.param_groups[0]["lr"], "wall_s": round(wall(), 1)})
-                log.write({"step": step, "epoch": epoch, "phase": "val", **last_val,
-                           "lr": opt.param_groups[0]["lr"], "wall_s": round(wall(), 1)})
-                plot_log(log.rows, out / PLOT, title)
-            halted = (halt_after is not None and len(losses) >= halt_after) or \
-                (time_budget_s is not None and time.time() - t_call >= time_budget_s)
-            if halted or step == total or time.time() - last_ckpt >= checkpoint_every_s:
-                save_state()
-                last_ckpt = time.time()
-            if halted or step == total or step % per_epoch == 0:
-                break
-    bar.close()
-    plot_log(log.rows, out / PLOT, title)
-    result = TrainResult(step, total, step >= total, losses, last_val, state_path)
-    if result.finished and export:
-        result.checkpoint = out / EXPORT
-        total_steps, total_wall = lineage_totals(step, wall(), lineage)
-        result.digest = export_checkpoint(model, result.checkpoint, {
-            "lambda": float(lmbda), "steps": step, "wall_s": round(wall(), 1),
-            "hardware": hardware(dev), "dataset": dataset_name or str(dataset),
-            "quality": int(quality or 0), "batch": batch, "crop": crop, "lr": lr, "aux_lr": aux_lr,
-            "quantization": quantization, "stretch": stretch, "val": last_val,
-            "lr_schedule": lr_segments(log.rows), "warm_start": public_lineage(lineage),
-            "total_steps": total_steps, "total_wall_s": round(total_wall, 1)})
-    return result
+        return DataLoader(self.train_ds, batch_size=self.cfg.batch, sampler=self.sampler,
+                          drop_last=True, generator=torch.Generator().manual_seed(self.cfg.seed))
 
+    def train_step(self, x: torch.Tensor, epoch: int) -> dict[str, float]:
+        """One optimizer step on batch ``x`` (and one of the auxiliary optimizer), logged.
 
+        Returns:
+            The step's loss, bpp, MSE and PSNR.
+
+        Raises:
+            FloatingPointError: ``max_bad_steps`` non-finite losses or gradients in a row.
+        """
+        cfg, model, opt = self.cfg, self.model, self.opt
+        x = x.to(self.dev, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.warmup is not None and self.step < self.warmup["steps"]:
+            for g in opt.param_groups:
+                g["lr"] = self.warmup["lr"] * (self.step + 1) / self.warmup["steps"]
+        opt.zero_grad(set_to_none=True)
+        if hasattr(model, "set_rate"):  # stratified levels: every batch spans the whole rate range
+            levels = (torch.arange(len(x)) + torch.rand(len(x))) * ((model.levels - 1) / len(x))
+            model.set_rate(levels)
+            self.crit.per_sample(lambda_at(levels))
+        with torch.autocast(device_type=self.dev.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            result = forward(model, x, cfg.quantization)
+        parts = self.crit(result, x)
+        self.scaler.scale(parts["loss"]).backward()
+        self.scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(self.main_p, cfg.clip if cfg.clip else math.inf)
+        self._apply(bool(torch.isfinite(parts["loss"]) and torch.isfinite(norm)))
+        aux = self._aux_step()
+        self.step += 1
+        p = {k: float(v.detach()) for k, v in parts.items()}
+        self.losses.append(p["loss"])
+        self.log.write({"step": self.step, "epoch": epoch, "phase": "train", **p, "aux_loss": aux,
+                        "lr": opt.param_groups[0]["lr"], "wall_s": round(self.wall(), 1)})
+        return p
+
+    def _apply(self, finite: bool) -> None:
+        """The main update, skipped for a non-finite loss or gradient: one bad batch must not
+        poison the weights (but ``max_bad_steps`` in a row end the run)."""
+        if finite:
+            self.scaler.step(self.opt)
+            self.bad = 0
+        else:
+            self.bad += 1
+            if self.bad >= self.cfg.max_bad_steps:
+                raise FloatingPointError(
+                    f"{self.bad} consecutive non-finite losses / gradients at step {self.step}: lower "
+                    f"the learning rate or resume from {self.state_path} with another seed")
+        self.scaler.update()
+
+    def _aux_step(self) -> float:
+        """One step of the entropy bottleneck's quantiles on ``aux_loss``; returns that loss."""
+        if self.aux_opt is None:
+            return 0.0
+        self.aux_opt.zero_grad(set_to_none=True)
+        aux_loss = self.model.aux_loss()
+        aux_loss.backward()
+        self.aux_opt.step()
+        return float(aux_loss.detach())
+
+    def validate(self, epoch: int) -> None:
+        """Validate, step the plateau scheduler, log (``val@qN`` rows per level of a
+        variable-rate model, then ``val``) and redraw the curves."""
+        cfg = self.cfg
+        self.last_val = evaluate(self.model, self.val_ds, self.lmbda, self.dev, cfg.batch,
+                                 cfg.channels_last, cfg.quantization)
+        self.sched.step(self.last_val["loss"])
+        self.best = min(self.best, self.last_val["loss"])
+        for q, v in self.last_val.pop("levels", {}).items():
+            self._log_val(epoch, f"val@q{q}", v)
+        self._log_val(epoch, "val", self.last_val)
+        plot_log(self.log.rows, self.out / PLOT, self.title)
+
+    def _log_val(self, epoch: int, phase: str, figures: dict[str, float]) -> None:
+        self.log.write({"step": self.step, "epoch": epoch, "phase": phase, **figures,
+                        "lr": self.opt.param_groups[0]["lr"], "wall_s": round(self.wall(), 1)})
+
+    def should_halt(self) -> bool:
+        """Whether this call has used its ``halt_after`` steps or its ``time_budget_s``."""
+        cfg = self.cfg
+        return (cfg.halt_after is not None and len(self.losses) >= cfg.halt_after) or \
+            (cfg.time_budget_s is not None and time.time() - self.t_call >= cfg.time_budget_s)
+
+    def save(self) -> None:
+        """Write ``train_state.pt`` atomically: everything an exact resume needs."""
+        cfg, dev = self.cfg, self.dev
+        rng = {"torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+        atomic_save({"arch": self.arch, "config": self.config, "lmbda": float(self.lmbda),
+                     "step": self.step, "total_steps": self.total,
+                     "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                     "opt": self.opt.state_dict(),
+                     "aux_opt": self.aux_opt.state_dict() if self.aux_opt else None,
+                     "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng,
+                     "wall_s": self.wall(), "best_val": self.best, "quality": cfg.quality,
+                     "hparams": {"batch": cfg.batch, "crop": cfg.crop, "lr": cfg.lr, "aux_lr": cfg.aux_lr,
+                                 "seed": cfg.seed, "dataset": str(self.dataset),
+                                 "dataset_name": cfg.dataset_name, "hardware": hardware(dev),
+                                 "warm_start": self.lineage, "quantization": cfg.quantization,
+                                 "warmup": self.warmup, "stretch": cfg.stretch,
+                                 "freeze": list(cfg.freeze)}},
+                    self.state_path)
+
+    def finish(self) -> TrainResult:
+        """Redraw the curves; once the run is finished (and ``export``), write ``model.pt``."""
+        cfg = self.cfg
+        plot_log(self.log.rows, self.out / PLOT, self.title)
+        result = TrainResult(self.step, self.total, self.step >= self.total, self.losses,
+                             self.last_val, self.state_path)
+        if result.finished and cfg.export:
+            result.checkpoint = self.out / EXPORT
+            total_steps, total_wall = lineage_totals(self.step, self.wall(), self.lineage)
+            result.digest = export_checkpoint(self.model, result.checkpoint, {
+                "lambda": float(self.lmbda), "steps": self.step, "wall_s": round(self.wall(), 1),
+                "hardware": hardware(self.dev), "dataset": cfg.dataset_name or str(self.dataset),
+                "quality": int(cfg.quality or 0), "batch": cfg.batch, "crop": cfg.crop,
+                "lr": cfg.lr, "aux_lr": cfg.aux_lr, "quantization": cfg.quantization,
+                "stretch": cfg.stretch, "val": self.last_val,
+                "lr_schedule": lr_segments(self.log.rows), "warm_start": public_lineage(self.lineage),
+                "total_steps": total_steps, "total_wall_s": round(total_wall, 1)})
+        return result
