@@ -7,14 +7,14 @@ filter of :mod:`geocompress.geo`, the architectures of :mod:`geocompress.models`
 
 from geocompress._lazy import lazy_attributes
 
-__all__ = ["EpochSampler", "TileDataset", "open_tiles", "build_dataset", "SceneSource",
+__all__ = ["EpochSampler", "TileDataset", "open_tiles", "build_dataset", "DatasetRecipe", "SceneSource",
            "discover_scenes", "train"]
 
 # loaded on first use: the data loaders pull in torch, the dataset builder rasterio / dask / zarr,
 # the trainer matplotlib and tqdm; `geocompress --help` (whose parser lists `train`) needs none
 _LAZY = {"EpochSampler": ".data", "TileDataset": ".tiles", "open_tiles": ".data",
-         "build_dataset": ".dataset", "SceneSource": ".sources", "discover_scenes": ".sources",
-         "train": ".trainer"}
+         "build_dataset": ".dataset", "DatasetRecipe": ".dataset", "SceneSource": ".sources",
+         "discover_scenes": ".sources", "train": ".trainer"}
 
 
 __getattr__ = lazy_attributes(__name__, _LAZY)

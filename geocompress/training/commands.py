@@ -54,7 +54,7 @@ def add_tile_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run_tile(args: argparse.Namespace) -> int:
     from geocompress.geo import TileFilter
 
-    from .dataset import build_dataset
+    from .dataset import DatasetRecipe, build_dataset
     from .sources import SceneSource, discover_scenes
 
     scenes = [SceneSource.of(s.split(",") if "," in s else s) for s in args.scene]
@@ -62,9 +62,9 @@ def run_tile(args: argparse.Namespace) -> int:
         scenes += discover_scenes(d)
     if not scenes and not args.images:
         raise SystemExit("nothing to tile: give --scene, --scenes-dir or --images")
-    summary = build_dataset(args.out, scenes=scenes, image_folders=args.images, seed=args.seed,
-                            block=args.block, workers=args.workers, name=args.name,
-                            tile_filter=TileFilter(min_valid_fraction=args.min_valid),
+    recipe = DatasetRecipe(seed=args.seed, block=args.block, workers=args.workers,
+                           tile_filter=TileFilter(min_valid_fraction=args.min_valid))
+    summary = build_dataset(args.out, scenes, args.images, recipe, name=args.name,
                             catalog_dir=args.catalog, overwrite=args.overwrite)
     print(json.dumps({"store": str(args.out), **summary["counts"]["split"],
                       "seconds": summary["build_seconds"]}))

@@ -27,10 +27,12 @@ every block's kept-tile count is known and are written last.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -104,38 +106,129 @@ def _counts(split: np.ndarray, src: np.ndarray, klass: np.ndarray, sources: list
     return out
 
 
-def build_dataset(out: str | os.PathLike, scenes: Sequence[SceneSource | str | os.PathLike] = (),
-                  image_folders: Sequence[str | os.PathLike] = (), seed: int = 0, tile: int = 256,
-                  block: int = 4, tile_filter: TileFilter = DEFAULT_FILTER, name: str | None = None,
-                  scheduler: str = "threads", workers: int = 2, catalog_dir: str | os.PathLike | None = None,
-                  overwrite: bool = False) -> dict[str, Any]:
-    """Tile ``scenes`` and ``image_folders`` into a Zarr store at ``out``; return its summary
-    (also written to ``catalog_dir/<name>.json`` and ``.md`` when ``catalog_dir`` is given).
+@dataclass(frozen=True)
+class DatasetRecipe:
+    """How a dataset is cut and split, and how many workers read it: every setting of
+    :func:`build_dataset` besides what goes in and where it goes, as one frozen value.
 
-    ``scheduler`` is a Dask scheduler name (``"threads"``, the default: the reads release the
-    GIL in GDAL; ``"sync"`` for debugging) or ``None`` to use an active ``distributed.Client``
-    (e.g. a ``LocalCluster``).
+    Why one value: a dataset's recipe is recorded whole (its store's ``attrs`` and catalog
+    entry) and rebuilt the same way by passing it again.
+
+    Attributes:
+        seed: the split seed (blocks and stratified images are assigned from it).
+        tile: tile side in pixels.
+        block: spatial split block, in tiles per side: neighbouring tiles share a split, so the
+            test split is not the train split's next-door pixels.
+        tile_filter: which scene tiles are kept (default: fully valid, not constant).
+        scheduler: a Dask scheduler name (``"threads"``: the reads release the GIL in GDAL;
+            ``"sync"`` for debugging) or None to use an active ``distributed.Client``.
+        workers: Dask workers (threads) of the default scheduler.
+    """
+
+    seed: int = 0
+    tile: int = 256
+    block: int = 4
+    tile_filter: TileFilter = DEFAULT_FILTER
+    scheduler: str | None = "threads"
+    workers: int = 2
+
+    def replace(self, **changes: Any) -> "DatasetRecipe":
+        """A copy with some fields changed.
+
+        Args:
+            **changes: field names and their new values.
+
+        Returns:
+            A new :class:`DatasetRecipe`.
+
+        Raises:
+            TypeError: a name that is no field, listing the known ones.
+        """
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise TypeError(f"unknown dataset option(s) {unknown}; known: {sorted(known)}")
+        return dataclasses.replace(self, **changes)
+
+
+def build_dataset(out: str | os.PathLike, scenes: Sequence[SceneSource | str | os.PathLike] = (),
+                  image_folders: Sequence[str | os.PathLike] = (), recipe: DatasetRecipe | None = None,
+                  *, name: str | None = None, catalog_dir: str | os.PathLike | None = None,
+                  overwrite: bool = False, **options: Any) -> dict[str, Any]:
+    """Tile ``scenes`` and ``image_folders`` into a Zarr store at ``out`` (layout: module
+    docstring).
+
+    Args:
+        out: the store to write.
+        scenes: GeoTIFF scenes (paths, or :class:`.sources.SceneSource` for band stacks and
+            named dates); overlapping ones share split blocks.
+        image_folders: folders of class folders of images (class = sub-folder name).
+        recipe: seed, tile, block, filter and workers; default :class:`DatasetRecipe`'s.
+        name: the dataset's name (default: the store's stem).
+        catalog_dir: where to write ``<name>.json`` and ``.md`` (:func:`write_catalog`); None
+            writes no catalog entry.
+        overwrite: replace an existing store.
+        **options: single fields of ``recipe`` to override (``seed=3, tile=64``).
+
+    Returns:
+        The dataset's summary (name, recipe, sources, classes, split counts, build time), also
+        kept in the store's ``attrs``.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is false (a rebuilt store would change
+            the splits every figure on it was measured on).
+        TypeError: an option that is no field of :class:`DatasetRecipe`.
     """
     t0 = time.time()
+    recipe = (recipe or DatasetRecipe()).replace(**options)
     out = Path(out)
     name = name or out.name.removesuffix(".zarr")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to rebuild it")
     root = zarr.open_group(out, mode="w", zarr_format=3)
-    writer = _Writer(root, tile)
+    writer = _Writer(root, recipe.tile)
+    sources, classes, tasks = _plan_reads(scenes, image_folders, recipe)
+    dropped: dict[str, Counter] = {}
+    for batch in compute_in_waves(tasks, recipe.scheduler, recipe.workers):
+        writer.append(batch)
+        dropped.setdefault(sources[batch.source]["name"], Counter()).update(batch.dropped)
+    split = _assign_splits(writer.meta, sources, classes, recipe.seed)
+    arrays = _write_index(root, writer, split)
+    for s in sources:
+        s["dropped"] = dict(dropped.get(s["name"], {}))
+    counts = _counts(split, arrays["source"], arrays["class"], sources, classes)
+    f = recipe.tile_filter
+    summary = {
+        "name": name, "store": str(out), "seed": recipe.seed, "tile": recipe.tile,
+        "block": recipe.block, "ratios": list(RATIOS),
+        "filter": {"min_valid_fraction": f.min_valid_fraction, "drop_constant": f.drop_constant,
+                   "full_tiles_only": True},
+        "classes": classes, "sources": sources, "counts": counts,
+        "build_seconds": round(time.time() - t0, 1),
+    }
+    root.attrs.update({k: v for k, v in summary.items() if k != "store"})
+    if catalog_dir is not None:
+        write_catalog(summary, Path(catalog_dir))
+    return summary
+
+
+def _plan_reads(scenes: Sequence[SceneSource | str | os.PathLike],
+                image_folders: Sequence[str | os.PathLike],
+                recipe: DatasetRecipe) -> tuple[list[dict[str, Any]], list[str], list]:
+    """The sources' descriptions, the class names, and one Dask task per scene block or class
+    folder (a wave of them bounds the memory whatever the dataset's size)."""
     sources: list[dict[str, Any]] = []
     classes: list[str] = []
     tasks = []
-    dropped: dict[str, Counter] = {}
     scene_list = [s if isinstance(s, SceneSource) else SceneSource.of(s) for s in scenes]
     sites = scene_sites(scene_list)
     for k, src in enumerate(scene_list):
         ref = open_scene(list(scene_list[sites[k]].paths)).transform
-        plan = plan_scene(src, tile=tile, block=block, reference=ref)
+        plan = plan_scene(src, tile=recipe.tile, block=recipe.block, reference=ref)
         sources.append({**plan.describe(src), "site": sites[k]})
         j = len(sources) - 1
         for b, tiles in sorted(plan.blocks.items()):
-            tasks.append(dask.delayed(read_scene_block)(plan, j, b, tiles, tile_filter))
+            tasks.append(dask.delayed(read_scene_block)(plan, j, b, tiles, recipe.tile_filter))
     for folder in image_folders:
         folder = Path(folder)
         sources.append({"name": folder.name, "kind": "classification-images", "paths": [str(folder)],
@@ -145,13 +238,13 @@ def build_dataset(out: str | os.PathLike, scenes: Sequence[SceneSource | str | o
         for cname, files in image_classes(folder).items():
             if cname not in classes:
                 classes.append(cname)
-            tasks.append(dask.delayed(read_images)(files, j, classes.index(cname), tile))
-    for batch in compute_in_waves(tasks, scheduler, workers):
-        writer.append(batch)
-        dropped.setdefault(sources[batch.source]["name"], Counter()).update(batch.dropped)
-    meta = writer.meta
-    split = _assign_splits(meta, sources, classes, seed)
-    n = writer.n
+            tasks.append(dask.delayed(read_images)(files, j, classes.index(cname), recipe.tile))
+    return sources, classes, tasks
+
+
+def _write_index(root: zarr.Group, writer: _Writer, split: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-tile arrays beside ``images`` (source, class, window, block, split); returns them."""
+    meta, n = writer.meta, writer.n
     arrays = {
         "source": (np.asarray(meta["source"], np.int16), ("tile",)),
         "class": (np.asarray(meta["class"], np.int16), ("tile",)),
@@ -163,21 +256,7 @@ def build_dataset(out: str | os.PathLike, scenes: Sequence[SceneSource | str | o
         a = root.create_array(key, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape or (1,),
                               dimension_names=dims)
         a[...] = arr
-    for s in sources:
-        s["dropped"] = dict(dropped.get(s["name"], {}))
-    counts = _counts(split, arrays["source"][0], arrays["class"][0], sources, classes)
-    summary = {
-        "name": name, "store": str(out), "seed": seed, "tile": tile, "block": block,
-        "ratios": list(RATIOS), "filter": {"min_valid_fraction": tile_filter.min_valid_fraction,
-                                           "drop_constant": tile_filter.drop_constant,
-                                           "full_tiles_only": True},
-        "classes": classes, "sources": sources, "counts": counts,
-        "build_seconds": round(time.time() - t0, 1),
-    }
-    root.attrs.update({k: v for k, v in summary.items() if k != "store"})
-    if catalog_dir is not None:
-        write_catalog(summary, Path(catalog_dir))
-    return summary
+    return {key: arr for key, (arr, _) in arrays.items()}
 
 
 def write_catalog(summary: dict[str, Any], folder: Path) -> Path:
