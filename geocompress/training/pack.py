@@ -1,10 +1,11 @@
 """A portable pack of a tile store's training splits: one ``.npz`` of JPEG-coded tiles.
 
-Why: a borrowed GPU machine gets a copy of the repository and tens of megabytes beside it, not the
-shared data folder nor the 240 MB Zarr store. JPEG at quality 95 (4:4:4) keeps the tiles within
-about 0.3 dB of the originals' detail at a fifth of their size, far below the distortion the codec
-is trained at; the pack records the quality so a catalog can say what a model was trained on.
-The test split is never packed: it is measured on the original pixels.
+Why: a borrowed GPU machine gets a copy of the repository and a small file beside it, not the
+shared data folder nor the Zarr store. JPEG at quality 95 (4:4:4) loses far less than the
+distortion the codec is trained at, at a fraction of the tiles' size (figures:
+``catalogs/models/mgssnet-training.md``, "Figures moved from docstrings"); the pack records the
+quality so a catalog can say what a model was trained on. The test split is never packed: it is
+measured on the original pixels.
 
 Layout (no pickles): for each split ``s``: ``s_jpeg`` (all JPEG bytes, uint8), ``s_offsets``
 (int64, n + 1), ``s_index`` (the tiles' indices in the source store); ``tile``, ``quality``,

@@ -4,9 +4,9 @@ synthesis transform and the context model what the codec's decoder will actually
 CompressAI's ``forward`` trains on ``y + U(-0.5, 0.5)`` and validates on ``round(y)``, with the
 context model reading that same tensor. The codec codes ``round(y - mu) + mu`` instead, with ``mu``
 predicted from the *decoded* neighbours (:mod:`geocompress.codec.entropy`), so at low rates --
-where ~95 % of the symbols are 0 and ``y_hat`` is mostly the model's own prediction -- the
-decoder sees latents the model never trained on: the real codec's PSNR falls below ``forward``'s
-and its rate above the estimate (figures in ``catalogs/models/mgssnet-training.md``).
+where most symbols are 0 and ``y_hat`` is mostly the model's own prediction -- the decoder sees
+latents the model never trained on: the real codec's PSNR falls below ``forward``'s and its rate
+above the estimate.
 
 ``mixed`` (Minnen & Singh 2020, "Channel-wise autoregressive entropy models", section 3.1:
 noise for the rate term, rounded values with a straight-through gradient for the decoder)
@@ -15,11 +15,13 @@ fixed-point iterations of ``y_hat <- round(y - mu(y_hat)) + mu(y_hat)`` (no grad
 sequential decoder's exact solution would cost one network call per latent position), and
 ``g_s``, the context model and the rate's Gaussian parameters all read it. The hyper latent
 is rounded around the entropy bottleneck's medians, as the codec codes it. In eval mode the
-rate is the likelihood of exactly those rounded values: for noise-trained weights it predicts the
-real coded size (v4 q1: 0.0853 vs 0.0851 bpp real, ``forward`` 0.0794). Weights trained this way
-fit the three-iteration approximation somewhat (v5 q1: real 2 % above the estimate, 0.2 dB below
-its PSNR), and at high rates the approximation is looser (v5 q4: 11 % of symbols differ from the
-sequential decoder's, against 18 % for ``round(y)``); the real codec still gained 0.4-0.7 dB.
+rate is the likelihood of exactly those rounded values, which for noise-trained weights predicts
+the real coded size. Weights trained this way fit the three-iteration approximation somewhat, and
+at high rates the approximation is looser; the real codec still gained.
+
+Measured figures (estimate against real codec, symbols that differ from the sequential decoder's,
+the A/B that switched every quality to ``mixed``): ``catalogs/models/mgssnet-training.md``,
+"Finding: the real decoder sees latents that training never showed the model".
 """
 
 from __future__ import annotations
