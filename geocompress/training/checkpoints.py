@@ -23,7 +23,18 @@ __all__ = ["EXPORT", "LOG", "STATE", "export_checkpoint", "export_state", "linea
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Weights of a training state or an inference checkpoint (same architecture and config)."""
+    """Load the weights of a training state or an inference checkpoint into ``model``.
+
+    fp16 tensors come back as float32 and constants zeroed by old fp16 exports are restored; a
+    fixed-rate trunk may warm-start a variable-rate model, whose gains then keep their init.
+
+    Args:
+        model: the model (same architecture and config as the file).
+        path: a ``train_state.pt`` or a ``model.pt``.
+
+    Raises:
+        RuntimeError: the file's tensors do not fit ``model`` (named by ``load_state_dict``).
+    """
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     sd = ckpt["model"] if "model" in ckpt else ckpt["state_dict"]
     sd = restore_constants(model, {k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
@@ -38,14 +49,33 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 
 def lineage_totals(steps: int, wall_s: float, lineage: dict[str, Any] | None) -> tuple[int, float]:
-    """A run's own steps and wall time plus those of the weights it started from."""
+    """A run's own steps and wall time plus those of the weights it started from.
+
+    Why: a catalog states what a model cost in all, warm starts included.
+
+    Args:
+        steps: the run's own steps.
+        wall_s: the run's own training seconds.
+        lineage: the run's warm-start lineage (:func:`warm_optimizers`), or None.
+
+    Returns:
+        (total steps, total seconds).
+    """
     lineage = lineage or {}
     return steps + (lineage.get("steps") or 0), wall_s + (lineage.get("wall_s") or 0)
 
 
 def public_lineage(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
     """A lineage for a shipped checkpoint's meta: the parent named by its run or file, not by a
-    path on the machine that trained it."""
+    path on the machine that trained it.
+
+    Args:
+        lineage: a lineage as :func:`warm_optimizers` returns it, or None.
+
+    Returns:
+        The same with ``path`` cut to the run folder's (for a training state) or the file's name;
+        None without a lineage.
+    """
     if not lineage:
         return None
     path = Path(lineage["path"])
@@ -61,7 +91,19 @@ def warm_optimizers(path: str | os.PathLike, opt: torch.optim.Optimizer,
     loss jumps (figures in ``catalogs/models/mgssnet-training.md``). The learning rates stay this run's own. Returns the run's lineage
     (where its weights came from, after how many steps and how much training time, and the lr
     those steps ran at as far as recorded) for catalogs, and whether Adam moments were found (an
-    inference checkpoint has none)."""
+    inference checkpoint has none).
+
+    Args:
+        path: the warm start (a ``train_state.pt`` or a ``model.pt``).
+        opt: the main optimizer, loaded in place.
+        aux_opt: the auxiliary optimizer, or None for a model without one.
+        lr: the main learning rate this run keeps.
+        aux_lr: the auxiliary learning rate this run keeps.
+
+    Returns:
+        (lineage, moments): ``{"path", "lambda", "steps", "wall_s", "lr_schedule"}`` and whether
+        Adam moments were loaded.
+    """
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     meta = ckpt.get("meta", {})
     if "step" in ckpt:  # a training state: its own steps plus what it inherited
@@ -94,7 +136,15 @@ def settle_quantiles(model: torch.nn.Module, iters: int = 64) -> float:
     auxiliary optimizer (lr 1e-3) trails the density that the main optimizer keeps sharpening
     (``catalogs/models/mgssnet-training.md``), and tables built from stale quantiles are
     too narrow (symbols escape to costly bypass coding) or too wide. The cumulative density is
-    monotone by construction, so each quantile is found exactly by bisection instead."""
+    monotone by construction, so each quantile is found exactly by bisection instead.
+
+    Args:
+        model: a model with entropy bottlenecks (changed in place; transforms untouched).
+        iters: bisection steps after bracketing.
+
+    Returns:
+        The aux loss after (0 up to float rounding).
+    """
     from compressai.entropy_models import EntropyBottleneck
 
     for eb in (m for m in model.modules() if isinstance(m, EntropyBottleneck)):
@@ -123,7 +173,18 @@ def settle_quantiles(model: torch.nn.Module, iters: int = 64) -> float:
 def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
                  quality: int) -> tuple[str, dict[str, Any], torch.nn.Module]:
     """fp16 inference checkpoint of a training state, with the catalog's facts in its ``meta``
-    (lambda, steps, wall time, hardware, data, recipe, lineage); returns (digest, meta, model)."""
+    (lambda, steps, wall time, hardware, data, recipe, lineage).
+
+    Why: a run stopped early (or trained elsewhere) is shipped from its state, without resuming.
+
+    Args:
+        state_path: a ``train_state.pt``; its folder's ``log.csv`` gives the lr schedule.
+        out: the checkpoint to write (atomically).
+        quality: the quality index recorded in the meta.
+
+    Returns:
+        (digest, meta, model): the weights' digest, the meta as written, the model in float32.
+    """
     from .lambdas import compressai_to_paper
 
     state = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -151,12 +212,29 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
 
 
 def load_meta(path: Path) -> dict[str, Any]:
+    """The ``meta`` of a checkpoint.
+
+    Args:
+        path: a checkpoint file.
+
+    Returns:
+        Its meta (empty when it has none).
+    """
     return dict(torch.load(path, map_location="cpu", weights_only=False).get("meta", {}))
 
 
 def export_checkpoint(model: torch.nn.Module, path: Path, meta: dict[str, Any]) -> str:
-    """fp16 inference checkpoint (quantiles settled, CDF tables from ``update(force=True)``);
-    returns its digest."""
+    """Write the fp16 inference checkpoint of ``model`` (quantiles settled, CDF tables from
+    ``update(force=True)``).
+
+    Args:
+        model: the trained model (moved to the CPU, contiguous, float32, eval mode).
+        path: the checkpoint to write.
+        meta: the catalog's facts; ``arch``, ``config`` and ``aux_loss`` are added.
+
+    Returns:
+        The digest of the weights as they will load.
+    """
     model = model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
     meta = {"arch": model.arch, "config": dict(model.config), **meta,
             "aux_loss": round(settle_quantiles(model), 6)}

@@ -27,7 +27,11 @@ __all__ = ["ConcatTiles", "EpochSampler", "TileDataset", "Tiles", "open_tiles", 
 class ConcatTiles(Dataset):
     """The tiles of several sources one after the other, each repeated ``repeat`` times (a small
     dataset of imagery that matters weighs more than its tile count); items are addressed like
-    a single source's, ``(index, augmentation seed)``."""
+    a single source's, ``(index, augmentation seed)``.
+
+    Args:
+        parts: (source, repeat) pairs, in order.
+    """
 
     def __init__(self, parts: list[tuple[Tiles, int]]) -> None:
         self.parts = [p for p, r in parts for _ in range(int(r))]
@@ -44,7 +48,14 @@ class ConcatTiles(Dataset):
 
 
 def parse_source(spec: "str | os.PathLike") -> tuple[str, int]:
-    """``"store.zarr*3"`` -> (``"store.zarr"``, 3); a plain path repeats once."""
+    """A source as the CLI and pipelines name it: ``"store.zarr*3"`` weighs a store three times.
+
+    Args:
+        spec: a path, optionally followed by ``*K`` (K >= 1).
+
+    Returns:
+        (path, K); a plain path repeats once.
+    """
     text = str(spec)
     head, sep, tail = text.rpartition("*")
     if sep and tail.isdigit() and int(tail) >= 1:
@@ -55,7 +66,19 @@ def parse_source(spec: "str | os.PathLike") -> tuple[str, int]:
 def open_tiles(dataset: "str | os.PathLike | list", split: int | str = "train", **kw):
     """The tiles of ``split`` from a Zarr tile store or a ``.npz`` pack (:mod:`.pack`), or, for a
     list of them, their concatenation (:class:`ConcatTiles`; ``"PATH*K"`` repeats one ``K``
-    times in the train split, once elsewhere)."""
+    times in the train split, once elsewhere).
+
+    Args:
+        dataset: a store or pack path, or a list of them (``"PATH*K"`` allowed).
+        split: ``"train"``, ``"val"``, ``"test"`` or its number.
+        **kw: :class:`~.tiles.TileDataset`'s options (crop, augment, cache, limit, stretch).
+
+    Returns:
+        A dataset of [0, 1] tensors addressed by index or ``(index, augmentation seed)``.
+
+    Raises:
+        ValueError: a pack without that split, or a ``stretch`` that is no probability.
+    """
     if isinstance(dataset, (list, tuple)):
         parts = []
         for spec in dataset:
@@ -74,6 +97,10 @@ class EpochSampler(Sampler):
 
     ``set_epoch(e, start)`` begins epoch ``e`` at item ``start``: a resumed run continues with
     exactly the items (and augmentations) the interrupted one would have drawn.
+
+    Args:
+        n: the number of items (the train split's length).
+        seed: the run's seed.
     """
 
     def __init__(self, n: int, seed: int = 0) -> None:

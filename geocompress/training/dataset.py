@@ -260,7 +260,16 @@ def _write_index(root: zarr.Group, writer: _Writer, split: np.ndarray) -> dict[s
 
 
 def write_catalog(summary: dict[str, Any], folder: Path) -> Path:
-    """``<name>.json`` (everything) and ``<name>.md`` (the counts, readable) in ``folder``."""
+    """Write a dataset's catalog entry: ``<name>.json`` (everything) and ``<name>.md`` (the
+    counts, readable) in ``folder``.
+
+    Args:
+        summary: :func:`build_dataset`'s summary.
+        folder: the catalog folder (created if missing).
+
+    Returns:
+        The ``.json``'s path.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     js = folder / f"{summary['name']}.json"
     js.write_text(json.dumps(summary, indent=1, default=str) + "\n")

@@ -22,16 +22,44 @@ PAPER_SCALE: float = 8.0
 
 
 def paper_to_compressai(lmbda: float, scale: float = PAPER_SCALE) -> float:
-    """A paper lambda as the lambda of ``bpp + lambda * 255**2 * MSE``."""
+    """A paper lambda as the lambda of ``bpp + lambda * 255**2 * MSE``.
+
+    Args:
+        lmbda: a lambda of the paper's list.
+        scale: the factor between the scales (``catalogs/lambda.md``).
+
+    Returns:
+        The CompressAI-convention lambda.
+    """
     return float(lmbda) / scale
 
 
 def compressai_to_paper(lmbda: float, scale: float = PAPER_SCALE) -> float:
+    """A CompressAI-convention lambda on the paper's scale (for catalogs that quote both).
+
+    Args:
+        lmbda: the lambda of ``bpp + lambda * 255**2 * MSE``.
+        scale: the factor between the scales (``catalogs/lambda.md``).
+
+    Returns:
+        The paper-scale lambda.
+    """
     return float(lmbda) * scale
 
 
 def resolve(lmbda: float, scale: str = "compressai") -> float:
-    """The CompressAI-convention lambda for ``lmbda`` given on ``scale`` ("compressai"/"paper")."""
+    """The CompressAI-convention lambda for ``lmbda`` given on ``scale``.
+
+    Args:
+        lmbda: the lambda as given.
+        scale: ``"compressai"`` or ``"paper"``.
+
+    Returns:
+        The lambda the trainer's loss uses.
+
+    Raises:
+        ValueError: an unknown scale.
+    """
     if scale == "compressai":
         return float(lmbda)
     if scale == "paper":

@@ -15,12 +15,29 @@ from torch import Tensor
 
 
 def rate_bpp(likelihoods: dict[str, Tensor], pixels: int) -> Tensor:
-    """Estimated bits per pixel from a model's likelihoods (always computed in float32)."""
+    """Estimated bits per pixel from a model's likelihoods (in float32: bf16 logs of
+    likelihoods near 1 would round the rate away).
+
+    Args:
+        likelihoods: the model's likelihoods per latent (``y``, ``z``).
+        pixels: pixels of the whole batch (B * H * W).
+
+    Returns:
+        A scalar tensor.
+    """
     return sum(torch.log(p.float()).sum() for p in likelihoods.values()) / (-math.log(2) * pixels)
 
 
 def sample_bpp(likelihoods: dict[str, Tensor], pixels: int) -> Tensor:
-    """Estimated bits per pixel of each sample (``B``), ``pixels`` per sample."""
+    """Estimated bits per pixel of each sample (for per-sample lambdas of a variable-rate model).
+
+    Args:
+        likelihoods: the model's likelihoods per latent (``y``, ``z``).
+        pixels: pixels per sample (H * W).
+
+    Returns:
+        A tensor of B rates.
+    """
     return sum(torch.log(p.float()).flatten(1).sum(1) for p in likelihoods.values()) / (
         -math.log(2) * pixels)
 
@@ -30,6 +47,9 @@ class RateDistortionLoss(torch.nn.Module):
 
     ``lmbda`` is one float, or (for a variable-rate model) set per sample with :meth:`per_sample`:
     then the loss is the batch mean of each sample's own ``bpp_i + lambda_i * 255**2 * MSE_i``.
+
+    Args:
+        lmbda: the lambda of CompressAI's convention (:mod:`.lambdas`).
     """
 
     def __init__(self, lmbda: float) -> None:

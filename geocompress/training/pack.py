@@ -37,8 +37,21 @@ def _jpeg(tile: np.ndarray, quality: int) -> bytes:
 def pack_splits(store: str | os.PathLike, out: str | os.PathLike,
                 splits: tuple[str, ...] = ("train", "val"), quality: int = 95,
                 limits: dict[str, int] | None = None) -> Path:
-    """Write the pack of ``splits`` of ``store`` (``limits``: at most that many tiles of a split,
-    evenly spaced) atomically to ``out``; returns its path."""
+    """Write the pack of ``splits`` of ``store`` atomically to ``out``.
+
+    Args:
+        store: the Zarr tile store.
+        out: the ``.npz`` to write.
+        splits: which splits to pack.
+        quality: JPEG quality (4:4:4), recorded in the pack.
+        limits: per split, at most that many tiles, evenly spaced.
+
+    Returns:
+        ``out`` as a path.
+
+    Raises:
+        ValueError: ``splits`` includes ``test``, which is measured on original pixels only.
+    """
     if "test" in splits:
         raise ValueError("the test split is measured on original pixels: do not pack it")
     arrays: dict[str, np.ndarray] = {}
@@ -59,8 +72,17 @@ def pack_splits(store: str | os.PathLike, out: str | os.PathLike,
 
 
 class PackedTiles(Tiles):
-    """One split of a pack, decoded into memory once, with :class:`~.data.TileDataset`'s crops,
-    flips and ``limit`` (``cache`` is accepted for the same signature: a pack is always in memory)."""
+    """One split of a pack, decoded into memory once, with :class:`~.tiles.TileDataset`'s crops,
+    flips, stretches and ``limit``.
+
+    Args:
+        pack: the ``.npz`` (:func:`pack_splits`).
+        split, crop, augment, limit, stretch: as :class:`~.tiles.TileDataset`'s.
+        cache: accepted for the same signature: a pack is always in memory.
+
+    Raises:
+        ValueError: the pack holds no such split, or ``stretch`` is not a probability.
+    """
 
     def __init__(self, pack: str | os.PathLike, split: int | str = "train", crop: int | None = 256,
                  augment: bool | None = None, cache: bool = True, limit: int | None = None,
@@ -81,4 +103,5 @@ class PackedTiles(Tiles):
         self._setup(crop, augment, stretch)
 
     def pixels(self, i: int) -> np.ndarray:
+        """Tile ``i`` of the split (3 x T x T uint8), as JPEG decoded it."""
         return self._tiles[i]

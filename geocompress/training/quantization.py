@@ -42,7 +42,19 @@ def _bottleneck(eb: torch.nn.Module, v: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def forward(model: torch.nn.Module, x: Tensor, mode: str = "noise") -> dict:
-    """The model's outputs (``x_hat``, ``likelihoods``) under ``mode`` (see module docstring)."""
+    """The model's forward pass under a training quantization (see the module docstring).
+
+    Args:
+        model: a CompressAI-style model (factorized, scale, mean-scale or joint).
+        x: a batch in [0, 1].
+        mode: ``"noise"`` (CompressAI's own ``forward``) or ``"mixed"``.
+
+    Returns:
+        ``{"x_hat", "likelihoods"}``, as CompressAI's ``forward``.
+
+    Raises:
+        ValueError: an unknown ``mode``.
+    """
     if mode == "noise":
         return model(x)
     if mode != "mixed":

@@ -14,7 +14,14 @@ LOG_FIELDS = ["step", "epoch", "phase", "loss", "bpp", "mse", "psnr", "aux_loss"
 
 
 class RunLog:
-    """CSV log; on resume, rows after the resumed step are dropped (they were never saved)."""
+    """A run's CSV log (:data:`LOG_FIELDS`), written row by row so that a killed run keeps it.
+
+    Args:
+        path: the ``log.csv`` (rewritten on open).
+        resume_step: the step a resumed run continues from: the rows up to it are kept, those
+            after it dropped (they belong to steps whose state was never saved); None starts an
+            empty log.
+    """
 
     def __init__(self, path: Path, resume_step: int | None) -> None:
         self.path = path
@@ -36,7 +43,13 @@ class RunLog:
 
 
 def plot_log(rows: list[dict[str, Any]], out: Path, title: str) -> None:
-    """Loss, bpp and PSNR against step (train: moving average over 50 steps; val: points)."""
+    """Draw loss, bpp and PSNR against step (train: moving average over 50 steps; val: points).
+
+    Args:
+        rows: the log's rows.
+        out: the figure to write (atomically; its extension picks the format).
+        title: the figure's title (the run's recipe).
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -31,7 +31,19 @@ def _rng(seed: int, *keys: str) -> np.random.Generator:
 
 def assign_blocks(sizes: dict[Hashable, int], seed: int, ratios: Sequence[float] = RATIOS
                   ) -> dict[Hashable, int]:
-    """Split of each block, given the number of kept tiles in each block."""
+    """Split of each spatial block, given the number of kept tiles in each block.
+
+    Why blocks: neighbouring tiles look alike, so they must share a split, or the test split
+    measures the train split's next-door pixels.
+
+    Args:
+        sizes: kept tiles per block key.
+        seed: the split seed (same seed and sizes: same assignment on every machine).
+        ratios: train / val / test shares.
+
+    Returns:
+        Block key -> split (0 train, 1 val, 2 test).
+    """
     keys = sorted(sizes, key=str)
     order = _rng(seed, "blocks").permutation(len(keys))
     counts = np.zeros(3)
@@ -53,7 +65,18 @@ def assign_blocks(sizes: dict[Hashable, int], seed: int, ratios: Sequence[float]
 
 def assign_stratified(names: Sequence[str], group: str, seed: int,
                       ratios: Sequence[float] = RATIOS) -> list[int]:
-    """Split of each item of one class, in the order of ``names``."""
+    """Split of each item of one class, in the order of ``names`` (stratified: every class keeps
+    the ratios).
+
+    Args:
+        names: the items' names (the assignment depends on them, not on listing order).
+        group: the class's key (source / class), seeding its own draw.
+        seed: the split seed.
+        ratios: train / val / test shares.
+
+    Returns:
+        One split (0 train, 1 val, 2 test) per name.
+    """
     n = len(names)
     n_val, n_test = int(round(ratios[1] * n)), int(round(ratios[2] * n))
     order = np.argsort(np.asarray(names, dtype=object), kind="stable")

@@ -69,7 +69,17 @@ class TrainResult:
 
 
 def split_parameters(model: torch.nn.Module) -> tuple[list, list]:
-    """(main, aux) parameters: ``*.quantiles`` of entropy bottlenecks are the auxiliary ones."""
+    """The model's trainable parameters, split as CompressAI's ``configure_optimizers`` does.
+
+    Why: the entropy bottleneck's ``quantiles`` minimise ``aux_loss`` with their own optimizer
+    and learning rate; in the main optimizer the rate term would pull them instead.
+
+    Args:
+        model: a compression model.
+
+    Returns:
+        (main, aux): the parameters that require a gradient, ``*.quantiles`` in ``aux``.
+    """
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles") and p.requires_grad]
     return main, aux
@@ -77,11 +87,18 @@ def split_parameters(model: torch.nn.Module) -> tuple[list, list]:
 
 def freeze_parameters(model: torch.nn.Module, prefixes: tuple[str, ...]) -> int:
     """Keep the parameters whose names start with one of ``prefixes`` fixed (no gradient, not in
-    the optimizer); returns how many tensors were frozen.
+    the optimizer).
 
     Why: a variable-rate model warm-started from a fixed-rate trunk whose transforms are at their
     capacity first learns its gains and entropy models around the trunk (as CompressAI's
     ``vbr`` post-training does), instead of pulling the trunk towards a compromise of every rate.
+
+    Args:
+        model: the model, frozen in place.
+        prefixes: parameter-name prefixes (e.g. ``("g_a.", "g_s.")``).
+
+    Returns:
+        How many tensors were frozen.
 
     Raises:
         ValueError: a prefix that names no parameter (a typo would silently freeze nothing).
@@ -98,23 +115,56 @@ def freeze_parameters(model: torch.nn.Module, prefixes: tuple[str, ...]) -> int:
 
 
 def has_depthwise(model: torch.nn.Module) -> bool:
-    """Whether the model has grouped convolutions, whose CPU backward needs channels-last."""
+    """Whether the model has grouped convolutions, whose CPU backward needs channels-last.
+
+    Args:
+        model: any module.
+
+    Returns:
+        True when some ``Conv2d`` has ``groups > 1``.
+    """
     return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
 
 
 def fused_adam(device: torch.device) -> bool:
-    """Adam's fused kernel (CPU and CUDA): the same update as the per-parameter loop, several
-    times faster on MGSSNet's CPU step (``catalogs/models/mgssnet-training.md``)."""
+    """Whether Adam runs its fused kernel on ``device``.
+
+    Why: the fused kernel makes the same update as the per-parameter loop, several times faster
+    on MGSSNet's CPU step (``catalogs/models/mgssnet-training.md``).
+
+    Args:
+        device: the training device.
+
+    Returns:
+        True on CPU and CUDA, where PyTorch has the kernel.
+    """
     return device.type in ("cpu", "cuda")
 
 
 def resolve_device(device: str) -> torch.device:
+    """The device a run trains on.
+
+    Args:
+        device: ``"auto"`` (CUDA where available, else CPU) or a torch device name.
+
+    Returns:
+        The torch device.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
 def hardware(device: torch.device) -> str:
+    """The hardware a run trained on, in words, for its state and checkpoint meta (a catalog
+    compares training times only on like hardware).
+
+    Args:
+        device: the training device.
+
+    Returns:
+        The GPU's name, or the CPU's thread and core counts and processor.
+    """
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
     n = torch.get_num_threads()
@@ -126,9 +176,23 @@ def hardware(device: torch.device) -> str:
 def evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: float, device: torch.device,
              batch: int = 8, channels_last: bool = False, quantization: str = "noise") -> dict[str, float]:
     """Mean loss, estimated bpp, MSE and PSNR (mean over tiles of the per-tile PSNR), in eval mode
-    of the run's ``quantization`` (:mod:`.quantization`). A variable-rate model is measured at
-    each of :func:`val_levels` with that level's lambda: the figures are the means over levels,
-    and ``levels`` holds each level's own."""
+    of the run's ``quantization`` (:mod:`.quantization`).
+
+    Args:
+        model: the model (left in the training mode it was in).
+        data: tiles as [0, 1] tensors (e.g. the val split).
+        lmbda: the loss's lambda; a variable-rate model uses each level's own instead.
+        device: where to run.
+        batch: tiles per forward pass.
+        channels_last: feed channels-last batches (as the run trains).
+        quantization: ``"noise"`` or ``"mixed"``, the run's own, so that validation losses
+            measure what training optimises.
+
+    Returns:
+        ``loss``, ``bpp``, ``mse``, ``psnr``. A variable-rate model is measured at each of
+        :func:`val_levels` with that level's lambda: the figures are the means over levels, and
+        ``levels`` maps each level to its own.
+    """
     if hasattr(model, "set_rate"):
         per = {}
         for q in val_levels(model):
@@ -141,7 +205,15 @@ def evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: floa
 
 
 def val_levels(model: torch.nn.Module) -> tuple[int, ...]:
-    """The levels a variable-rate model is validated at: both ends and the middle."""
+    """The levels a variable-rate model is validated at: both ends and the middle (three points
+    show the whole curve's movement at a third of the cost of every level).
+
+    Args:
+        model: a variable-rate model (with ``levels``).
+
+    Returns:
+        (0, middle, top).
+    """
     top = int(model.levels) - 1
     return (0, top // 2, top)
 
@@ -151,7 +223,6 @@ def _evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: flo
     was = model.training
     model.eval()
     crit = RateDistortionLoss(lmbda)
-    variable_rate = hasattr(model, "set_rate")  # lmbda unused: each level has its own
     n, acc = 0, {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "psnr": 0.0}
     for i in range(0, len(data), batch):
         x = torch.stack([data[j] for j in range(i, min(i + batch, len(data)))]).to(device)
