@@ -141,36 +141,60 @@ def _labels(images: ImageSet, classes: list[str]) -> np.ndarray:
     return np.array([classes.index(im.label) for im in images], dtype=np.int64)
 
 
-def train_classifier(train: ImageSet, val: ImageSet | None, out_dir: str | Path,
-                     config: ClassifierConfig = ClassifierConfig(), classes: list[str] | None = None,
-                     progress: bool = True) -> Path:
-    """Train (or resume, or reuse) the classifier in ``out_dir``; returns the path of the final
-    checkpoint: the epoch with the best validation accuracy (the last one without ``val``)."""
-    from tqdm.auto import tqdm
+@dataclass(frozen=True)
+class _Data:
+    """The training tiles as tensors, their normalisation, and the validation tiles (normalised)."""
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    final = out / FINAL
-    if final.exists():
-        ck = torch.load(final, map_location="cpu", weights_only=False)
-        if ck.get("config") == asdict(config):
-            return final
-    if not train.labelled():
-        raise ValueError("classifier training needs labelled images (class sub-folders or a "
-                         "dataset with classes)")
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    classes = list(classes or train.classes or sorted({im.label for im in train}))
-    x_train = _to_float([im.pixels for im in train], config.size)
+    x_train: torch.Tensor        # N x 3 x size x size in [0, 1], not normalised (augmented per step)
+    y_train: torch.Tensor
+    mean: list[float]            # per band, of the training tiles
+    std: list[float]
+    x_val: torch.Tensor | None   # normalised; None without validation images
+    y_val: np.ndarray | None
+
+    @property
+    def m_t(self) -> torch.Tensor:
+        return torch.tensor(self.mean).view(1, 3, 1, 1)
+
+    @property
+    def s_t(self) -> torch.Tensor:
+        return torch.tensor(self.std).view(1, 3, 1, 1)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """The network and its optimiser, and how it computes (bf16 autocast in channels-last or not)."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    bf16: bool
+    layout: torch.memory_format
+
+
+def _reusable(final: Path, config: ClassifierConfig) -> bool:
+    """A finished classifier of this very recipe is already in the folder."""
+    if not final.exists():
+        return False
+    ck = torch.load(final, map_location="cpu", weights_only=False)
+    return ck.get("config") == asdict(config)
+
+
+def _data(train: ImageSet, val: ImageSet | None, size: int, classes: list[str]) -> _Data:
+    x_train = _to_float([im.pixels for im in train], size)
     y_train = torch.from_numpy(_labels(train, classes))
     mean = x_train.mean(dim=(0, 2, 3)).tolist()
     std = x_train.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
     m_t, s_t = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
     x_val = y_val = None
     if val is not None and len(val):
-        x_val = (_to_float([im.pixels for im in val], config.size) - m_t) / s_t
+        x_val = (_to_float([im.pixels for im in val], size) - m_t) / s_t
         y_val = _labels(val, classes)
+    return _Data(x_train, y_train, mean, std, x_val, y_val)
 
+
+def _setup(config: ClassifierConfig, n_classes: int) -> _Setup:
+    """The seeded network, AdamW and the cosine schedule, in the precision ``config`` asks for."""
     from geocompress.codec.precision import cpu_bf16_supported
 
     if config.precision not in ("auto", "float32"):
@@ -178,79 +202,134 @@ def train_classifier(train: ImageSet, val: ImageSet | None, out_dir: str | Path,
     bf16 = config.precision == "auto" and cpu_bf16_supported()
     layout = torch.channels_last if bf16 else torch.contiguous_format
     torch.manual_seed(config.seed)
-    model = _model(len(classes)).to(memory_format=layout)
+    model = _model(n_classes).to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.epochs))
+    return _Setup(model, opt, sched, bf16, layout)
+
+
+def _restore(out: Path, setup: _Setup, config: ClassifierConfig, classes: list[str]
+             ) -> tuple[int, float, dict | None]:
+    """Resume from the state of the last finished epoch (same recipe and classes only); returns
+    (first epoch to run, best score so far, best weights so far). A fresh start clears the log."""
     start, best_acc, best_state = 0, -1.0, None
     state_path = out / STATE
     if state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         if st["config"] == asdict(config) and st["classes"] == classes:
-            model.load_state_dict(st["model"])
-            opt.load_state_dict(st["opt"])
-            sched.load_state_dict(st["sched"])
+            setup.model.load_state_dict(st["model"])
+            setup.opt.load_state_dict(st["opt"])
+            setup.sched.load_state_dict(st["sched"])
             start, best_acc, best_state = st["epoch"], st["best_acc"], st["best_state"]
     log_path = out / LOG
     if start == 0 and log_path.exists():
         log_path.unlink()
+    return start, best_acc, best_state
 
-    n = len(x_train)
+
+def _train_epoch(setup: _Setup, data: _Data, config: ClassifierConfig, epoch: int,
+                 progress: bool) -> tuple[float, float]:
+    """One seeded pass over the shuffled, augmented training tiles; (mean loss, train accuracy)."""
+    from tqdm.auto import tqdm
+
+    model, opt, layout = setup.model, setup.opt, setup.layout
+    m_t, s_t = data.m_t, data.s_t
+    n = len(data.x_train)
+    rng = np.random.default_rng([config.seed, epoch])
+    torch.manual_seed(config.seed * 1000 + epoch)
+    order = rng.permutation(n)
+    model.train()
+    losses, correct = [], 0
+    steps = range(0, n, config.batch)
+    for i in tqdm(steps, desc=f"classifier epoch {epoch + 1}/{config.epochs}",
+                  disable=not progress, leave=False):
+        idx = order[i:i + config.batch]
+        if len(idx) < 2:  # BatchNorm needs 2 samples
+            continue
+        x = ((_augment(data.x_train[idx], rng) - m_t) / s_t).contiguous(memory_format=layout)
+        y = data.y_train[idx]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setup.bf16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        correct += int((logits.argmax(1) == y).sum())
+    setup.sched.step()
+    return float(np.mean(losses)) if losses else float("nan"), correct / max(1, n)
+
+
+def _val_accuracy(model: torch.nn.Module, data: _Data) -> float:
+    """OA on the validation tiles (float32, batches of 64); NaN without validation images."""
+    if data.x_val is None:
+        return float("nan")
+    model.eval()
+    with torch.no_grad():
+        x_val = data.x_val
+        pred = torch.cat([model(x_val[j:j + 64]).argmax(1) for j in range(0, len(x_val), 64)])
+    return overall_accuracy(data.y_val, pred.numpy())
+
+
+def _log_epoch(log_path: Path, row: dict[str, float]) -> None:
+    new = not log_path.exists()
+    with open(log_path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _save(obj: dict, path: Path) -> None:
+    """``torch.save`` through ``<stem>.tmp``, so a kill never leaves half a checkpoint.
+
+    Not :func:`geocompress.atomic.atomic_save`: torch names the archive inside the file after the
+    file it writes, so that function's ``<name>.pt.tmp`` would change the bytes of the checkpoints
+    this module has always written."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def train_classifier(train: ImageSet, val: ImageSet | None, out_dir: str | Path,
+                     config: ClassifierConfig = ClassifierConfig(), classes: list[str] | None = None,
+                     progress: bool = True) -> Path:
+    """Train (or resume, or reuse) the classifier in ``out_dir``; returns the path of the final
+    checkpoint: the epoch with the best validation accuracy (the last one without ``val``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / FINAL
+    if _reusable(final, config):
+        return final
+    if not train.labelled():
+        raise ValueError("classifier training needs labelled images (class sub-folders or a "
+                         "dataset with classes)")
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    classes = list(classes or train.classes or sorted({im.label for im in train}))
+    data = _data(train, val, config.size, classes)
+    setup = _setup(config, len(classes))
+    start, best_acc, best_state = _restore(out, setup, config, classes)
     for epoch in range(start, config.epochs):
         t0 = time.time()
-        rng = np.random.default_rng([config.seed, epoch])
-        torch.manual_seed(config.seed * 1000 + epoch)
-        order = rng.permutation(n)
-        model.train()
-        losses, correct = [], 0
-        steps = range(0, n, config.batch)
-        for i in tqdm(steps, desc=f"classifier epoch {epoch + 1}/{config.epochs}",
-                      disable=not progress, leave=False):
-            idx = order[i:i + config.batch]
-            if len(idx) < 2:  # BatchNorm needs 2 samples
-                continue
-            x = ((_augment(x_train[idx], rng) - m_t) / s_t).contiguous(memory_format=layout)
-            y = y_train[idx]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            correct += int((logits.argmax(1) == y).sum())
-        sched.step()
-        val_acc = float("nan")
-        if x_val is not None:
-            model.eval()
-            with torch.no_grad():
-                pred = torch.cat([model(x_val[j:j + 64]).argmax(1) for j in range(0, len(x_val), 64)])
-            val_acc = overall_accuracy(y_val, pred.numpy())
-        score = val_acc if x_val is not None else float(epoch)
+        loss, train_acc = _train_epoch(setup, data, config, epoch, progress)
+        val_acc = _val_accuracy(setup.model, data)
+        score = val_acc if data.x_val is not None else float(epoch)
         if score >= best_acc:
             best_acc = score
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-               "train_acc": correct / max(1, n), "val_acc": val_acc, "seconds": time.time() - t0}
-        new = not log_path.exists()
-        with open(log_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        tmp = state_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch + 1, "best_acc": best_acc, "best_state": best_state,
-                    "config": asdict(config), "classes": classes}, tmp)
-        tmp.replace(state_path)
+            best_state = {k: v.clone() for k, v in setup.model.state_dict().items()}
+        _log_epoch(out / LOG, {"epoch": epoch + 1, "loss": loss, "train_acc": train_acc,
+                               "val_acc": val_acc, "seconds": time.time() - t0})
+        _save({"model": setup.model.state_dict(), "opt": setup.opt.state_dict(),
+               "sched": setup.sched.state_dict(), "epoch": epoch + 1, "best_acc": best_acc,
+               "best_state": best_state, "config": asdict(config), "classes": classes}, out / STATE)
 
-    ck = {"state_dict": best_state if best_state is not None else model.state_dict(),
-          "classes": classes, "mean": mean, "std": std, "config": asdict(config),
-          "val_acc": best_acc if x_val is not None else None, "train_images": len(train),
+    ck = {"state_dict": best_state if best_state is not None else setup.model.state_dict(),
+          "classes": classes, "mean": data.mean, "std": data.std, "config": asdict(config),
+          "val_acc": best_acc if data.x_val is not None else None, "train_images": len(train),
           "val_images": len(val) if val is not None else 0, "arch": "torchvision resnet18 (weights=None)",
-          "trained_in": "bf16 autocast, channels-last" if bf16 else "float32"}
-    tmp = final.with_suffix(".tmp")
-    torch.save(ck, tmp)
-    tmp.replace(final)
+          "trained_in": "bf16 autocast, channels-last" if setup.bf16 else "float32"}
+    _save(ck, final)
     (out / "classifier.json").write_text(json.dumps({k: v for k, v in ck.items() if k != "state_dict"},
                                                      indent=1) + "\n")
     return final

@@ -217,8 +217,55 @@ def _file_digest(path: Path) -> str:
 
 # --------------------------------------------------------------------------------------------- run
 
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one report reads: its config and folder, and the codecs that ran
+    (classical: those available here; learned: those that produced records)."""
+
+    cfg: ReportConfig
+    out: Path
+    classical: list[ClassicalSpec]
+    learned: list[LearnedSpec]
+    labels: dict[str, str]  # codec name -> its label on tables and figures
+
+    @property
+    def images(self) -> ImageSet:
+        return self.cfg.images
+
+
+@dataclass(frozen=True)
+class _Results:
+    """What the README summarises, in the order the steps of :func:`_run` measured it."""
+
+    rows: list[dict[str, Any]]                    # averaged RD points (``rd_average.csv``)
+    bd: dict[str, list[dict[str, Any]]]           # metric -> BD of every codec vs every anchor
+    at_rates: list[dict[str, Any]]                # quality at ``cfg.rates``
+    anchors: list[str]
+    figures: dict[str, list[str]]                 # group -> its RD figure files
+    group_bd: dict[str, list[dict[str, Any]]]     # ablation / generalization group -> BD vs its ref
+    visual: dict[str, Any] | None
+    classification: dict[str, Any] | None
+    missing: list[str]
+
+
 def run_report(cfg: ReportConfig) -> Path:
-    """Measure everything ``cfg`` asks for and write ``<out_root>/<name>/``; returns that folder."""
+    """Measure everything ``cfg`` asks for and write ``<out_root>/<name>/``.
+
+    Every step resumes from the JSON-lines caches in that folder, so an interrupted or extended
+    report (more codecs, more images) only measures what is new.
+
+    Args:
+        cfg: the report: images, codecs, metrics, rates and what else to write (see
+            :class:`ReportConfig` and the module docstring for the files).
+
+    Returns:
+        The report folder, ``cfg.out_root / cfg.name``.
+
+    Raises:
+        ValueError: ``cfg.images`` is empty, or classification was asked for without labelled
+            test images or without training images / a trained classifier.
+        KeyError: a classical codec name is not registered (checked before any work).
+    """
     if not cfg.threads:
         return _run(cfg)
     import torch
@@ -232,6 +279,36 @@ def run_report(cfg: ReportConfig) -> Path:
 
 
 def _run(cfg: ReportConfig) -> Path:
+    """The report's steps in order: set up, measure RD, BD tables, group figures, visual
+    comparison, classification, README."""
+    out, classical, unavailable = _prepare(cfg)
+    records, learned_ok, missing = _measure_rd(cfg, out, classical, unavailable)
+    labels = {s.codec: s.label for s in classical} | {s.name: s.display for s in cfg.learned}
+    run = _Run(cfg, out, classical, learned_ok, labels)
+    rows = average(records)
+    _write_csv(out / "rd_average.csv", rows, ["codec", "kind", "setting", "images", "failed", "bpp",
+                                              "psnr", "psnr_paper", "ms_ssim", "ms_ssim_db",
+                                              "enc_s", "dec_s", "min_bytes"])
+    bd, at_rates, anchors = _bd_tables(run, rows)
+    figures, group_bd = _group_figures(run, rows)
+
+    visual = None
+    if cfg.visual_bpp:
+        _say(cfg, f"visual comparison near {cfg.visual_bpp} bpp")
+        visual = _visual(run, records)
+    classification = None
+    if cfg.classification is not None:
+        classification = _classification(run, records)
+
+    _write_readme(run, _Results(rows, bd, at_rates, anchors, figures, group_bd, visual,
+                                classification, missing))
+    _say(cfg, f"report written to {out}")
+    return out
+
+
+def _prepare(cfg: ReportConfig) -> tuple[Path, list[ClassicalSpec], list[str]]:
+    """The report folder with ``config.json`` and ``images.csv``; (folder, the classical codecs
+    available here, the names of those that are not)."""
     out = Path(cfg.out_root) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     images = cfg.images
@@ -245,8 +322,14 @@ def _run(cfg: ReportConfig) -> Path:
     _write_csv(out / "images.csv", [{"name": im.name, "label": im.label or "",
                                      "shape": "x".join(map(str, im.pixels.shape)),
                                      "dtype": str(im.pixels.dtype), "peak": im.peak} for im in images])
+    return out, classical, unavailable
 
-    # -- rate-distortion ------------------------------------------------------------------------
+
+def _measure_rd(cfg: ReportConfig, out: Path, classical: list[ClassicalSpec], unavailable: list[str]
+                ) -> tuple[list[dict[str, Any]], list[LearnedSpec], list[str]]:
+    """Per-image RD records of every codec (``rd.jsonl``, ``per_image.csv``); (records, the
+    learned codecs that produced any, what was missing)."""
+    images = cfg.images
     cache = RDCache(out / "rd.jsonl")
     _say(cfg, f"{cfg.name}: {len(images)} images, {len(classical)} classical + "
               f"{len(cfg.learned)} learned codecs")
@@ -269,61 +352,54 @@ def _run(cfg: ReportConfig) -> Path:
     _write_csv(out / "per_image.csv", records,
                ["codec", "kind", "setting", "image", "label", "bytes", "bpp", "psnr", "psnr_paper",
                 "ms_ssim", "ms_ssim_db", "enc_s", "dec_s", "error"])
-    rows = average(records)
-    _write_csv(out / "rd_average.csv", rows, ["codec", "kind", "setting", "images", "failed", "bpp",
-                                              "psnr", "psnr_paper", "ms_ssim", "ms_ssim_db",
-                                              "enc_s", "dec_s", "min_bytes"])
-    labels = {s.codec: s.label for s in classical} | {s.name: s.display for s in cfg.learned}
-    codecs = [s.codec for s in classical] + [s.name for s in learned_ok]
-    anchors = [a for a in (cfg.anchors or [s.codec for s in classical]) if a in codecs]
+    return records, learned_ok, missing
 
+
+def _bd_tables(run: _Run, rows: list[dict[str, Any]]
+               ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]], list[str]]:
+    """``bd_<metric>.csv`` (every codec vs every anchor) and ``quality_at_rates.csv``;
+    (BD rows per metric, quality-at-rate rows, the anchors used)."""
+    cfg = run.cfg
+    codecs = [s.codec for s in run.classical] + [s.name for s in run.learned]
+    anchors = [a for a in (cfg.anchors or [s.codec for s in run.classical]) if a in codecs]
     bd: dict[str, list[dict[str, Any]]] = {}
     for m in cfg.metrics:
         bd[m] = bd_matrix(rows, codecs, anchors, m)
-        _write_csv(out / f"bd_{m}.csv", bd[m])
+        _write_csv(run.out / f"bd_{m}.csv", bd[m])
     at_rates = [{"codec": c, "metric": m, **{f"{r:g}bpp": v for r, v in
                                              zip(cfg.rates, quality_at(rows, c, m, cfg.rates))}}
                 for c in codecs for m in cfg.metrics]
-    _write_csv(out / "quality_at_rates.csv", at_rates)
+    _write_csv(run.out / "quality_at_rates.csv", at_rates)
+    return bd, at_rates, anchors
 
-    # -- figures per group --------------------------------------------------------------------
+
+def _group_figures(run: _Run, rows: list[dict[str, Any]]
+                   ) -> tuple[dict[str, list[str]], dict[str, list[dict[str, Any]]]]:
+    """RD figures of each group (``rd_<group>_<metric>.png``) and the ablation / generalization
+    groups' BD against their reference (``bd_<group>.csv``); (figure files, group BD rows)."""
     from .figures import plot_rd
 
+    cfg, labels = run.cfg, run.labels
     figures: dict[str, list[str]] = {}
     group_bd: dict[str, list[dict[str, Any]]] = {}
     for g in GROUPS:
-        members = [s.name for s in learned_ok if g in s.groups]
+        members = [s.name for s in run.learned if g in s.groups]
         if g == "main":
-            members = [s.codec for s in classical] + members
+            members = [s.codec for s in run.classical] + members
         if len(members) == 0 or (g != "main" and len(members) < 2):
             continue
         for m in cfg.metrics:
             curves = {labels[c]: curve(rows, c, m, monotone=False) for c in members}
-            p = plot_rd(curves, out / f"rd_{g}_{m}.png", METRIC_LABELS[m],
-                        f"{images.name}: {GROUP_TITLES[g]}",
-                        dashed=[labels[s.codec] for s in classical])
+            p = plot_rd(curves, run.out / f"rd_{g}_{m}.png", METRIC_LABELS[m],
+                        f"{run.images.name}: {GROUP_TITLES[g]}",
+                        dashed=[labels[s.codec] for s in run.classical])
             figures.setdefault(g, []).append(p.name)
         if g != "main":
             ref = cfg.group_refs.get(g)
             ref = ref if ref in members else members[0]
             group_bd[g] = [r for m in cfg.metrics for r in bd_matrix(rows, members, [ref], m)]
-            _write_csv(out / f"bd_{g}.csv", group_bd[g])
-
-    # -- visual comparison --------------------------------------------------------------------
-    visual = None
-    if cfg.visual_bpp:
-        _say(cfg, f"visual comparison near {cfg.visual_bpp} bpp")
-        visual = _visual(cfg, out, images, classical, learned_ok, records, labels)
-
-    # -- classification -------------------------------------------------------------------------
-    classification = None
-    if cfg.classification is not None:
-        classification = _classification(cfg, out, images, classical, learned_ok, records, labels)
-
-    _write_readme(cfg, out, images, classical, learned_ok, rows, bd, at_rates, anchors, labels,
-                  figures, group_bd, visual, classification, missing)
-    _say(cfg, f"report written to {out}")
-    return out
+            _write_csv(run.out / f"bd_{g}.csv", group_bd[g])
+    return figures, group_bd
 
 
 def _write_config(out: Path, cfg: ReportConfig) -> None:
@@ -348,105 +424,147 @@ def _detail(img) -> float:
     return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
 
 
-def _visual(cfg: ReportConfig, out: Path, images: ImageSet, classical: list[ClassicalSpec],
-            learned: list[LearnedSpec], records: list[dict[str, Any]], labels: dict[str, str]
-            ) -> dict[str, Any]:
+def _visual(run: _Run, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """``visual_<bpp>bpp.png`` / ``.csv``: one tile from every codec near ``cfg.visual_bpp``;
+    returns the tile's name, the figure's file name and one row per codec."""
     from .figures import plot_visual
 
+    cfg, images = run.cfg, run.images
     if cfg.visual_image:
         im = images.by_name(cfg.visual_image)
     else:  # a detailed but not extreme tile (75th percentile of gradient energy): codecs differ there
         ranked = sorted(images, key=_detail)
         im = ranked[min(len(ranked) - 1, int(0.75 * len(ranked)))]
     panels, rows = [], []
-    for s in list(classical) + list(learned):
+    for s in list(run.classical) + list(run.learned):
         recon, rec = reconstruct_near(s, [im], cfg.visual_bpp, records, per_image=True,
                                       device=cfg.device)[0]
         name = s.codec if isinstance(s, ClassicalSpec) else s.name
-        panels.append({**rec, "label": labels[name], "image": np.moveaxis(recon, 0, -1)})
+        panels.append({**rec, "label": run.labels[name], "image": np.moveaxis(recon, 0, -1)})
         rows.append({"codec": name, "setting": rec["setting"], "bpp": rec["bpp"], "psnr": rec["psnr"],
                      "psnr_paper": rec["psnr_paper"], "ms_ssim_db": rec["ms_ssim_db"]})
     tag = f"{cfg.visual_bpp:g}"
-    fig = plot_visual(im.hwc, panels, out / f"visual_{tag}bpp.png", peak=im.peak,
+    fig = plot_visual(im.hwc, panels, run.out / f"visual_{tag}bpp.png", peak=im.peak,
                       crop=max(16, min(im.pixels.shape[1:]) // 4),
                       title=f"{im.name}: every codec near {tag} bpp")
-    _write_csv(out / f"visual_{tag}bpp.csv", rows)
+    _write_csv(run.out / f"visual_{tag}bpp.csv", rows)
     return {"image": im.name, "figure": fig.name, "rows": rows}
 
 
-def _classification(cfg: ReportConfig, out: Path, images: ImageSet, classical: list[ClassicalSpec],
-                    learned: list[LearnedSpec], records: list[dict[str, Any]], labels: dict[str, str]
-                    ) -> dict[str, Any]:
-    from .classifier import (
-        ClassifierConfig,
-        confusion_matrix,
-        load_classifier,
-        overall_accuracy,
-        train_classifier,
-    )
-    from .figures import plot_confusion, plot_confusions
+# ---------------------------------------------------------------------------------- classification
 
-    cs = cfg.classification
-    test = cs.test if cs.test is not None else images
-    if not test.labelled():
-        raise ValueError("classification needs labelled test images (class folders / dataset classes)")
-    if cs.classifier:
-        path = Path(cs.classifier)
-    else:
-        if cs.train is None:
-            raise ValueError("classification needs training images or a trained classifier")
-        _say(cfg, f"classifier: training on {len(cs.train)} original tiles (resumable)")
-        path = train_classifier(cs.train, cs.val, out / "classifier", cs.config or ClassifierConfig(),
-                                classes=cs.train.classes or None, progress=cfg.progress)
-    clf = load_classifier(path)
-    digest = _file_digest(path)
-    y = np.array([clf.classes.index(im.label) for im in test])
-    names = {im.name for im in test}  # learned qualities are chosen on these images' own rates
-    records = [r for r in records if r["image"] in names] or records
-    cache = RDCache(out / "classification.jsonl")
-    key = f"@{cs.target_bpp:g}"
-    results: dict[str, dict[str, Any]] = {}
-    cms: dict[str, np.ndarray] = {}
-    correct: dict[str, list[bool]] = {}
+@dataclass(frozen=True)
+class _Classify:
+    """One trained classifier against every codec's reconstructions of one labelled test set;
+    its predictions are cached per (codec, target, image) under the weights that made them."""
 
-    def identity(spec: Any) -> str:
+    clf: Any                        # a trained .classifier.Classifier
+    digest: str                     # of the classifier's checkpoint
+    test: ImageSet
+    records: list[dict[str, Any]]   # RD records of the test images: learned qualities are chosen on them
+    cache: RDCache
+    target_bpp: float
+    device: str
+
+    @property
+    def key(self) -> str:
+        return f"@{self.target_bpp:g}"
+
+    def identity(self, spec: Any) -> str:
         """Classifier + (learned) the weights of the quality the codec will use: a retrained codec,
         or a different quality nearest the target, is classified again, never served from cache."""
         if not isinstance(spec, LearnedSpec):
-            return digest
+            return self.digest
         found, _ = spec.available()
-        q = nearest_setting(records, spec.name, cs.target_bpp)
+        q = nearest_setting(self.records, spec.name, self.target_bpp)
         if q is None or int(q) not in found:
-            return digest
-        return f"{digest}|q{int(q)}|{spec.source_id(int(q), found[int(q)])}"
+            return self.digest
+        return f"{self.digest}|q{int(q)}|{spec.source_id(int(q), found[int(q)])}"
 
-    def done(codec: str, ident: str) -> list[dict[str, Any]] | None:
-        rs = [cache.get(codec, key, im.name, ident) for im in test]
+    def done(self, codec: str, ident: str) -> list[dict[str, Any]] | None:
+        rs = [self.cache.get(codec, self.key, im.name, ident) for im in self.test]
         return rs if all(r is not None for r in rs) else None
 
-    specs: list[tuple[str, Any]] = [("original", None)] + [(s.codec, s) for s in classical] + \
-                                   [(s.name, s) for s in learned]
-    if cs.codecs is not None:
-        specs = [(n, s) for n, s in specs if n == "original" or n in cs.codecs]
+    def predict(self, name: str, spec: Any, ident: str) -> list[dict[str, Any]]:
+        """Reconstruct the test set with ``spec`` (None: the originals) near the target and
+        classify it; one cached record per image."""
+        if spec is None:
+            recs = [(im.pixels, {"bpp": float("nan"), "setting": "original"}) for im in self.test]
+        else:
+            recs = reconstruct_near(spec, list(self.test), self.target_bpp, self.records,
+                                    per_image=False, device=self.device)
+        pred = self.clf.predict([x for x, _ in recs])
+        rs = []
+        for im, (x, rec), p in zip(self.test, recs, pred):
+            r = {"codec": name, "setting": self.key, "image": im.name, "digest": ident,
+                 "label": im.label, "pred": self.clf.classes[int(p)], "bpp": rec.get("bpp"),
+                 "codec_setting": rec.get("setting"), "psnr_paper": rec.get("psnr_paper")}
+            self.cache.add(r)
+            rs.append(r)
+        return rs
+
+
+def _classification(run: _Run, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Downstream classification near ``cfg.classification.target_bpp`` (``classification.csv``,
+    confusion matrices); returns what the README and the verdicts read."""
+    from .classifier import load_classifier
+
+    cs = run.cfg.classification
+    test = cs.test if cs.test is not None else run.images
+    if not test.labelled():
+        raise ValueError("classification needs labelled test images (class folders / dataset classes)")
+    path = _classifier_path(run)
+    clf = load_classifier(path)
+    names = {im.name for im in test}  # learned qualities are chosen on these images' own rates
+    job = _Classify(clf, _file_digest(path), test,
+                    [r for r in records if r["image"] in names] or records,
+                    RDCache(run.out / "classification.jsonl"), cs.target_bpp, run.cfg.device)
+    results, cms, correct = _classify_codecs(run, job)
+    rows = list(results.values())
+    _write_csv(run.out / "classification.csv", rows, ["codec", "oa", "bpp", "settings", "images"])
+    figs = _write_confusions(run, clf.classes, cms, results)
+    return {"rows": rows, "figures": figs, "classifier": str(path), "meta": clf.meta, "correct": correct,
+            "test": test.description, "target_bpp": cs.target_bpp}
+
+
+def _classifier_path(run: _Run) -> Path:
+    """The classifier checkpoint to use: the one given, else one trained (resumably) on the
+    setup's training images in ``<report>/classifier``."""
+    from .classifier import ClassifierConfig, train_classifier
+
+    cs = run.cfg.classification
+    if cs.classifier:
+        return Path(cs.classifier)
+    if cs.train is None:
+        raise ValueError("classification needs training images or a trained classifier")
+    _say(run.cfg, f"classifier: training on {len(cs.train)} original tiles (resumable)")
+    return train_classifier(cs.train, cs.val, run.out / "classifier", cs.config or ClassifierConfig(),
+                            classes=cs.train.classes or None, progress=run.cfg.progress)
+
+
+def _classify_codecs(run: _Run, job: _Classify
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray], dict[str, list[bool]]]:
+    """OA, confusion matrix and per-image correctness of the originals and of every codec's
+    reconstructions (cached predictions reused); (summary row, confusion matrix, correctness)
+    per codec."""
     from tqdm.auto import tqdm
 
-    for name, spec in tqdm(specs, desc="classification", disable=not cfg.progress, leave=False):
-        ident = identity(spec)
-        rs = done(name, ident)
+    from .classifier import confusion_matrix, overall_accuracy
+
+    clf, cs = job.clf, run.cfg.classification
+    y = np.array([clf.classes.index(im.label) for im in job.test])
+    specs: list[tuple[str, Any]] = [("original", None)] + [(s.codec, s) for s in run.classical] + \
+                                   [(s.name, s) for s in run.learned]
+    if cs.codecs is not None:
+        specs = [(n, s) for n, s in specs if n == "original" or n in cs.codecs]
+    results: dict[str, dict[str, Any]] = {}
+    cms: dict[str, np.ndarray] = {}
+    correct: dict[str, list[bool]] = {}
+    for name, spec in tqdm(specs, desc="classification", disable=not run.cfg.progress, leave=False):
+        ident = job.identity(spec)
+        rs = job.done(name, ident)
         if rs is None:
-            if spec is None:
-                recs = [(im.pixels, {"bpp": float("nan"), "setting": "original"}) for im in test]
-            else:
-                recs = reconstruct_near(spec, list(test), cs.target_bpp, records, per_image=False,
-                                        device=cfg.device)
-            pred = clf.predict([x for x, _ in recs])
-            rs = []
-            for im, (x, rec), p in zip(test, recs, pred):
-                r = {"codec": name, "setting": key, "image": im.name, "digest": ident,
-                     "label": im.label, "pred": clf.classes[int(p)], "bpp": rec.get("bpp"),
-                     "codec_setting": rec.get("setting"), "psnr_paper": rec.get("psnr_paper")}
-                cache.add(r)
-                rs.append(r)
+            rs = job.predict(name, spec, ident)
         p = np.array([clf.classes.index(r["pred"]) for r in rs])
         cms[name] = confusion_matrix(y, p, len(clf.classes))
         bpps = np.array([r["bpp"] for r in rs if r["bpp"] is not None], dtype=np.float64)
@@ -456,29 +574,53 @@ def _classification(cfg: ReportConfig, out: Path, images: ImageSet, classical: l
                          "bpp": float(np.nanmean(bpps)) if np.isfinite(bpps).any() else float("nan"),
                          "settings": ";".join(settings) if len(settings) <= 3 else f"{len(settings)} per-image",
                          "images": len(rs)}
-    rows = list(results.values())
-    _write_csv(out / "classification.csv", rows, ["codec", "oa", "bpp", "settings", "images"])
+    return results, cms, correct
+
+
+def _write_confusions(run: _Run, classes: list[str], cms: dict[str, np.ndarray],
+                      results: dict[str, dict[str, Any]]) -> list[str]:
+    """``confusion_<codec>.csv`` / ``.png`` per codec and ``confusions.png`` of all; returns the
+    per-codec figure names."""
+    from .figures import plot_confusion, plot_confusions
+
+    out = run.out
     figs = []
-    disp = {n: ("Original" if n == "original" else labels.get(n, n)) for n in cms}
+    disp = {n: ("Original" if n == "original" else run.labels.get(n, n)) for n in cms}
     for n, cm in cms.items():
         np.savetxt(out / f"confusion_{n}.csv", cm, fmt="%d", delimiter=",",
-                   header=",".join(clf.classes), comments="")
-        figs.append(plot_confusion(cm, clf.classes, out / f"confusion_{n}.png",
+                   header=",".join(classes), comments="")
+        figs.append(plot_confusion(cm, classes, out / f"confusion_{n}.png",
                                    f"{disp[n]}: OA {results[n]['oa']:.3f}").name)
     plot_confusions({f"{disp[n]} (OA {results[n]['oa']:.3f})": cm for n, cm in cms.items()},
-                    clf.classes, out / "confusions.png")
-    return {"rows": rows, "figures": figs, "classifier": str(path), "meta": clf.meta, "correct": correct,
-            "test": test.description, "target_bpp": cs.target_bpp}
+                    classes, out / "confusions.png")
+    return figs
 
 
 # -------------------------------------------------------------------------------------------- readme
 
-def _write_readme(cfg: ReportConfig, out: Path, images: ImageSet, classical: list[ClassicalSpec],
-                  learned: list[LearnedSpec], rows: list[dict[str, Any]],
-                  bd: dict[str, list[dict[str, Any]]], at_rates: list[dict[str, Any]],
-                  anchors: list[str], labels: dict[str, str], figures: dict[str, list[str]],
-                  group_bd: dict[str, list[dict[str, Any]]], visual: dict[str, Any] | None,
-                  classification: dict[str, Any] | None, missing: list[str]) -> None:
+def _write_readme(run: _Run, res: _Results) -> None:
+    """``README.md``: every section below, in the order a reader needs them."""
+    cfg = run.cfg
+    L = _readme_intro(run) + _readme_codecs(run, res.rows)
+    if cfg.budget:
+        L += _budget_section(cfg.budget, res.rows, run.labels, run.learned)
+    L += _verdict_section(res.rows, run.labels, res.classification, cfg.metrics[0], run.learned,
+                          cfg.budget)
+    L += _readme_bd(run, res) + _readme_at_rates(run, res) + _readme_groups(run, res)
+    if res.visual:
+        L += _readme_visual(run, res.visual)
+    if res.classification:
+        L += _readme_classification(run, res.classification)
+    L += ["## Missing", ""]
+    L += [f"- {m}" for m in res.missing] if res.missing else ["Nothing: every requested codec was measured."]
+    L += ["", "## Environment", ""]
+    L += [f"- {k}: {v}" for k, v in _environment().items()]
+    (run.out / "README.md").write_text("\n".join(L) + "\n")
+
+
+def _readme_intro(run: _Run) -> list[str]:
+    """Title, the images, when and how the report was made, and how rate and quality are measured."""
+    cfg, images = run.cfg, run.images
     L: list[str] = [f"# Evaluation report `{cfg.name}`", ""]
     L += [f"Images: **{len(images)}** — {images.description}.",
           f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}"
@@ -491,20 +633,25 @@ def _write_readme(cfg: ReportConfig, out: Path, images: ImageSet, classical: lis
           "do not raise both rate and quality are left out), over the two curves' shared range only "
           "(`rate_overlap` in the csv files: the shared fraction of the shorter curve's log-rate "
           "range); negative BD-rate = fewer bits than the anchor for the same quality.", ""]
+    return L
 
-    L += ["## Codecs", ""]
+
+def _readme_codecs(run: _Run, rows: list[dict[str, Any]]) -> list[str]:
+    """## Codecs: settings, rate range, smallest file and failures of each codec."""
+    labels = run.labels
+    L = ["## Codecs", ""]
     crow = []
     smallest: dict[str, int] = {}  # a file's fixed cost (container, headers), in every rate
     for r in rows:
         if r.get("min_bytes"):
             smallest[r["codec"]] = min(smallest.get(r["codec"], r["min_bytes"]), r["min_bytes"])
-    for s in classical:
+    for s in run.classical:
         pts = [r for r in rows if r["codec"] == s.codec]
         bpps = [r["bpp"] for r in pts if math.isfinite(r["bpp"])]
         crow.append([labels[s.codec], "classical", ", ".join(f"{p:g}" for p in s.settings()),
                      f"{min(bpps):.3f} - {max(bpps):.3f}" if bpps else "n/a",
                      smallest.get(s.codec, "n/a"), max((r["failed"] for r in pts), default=0)])
-    for s in learned:
+    for s in run.learned:
         pts = [r for r in rows if r["codec"] == s.name]
         bpps = [r["bpp"] for r in pts if math.isfinite(r["bpp"])]
         crow.append([labels[s.name], f"learned ({s.arch or s.name}{', untrained' if s.untrained else ''})",
@@ -516,24 +663,25 @@ def _write_readme(cfg: ReportConfig, out: Path, images: ImageSet, classical: lis
     L += ["The smallest file of each codec bounds its fixed cost per image (container, headers), "
           "which every rate above includes: HEIF (`bpg-hevc`) and AVIF carry an ISOBMFF container of "
           "a few hundred bytes, ~0.04 bpp at 256 x 256, a large share of the lowest rates.", ""]
-    if any(s.codec == "bpg-hevc" for s in classical):
+    if any(s.codec == "bpg-hevc" for s in run.classical):
         L += ["**BPG**: there is no `bpgenc` package in this environment. BPG's coding tool is HEVC "
               "intra; `bpg-hevc` runs it through libheif + x265 with bpgenc's settings (constant QP, "
               "preset veryslow, tune ssim, 4:2:0) and stores it in a HEIF file whose container "
               "(~370 bytes at 256 x 256, ~0.045 bpp) is counted in the rate; a .bpg header is a few "
               "bytes, so BPG itself would sit slightly to the left of this curve.", ""]
+    return L
 
-    if cfg.budget:
-        L += _budget_section(cfg.budget, rows, labels, learned)
-    L += _verdict_section(rows, labels, classification, cfg.metrics[0], learned, cfg.budget)
 
-    main_metric = cfg.metrics[0]
-    for m in cfg.metrics:
-        if not bd.get(m) or not anchors:
+def _readme_bd(run: _Run, res: _Results) -> list[str]:
+    """## BD-rate vs anchors, one section per metric: BD-rate and BD-quality matrices."""
+    labels, anchors, main_metric = run.labels, res.anchors, run.cfg.metrics[0]
+    L: list[str] = []
+    for m in run.cfg.metrics:
+        if not res.bd.get(m) or not anchors:
             continue
-        tests = [c for c in labels if any(r["test"] == c for r in bd[m])]
+        tests = [c for c in labels if any(r["test"] == c for r in res.bd[m])]
         L += [f"## BD-rate vs anchors — {METRIC_LABELS[m]}", ""]
-        table = {(r["test"], r["anchor"]): r for r in bd[m]}
+        table = {(r["test"], r["anchor"]): r for r in res.bd[m]}
         L += ["BD-rate (%), row codec against column anchor:", ""]
         L += _md_table(["codec \\ anchor"] + [labels[a] for a in anchors],
                        [[labels[t]] + [("—" if t == a else _num(table[(t, a)]["bd_rate_pct"], 1, True))
@@ -549,65 +697,77 @@ def _write_readme(cfg: ReportConfig, out: Path, images: ImageSet, classical: lis
         if m == main_metric:
             L += ["", f"![RD {m}](rd_main_{m}.png)"]
         L += [""]
+    return L
 
-    L += ["## Quality at fixed rates", ""]
+
+def _readme_at_rates(run: _Run, res: _Results) -> list[str]:
+    """## Quality at fixed rates, one table per metric, and links to the data and figures."""
+    cfg = run.cfg
+    L = ["## Quality at fixed rates", ""]
     for m in cfg.metrics:
         L += [f"{METRIC_LABELS[m]}:", ""]
         L += _md_table(["codec"] + [f"{r:g} bpp" for r in cfg.rates],
-                       [[labels[r["codec"]]] + [_num(r[f"{x:g}bpp"]) for x in cfg.rates]
-                        for r in at_rates if r["metric"] == m]) + [""]
+                       [[run.labels[r["codec"]]] + [_num(r[f"{x:g}bpp"]) for x in cfg.rates]
+                        for r in res.at_rates if r["metric"] == m]) + [""]
     L += ["Averaged points: [`rd_average.csv`](rd_average.csv); per image: "
           "[`per_image.csv`](per_image.csv). Figures: "
-          + ", ".join(f"[`{f}`]({f})" for fs in figures.values() for f in fs) + ".", ""]
+          + ", ".join(f"[`{f}`]({f})" for fs in res.figures.values() for f in fs) + ".", ""]
+    return L
 
+
+def _readme_groups(run: _Run, res: _Results) -> list[str]:
+    """The ablation and generalization sections: BD of each member against the group's reference."""
+    labels = run.labels
+    L: list[str] = []
     for g in ("ablation", "generalization"):
         L += [f"## {GROUP_TITLES[g][0].upper() + GROUP_TITLES[g][1:]}", ""]
-        if g not in group_bd:
+        if g not in res.group_bd:
             L += [f"Not measured: fewer than two {g} codecs had checkpoints (see *Missing*).", ""]
             continue
-        ref = group_bd[g][0]["anchor"]
+        ref = res.group_bd[g][0]["anchor"]
         L += [f"Against {labels[ref]}:", ""]
         L += _md_table(["codec", "metric", "BD-rate %", "BD-quality dB"],
                        [[labels[r["test"]], r["metric"], _num(r["bd_rate_pct"], 1, True),
-                         _num(r["bd_quality_db"], 2, True)] for r in group_bd[g]]) + [""]
-        L += [f"![{g}](rd_{g}_{main_metric}.png)", ""]
+                         _num(r["bd_quality_db"], 2, True)] for r in res.group_bd[g]]) + [""]
+        L += [f"![{g}](rd_{g}_{run.cfg.metrics[0]}.png)", ""]
+    return L
 
-    if visual:
-        L += [f"## Visual comparison near {cfg.visual_bpp:g} bpp", "",
-              f"Tile `{visual['image']}`; classical codecs hit the rate per image (largest file at "
-              f"or under it), learned codecs use their quality nearest to it. Crops: the most "
-              f"detailed window in the upper-left and the lower-right half.", ""]
-        L += _md_table(["codec", "setting", "bpp", "PSNR eq.10", "PSNR", "MS-SSIM dB"],
-                       [[labels[r["codec"]], _setting(r["setting"]), _num(r["bpp"], 4), _num(r["psnr_paper"]),
-                         _num(r["psnr"]), _num(r["ms_ssim_db"])] for r in visual["rows"]]) + [""]
-        L += [f"![visual]({visual['figure']})", ""]
 
-    if classification:
-        meta = classification["meta"]
-        L += [f"## Downstream classification near {classification['target_bpp']:g} bpp", "",
-              f"Classifier: {meta.get('arch', 'ResNet-18')} trained from scratch on "
-              f"{meta.get('train_images', '?')} original tiles (validation accuracy "
-              f"{_num(meta.get('val_acc') if meta.get('val_acc') is not None else float('nan'), 3)}; "
-              f"config {json.dumps(meta.get('config', {}))}). Test: {classification['test']}. "
-              f"Classical codecs are coded per tile at or under the target rate; each learned codec "
-              f"uses its one quality whose mean bpp is nearest the target.", ""]
-        target = classification["target_bpp"]
+def _readme_visual(run: _Run, visual: dict[str, Any]) -> list[str]:
+    """## Visual comparison: the tile, each codec's point near the rate, the figure."""
+    L = [f"## Visual comparison near {run.cfg.visual_bpp:g} bpp", "",
+         f"Tile `{visual['image']}`; classical codecs hit the rate per image (largest file at "
+         f"or under it), learned codecs use their quality nearest to it. Crops: the most "
+         f"detailed window in the upper-left and the lower-right half.", ""]
+    L += _md_table(["codec", "setting", "bpp", "PSNR eq.10", "PSNR", "MS-SSIM dB"],
+                   [[run.labels[r["codec"]], _setting(r["setting"]), _num(r["bpp"], 4), _num(r["psnr_paper"]),
+                     _num(r["psnr"]), _num(r["ms_ssim_db"])] for r in visual["rows"]]) + [""]
+    L += [f"![visual]({visual['figure']})", ""]
+    return L
 
-        def far(bpp: float) -> str:  # a learned codec whose qualities do not reach the target
-            return "" if not math.isfinite(bpp) or 0.75 * target <= bpp <= 1.25 * target else \
-                " (far from the target)"
 
-        L += _md_table(["codec", "OA", "mean bpp", "setting(s)"],
-                       [["Original" if r["codec"] == "original" else labels.get(r["codec"], r["codec"]),
-                         _num(r["oa"], 4), _num(r["bpp"], 3) + far(r["bpp"]), r["settings"]]
-                        for r in classification["rows"]]) + [""]
-        L += ["![confusion matrices](confusions.png)", ""]
+def _readme_classification(run: _Run, classification: dict[str, Any]) -> list[str]:
+    """## Downstream classification: the classifier, OA and rate of each codec, the confusions."""
+    meta = classification["meta"]
+    L = [f"## Downstream classification near {classification['target_bpp']:g} bpp", "",
+         f"Classifier: {meta.get('arch', 'ResNet-18')} trained from scratch on "
+         f"{meta.get('train_images', '?')} original tiles (validation accuracy "
+         f"{_num(meta.get('val_acc') if meta.get('val_acc') is not None else float('nan'), 3)}; "
+         f"config {json.dumps(meta.get('config', {}))}). Test: {classification['test']}. "
+         f"Classical codecs are coded per tile at or under the target rate; each learned codec "
+         f"uses its one quality whose mean bpp is nearest the target.", ""]
+    target = classification["target_bpp"]
 
-    L += ["## Missing", ""]
-    L += [f"- {m}" for m in missing] if missing else ["Nothing: every requested codec was measured."]
-    L += ["", "## Environment", ""]
-    L += [f"- {k}: {v}" for k, v in _environment().items()]
-    (out / "README.md").write_text("\n".join(L) + "\n")
+    def far(bpp: float) -> str:  # a learned codec whose qualities do not reach the target
+        return "" if not math.isfinite(bpp) or 0.75 * target <= bpp <= 1.25 * target else \
+            " (far from the target)"
+
+    L += _md_table(["codec", "OA", "mean bpp", "setting(s)"],
+                   [["Original" if r["codec"] == "original" else run.labels.get(r["codec"], r["codec"]),
+                     _num(r["oa"], 4), _num(r["bpp"], 3) + far(r["bpp"]), r["settings"]]
+                    for r in classification["rows"]]) + [""]
+    L += ["![confusion matrices](confusions.png)", ""]
+    return L
 
 
 def _speed(rows: list[dict[str, Any]], codec: str) -> tuple[float, float]:
