@@ -14,16 +14,26 @@ from . import _compressai
 _compressai.install()
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .codec import TileCodec
+    from .codec import CodecChoice, TileCodec
 
 
-def load_codec(arch: str = "mgssnet", quality: int | None = None, pretrained: bool = True,
-               device: str = "cpu", **config: Any) -> "TileCodec":
-    """Tile codec for ``arch``: shipped weights at ``quality`` or, with ``pretrained=False``, the
-    architecture with fixed-seed weights. Imported lazily so that ``import geocompress`` is cheap."""
+def load_codec(choice: "CodecChoice | str" = "mgssnet", quality: float | None = None,
+               **options: Any) -> "TileCodec":
+    """The tile codec: :func:`geocompress.codec.load_codec` (its arguments, examples and errors),
+    imported when first called so that ``import geocompress`` stays cheap.
+
+    Args:
+        choice: a :class:`geocompress.codec.CodecChoice`, or an architecture name.
+        quality: a shipped quality, or a variable-rate model's level.
+        **options: ``CodecChoice`` fields and, for ``pretrained=False``, architecture
+            configuration.
+
+    Returns:
+        The codec.
+    """
     from .codec import load_codec as _load
 
-    return _load(arch=arch, quality=quality, pretrained=pretrained, device=device, **config)
+    return _load(choice, quality, **options)
 
 
 def passive_omp_wait() -> None:

@@ -9,12 +9,13 @@ from .errors import (
     WeightsError,
     WeightsMismatchError,
 )
+from .choice import CodecChoice
 from .format import FORMAT_VERSION, TileHeader
 from .tile_codec import TileCodec, load_codec
 from .weights import load_checkpoint, restore_constants, save_checkpoint, state_digest, untrained
 
 __all__ = [
-    "CodecError", "CorruptStreamError", "ForeignStreamError", "TruncatedStreamError",
+    "CodecChoice", "CodecError", "CorruptStreamError", "ForeignStreamError", "TruncatedStreamError",
     "UnsupportedVersionError", "WeightsError", "WeightsMismatchError", "FORMAT_VERSION",
     "TileHeader", "TileCodec", "load_codec", "load_checkpoint", "restore_constants", "save_checkpoint",
     "state_digest", "untrained",

@@ -27,12 +27,14 @@ from __future__ import annotations
 import copy
 import math
 from collections import defaultdict
+from dataclasses import asdict
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .choice import CodecChoice
 from .entropy import LatentCoder
 from .errors import CodecError, CorruptStreamError, WeightsMismatchError
 from .format import (FORMAT_VERSION, RATE_VERSION, SYMBOL_ORDER, TileHeader, TileString, pack,
@@ -471,28 +473,55 @@ class TileCodec:
         return np.clip(np.rint(x * peak), 0, peak).astype(h.dtype)
 
 
-def load_codec(arch: str = "mgssnet", quality: float | None = None, pretrained: bool = True,
-               device: str = "cpu", checkpoint: str | None = None, precision: str = "auto",
-               batch_size: int = 16, refine_steps: int = 0, halo_prior: bool = False,
-               digest: str | None = None, **config: Any) -> TileCodec:
-    """A :class:`TileCodec` from a checkpoint file, the shipped weights at ``quality``, or (with
-    ``pretrained=False``) the architecture's fixed-seed initialisation built from ``config``;
-    ``refine_steps`` > 0 turns on encoder-side latent refinement (module docstring).
-    ``halo_prior``: the quality's entropy half refitted for halo-coded tiles, where one ships
-    (:func:`~geocompress.codec.weights.load_shipped`); ``digest`` (a store's) picks whichever
-    shipped weights of that quality have it. A variable-rate model (``mgssnet-vr``) takes
-    ``quality`` on its continuous scale (default: its checkpoint's ``default_quality``, else 4)."""
-    if checkpoint is not None:
-        model = load_checkpoint(checkpoint)
+def load_codec(choice: CodecChoice | str = "mgssnet", quality: float | None = None, *,
+               halo_prior: bool = False, digest: str | None = None, **options: Any) -> TileCodec:
+    """A :class:`TileCodec`: from a checkpoint file, the shipped weights at a quality, or (with
+    ``pretrained=False``) the architecture's fixed-seed initialisation.
+
+    Args:
+        choice: a :class:`~geocompress.codec.choice.CodecChoice`, or an architecture name.
+        quality: a shipped quality, or a variable-rate model's level on its continuous scale
+            (default: the choice's; else the shipped middle quality, a checkpoint's own, or a
+            variable-rate checkpoint's ``default_quality``, else level 4).
+        halo_prior: the quality's entropy half refitted for halo-coded tiles, where one ships
+            (:func:`~geocompress.codec.weights.load_shipped`): stores written with halo coding
+            decode with it.
+        digest: a store's weights digest: picks whichever shipped weights of the quality have it.
+        **options: :class:`~geocompress.codec.choice.CodecChoice` fields overriding the choice's
+            (``checkpoint=``, ``precision=``, ``batch_size=``, ``refine_steps=``, ``device=``,
+            ``pretrained=``, ``arch=``); anything else is architecture configuration for
+            ``pretrained=False`` (``N=32``).
+
+    Returns:
+        The codec, its weights verified against the shipped digest where they are shipped.
+
+    Raises:
+        WeightsError: a missing, damaged or foreign weights file, or an unknown quality.
+        ValueError: an unknown precision, or a level outside a variable-rate model's range.
+
+    Examples:
+        >>> import geocompress
+        >>> codec = geocompress.load_codec("mgssnet", pretrained=False, N=16, M=24)
+        >>> codec.arch, codec.quality
+        ('mgssnet', 0)
+    """
+    if isinstance(choice, str):
+        choice = CodecChoice.of(**{"arch": choice, **options})
+    elif options:
+        choice = CodecChoice.of(**{**asdict(choice), **options})
+    if quality is None:
+        quality = choice.quality
+    if choice.checkpoint is not None:
+        model = load_checkpoint(choice.checkpoint)
         meta = getattr(model, "meta", {})
         if hasattr(model, "set_rate"):
             q = float(quality if quality is not None else meta.get("default_quality", 4.0))
         else:
             q = int(quality or meta.get("quality", 0))
-    elif pretrained:
-        model, q = load_shipped(arch, quality, halo_prior=halo_prior, digest=digest)
+    elif choice.pretrained:
+        model, q = load_shipped(choice.arch, quality, halo_prior=halo_prior, digest=digest)
     else:
-        model = untrained(arch, **config)
+        model = untrained(choice.arch, **choice.config)
         q = float(quality if quality is not None else 4.0) if hasattr(model, "set_rate") else 0
-    return TileCodec(model, quality=q, device=device, precision=precision, batch_size=batch_size,
-                     refine_steps=refine_steps)
+    return TileCodec(model, quality=q, device=choice.device, precision=choice.precision,
+                     batch_size=choice.batch_size, refine_steps=choice.refine_steps)
