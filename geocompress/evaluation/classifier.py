@@ -10,10 +10,12 @@ with each other and with the "original" row, not with the paper's absolute OA.
 Training is deterministic (seeded data order and augmentation: flips and 90-degree rotations, the
 symmetries of nadir imagery) and resumable: the state is written after every epoch, and a rerun
 continues from the last finished one. Tiles are resized once to ``size`` (128 by default: a
-ResNet-18 step at 256 px costs ~4x more, too much for a 2-core CPU machine; the classifier sees
-the reconstruction at that size too, so codecs are compared on equal terms). On a CPU with native
-bf16 (AMX / AVX512-BF16) training runs under bf16 autocast in channels-last layout, ~2.3x faster
-than float32 here (``precision="float32"`` turns it off); prediction always runs in float32.
+ResNet-18 step at 256 px costs several times more, too much for a 2-core CPU machine; the
+classifier sees the reconstruction at that size too, so codecs are compared on equal terms). On a
+CPU with native bf16 (AMX / AVX512-BF16) training runs under bf16 autocast in channels-last layout,
+faster than float32 (``precision="float32"`` turns it off); prediction always runs in float32.
+Measured training costs, with their provenance: ``catalogs/evaluations/paper-budget.md``, section
+*The downstream classifier's training cost*.
 """
 
 from __future__ import annotations

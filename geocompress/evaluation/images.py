@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 import os
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from geocompress.training.splits import assign_stratified
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS = ("train", "val", "test")
@@ -104,30 +105,25 @@ class ImageSet:
 
 # -------------------------------------------------------------------------------------------- split
 
-def _rng(seed: int, *keys: str) -> np.random.Generator:
-    return np.random.default_rng([int(seed)] + [zlib.crc32(k.encode()) for k in keys])
-
-
 def split_names(names: Sequence[str], group: str, seed: int = 0,
                 ratios: Sequence[float] = (0.8, 0.1, 0.1)) -> list[str]:
     """Split ("train" / "val" / "test") of each name of one class, stratified and seeded.
 
-    Uses :func:`geocompress.training.splits.assign_stratified` when the training package is
-    installed (the very assignment its datasets use); the fallback below is that algorithm.
+    The very assignment the dataset builder uses
+    (:func:`geocompress.training.splits.assign_stratified`), so a folder evaluated here and a
+    dataset built from it agree on which images are test images.
+
+    Args:
+        names: the file names of one class (their order does not matter).
+        group: the class's key (folder and class name), which seeds its shuffle apart from the
+            other classes'.
+        seed: the dataset seed.
+        ratios: train / val / test shares; val and test get ``round(share * n)`` each.
+
+    Returns:
+        The split of each name, in the order of ``names``.
     """
-    try:
-        from geocompress.training.splits import assign_stratified
-        codes = assign_stratified(list(names), group, seed, ratios)
-    except ImportError:  # pragma: no cover - training package absent
-        n = len(names)
-        n_val, n_test = int(round(ratios[1] * n)), int(round(ratios[2] * n))
-        order = np.argsort(np.asarray(names, dtype=object), kind="stable")
-        perm = order[_rng(seed, "class", group).permutation(n)]
-        arr = np.zeros(n, dtype=np.int64)
-        arr[perm[:n_val]] = 1
-        arr[perm[n_val:n_val + n_test]] = 2
-        codes = arr.tolist()
-    return [SPLITS[c] for c in codes]
+    return [SPLITS[c] for c in assign_stratified(list(names), group, seed, ratios)]
 
 
 # ------------------------------------------------------------------------------------------- folder
