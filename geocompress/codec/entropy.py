@@ -22,11 +22,11 @@ import functools
 
 import numpy as np
 import torch
-from compressai.entropy_models import EntropyModel
 from compressai.ans import RansDecoder, RansEncoder
 from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from torch import Tensor
 
+from . import compressai_adapter as cai
 from .exact import ExactNet, _Layer, no_cudnn, to_grid
 
 Streams = list[bytes]
@@ -61,11 +61,12 @@ class _CdfTable:
     """A GaussianConditional's CDF rows as Python lists, converted once (not per call)."""
 
     def __init__(self, gc) -> None:
-        lengths = gc._cdf_length.reshape(-1).int().tolist()
-        cdf = gc._quantized_cdf.cpu()
+        cdf, lengths, offsets = cai.cdf_tables(gc)
+        lengths = lengths.reshape(-1).int().tolist()
+        cdf = cdf.cpu()
         self.rows = [cdf[i, :n].tolist() for i, n in enumerate(lengths)]
         self.lengths = lengths
-        self.offsets = gc._offset.reshape(-1).int().tolist()
+        self.offsets = offsets.reshape(-1).int().tolist()
 
     def subset(self, indexes: np.ndarray) -> tuple[list[int], list[list[int]], list[int], list[int]]:
         """Remap ``indexes`` onto only the rows they use: the coder's cost of marshalling tables
@@ -100,7 +101,7 @@ class LatentCoder:
         if hasattr(model, "entropy_bottleneck"):
             # the hyper latent's medians in float64, whatever the transforms run in: an encoder
             # and a decoder in different precisions then dequantize z identically
-            self.z_medians = model.entropy_bottleneck._get_medians().detach().to(torch.float64)
+            self.z_medians = cai.bottleneck_medians(model.entropy_bottleneck).detach().to(torch.float64)
 
     # -- helpers ---------------------------------------------------------------------------
     def _indexes(self, scales: Tensor) -> Tensor:
@@ -121,13 +122,11 @@ class LatentCoder:
         """CompressAI's ``EntropyBottleneck.decompress``, with its medians in float64."""
         eb = self.model.entropy_bottleneck
         size = tuple(size)
-        n = eb._quantized_cdf.size(0) * size[0] * size[1]
+        n = cai.table_rows(eb) * size[0] * size[1]
         z_strings = [padded(z, n) for z in z_strings]
-        indexes = eb._build_indexes((len(z_strings), eb._quantized_cdf.size(0), *size))
         medians = self.z_medians.reshape(1, -1, *([1] * len(size)))
-        medians = medians.expand(len(z_strings), -1, *size).to(indexes.device)
-        return to_grid(EntropyModel.decompress(eb, z_strings, indexes.to(eb._quantized_cdf.device),
-                                               torch.float64, medians))
+        medians = medians.expand(len(z_strings), -1, *size)
+        return to_grid(cai.bottleneck_decompress(eb, z_strings, size, torch.float64, medians))
 
     # -- encode ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -156,7 +155,7 @@ class LatentCoder:
                order: str = WAVEFRONT) -> Tensor:
         m = self.model
         if self.kind == "factorized":
-            n = m.entropy_bottleneck._quantized_cdf.size(0) * y_size[0] * y_size[1]
+            n = cai.table_rows(m.entropy_bottleneck) * y_size[0] * y_size[1]
             return m.entropy_bottleneck.decompress([padded(s[0], n) for s in streams], y_size)
         z_size = (y_size[0] // 4, y_size[1] // 4)
         z_hat = self._z_hat([s[0] for s in streams], z_size)

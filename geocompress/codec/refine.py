@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import compressai_adapter as cai
 from .entropy import structure
 
 FIXED_POINT_ITERS = 3
@@ -39,7 +40,7 @@ def ste(x: Tensor, x_hat: Tensor) -> Tensor:
 def median_rounded(eb: torch.nn.Module, v: Tensor) -> Tensor:
     """``v`` rounded around the entropy bottleneck's medians (as the codec codes it), with a
     straight-through gradient."""
-    med = eb._get_medians().reshape(1, -1, 1, 1)
+    med = cai.bottleneck_medians(eb).reshape(1, -1, 1, 1)
     return ste(v, torch.round(v - med) + med)
 
 
@@ -66,7 +67,7 @@ def _bottleneck_bits(eb: torch.nn.Module, v_hat: Tensor) -> Tensor:
     bottleneck, differentiable in ``v_hat``."""
     c = v_hat.shape[1]
     values = v_hat.transpose(0, 1).reshape(c, 1, -1)  # the layout EntropyBottleneck works in
-    lik, _, _ = eb._likelihood(values)
+    lik = cai.bottleneck_likelihood(eb, values)
     if eb.use_likelihood_bound:
         lik = eb.likelihood_lower_bound(lik)
     bits = -torch.log2(lik).reshape(c, v_hat.shape[0], -1)
@@ -74,7 +75,7 @@ def _bottleneck_bits(eb: torch.nn.Module, v_hat: Tensor) -> Tensor:
 
 
 def _gaussian_bits(gc: torch.nn.Module, y_hat: Tensor, scales: Tensor, means: Tensor | None) -> Tensor:
-    lik = gc._likelihood(y_hat, scales, means)
+    lik = cai.gaussian_likelihood(gc, y_hat, scales, means)
     if gc.use_likelihood_bound:
         lik = gc.likelihood_lower_bound(lik)
     return -torch.log2(lik).flatten(1).sum(1)

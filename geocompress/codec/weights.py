@@ -26,6 +26,7 @@ import torch
 from ..atomic import atomic_save
 from ..models import build
 from ..shipped import shipped_index
+from .compressai_adapter import resize_cdf_buffers
 from .errors import WeightsError
 
 FIXED_SEED = 20240621  # untrained (pretrained=False) models are this seed's initialisation
@@ -178,11 +179,8 @@ def load_with_delta(base: str | Path, base_digest: str, delta: str | Path,
         if d["base_digest"] != base_digest or d["arch"] != model.arch:
             raise WeightsError(f"{delta} refits {d['arch']} weights {d['base_digest'][:16]}, not "
                                f"{model.arch} {base_digest[:16]}")
-        eb = model.entropy_bottleneck
-        for name in ("_quantized_cdf", "_offset", "_cdf_length"):  # CDF tables change length
-            key = f"entropy_bottleneck.{name}"
-            if key in sd:
-                getattr(eb, name).resize_(sd[key].shape)
+        # a refitted density's CDF tables have another length
+        resize_cdf_buffers(model.entropy_bottleneck, sd, "entropy_bottleneck.")
         state = model.state_dict()
         unknown = sorted(set(sd) - set(state))
         if unknown:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from geocompress.codec import restore_constants, save_checkpoint
+from geocompress.codec.compressai_adapter import logits_cumulative
 from geocompress.models import build
 
 from .lr_history import inherited, read_lr_segments
@@ -152,7 +153,7 @@ def settle_quantiles(model: torch.nn.Module, iters: int = 64) -> float:
         target = eb.target.to(q).view(1, 1, -1).expand_as(q)
 
         def f(x: torch.Tensor, eb: EntropyBottleneck = eb) -> torch.Tensor:
-            return eb._logits_cumulative(x, stop_gradient=True)
+            return logits_cumulative(eb, x, stop_gradient=True)
 
         lo, hi = q.detach().clone() - 1, q.detach().clone() + 1
         for _ in range(64):  # widen the brackets until they hold the target
