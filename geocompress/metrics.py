@@ -53,6 +53,17 @@ def _pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def peak_for(dtype: np.dtype, bits: int | None = None) -> float:
+    """The largest value a sample of ``dtype`` (or of ``bits`` significant bits) can take: the
+    fixed PSNR peak and the scale MS-SSIM divides by.
+
+    Args:
+        dtype: the images' dtype; its full range is used when ``bits`` is None.
+        bits: significant bits, for imagery stored in a wider dtype (12-bit sensors in uint16),
+            so the peak is the sensor's range, not the container's.
+
+    Returns:
+        ``2**bits - 1`` (``bits`` defaults to ``8 * itemsize``: 255 for uint8, 65535 for uint16).
+    """
     return float(2 ** (bits if bits is not None else 8 * np.dtype(dtype).itemsize) - 1)
 
 
@@ -85,8 +96,23 @@ def psnr(x: np.ndarray, y: np.ndarray, peak: float | None = None) -> float:
 
 
 def psnr_paper(x: np.ndarray, y: np.ndarray) -> float:
-    """Eq. (10): per-band PSNR with that band's own maximum as peak, averaged over bands. A band
-    whose maximum is 0 (all black) takes one level as its peak: eq. (10) is undefined there."""
+    """Eq. (10) of the paper: per-band PSNR with that band's own maximum as peak, averaged over bands.
+
+    The paper's tables use it, so reproducing them needs it; it favours images whose bands do
+    not reach the dtype's range less than a fixed peak would. A band whose maximum is 0 (all
+    black) takes one level as its peak: eq. (10) is undefined there.
+
+    Args:
+        x: the original, C x H x W (or H x W, one band).
+        y: the reconstruction, of ``x``'s shape.
+
+    Returns:
+        The mean over bands of ``10 log10(max(x_band)^2 / MSE_band)`` in dB; ``inf`` when
+        identical.
+
+    Raises:
+        ValueError: ``x`` and ``y`` differ in shape.
+    """
     a, b = _pair(x, y)
     values = []
     for xa, xb in zip(a, b):
@@ -97,7 +123,22 @@ def psnr_paper(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def ms_ssim(x: np.ndarray, y: np.ndarray, peak: float | None = None) -> float:
-    """MS-SSIM (5 scales, Gaussian window 11) of C x H x W images; needs H, W > 160."""
+    """MS-SSIM (5 scales, Gaussian window 11, ``pytorch_msssim``) of C x H x W images.
+
+    The paper's second quality measure; a maintained implementation rather than our own so the
+    figures compare with others'. Images are scaled to [0, 1] by ``peak`` first.
+
+    Args:
+        x: the original, C x H x W; H and W must exceed 160 (five scales of an 11-tap window).
+        y: the reconstruction, of ``x``'s shape.
+        peak: the scale of the samples; default (``None``): :func:`peak_for` of ``x``'s dtype.
+
+    Returns:
+        MS-SSIM in [0, 1] (1: identical).
+
+    Raises:
+        ValueError: ``x`` and ``y`` differ in shape.
+    """
     import torch  # here, not at import: the CLI reads the rate and dB helpers without torch
     from pytorch_msssim import ms_ssim as _ms_ssim
 
@@ -109,10 +150,31 @@ def ms_ssim(x: np.ndarray, y: np.ndarray, peak: float | None = None) -> float:
 
 
 def ms_ssim_db(x: np.ndarray, y: np.ndarray, peak: float | None = None) -> float:
-    """Eq. (11): ``-10 log10(1 - MS-SSIM)``."""
-    v = ms_ssim(x, y, peak)
-    return math.inf if v >= 1 else -10 * math.log10(1 - v)
+    """Eq. (11): MS-SSIM in dB, ``-10 log10(1 - MS-SSIM)``, which spreads the values near 1 where
+    codecs differ.
+
+    Args:
+        x: the original, C x H x W (H, W > 160).
+        y: the reconstruction, of ``x``'s shape.
+        peak: as for :func:`ms_ssim`.
+
+    Returns:
+        dB; ``inf`` when MS-SSIM is 1.
+
+    Raises:
+        ValueError: ``x`` and ``y`` differ in shape.
+    """
+    return to_db(ms_ssim(x, y, peak))
 
 
 def to_db(ms_ssim_value: float) -> float:
+    """An MS-SSIM value in dB (eq. 11), for values already measured: averages are converted after
+    averaging, as CompressAI's plots do.
+
+    Args:
+        ms_ssim_value: MS-SSIM in [0, 1].
+
+    Returns:
+        ``-10 log10(1 - ms_ssim_value)``; ``inf`` at 1.
+    """
     return math.inf if ms_ssim_value >= 1 else -10 * math.log10(1 - ms_ssim_value)

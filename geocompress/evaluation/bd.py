@@ -69,8 +69,18 @@ def _check_monotone(x: np.ndarray, what: str) -> None:
 
 def rd_front(rates: _ArrayLike, psnrs: _ArrayLike) -> list[int]:
     """Indices of the points on the RD front: sorted by rate, each of higher quality than every
-    cheaper point. A dominated point (more bits, no better) has no place on a BD curve; report it
-    apart instead of letting the interpolation fail or fold back (``rd.curve`` filters with it)."""
+    cheaper point.
+
+    A dominated point (more bits, no better) has no place on a BD curve; report it apart instead
+    of letting the interpolation fail or fold back (``rd.curve`` filters with it).
+
+    Args:
+        rates: the points' rates, any order.
+        psnrs: their quality.
+
+    Returns:
+        Indices into ``rates`` of the kept points, by increasing rate.
+    """
     r, q = np.asarray(rates, dtype=float), np.asarray(psnrs, dtype=float)
     keep: list[int] = []
     for i in np.argsort(r, kind="stable"):
@@ -167,21 +177,87 @@ def _delta(kind: str, rate_anchor: _ArrayLike, psnr_anchor: _ArrayLike, rate_tes
 
 def bd_rate(rate_anchor: _ArrayLike, psnr_anchor: _ArrayLike, rate_test: _ArrayLike,
             psnr_test: _ArrayLike, method: str = "pchip", backend: str = "auto") -> float:
-    """Bjøntegaard delta rate of the test curve against the anchor, in percent."""
+    """Bjøntegaard delta rate of the test curve against the anchor, in percent.
+
+    The average bit-rate difference at equal quality over the two curves' shared PSNR range: the
+    standard single number for "how many bits does this codec save".
+
+    Args:
+        rate_anchor: the anchor's rates (bpp or any unit, > 0), one per RD point, any order.
+        psnr_anchor: its quality at those rates (dB).
+        rate_test: the test codec's rates.
+        psnr_test: its quality at those rates.
+        method: ``"pchip"`` (JVET, default), ``"cubic"`` (VCEG-M33) or ``"akima"``.
+        backend: ``"auto"`` (the ``bjontegaard`` package when installed, else the native
+            implementation), ``"bjontegaard"`` or ``"native"``.
+
+    Returns:
+        Percent; negative when the test codec needs fewer bits. ``nan`` (with a warning) when the
+        curves share no PSNR range.
+
+    Raises:
+        ValueError: fewer than 2 points, non-finite or non-positive values, rates and PSNRs of
+            different lengths, an unknown method or backend, or (piecewise methods) a curve whose
+            interpolated axis is not strictly increasing: drop dominated points first
+            (:func:`rd_front`), as a silent fold-back would give a meaningless delta.
+        ImportError: ``backend="bjontegaard"`` without the package installed.
+    """
     return _delta("rate", rate_anchor, psnr_anchor, rate_test, psnr_test, method, backend)
 
 
 def bd_psnr(rate_anchor: _ArrayLike, psnr_anchor: _ArrayLike, rate_test: _ArrayLike,
             psnr_test: _ArrayLike, method: str = "pchip", backend: str = "auto") -> float:
-    """Bjøntegaard delta PSNR of the test curve against the anchor, in dB."""
+    """Bjøntegaard delta PSNR of the test curve against the anchor, in dB.
+
+    The average quality difference at equal rate over the two curves' shared log-rate range;
+    defined where BD-rate is not (curves that share rates but not qualities).
+
+    Args:
+        rate_anchor: the anchor's rates (bpp or any unit, > 0), one per RD point, any order.
+        psnr_anchor: its quality at those rates (dB).
+        rate_test: the test codec's rates.
+        psnr_test: its quality at those rates.
+        method: ``"pchip"`` (JVET, default), ``"cubic"`` (VCEG-M33) or ``"akima"``.
+        backend: ``"auto"`` (the ``bjontegaard`` package when installed, else the native
+            implementation), ``"bjontegaard"`` or ``"native"``.
+
+    Returns:
+        dB; positive when the test codec has the higher quality. ``nan`` (with a warning) when the
+        curves share no rate range.
+
+    Raises:
+        ValueError: fewer than 2 points, non-finite or non-positive values, rates and PSNRs of
+            different lengths, an unknown method or backend, or (piecewise methods) a curve whose
+            interpolated axis is not strictly increasing: drop dominated points first
+            (:func:`rd_front`), as a silent fold-back would give a meaningless delta.
+        ImportError: ``backend="bjontegaard"`` without the package installed.
+    """
     return _delta("psnr", rate_anchor, psnr_anchor, rate_test, psnr_test, method, backend)
 
 
 def interp_psnr_at_rate(rates: _ArrayLike, psnrs: _ArrayLike, r, method: str = "pchip",
                         extrapolate: bool = False):
-    """PSNR of an RD curve at rate(s) ``r``, interpolated over log-rate (``"pchip"`` or
-    ``"linear"``). Outside the measured rate range the result is ``nan`` unless ``extrapolate``.
-    Returns a float for scalar ``r``, else an array."""
+    """PSNR of an RD curve at rate(s) ``r``, interpolated over log-rate.
+
+    Codecs are measured at their own settings, so comparing them at the same rates (the paper's
+    "gain at 1.1 bpp", the report's quality-at-rates table) needs interpolation.
+
+    Args:
+        rates: the curve's rates (> 0), any order.
+        psnrs: its quality at those rates.
+        r: one rate or several.
+        method: ``"pchip"`` (default) or ``"linear"``.
+        extrapolate: continue beyond the measured rates (the end segments' slope for
+            ``"linear"``); off by default, since a codec's quality outside its range is unknown.
+
+    Returns:
+        A float for scalar ``r``, else an array; ``nan`` outside the measured range unless
+        ``extrapolate``.
+
+    Raises:
+        ValueError: an invalid curve (see :func:`bd_rate`), rates that do not strictly increase,
+            or an unknown method.
+    """
     x, y = _prep(rates, psnrs, "curve")
     lx = np.log10(x)
     _check_monotone(lx, "rates")
@@ -206,7 +282,22 @@ def interp_psnr_at_rate(rates: _ArrayLike, psnrs: _ArrayLike, r, method: str = "
 
 
 def interp_rate_at_psnr(rates: _ArrayLike, psnrs: _ArrayLike, q, method: str = "pchip"):
-    """Rate of an RD curve at PSNR(s) ``q`` (log-rate interpolated, ``nan`` outside the range)."""
+    """Rate of an RD curve at PSNR(s) ``q``, interpolated in log-rate: the bits a codec needs for a
+    given quality.
+
+    Args:
+        rates: the curve's rates (> 0), any order.
+        psnrs: its quality at those rates; must rise with rate.
+        q: one quality or several (dB).
+        method: ``"pchip"`` (default) or ``"linear"``.
+
+    Returns:
+        A float for scalar ``q``, else an array; ``nan`` outside the measured quality range.
+
+    Raises:
+        ValueError: an invalid curve (see :func:`bd_rate`), a PSNR that does not strictly
+            increase with rate, or an unknown method.
+    """
     x, y = _prep(rates, psnrs, "curve")
     _check_monotone(y, "PSNR")
     qq = np.asarray(q, dtype=np.float64)

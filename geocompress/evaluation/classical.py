@@ -36,8 +36,9 @@ decodes as ``HxWx1`` -- for WebP/AVIF, which code grey as R=G=B, pass ``bands=1`
 returns exactly the input's shape and dtype. Unsupported dtype / band combinations raise
 :class:`UnsupportedInput` (a ``ValueError``).
 
-Rates are counted on the whole file: ``bpp = 8 * len(data) / (H * W)`` (:func:`geocompress.metrics.bpp`)
-and PSNR is :func:`geocompress.metrics.psnr` (peak: the dtype's full range unless one is given). Note for ``bpg-hevc``: the HEIF
+Rates are counted on the whole file: ``bpp = 8 * len(data) / (H * W)``
+(:func:`geocompress.metrics.bpp`), and PSNR is :func:`geocompress.metrics.psnr` (peak: the dtype's
+full range unless one is given). Note for ``bpg-hevc``: the HEIF
 container (ftyp/meta boxes, ~370 bytes at 256x256) is counted too; a real ``.bpg`` file header is only
 a few bytes, so at 256x256 the HEIF wrapping costs ~0.045 bpp more than BPG would.
 (:func:`hevc_payload_bytes` returns the size of the HEVC data alone.)
@@ -73,14 +74,28 @@ __all__ = [
 
 
 class UnsupportedInput(ValueError):
-    """The codec cannot encode this dtype / number of bands."""
+    """The codec cannot encode this dtype / number of bands (a ``ValueError``).
+
+    A separate type so sweeps can skip an image a codec cannot take (e.g. 16-bit input for WebP)
+    and record why, while real errors still stop them.
+    """
 
 
 class RDPoint(NamedTuple):
-    bpp: float      # 8 * bytes / (H * W), whole file
-    psnr: float     # dB (geocompress.metrics.psnr), peak = the dtype's full range unless one was given
-    bytes: int      # file size in bytes
-    param: float    # the codec quality parameter that produced it
+    """One rate-distortion point of a classical codec on one image.
+
+    Attributes:
+        bpp: ``8 * bytes / (H * W)``, the whole file counted.
+        psnr: dB (:func:`geocompress.metrics.psnr`), peak = the dtype's full range unless one was
+            given.
+        bytes: the file's size.
+        param: the codec quality parameter that produced it.
+    """
+
+    bpp: float
+    psnr: float
+    bytes: int
+    param: float
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,6 +142,24 @@ def _rgb_to_grey(d: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Codec:
+    """One registered classical codec: its backend functions and what its quality parameter means.
+
+    A value, so every codec is driven the same way (sweeps, rate targeting) whatever its backend
+    and whichever direction its parameter runs.
+
+    Attributes:
+        name: the registry name (``"jpeg2000"``, ``"webp"``, ...).
+        encode_fn: ``(H x W x C array, param, **opts) -> bytes``.
+        decode_fn: ``bytes -> H x W x C array``.
+        param_range: inclusive bounds of the quality parameter.
+        default_grid: a default sweep spanning the useful range, low rate to high.
+        increasing: True when a larger parameter gives more bits (False for HEVC's QP).
+        integer: the parameter is rounded to an integer before encoding.
+        is_available: whether the backend is installed and usable here.
+        supports: a human-readable note on the input it takes.
+        check_fn: raises :class:`UnsupportedInput` for input the codec cannot take.
+    """
+
     name: str
     encode_fn: Callable[..., bytes]          # (hwc array, param, **opts) -> bytes
     decode_fn: Callable[[bytes], np.ndarray]  # bytes -> HxWxC
@@ -140,18 +173,49 @@ class Codec:
 
     @property
     def available(self) -> bool:
+        """Whether the backend can be used here (False also when probing it fails).
+
+        Returns:
+            True when the backend library is installed with this codec enabled.
+        """
         try:
             return bool(self.is_available())
         except Exception:
             return False
 
     def check(self, img: np.ndarray) -> np.ndarray:
+        """The image as this codec takes it, or why it cannot.
+
+        Args:
+            img: ``H x W x C`` (C in 1, 3) or ``H x W``, uint8 or uint16.
+
+        Returns:
+            The C-contiguous ``H x W x C`` array.
+
+        Raises:
+            UnsupportedInput: another layout or dtype, or input this codec cannot store.
+        """
         a = _as_hwc(img)
         if self.check_fn is not None:
             self.check_fn(a)
         return a
 
     def encode(self, img: np.ndarray, param: float, **opts: Any) -> bytes:
+        """Encode one image at one quality parameter.
+
+        Args:
+            img: ``H x W x C`` (C in 1, 3) or ``H x W``, uint8 or uint16.
+            param: the quality parameter, within ``param_range`` (rounded when ``integer``).
+            **opts: backend options (e.g. ``method`` for WebP, ``chroma`` for HEVC).
+
+        Returns:
+            The file's bytes.
+
+        Raises:
+            RuntimeError: the backend is not available here.
+            ValueError: ``param`` outside ``param_range`` (a silent clamp would mislabel the point).
+            UnsupportedInput: input the codec cannot take.
+        """
         if not self.available:
             raise RuntimeError(f"codec {self.name!r} is not available in this environment")
         a = self.check(img)
@@ -163,6 +227,15 @@ class Codec:
         return bytes(self.encode_fn(a, param, **opts))
 
     def decode(self, data: bytes) -> np.ndarray:
+        """Decode bytes from :meth:`encode`.
+
+        Args:
+            data: the file's bytes.
+
+        Returns:
+            ``H x W x C`` array of the coded dtype (WebP / AVIF: 3 bands for grey input, see
+            :func:`decode`).
+        """
         return self.decode_fn(bytes(data))
 
 
@@ -417,7 +490,20 @@ def _heif_available() -> bool:
 
 
 def hevc_payload_bytes(data: bytes) -> int:
-    """Size of the coded HEVC data (the ``mdat`` payload) in a HEIF file from ``bpg-hevc``."""
+    """Size of the coded HEVC data (the ``mdat`` payload) in a HEIF file from ``bpg-hevc``.
+
+    The HEIF container costs ~370 bytes that a real ``.bpg`` file does not; this separates the
+    coding tool's rate from the container's.
+
+    Args:
+        data: a HEIF file's bytes.
+
+    Returns:
+        The ``mdat`` box's payload size in bytes.
+
+    Raises:
+        ValueError: the file has no ``mdat`` box.
+    """
     i = 0
     while i + 8 <= len(data):
         size = int.from_bytes(data[i:i + 4], "big")
@@ -478,14 +564,35 @@ _register(Codec(
 
 
 def registered_codecs() -> list[str]:
+    """Every codec name this module defines, available here or not (for help texts and plans).
+
+    Returns:
+        Registry names in registration order.
+    """
     return list(_REGISTRY)
 
 
 def available_codecs() -> list[str]:
+    """The codecs whose backends are usable in this environment: what a sweep can actually run.
+
+    Returns:
+        Registry names in registration order.
+    """
     return [n for n, c in _REGISTRY.items() if c.available]
 
 
 def get_codec(name: str) -> Codec:
+    """The registered codec of that name.
+
+    Args:
+        name: a registry name (see :func:`registered_codecs`).
+
+    Returns:
+        Its :class:`Codec`.
+
+    Raises:
+        KeyError: an unknown name (the message lists the registered ones).
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -497,15 +604,44 @@ def get_codec(name: str) -> Codec:
 # --------------------------------------------------------------------------------------------------
 
 def encode(name: str, img: np.ndarray, quality_param: float, **opts: Any) -> bytes:
-    """Encode ``img`` (HxWxC, C in (1, 3), uint8/uint16) with codec ``name`` -> file bytes."""
+    """Encode ``img`` with codec ``name``.
+
+    Args:
+        name: a registry name.
+        img: ``H x W x C`` (C in 1, 3) or ``H x W``, uint8 or uint16.
+        quality_param: the codec's quality parameter (see the module docstring's table).
+        **opts: backend options.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        KeyError: an unknown codec.
+        RuntimeError: the codec is not available here.
+        ValueError: ``quality_param`` outside the codec's range.
+        UnsupportedInput: input the codec cannot take.
+    """
     return get_codec(name).encode(img, quality_param, **opts)
 
 
 def decode(name: str, data: bytes, *, bands: int | None = None) -> np.ndarray:
-    """Decode bytes from :func:`encode` -> HxWxC array of the encoded dtype.
+    """Decode bytes from :func:`encode`.
 
-    WebP and AVIF code a 1-band image as R=G=B, so their files decode to 3 bands; pass ``bands=1``
-    to get the 1-band image back (mean of the three planes). All other codecs store the band count.
+    WebP and AVIF code a 1-band image as R=G=B, so their files decode to 3 bands; ``bands=1``
+    gives the 1-band image back (the mean of the three planes). All other codecs store the band
+    count.
+
+    Args:
+        name: the registry name that encoded ``data``.
+        data: the file's bytes.
+        bands: the number of bands expected (None: as decoded).
+
+    Returns:
+        ``H x W x C`` array of the encoded dtype.
+
+    Raises:
+        KeyError: an unknown codec.
+        ValueError: the file decodes to another number of bands than ``bands``.
     """
     d = get_codec(name).decode(data)
     if bands == 1 and d.shape[2] == 3:
@@ -516,7 +652,26 @@ def decode(name: str, data: bytes, *, bands: int | None = None) -> np.ndarray:
 
 
 def roundtrip(name: str, img: np.ndarray, quality_param: float, **opts: Any) -> tuple[bytes, np.ndarray]:
-    """Encode then decode; the decoded array has exactly ``img``'s shape and dtype."""
+    """Encode then decode, the decoded array in exactly ``img``'s shape and dtype.
+
+    What every measurement needs: the bytes for the rate, the reconstruction for the quality,
+    compared sample by sample with the input.
+
+    Args:
+        name: a registry name.
+        img: ``H x W x C`` (C in 1, 3) or ``H x W``, uint8 or uint16.
+        quality_param: the codec's quality parameter.
+        **opts: backend options.
+
+    Returns:
+        ``(file bytes, reconstruction)``.
+
+    Raises:
+        KeyError: an unknown codec.
+        ValueError: ``quality_param`` outside the codec's range.
+        UnsupportedInput: input the codec cannot take.
+        RuntimeError: the codec is not available, or decodes to another shape or dtype.
+    """
     a = np.asarray(img)
     hwc = _as_hwc(a)
     data = encode(name, a, quality_param, **opts)
@@ -537,9 +692,25 @@ def sweep(name: str, img: np.ndarray, targets: Iterable[float] | None = None, *,
           peak: float | None = None, **opts: Any) -> list[RDPoint]:
     """Rate-distortion points of codec ``name`` on ``img``, sorted by bpp.
 
-    ``by="param"``: ``targets`` are codec quality parameters (``None`` -> the codec's default grid,
-    which spans its useful range). ``by="bpp"``: ``targets`` are bit rates and each point comes
-    from :func:`encode_at_bpp` (at or just under the target; unreachable targets are skipped).
+    Args:
+        name: a registry name.
+        img: ``H x W x C`` (C in 1, 3) or ``H x W``, uint8 or uint16.
+        targets: ``by="param"``: quality parameters (None: the codec's default grid, which spans
+            its useful range); ``by="bpp"``: bit rates, each point from :func:`encode_at_bpp` (at
+            or just under the target; unreachable targets are skipped).
+        by: ``"param"`` or ``"bpp"``.
+        peak: PSNR peak; None: :func:`geocompress.metrics.psnr`'s default, the dtype's full range
+            (255 / 65535). Pass ``2**bits - 1`` for imagery with fewer significant bits.
+        **opts: backend options.
+
+    Returns:
+        One :class:`RDPoint` per reached target, by increasing bpp.
+
+    Raises:
+        ValueError: ``by`` is neither ``"param"`` nor ``"bpp"``, ``by="bpp"`` without targets, or
+            a parameter outside the codec's range.
+        KeyError: an unknown codec.
+        UnsupportedInput: input the codec cannot take.
     """
     img = np.asarray(img)
     c = get_codec(name)
@@ -608,8 +779,25 @@ def _encode_at_bpp(name: str, img: np.ndarray, target_bpp: float, *, max_iter: i
 
 
 def encode_at_bpp(name: str, img: np.ndarray, target_bpp: float, **opts: Any) -> tuple[bytes, np.ndarray]:
-    """Largest-rate encoding of ``img`` with ``bpp <= target_bpp`` (bisection on the quality
-    parameter; JPEG 2000 uses OpenJPEG's rate control directly). Returns ``(bytes, decoded)``;
-    raises ``ValueError`` if even the lowest setting exceeds the target."""
+    """The largest-rate encoding of ``img`` with ``bpp <= target_bpp``.
+
+    Codecs are compared at equal rates (the visual comparison, the classification near 0.8 bpp),
+    but most take a quality parameter, not a rate: this bisects the parameter (JPEG 2000 uses
+    OpenJPEG's rate control directly and tightens only if it overshot).
+
+    Args:
+        name: a registry name.
+        img: ``H x W x C`` (C in 1, 3) or ``H x W``, uint8 or uint16.
+        target_bpp: the rate not to exceed.
+        **opts: backend options (and ``max_iter``, the bisection's step limit, default 30).
+
+    Returns:
+        ``(file bytes, reconstruction)``.
+
+    Raises:
+        ValueError: even the codec's lowest setting exceeds the target.
+        KeyError: an unknown codec.
+        UnsupportedInput: input the codec cannot take.
+    """
     data, dec, _ = _encode_at_bpp(name, np.asarray(img), float(target_bpp), **opts)
     return data, dec

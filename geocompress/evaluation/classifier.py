@@ -49,7 +49,21 @@ LOG = "classifier_log.csv"
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Recipe of the ResNet-18 scene classifier (see the module docstring)."""
+    """Recipe of the ResNet-18 scene classifier (see the module docstring).
+
+    A finished classifier is reused, and a training state resumed, only under the same recipe,
+    so every field that changes the result is here.
+
+    Attributes:
+        size: tiles are resized to ``size`` x ``size`` (training and prediction alike).
+        epochs: training epochs (cosine learning-rate schedule over them).
+        batch: tiles per step.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        seed: seeds the weights, the data order and the augmentation.
+        threads: torch threads while training (None: as set).
+        precision: ``"auto"``: bf16 autocast where the CPU has native bf16; ``"float32"``.
+    """
 
     size: int = 128
     epochs: int = 40
@@ -85,7 +99,16 @@ def _model(n_classes: int) -> torch.nn.Module:
 
 
 class Classifier:
-    """A trained classifier: ``predict`` maps C x H x W tiles to class indices of ``classes``."""
+    """A trained classifier: maps C x H x W tiles to indices into ``classes``.
+
+    Args:
+        model: the trained network (put in eval mode).
+        classes: class names, in the order of the network's outputs.
+        mean: per-band mean of the training tiles (in [0, 1]), subtracted before the network.
+        std: per-band standard deviation, divided by.
+        size: the input size the network was trained at; tiles are resized to it.
+        meta: the checkpoint's description (recipe, validation accuracy, ...), shown in reports.
+    """
 
     def __init__(self, model: torch.nn.Module, classes: list[str], mean: list[float],
                  std: list[float], size: int, meta: dict | None = None) -> None:
@@ -98,6 +121,16 @@ class Classifier:
 
     @torch.no_grad()
     def predict(self, pixels: Sequence[np.ndarray], batch: int = 64) -> np.ndarray:
+        """Class indices of tiles, in float32 whatever precision trained the network.
+
+        Args:
+            pixels: C x H x W uint8 / uint16 tiles (originals or reconstructions; grey tiles are
+                repeated to 3 bands).
+            batch: tiles per forward pass.
+
+        Returns:
+            One index into ``classes`` per tile.
+        """
         preds = []
         for i in range(0, len(pixels), batch):
             x = (_to_float(pixels[i:i + batch], self.size) - self.mean) / self.std
@@ -106,6 +139,17 @@ class Classifier:
 
 
 def load_classifier(path: str | Path) -> Classifier:
+    """The classifier stored by :func:`train_classifier`.
+
+    Args:
+        path: its checkpoint (``classifier.pt``).
+
+    Returns:
+        The :class:`Classifier`, its ``meta`` the whole checkpoint.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
     ck = torch.load(Path(path), map_location="cpu", weights_only=False)
     model = _model(len(ck["classes"]))
     model.load_state_dict(ck["state_dict"])
@@ -113,12 +157,30 @@ def load_classifier(path: str | Path) -> Classifier:
 
 
 def overall_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    """Overall accuracy (OA), the paper's classification measure (Fig. 15).
+
+    Args:
+        y_true: true class indices.
+        y_pred: predicted class indices, one per true one.
+
+    Returns:
+        The share of correct predictions; NaN for no samples (not 0: nothing was measured).
+    """
     y, p = np.asarray(y_true), np.asarray(y_pred)
     return float((y == p).mean()) if len(y) else float("nan")
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n: int) -> np.ndarray:
-    """Counts, rows = true class, columns = predicted class."""
+    """Counts of true class against predicted class (the paper's Fig. 16 normalises its rows).
+
+    Args:
+        y_true: true class indices in ``range(n)``.
+        y_pred: predicted class indices in ``range(n)``.
+        n: the number of classes (classes never seen still get a row and a column).
+
+    Returns:
+        ``n x n`` int64 counts, rows = true class, columns = predicted class.
+    """
     cm = np.zeros((n, n), dtype=np.int64)
     np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
     return cm
@@ -296,8 +358,26 @@ def _save(obj: dict, path: Path) -> None:
 def train_classifier(train: ImageSet, val: ImageSet | None, out_dir: str | Path,
                      config: ClassifierConfig = ClassifierConfig(), classes: list[str] | None = None,
                      progress: bool = True) -> Path:
-    """Train (or resume, or reuse) the classifier in ``out_dir``; returns the path of the final
-    checkpoint: the epoch with the best validation accuracy (the last one without ``val``)."""
+    """Train (or resume, or reuse) the classifier in ``out_dir``.
+
+    Resumable because training on a shared 2-core CPU gets interrupted: the state is saved after
+    every epoch, and a finished classifier of the same recipe is returned as it is.
+
+    Args:
+        train: labelled training images (originals, never reconstructions).
+        val: labelled validation images choosing the best epoch (None: the last epoch is kept).
+        out_dir: folder of the checkpoint, the training state and the per-epoch log.
+        config: the recipe.
+        classes: class names in output order (None: ``train.classes``, else the sorted labels).
+        progress: show a progress bar per epoch.
+
+    Returns:
+        The path of the final checkpoint (``classifier.pt``).
+
+    Raises:
+        ValueError: ``train`` is not labelled, a label is not among ``classes``, or
+            ``config.precision`` is neither ``"auto"`` nor ``"float32"``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     final = out / FINAL

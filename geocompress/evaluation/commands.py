@@ -51,7 +51,19 @@ def _learned_from_plan(plan: dict[str, Any]) -> list[LearnedSpec]:
 
 
 def build_config(a: argparse.Namespace):
-    """The report configuration the arguments describe (images are loaded here)."""
+    """The report configuration the ``geocompress evaluate`` arguments describe; the images are
+    loaded here, so a bad path fails before any measurement.
+
+    Args:
+        a: the parsed arguments of :func:`add_evaluate_parser`'s parser.
+
+    Returns:
+        A :class:`~.report.ReportConfig`.
+
+    Raises:
+        ValueError: images that cannot be loaded (see :func:`~.images.load_images`).
+        FileNotFoundError: a missing image folder, scene or ``--plan`` file.
+    """
     from .classifier import ClassifierConfig
     from .images import load_images
     from .rd import discover_runs
@@ -106,7 +118,17 @@ def build_config(a: argparse.Namespace):
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    """Run the report and print where it is (and its BD-rate table)."""
+    """``geocompress evaluate``: run the report and print where its README is.
+
+    Args:
+        a: the parsed arguments.
+
+    Returns:
+        The exit status, 0.
+
+    Raises:
+        ValueError: see :func:`build_config` and :func:`~.report.run_report`.
+    """
     from .report import run_report
 
     if getattr(a, "_argv", None) is None:
@@ -117,7 +139,14 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``geocompress evaluate``."""
+    """Register ``geocompress evaluate`` (the CLI's optional hook calls this).
+
+    Args:
+        subparsers: the CLI's sub-command registry.
+
+    Returns:
+        The sub-command's parser, its ``func`` set to :func:`cmd_evaluate`.
+    """
     p = subparsers.add_parser(
         "evaluate", help="rate-distortion report: classical anchors, learned codecs, BD-rate, figures",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -31,7 +31,20 @@ def _plt():
 
 def plot_rd(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path,
             ylabel: str, title: str = "", dashed: Sequence[str] = (), xlabel: str = "bpp") -> Path:
-    """One line per codec (label -> (bpp, quality)); labels in ``dashed`` are classical."""
+    """RD curves, one line per codec (the paper's Figs. 8 - 9, 12 - 14).
+
+    Args:
+        curves: label -> (bpp, quality) arrays; empty curves are skipped.
+        path: the PNG to write.
+        ylabel: the quality axis' label.
+        title: the figure's title (wrapped).
+        dashed: labels of classical codecs, drawn dashed with open markers so the learned ones
+            stand out.
+        xlabel: the rate axis' label.
+
+    Returns:
+        ``path``.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     for k, (label, (x, y)) in enumerate(curves.items()):
@@ -57,7 +70,16 @@ def plot_rd(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: st
 def choose_crops(img: np.ndarray, size: int, n: int = 2) -> list[tuple[int, int]]:
     """Top-left corners of ``n`` detail-rich crops: the highest-gradient ``size`` window in the
     upper-left and in the lower-right half (the paper zooms on one region in each, Figs. 10-11),
-    so the crops show where codecs differ: texture and edges, not flat areas."""
+    so the crops show where codecs differ: texture and edges, not flat areas.
+
+    Args:
+        img: H x W x C or H x W image.
+        size: the crop's side (clipped to the image).
+        n: how many crops, 1 or 2.
+
+    Returns:
+        ``(row, col)`` of each crop's top-left corner.
+    """
     a = np.asarray(img, dtype=np.float64)
     g = a.mean(axis=2) if a.ndim == 3 else a
     energy = np.abs(np.diff(g, axis=0))[:, :-1] + np.abs(np.diff(g, axis=1))[:-1, :]
@@ -89,10 +111,21 @@ def _display(x: np.ndarray, peak: float) -> np.ndarray:
 
 def plot_visual(original: np.ndarray, panels: Sequence[dict[str, Any]], path: str | Path,
                 peak: float = 255.0, crop: int = 64, title: str = "") -> Path:
-    """Original and every codec's reconstruction (H x W x C arrays) with two zoomed crops each.
+    """The original and every codec's reconstruction with two zoomed crops each (the paper's Figs.
+    10 - 11).
 
-    ``panels``: dicts with ``label``, ``image`` and optional ``bpp``, ``psnr_paper`` (else
-    ``psnr``), ``ms_ssim_db`` for the caption (what the paper's Figs. 10 - 11 captions give)."""
+    Args:
+        original: H x W x C.
+        panels: dicts with ``label``, ``image`` (H x W x C) and optional ``bpp``, ``psnr_paper``
+            (else ``psnr``), ``ms_ssim_db`` for the caption (what the paper's captions give).
+        path: the PNG to write.
+        peak: the samples' full scale for display.
+        crop: the crops' side in pixels.
+        title: the figure's title.
+
+    Returns:
+        ``path``.
+    """
     plt = _plt()
     from matplotlib.patches import Rectangle
 
@@ -163,7 +196,17 @@ def _confusion_axes(ax, cm: np.ndarray, classes: Sequence[str], title: str, anno
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix (rows: true class) as a PNG."""
+    """A row-normalised confusion matrix (rows: true class) as a PNG, annotated with the shares.
+
+    Args:
+        cm: counts, rows = true class (:func:`~.classifier.confusion_matrix`).
+        classes: class names in the matrix' order.
+        path: the PNG to write.
+        title: the figure's title.
+
+    Returns:
+        ``path``.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
     _confusion_axes(ax, cm, classes, title, annotate=True)
@@ -175,7 +218,17 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | Path, tit
 
 
 def plot_confusions(cms: dict[str, np.ndarray], classes: Sequence[str], path: str | Path) -> Path:
-    """Several confusion matrices side by side (the paper's Fig. 16)."""
+    """Several confusion matrices side by side, unannotated (the paper's Fig. 16): codecs compared
+    at a glance.
+
+    Args:
+        cms: title -> counts.
+        classes: class names in the matrices' order.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
     plt = _plt()
     n = len(cms)
     ncol = min(3, n)

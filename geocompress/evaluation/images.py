@@ -47,7 +47,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class EvalImage:
-    """One evaluation image. ``bits``: significant bits (None = the dtype's: 8 or 16)."""
+    """One evaluation image: its pixels, its stable name (the key of every result cache) and label.
+
+    Attributes:
+        name: unique and stable across machines and load orders.
+        pixels: C x H x W, uint8 or uint16 (the layout of :class:`geocompress.codec.TileCodec`).
+        label: the class name, or None for unlabelled images (scene tiles).
+        bits: significant bits (None: the dtype's, 8 or 16), so PSNR's peak and the learned
+            codec's scaling follow the sensor's range, not 65535.
+    """
 
     name: str
     pixels: np.ndarray  # C x H x W, uint8 or uint16
@@ -56,19 +64,34 @@ class EvalImage:
 
     @property
     def peak(self) -> float:
-        """Fixed PSNR peak: ``2**bits - 1`` (255 for 8-bit)."""
+        """Fixed PSNR peak, ``2**bits - 1`` (255 for 8-bit).
+
+        Returns:
+            The peak as a float.
+        """
         b = self.bits if self.bits is not None else 8 * self.pixels.dtype.itemsize
         return float(2 ** b - 1)
 
     @property
     def hwc(self) -> np.ndarray:
-        """H x W x C view, the layout of the classical codecs."""
+        """The pixels as H x W x C, the layout of the classical codecs.
+
+        Returns:
+            A C-contiguous copy.
+        """
         return np.ascontiguousarray(np.moveaxis(self.pixels, 0, -1))
 
 
 @dataclass
 class ImageSet:
-    """Named images plus where they came from (written into the report)."""
+    """Named images plus where they came from (written into the report).
+
+    Attributes:
+        name: short name, used in figure titles.
+        images: the images, in a stable order.
+        description: where they came from (folder, dataset split, scenes), for the README.
+        classes: class names in the dataset's order (empty for unlabelled sets).
+    """
 
     name: str
     images: list[EvalImage]
@@ -85,16 +108,40 @@ class ImageSet:
         return self.images[i]
 
     def by_name(self, name: str) -> EvalImage:
+        """The image of that name (the report's ``visual_image``).
+
+        Args:
+            name: an :attr:`EvalImage.name`.
+
+        Returns:
+            The image.
+
+        Raises:
+            KeyError: no image of that name.
+        """
         for im in self.images:
             if im.name == name:
                 return im
         raise KeyError(f"no image {name!r} in {self.name}")
 
     def labelled(self) -> bool:
+        """Whether classification can use this set: not empty and every image labelled.
+
+        Returns:
+            True when every image has a label.
+        """
         return bool(self.images) and all(im.label is not None for im in self.images)
 
     def limit(self, n: int | None) -> ImageSet:
-        """At most ``n`` images, spread evenly over the set (so every class keeps some)."""
+        """At most ``n`` images, spread evenly over the set (so every class keeps some): quick looks
+        that still see the whole set.
+
+        Args:
+            n: the most images to keep (None: all).
+
+        Returns:
+            This set when it is small enough, else a new one whose description says what was kept.
+        """
         if n is None or n >= len(self.images):
             return self
         idx = np.linspace(0, len(self.images) - 1, n).round().astype(int)
@@ -166,7 +213,21 @@ def _fit(a: np.ndarray, tile: int | None) -> np.ndarray:
 def load_folder(folder: str | os.PathLike, split: str | None = None, seed: int = 0,
                 tile: int | None = None) -> ImageSet:
     """Images of ``folder`` (flat, or one sub-folder per class); see the module docstring.
-    ``tile`` centre-crops / edge-pads every image to that size (None: native sizes)."""
+
+    Args:
+        folder: the folder; class sub-folders name the labels (UC Merced / NWPU-RESISC45 layout).
+        split: ``"train"``, ``"val"`` or ``"test"``: that stratified share of each class, as the
+            dataset builder assigns it (None: every image).
+        seed: the split's seed.
+        tile: centre-crop / edge-pad every image to ``tile`` x ``tile`` (None: native sizes).
+
+    Returns:
+        The images, named ``<class>/<file stem>`` (flat folders: the stem).
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: it holds no images, ``split`` is unknown, or an image is not uint8 / uint16.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
@@ -201,10 +262,24 @@ def load_folder(folder: str | os.PathLike, split: str | None = None, seed: int =
 
 def load_zarr(store: str | os.PathLike, split: str | None = "test", source: str | None = None,
               limit: int | None = None) -> ImageSet:
-    """Tiles of one ``split`` (None: all) of a tile dataset, optionally of one ``source`` only.
+    """Tiles of one ``split`` of a tile dataset, optionally of one ``source`` only.
 
-    Names are ``<source>/<class or 'scene'>/<tile index in the store>``; labels are class names
-    (None for scene tiles)."""
+    Prefer this over the source folder when the learned codecs were trained on the dataset: its
+    test split is the one they never saw.
+
+    Args:
+        store: the dataset's Zarr folder (``geocompress.training.build_dataset`` layout).
+        split: ``"train"``, ``"val"``, ``"test"`` (default) or None for all tiles.
+        source: only tiles of this source (e.g. ``"ucmerced"``).
+        limit: at most that many tiles, evenly spaced.
+
+    Returns:
+        The tiles, named ``<source>/<class or 'scene'>/<tile index in the store>``, labelled with
+        their class name (None for scene tiles).
+
+    Raises:
+        ValueError: an unknown split or source.
+    """
     import zarr
 
     root = zarr.open_group(str(store), mode="r")
@@ -242,9 +317,22 @@ def load_zarr(store: str | os.PathLike, split: str | None = "test", source: str 
 
 def load_scenes(paths: Sequence[str | os.PathLike], tile: int = 256, per_scene: int | None = None
                 ) -> ImageSet:
-    """Full, valid, non-constant ``tile`` x ``tile`` tiles of each scene (first 3 bands, or 1).
+    """Full, valid, non-constant ``tile`` x ``tile`` tiles of each GeoTIFF scene (first 3 bands, or 1).
 
-    ``per_scene`` keeps at most that many tiles per scene, evenly spaced over its grid."""
+    Only whole valid tiles, so nodata and borders do not enter the rate or the quality.
+    16-bit scenes carry their significant bits (from the largest value) for PSNR's peak.
+
+    Args:
+        paths: the scenes.
+        tile: tile size in pixels.
+        per_scene: at most that many tiles per scene, evenly spaced over its grid (None: all).
+
+    Returns:
+        Unlabelled tiles named ``<scene>/r<row>c<col>``.
+
+    Raises:
+        ValueError: a scene is neither uint8 nor uint16.
+    """
     from geocompress.geo import SceneReader, TileFilter, open_scene
 
     flt = TileFilter(min_valid_fraction=1.0, drop_constant=True)
@@ -281,8 +369,23 @@ def load_scenes(paths: Sequence[str | os.PathLike], tile: int = 256, per_scene: 
 
 def load_images(spec: str | os.PathLike | Sequence[str | os.PathLike], split: str | None = None,
                 source: str | None = None, limit: int | None = None, seed: int = 0) -> ImageSet:
-    """Any of the above from a path: ``*.zarr`` directory -> :func:`load_zarr` (``split``
-    defaults to "test"); GeoTIFF file(s) -> :func:`load_scenes`; a folder -> :func:`load_folder`."""
+    """Any of the loaders, chosen from the path: what ``geocompress evaluate --images`` takes.
+
+    Args:
+        spec: a ``*.zarr`` folder (:func:`load_zarr`), GeoTIFF file(s) (:func:`load_scenes`) or a
+            folder of images (:func:`load_folder`).
+        split: the split to keep (Zarr: default ``"test"``; folders: all images unless given).
+        source: Zarr only: one source's tiles.
+        limit: at most that many images, evenly spaced.
+        seed: folders only: the split's seed.
+
+    Returns:
+        The image set.
+
+    Raises:
+        ValueError: nothing given, or a path that is none of the three.
+        FileNotFoundError: a GeoTIFF or folder that does not exist.
+    """
     paths = [Path(spec)] if isinstance(spec, (str, os.PathLike)) else [Path(p) for p in spec]
     if not paths:
         raise ValueError("no image source given")

@@ -76,20 +76,44 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ClassicalSpec:
-    """A classical codec and its sweep (codec quality parameters; None -> :data:`EVAL_GRIDS`)."""
+    """A classical codec and its sweep, as a report measures it.
+
+    Attributes:
+        codec: a registry name of :mod:`.classical`.
+        grid: its quality parameters (None: :data:`EVAL_GRIDS`, else the codec's default grid).
+    """
 
     codec: str
     grid: tuple[float, ...] | None = None
 
     @property
     def name(self) -> str:
+        """The codec's name in records and tables (the registry name), as :attr:`LearnedSpec.name`.
+
+        Returns:
+            ``codec``.
+        """
         return self.codec
 
     @property
     def label(self) -> str:
+        """The codec's label on tables and figures (backend included, e.g. "WebP (libwebp)").
+
+        Returns:
+            The label, or the registry name when none is defined.
+        """
         return CLASSICAL_LABELS.get(self.codec, self.codec)
 
     def settings(self) -> tuple[float, ...]:
+        """The sweep's quality parameters.
+
+        Returns:
+            ``grid``, else the codec's :data:`EVAL_GRIDS` entry (~0.1 - 2 bpp on aerial tiles), else
+            its own default grid.
+
+        Raises:
+            KeyError: an unknown codec without a grid.
+        """
         if self.grid is not None:
             return tuple(self.grid)
         return EVAL_GRIDS.get(self.codec, C.get_codec(self.codec).default_grid)
@@ -99,10 +123,20 @@ class ClassicalSpec:
 class LearnedSpec:
     """A learned codec: one checkpoint per quality, shipped weights, or the untrained architecture.
 
-    ``checkpoints``: quality -> checkpoint path (a path that does not exist is reported as missing);
-    ``shipped=True``: the package's shipped qualities of ``arch``; ``untrained=True``: the
-    fixed-seed architecture built from ``config`` (pipeline tests only). ``groups`` put the codec
-    on the report's figures: "main" (the paper's comparison), "ablation", "generalization".
+    Attributes:
+        name: the codec's name in records, tables and caches.
+        arch: the registry architecture (None: ``name``).
+        checkpoints: quality -> checkpoint path (a path that does not exist is reported as
+            missing, not skipped silently).
+        shipped: use the package's shipped qualities of ``arch``.
+        untrained: the fixed-seed architecture built from ``config`` (pipeline tests only).
+        config: architecture options for ``untrained``.
+        label: the label on tables and figures (None: :data:`LEARNED_LABELS` or ``name``).
+        groups: the report's figures it appears on: "main" (the paper's comparison), "ablation",
+            "generalization".
+        precision: the codec's transform precision.
+        batch_size: tiles per encode / decode call.
+        expected: where checkpoints were looked for (for the report's *Missing*).
     """
 
     name: str
@@ -120,10 +154,20 @@ class LearnedSpec:
 
     @property
     def display(self) -> str:
+        """The codec's label on tables and figures.
+
+        Returns:
+            ``label``, else the paper's name of ``name``, else ``name``.
+        """
         return self.label or LEARNED_LABELS.get(self.name, self.name)
 
     def available(self) -> tuple[dict[int, str | None], list[str]]:
-        """(quality -> checkpoint or None for shipped/untrained, reasons for what is missing)."""
+        """The qualities that can be measured, and why others cannot.
+
+        Returns:
+            ``(quality -> checkpoint, or None for shipped / untrained weights, reasons for what is
+            missing)``; untrained codecs have the one quality 0.
+        """
         found: dict[int, str | None] = {}
         missing: list[str] = []
         if self.untrained:
@@ -148,8 +192,18 @@ class LearnedSpec:
         return found, missing
 
     def source_id(self, quality: int, checkpoint: str | None) -> str:
-        """Identity of the weights behind a quality, cheap to compute (no model load): cached
-        records are reused only while it is unchanged (a retrained checkpoint is measured again)."""
+        """Identity of the weights behind a quality, cheap to compute (no model load).
+
+        Cached records are reused only while it is unchanged, so a retrained checkpoint is measured
+        again instead of being served stale numbers.
+
+        Args:
+            quality: the quality.
+            checkpoint: its checkpoint path, or None for shipped / untrained weights.
+
+        Returns:
+            ``untrained:<arch>:<config>``, ``shipped:<digest>`` or ``file:<path>:<size>:<mtime>``.
+        """
         if self.untrained:
             return f"untrained:{self.arch or self.name}:{json.dumps(self.config, sort_keys=True)}"
         if checkpoint is None:
@@ -160,8 +214,23 @@ class LearnedSpec:
         return f"file:{Path(checkpoint).resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
     def load(self, quality: int, checkpoint: str | None, device: str = "cpu"):
-        """The :class:`~geocompress.codec.TileCodec` of one quality (memoised: the report loads
-        a codec for RD, visual comparison and classification once)."""
+        """The :class:`~geocompress.codec.TileCodec` of one quality, memoised.
+
+        The report needs a codec for RD, the visual comparison and classification; loading it once
+        saves minutes, and keeping only the last one keeps memory flat.
+
+        Args:
+            quality: the quality.
+            checkpoint: its checkpoint path, or None for shipped / untrained weights.
+            device: torch device.
+
+        Returns:
+            The codec.
+
+        Raises:
+            ValueError: an unknown architecture.
+            geocompress.codec.WeightsError: a missing or damaged checkpoint.
+        """
         from geocompress.codec import load_codec
 
         key = (quality, checkpoint, device)
@@ -183,8 +252,16 @@ def discover_runs(runs: str | os.PathLike, names: Iterable[str] | None = None,
                   export: str = "model.pt") -> dict[str, dict[int, str]]:
     """Checkpoints laid out as the trainer writes them: ``runs/<name>/q<quality>/model.pt``.
 
-    With ``names``, every name is in the result (an empty dict when none was found), so a missing
-    codec shows up in the report instead of silently disappearing."""
+    Args:
+        runs: the runs folder (absent: nothing found).
+        names: the codecs to look for (None: every sub-folder). Every name is in the result,
+            with an empty dict when none was found, so a missing codec shows up in the report
+            instead of silently disappearing.
+        export: the checkpoint's file name in each quality folder.
+
+    Returns:
+        ``name -> {quality: checkpoint path}``.
+    """
     runs = Path(runs)
     out: dict[str, dict[int, str]] = {n: {} for n in (names or [])}
     if runs.is_dir():
@@ -200,7 +277,14 @@ def discover_runs(runs: str | os.PathLike, names: Iterable[str] | None = None,
 # ------------------------------------------------------------------------------------------ cache
 
 class RDCache:
-    """JSON-lines store of records keyed by (codec, setting, image); appends survive a kill."""
+    """JSON-lines store of records keyed by (codec, setting, image); appends survive a kill.
+
+    Every record is appended as soon as it exists, so an interrupted report resumes where it
+    stopped; a line cut by a kill is ended (so later appends stay whole) and its record redone.
+
+    Args:
+        path: the ``.jsonl`` file (created on the first :meth:`add`).
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -225,21 +309,54 @@ class RDCache:
 
     @staticmethod
     def key(r: dict[str, Any]) -> tuple[str, str, str]:
+        """The key of a record: one per (codec, setting, image), settings compared as text.
+
+        Args:
+            r: a record with ``codec``, ``setting`` and ``image``.
+
+        Returns:
+            ``(codec, setting, image)`` as strings.
+        """
         return str(r["codec"]), str(r["setting"]), str(r["image"])
 
     def get(self, codec: str, setting: Any, image: str, digest: str | None = None) -> dict | None:
+        """The cached record, if any and if it was made by the same weights.
+
+        Args:
+            codec: the codec's name.
+            setting: its setting (compared as text).
+            image: the image's name.
+            digest: the weights' identity (:meth:`LearnedSpec.source_id`); a record made by other
+                weights counts as absent (None: any).
+
+        Returns:
+            The record, or None.
+        """
         r = self.records.get((codec, str(setting), image))
         if r is not None and digest is not None and r.get("digest") != digest:
             return None
         return r
 
     def add(self, r: dict[str, Any]) -> None:
+        """Append a record to the file and to the cache (it replaces any record of the same key).
+
+        Args:
+            r: a JSON-serialisable record (numpy scalars allowed).
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(r, default=_json_default) + "\n")
         self.records[self.key(r)] = r
 
     def select(self, codec: str | None = None) -> list[dict[str, Any]]:
+        """The cached records, of one codec or all.
+
+        Args:
+            codec: the codec's name (None: every codec).
+
+        Returns:
+            The records, in insertion order.
+        """
         return [r for r in self.records.values() if codec is None or r["codec"] == codec]
 
 
@@ -253,9 +370,15 @@ def _json_default(o: Any) -> Any:
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """Run torch on one thread: MS-SSIM's small convolutions gain nothing from more, and on a
-    shared machine a second thread that has to wait makes them ~10x slower (measured: 0.08 s vs
-    0.7-1.2 s per 256 x 256 image beside a training run on 2 cores)."""
+    """Run torch on one thread inside the block (restored after).
+
+    MS-SSIM's small convolutions gain nothing from more threads, and on a shared machine a second
+    thread that has to wait makes them several times slower (measured:
+    ``catalogs/evaluations/classical-ucmerced.md``, *Cost of measuring MS-SSIM*).
+
+    Yields:
+        None.
+    """
     import torch
 
     n = torch.get_num_threads()
@@ -270,7 +393,21 @@ def one_thread() -> Iterator[None]:
 
 
 def measure(orig: np.ndarray, recon: np.ndarray, nbytes: int, peak: float) -> dict[str, float]:
-    """Rate and distortion of one C x H x W reconstruction (see the module docstring)."""
+    """Rate and distortion of one reconstruction (see the module docstring for each measure).
+
+    Args:
+        orig: the original, C x H x W.
+        recon: the reconstruction, reshaped to ``orig``'s shape.
+        nbytes: the coded size: the whole file or string.
+        peak: the fixed PSNR peak (the image's ``2**bits - 1``).
+
+    Returns:
+        ``bytes``, ``bpp``, ``psnr``, ``psnr_paper``, ``ms_ssim``, ``ms_ssim_db`` (NaN for images
+        of 160 px or less, below MS-SSIM's five scales).
+
+    Raises:
+        ValueError: ``recon`` does not hold ``orig``'s number of samples.
+    """
     from geocompress import metrics as M
 
     orig = np.asarray(orig)
@@ -299,7 +436,20 @@ def _classical_input(im: EvalImage) -> np.ndarray:
 
 
 def classical_roundtrip(codec: str, im: EvalImage, param: float) -> tuple[dict[str, Any], np.ndarray]:
-    """Encode + decode one image at one parameter; the record and the C x H x W reconstruction."""
+    """Encode and decode one image at one parameter, timed.
+
+    Args:
+        codec: a registry name.
+        im: the image (bands beyond 3 are dropped: classical codecs take 1 or 3).
+        param: the codec's quality parameter.
+
+    Returns:
+        ``(record of measure() plus enc_s / dec_s, C x H x W reconstruction)``.
+
+    Raises:
+        UnsupportedInput: input the codec cannot take.
+        ValueError: ``param`` outside the codec's range.
+    """
     a = _classical_input(im)
     t0 = time.perf_counter()
     data = C.encode(codec, a, param)
@@ -314,7 +464,18 @@ def classical_roundtrip(codec: str, im: EvalImage, param: float) -> tuple[dict[s
 
 def run_classical(spec: ClassicalSpec, images: ImageSet, cache: RDCache, progress: bool = True
                   ) -> list[dict[str, Any]]:
-    """Sweep ``spec`` over ``images``; cached records are reused, new ones appended."""
+    """Sweep ``spec`` over ``images``; cached records are reused, new ones appended to the cache.
+
+    Args:
+        spec: the codec and its sweep.
+        images: the image set.
+        cache: the report's RD cache.
+        progress: show a progress bar.
+
+    Returns:
+        One record per (setting, image); input the codec cannot take gives a record with
+        ``error`` instead of numbers, so the report can count it.
+    """
     settings = spec.settings()
     out = []
     with _progress(len(settings) * len(images), spec.codec, progress) as bar:
@@ -336,9 +497,22 @@ def run_classical(spec: ClassicalSpec, images: ImageSet, cache: RDCache, progres
 
 def run_learned(spec: LearnedSpec, images: ImageSet, cache: RDCache, progress: bool = True,
                 device: str = "cpu") -> tuple[list[dict[str, Any]], list[str]]:
-    """Encode and decode ``images`` at every available quality of ``spec``.
+    """Encode and decode ``images`` at every available quality of ``spec``, timed per tile.
 
-    Returns the records and what was missing (checkpoints that do not exist)."""
+    Args:
+        spec: the learned codec.
+        images: the image set.
+        cache: the report's RD cache (records of other weights are redone).
+        progress: show a progress bar.
+        device: torch device.
+
+    Returns:
+        ``(records, what was missing)``: checkpoints that do not exist are reported, not raised.
+
+    Raises:
+        ValueError: an unknown architecture.
+        geocompress.codec.WeightsError: a damaged checkpoint.
+    """
     found, missing = spec.available()
     out: list[dict[str, Any]] = []
     for q, ckpt in found.items():
@@ -375,8 +549,15 @@ def run_learned(spec: LearnedSpec, images: ImageSet, cache: RDCache, progress: b
 # -------------------------------------------------------------------------------------- averaging
 
 def average(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean bpp and quality per (codec, setting), with the number of images; failed records
-    (unsupported input) are left out and counted."""
+    """Mean bpp and quality per (codec, setting): the codec's RD points, as CompressAI averages.
+
+    Args:
+        records: per-image records of any codecs.
+
+    Returns:
+        One row per (codec, setting), sorted by codec and bpp, with the number of images and of
+        failed ones (left out of the means); ``ms_ssim_db`` is eq. 11 of the mean MS-SSIM.
+    """
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["codec"], str(r["setting"])), []).append(r)
@@ -399,9 +580,19 @@ def average(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def curve(rows: Sequence[dict[str, Any]], codec: str, metric: str, monotone: bool = True
           ) -> tuple[np.ndarray, np.ndarray]:
-    """(bpp, metric) of ``codec``'s averaged points, by rate. ``monotone`` keeps only points that
-    raise both rate and quality over the previous kept one: Bjøntegaard's piecewise interpolation
-    needs a strictly increasing curve, and a point that spends more bits for no gain is dominated."""
+    """A codec's averaged RD curve, by rate.
+
+    Args:
+        rows: averaged rows (:func:`average`).
+        codec: the codec's name.
+        metric: the quality column.
+        monotone: keep only points that raise both rate and quality over the previous kept one:
+            Bjøntegaard's piecewise interpolation needs a strictly increasing curve, and a point
+            that spends more bits for no gain is dominated.
+
+    Returns:
+        ``(bpp, quality)`` arrays, empty when the codec has no finite points.
+    """
     pts = sorted((r["bpp"], r[metric]) for r in rows
                  if r["codec"] == codec and r["images"] and math.isfinite(r["bpp"])
                  and math.isfinite(r[metric]) and r["bpp"] > 0)
@@ -414,9 +605,19 @@ def curve(rows: Sequence[dict[str, Any]], codec: str, metric: str, monotone: boo
 
 
 def rate_overlap(rates_a: np.ndarray, rates_b: np.ndarray) -> float:
-    """Shared log-rate range of two curves over the shorter one's (1: one lies within the other;
-    0: disjoint). A Bjøntegaard delta integrates over the shared range only, so a small overlap
-    says little about the whole curves."""
+    """Shared log-rate range of two curves over the shorter one's.
+
+    A Bjøntegaard delta integrates over the shared range only, so a small overlap says little
+    about the whole curves; reports print it beside every delta.
+
+    Args:
+        rates_a: one curve's rates.
+        rates_b: the other's.
+
+    Returns:
+        In [0, 1] (1: one lies within the other; 0: disjoint); NaN when a curve has fewer than 2
+        points or no rate span.
+    """
     if len(rates_a) < 2 or len(rates_b) < 2:
         return float("nan")
     la, lb = np.log(rates_a), np.log(rates_b)
@@ -427,9 +628,19 @@ def rate_overlap(rates_a: np.ndarray, rates_b: np.ndarray) -> float:
 
 def bd_matrix(rows: Sequence[dict[str, Any]], tests: Sequence[str], anchors: Sequence[str],
               metric: str = "psnr_paper") -> list[dict[str, Any]]:
-    """BD-rate (%) and BD-<metric> (dB) of every test codec against every anchor (pchip, the
-    JVET method, through :mod:`.bd`); NaN where a curve has < 2 points or the curves do not
-    overlap."""
+    """BD-rate (%) and BD-<metric> (dB) of every test codec against every anchor (pchip, the JVET
+    method, through :mod:`.bd`), each on its :func:`curve` (RD front only).
+
+    Args:
+        rows: averaged rows (:func:`average`).
+        tests: the codecs measured.
+        anchors: the codecs they are measured against (a codec is not compared with itself).
+        metric: the quality column.
+
+    Returns:
+        One row per (test, anchor): ``bd_rate_pct``, ``bd_quality_db`` (NaN where a curve has
+        fewer than 2 points or the curves do not overlap), the point counts and ``rate_overlap``.
+    """
     out = []
     for t in tests:
         rt, qt = curve(rows, t, metric)
@@ -450,7 +661,18 @@ def bd_matrix(rows: Sequence[dict[str, Any]], tests: Sequence[str], anchors: Seq
 
 def quality_at(rows: Sequence[dict[str, Any]], codec: str, metric: str, rates: Sequence[float]
                ) -> list[float]:
-    """``metric`` of ``codec``'s curve at ``rates`` (log-rate pchip; NaN outside its range)."""
+    """A codec's quality at given rates (log-rate pchip on its RD front).
+
+    Args:
+        rows: averaged rows (:func:`average`).
+        codec: the codec's name.
+        metric: the quality column.
+        rates: the rates (bpp).
+
+    Returns:
+        One value per rate; NaN outside the codec's measured range or when it has fewer than 2
+        points.
+    """
     b, q = curve(rows, codec, metric)
     if len(b) < 2:
         return [float("nan")] * len(rates)
@@ -459,7 +681,18 @@ def quality_at(rows: Sequence[dict[str, Any]], codec: str, metric: str, rates: S
 
 def nearest_setting(records: Sequence[dict[str, Any]], codec: str, target_bpp: float,
                     image: str | None = None) -> Any | None:
-    """The setting of ``codec`` whose bpp (on ``image``, or averaged) is closest to the target."""
+    """The setting of ``codec`` whose bpp is closest to the target: how a learned codec, which has a
+    few fixed qualities, is compared near a rate.
+
+    Args:
+        records: per-image records.
+        codec: the codec's name.
+        target_bpp: the rate aimed at.
+        image: that image's own bpp (None: the bpp averaged over ``records``).
+
+    Returns:
+        The setting, or None when the codec has no usable records.
+    """
     rs = [r for r in records if r["codec"] == codec and "error" not in r
           and (image is None or r["image"] == image)]
     if not rs:
@@ -478,7 +711,23 @@ def reconstruct_near(spec: ClassicalSpec | LearnedSpec, images: Sequence[EvalIma
     Classical codecs hit the rate per image (:func:`classical.encode_at_bpp`: the largest file at
     or under the target; the cheapest setting when even that is over). Learned codecs have a few
     qualities: the one whose bpp is nearest the target, on each image (``per_image``) or on
-    average over ``records`` (one quality for the whole set, as the paper's Fig. 15 does)."""
+    average over ``records`` (one quality for the whole set, as the paper's Fig. 15 does).
+
+    Args:
+        spec: the codec.
+        images: the images.
+        target_bpp: the rate aimed at.
+        records: RD records that choose the learned codec's quality.
+        per_image: choose the learned quality per image instead of once for all.
+        device: torch device of a learned codec.
+
+    Returns:
+        ``(C x H x W reconstruction, record)`` per image, in order; empty for a learned codec
+        without weights.
+
+    Raises:
+        UnsupportedInput: input a classical codec cannot take.
+    """
     out: list[tuple[np.ndarray, dict[str, Any]]] = []
     if isinstance(spec, ClassicalSpec):
         c = C.get_codec(spec.codec)

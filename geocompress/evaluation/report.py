@@ -74,10 +74,23 @@ __all__ = ["ClassificationSetup", "ReportConfig", "paper_learned_specs", "run_re
 
 def paper_learned_specs(runs: str | Path = "runs", shipped: bool = True, budget: bool = False,
                         precision: str | None = None) -> list[LearnedSpec]:
-    """The paper's learned codecs: MGSSNet (shipped weights, else ``runs/mgssnet``), the five
-    CompressAI baselines, the ablation module sets and the generalization variants, each from
-    ``runs/<name>/q<n>/model.pt`` (what the trainer exports). Codecs without checkpoints stay in
-    the list: the report names them under *Missing*."""
+    """The paper's learned codecs, each where the trainer exports it.
+
+    MGSSNet (shipped weights, else ``runs/mgssnet``), the five CompressAI baselines, the ablation
+    module sets and the generalization variants, from ``runs/<name>/q<n>/model.pt``. Codecs without
+    checkpoints stay in the list, so the report names them under *Missing* instead of dropping
+    them.
+
+    Args:
+        runs: the training runs folder.
+        shipped: MGSSNet from the package's shipped weights when there are any.
+        budget: every codec from the budget runs, the shipped MGSSNet beside them as its own entry
+            (``mgssnet-shipped``).
+        precision: the learned codecs' transform precision (None: each spec's default).
+
+    Returns:
+        One :class:`LearnedSpec` per codec, with ``expected`` saying where it was looked for.
+    """
     from .rd import discover_runs
 
     names = ["mgssnet", *BASELINES, *ABLATION, *GENERALIZATION]
@@ -114,8 +127,17 @@ def paper_learned_specs(runs: str | Path = "runs", shipped: bool = True, budget:
 @dataclass
 class ClassificationSetup:
     """Downstream classification: train on ``train`` originals, test on ``test`` reconstructions
-    near ``target_bpp``. ``test`` None -> the report's images (they must be labelled);
-    ``classifier``: an already trained checkpoint to use instead of training one."""
+    near ``target_bpp`` (the paper's IV-B).
+
+    Attributes:
+        train: labelled training images (originals).
+        val: labelled validation images choosing the best epoch.
+        test: labelled test images (None: the report's images, which must then be labelled).
+        target_bpp: the rate the codecs' reconstructions are made near.
+        config: a :class:`~.classifier.ClassifierConfig` (None: defaults).
+        classifier: an already trained checkpoint to use instead of training one.
+        codecs: the codecs to classify (None: every codec of the report).
+    """
 
     train: ImageSet | None = None
     val: ImageSet | None = None
@@ -128,7 +150,28 @@ class ClassificationSetup:
 
 @dataclass
 class ReportConfig:
-    """Everything one report needs; see the module docstring for what it writes."""
+    """Everything one report needs; see the module docstring for what it writes.
+
+    Attributes:
+        name: the report's folder name under ``out_root``.
+        images: the images every codec is measured on.
+        classical: classical codecs and their sweeps.
+        learned: learned codecs.
+        anchors: the BD tables' anchors (None: every classical codec).
+        metrics: quality columns, the first one the main one (figures, verdicts).
+        rates: rates of the quality-at-rates table.
+        visual_bpp: rate of the visual comparison (None: none).
+        visual_image: its tile (None: a detailed one, chosen automatically).
+        classification: downstream classification (None: none).
+        out_root: the reports folder.
+        progress: progress messages and bars on stderr.
+        device: torch device of the learned codecs.
+        command: the command line that made the report, quoted in the README.
+        threads: torch threads for the learned codecs (None: as is).
+        group_refs: each figure group's reference codec for its BD table.
+        budget: the training budget every learned codec had, ``{"protocol": {...}, "models":
+            {name: cost}}``, for the README's budget section and "what wins" (None: none).
+    """
 
     name: str
     images: ImageSet

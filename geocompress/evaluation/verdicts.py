@@ -49,6 +49,14 @@ __all__ = ["Verdict", "bd_delta", "mcnemar_p", "psnr_gain_at", "rd_verdicts",
 
 @dataclass
 class Verdict:
+    """One of the paper's claims, decided from a report's measurements.
+
+    Attributes:
+        claim: the claim in words.
+        paper: what the paper reports.
+        measured: what was measured, with what decides it.
+        verdict: :data:`HOLDS`, :data:`FAILS` or :data:`OPEN`.
+    """
     claim: str
     paper: str
     measured: str
@@ -91,9 +99,23 @@ def _sign(delta_db: float, overlap: float = 1.0) -> str:
 
 def psnr_gain_at(rows: Sequence[dict[str, Any]], test: str, ref: str, metric: str,
                  rate: float = PAPER_RATE) -> tuple[float, float, float]:
-    """(rate used, relative PSNR gain %, gain dB) of ``test`` over ``ref`` at ``rate``, or at the
-    highest rate both curves reach when ``rate`` lies beyond one of them (log-rate interpolation);
-    NaNs when the curves share no rate."""
+    """PSNR gain of ``test`` over ``ref`` at one rate: the form of the paper's claims ("+2.9 % PSNR
+    at 1.1 bpp").
+
+    When ``rate`` lies beyond one of the curves, the highest rate both reach is used instead (and
+    returned, so the wording can say so): extrapolating a codec's quality would invent it.
+
+    Args:
+        rows: averaged RD rows.
+        test: the codec whose gain is measured.
+        ref: the codec it is measured against.
+        metric: the quality column.
+        rate: the rate (bpp); log-rate interpolation between measured points.
+
+    Returns:
+        ``(rate used, relative PSNR gain %, gain dB)``; NaNs when the curves share no rate or one
+        has fewer than 2 points.
+    """
     bt, qt = curve(rows, test, metric)
     br, qr = curve(rows, ref, metric)
     if len(bt) < 2 or len(br) < 2:
@@ -127,7 +149,17 @@ def _at(r: float, rate: float = PAPER_RATE) -> str:
 
 def rd_verdicts(rows: Sequence[dict[str, Any]], labels: dict[str, str], metric: str = "psnr_paper"
                 ) -> list[Verdict]:
-    """MGSSNet against each baseline, the ablation order and the generalization gains."""
+    """The paper's RD claims: MGSSNet against each baseline, the ablation order and the
+    generalization gains, each decided by BD-PSNR beyond :data:`RD_TOLERANCE_DB`.
+
+    Args:
+        rows: averaged RD rows of a report (codecs absent from them are skipped).
+        labels: codec name -> its label in the claims' wording.
+        metric: the quality column.
+
+    Returns:
+        One :class:`Verdict` per claim that the measured codecs can decide or leave open.
+    """
     have = {r["codec"] for r in rows}
     lab = lambda c: labels.get(c, c)  # noqa: E731
     out: list[Verdict] = []
@@ -169,7 +201,18 @@ def rd_verdicts(rows: Sequence[dict[str, Any]], labels: dict[str, str], metric: 
 
 
 def mcnemar_p(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> float:
-    """Two-sided exact McNemar p-value of two classifiers' per-image correctness."""
+    """Two-sided exact McNemar p-value of two classifiers' per-image correctness.
+
+    Paired on the same test images, only the images where exactly one is right carry
+    information: with ~100 tiles, an OA gap of one tile is noise, and this says how much is not.
+
+    Args:
+        a_correct: per image, whether the first was right.
+        b_correct: per image, whether the second was right (same images, same order).
+
+    Returns:
+        The p-value (1 when they never disagree).
+    """
     from scipy.stats import binomtest
 
     a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
@@ -184,7 +227,17 @@ def classification_verdicts(correct: dict[str, Sequence[bool]], labels: dict[str
     """MGSSNet's overall accuracy on reconstructions against each baseline's (paper Fig. 15).
 
     A learned codec has a few qualities, so the two codecs' rates near the target can differ: a
-    win counts only where the winner spent at most ``RATE_MATCH`` times the loser's bits."""
+    win counts only where the winner spent at most ``RATE_MATCH`` times the loser's bits, and only
+    when McNemar's test is significant at :data:`ALPHA`.
+
+    Args:
+        correct: codec name -> per-image correctness on the same test images.
+        labels: codec name -> its label in the claims' wording.
+        bpp: codec name -> its mean bpp in the classification (None: unknown, no win counts).
+
+    Returns:
+        One :class:`Verdict` per baseline present; none without MGSSNet.
+    """
     if "mgssnet" not in correct:
         return []
     bpp = bpp or {}
