@@ -26,11 +26,80 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator
 
 from .. import interrupt
 
 SMALL_JOB_TILES = 64
+
+
+@dataclass(frozen=True)
+class ClusterChoice:
+    """Where a scene job's tasks run, how they are cut, and how the run shows its progress.
+
+    One value for the options that always travel together through
+    :func:`~geocompress.scene.compress_scene` and :func:`~geocompress.scene.decompress_scene`
+    (the CLI builds it from ``--scheduler``, ``--workers``, ``--gpu`` and ``--quiet``).
+
+    Args:
+        scheduler: address of an existing Dask cluster (``tcp://host:8786``); its own workers
+            (CPU or GPU, :mod:`.workers`) do the work and nothing is started here.
+        workers: size of an embedded LocalCluster, whatever the job's size (default: one
+            single-threaded worker per core, and only for jobs over :data:`SMALL_JOB_TILES`).
+        processes: LocalCluster workers as processes (``False``: threads of this process).
+        gpu: LocalCluster workers declare a GPU resource and run the model on it (compress).
+        torch_threads: torch threads per worker, or in this process for an in-process run
+            (default: the cores split between local workers; 1 in process).
+        in_process: run the tasks in this process (``True``) or on Dask (``False``); default
+            :func:`runs_in_process` decides from the job's size.
+        tiles_per_task: tiles each encode or decode task handles: small enough that every worker
+            has work and the progress bar moves.
+        progress: show a progress bar.
+        on_block: called with the number of shard blocks written so far after each one (compress;
+            tests use it to interrupt a run at a known point).
+
+    Examples:
+        >>> from geocompress.scene.cluster import ClusterChoice
+        >>> ClusterChoice(workers=2).replace(progress=False)
+        ClusterChoice(scheduler=None, workers=2, processes=True, gpu=False, torch_threads=None, \
+in_process=None, tiles_per_task=4, progress=False)
+    """
+
+    scheduler: str | None = None
+    workers: int | None = None
+    processes: bool = True
+    gpu: bool = False
+    torch_threads: int | None = None
+    in_process: bool | None = None
+    tiles_per_task: int = 4
+    progress: bool = True
+    on_block: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
+
+    def replace(self, **changes: Any) -> "ClusterChoice":
+        """This choice with some fields changed (the dataclass is frozen).
+
+        Args:
+            **changes: field values.
+
+        Returns:
+            A new choice.
+        """
+        return replace(self, **changes)
+
+    def runs_here(self, tiles: int) -> bool:
+        """Whether a job of ``tiles`` tiles runs in this process (:func:`runs_in_process`).
+
+        Args:
+            tiles: the tiles the job touches.
+
+        Returns:
+            True for the in-process client, False for a Dask cluster.
+
+        Raises:
+            ValueError: ``in_process=True`` together with a scheduler address.
+        """
+        return runs_in_process(tiles, self.scheduler, self.workers, self.gpu, self.in_process)
 
 
 def local_workers(workers: int | None) -> int:

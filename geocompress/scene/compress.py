@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import rasterio
 from tqdm.auto import tqdm
 
 from .. import interrupt
-from ..codec import load_codec
+from ..codec import CodecChoice, load_codec
 from ..geo import SceneReader, TileFilter, TileGrid, TileStatus, constant_value, open_scene
 from ..geo.errors import SceneReadError
 from ..geo.source import SceneInfo
@@ -29,7 +29,8 @@ from ..store import TileStore
 from ..store.stac import write_stac_item
 from .failures import disk_full_reported
 from .halo import grid_sides, resolve_halo, store_edges
-from .cluster import as_completed, dask_client, default_torch_threads, runs_in_process
+from ._options import fold
+from .cluster import ClusterChoice, as_completed, dask_client, default_torch_threads
 from .rate_control import RateTarget, RateTargetError, choose_level, sample_tiles
 from .workers import CodecSpec, adopt_codec, encode_mask, get_codec
 
@@ -187,10 +188,12 @@ def split_block(rows: tuple[int, int], cols: tuple[int, int], tiles_per_task: in
             for r in range(*rows) for c in range(cols[0], cols[1], step)]
 
 
-def _run_blocks(client, ts: TileStore, store: Path, scene: SceneInfo, spec: dict, used_bits: int,
-                filter_cfg: dict, tiles_per_task: int, progress: bool,
-                on_block: Callable[[int], None] | None) -> tuple[list, list]:
+def _run_blocks(client, job: "_Job", ts: TileStore, spec: dict, used_bits: int
+                ) -> tuple[list, list]:
     """The graph of a compress run: encode parts, and one write task per pending shard block."""
+    store, scene, filter_cfg = job.store, job.scene, job.filter_cfg
+    tiles_per_task, progress, on_block = (job.cluster.tiles_per_task, job.cluster.progress,
+                                          job.cluster.on_block)
     all_blocks = list(ts.shard_blocks())
     pending = list(ts.pending_blocks())
     paths = [str(p) for p in scene.paths]
@@ -239,6 +242,76 @@ def _any_written(store: Path) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class TilingChoice:
+    """How a scene is cut into tiles and shards, which tiles are coded, and at what bit depth.
+
+    Args:
+        tile: tile side in pixels, :data:`MIN_TILE`..:data:`MAX_TILE` (the models' downsampling
+            factor .. the codec's largest tile).
+        shard: tiles per shard side: one file per Zarr array and one write task per shard block.
+        tile_filter: which tiles are dropped (nodata, too few valid pixels) or stored as their
+            single value (constant) instead of being coded.
+        bits: significant bits of a uint16 scene, 8..16, or ``"auto"`` (the declared ``NBITS``,
+            else the bit length of its largest valid value); uint8 scenes are coded with 8.
+        halo: latent pixels of neighbour context (0: each tile coded alone), or ``"auto"``
+            (:func:`~geocompress.scene.halo.resolve_halo`: a resumed store keeps its own).
+
+    Examples:
+        >>> from geocompress.scene.compress import TilingChoice
+        >>> TilingChoice(tile=128).replace(halo=0).halo
+        0
+    """
+
+    tile: int = 256
+    shard: int = 16
+    tile_filter: TileFilter = field(default_factory=TileFilter)
+    bits: int | str = "auto"
+    halo: int | str = "auto"
+
+    def replace(self, **changes: Any) -> "TilingChoice":
+        """This choice with some fields changed (the dataclass is frozen).
+
+        Args:
+            **changes: field values.
+
+        Returns:
+            A new choice.
+        """
+        return replace(self, **changes)
+
+
+# compress_scene's codec when none is given: batches of 8 tiles per encode task
+SCENE_CODEC = CodecChoice(batch_size=8)
+
+
+@dataclass
+class _Job:
+    """A compress run's settled inputs, shared by its parts."""
+
+    store: Path
+    scene: SceneInfo
+    grid: TileGrid
+    codec: Any                  # the TileCodec built here (rate search, in-process tasks)
+    choice: CodecChoice
+    tiling: TilingChoice
+    cluster: ClusterChoice
+    halo: int
+    local: bool                 # the tasks run in this process
+    threads: int | None         # torch threads per worker
+    rate: RateTarget | None
+    overwrite: bool
+
+    @property
+    def filter_cfg(self) -> dict:
+        f = self.tiling.tile_filter
+        return {"min_valid_fraction": f.min_valid_fraction, "drop_constant": f.drop_constant}
+
+    @property
+    def tiles(self) -> int:
+        return self.grid.n_rows * self.grid.n_cols
+
+
 def _bits_for(scene: SceneInfo, bits: int | str, client, grid: TileGrid, shard: int) -> int:
     if scene.dtype == "uint8":
         return 8
@@ -255,49 +328,97 @@ def _bits_for(scene: SceneInfo, bits: int | str, client, grid: TileGrid, shard: 
     return max(8, int(peak).bit_length())
 
 
-def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, arch: str = "mgssnet",
-                   quality: int | None = None, checkpoint: str | None = None,
-                   pretrained: bool = True, model_config: dict | None = None, tile: int = 256,
-                   shard: int = 16, tile_filter: TileFilter | None = None,
-                   bits: int | str = "auto", scheduler: str | None = None, workers: int | None = None,
-                   processes: bool = True, batch_size: int = 8, precision: str = "auto",
-                   overwrite: bool = False, progress: bool = True, gpu: bool = False,
-                   torch_threads: int | None = None, on_block: Callable[[int], None] | None = None,
-                   refine_steps: int = 0, tiles_per_task: int = 4,
-                   halo: int | str = "auto", rate: RateTarget | None = None,
-                   in_process: bool | None = None) -> CompressResult:
+def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike,
+                   codec: CodecChoice | None = None, *, tiling: TilingChoice | None = None,
+                   cluster: ClusterChoice | None = None, rate: RateTarget | None = None,
+                   overwrite: bool = False, **options: Any) -> CompressResult:
     """Compress ``source`` (a GeoTIFF, or a list of single-band files of one grid) into ``store``.
 
-    ``refine_steps`` > 0 refines each tile's latent at encode time (:mod:`geocompress.codec.refine`):
-    fewer bits or higher PSNR for the same decoder, at a forward and backward pass per step.
-    ``precision`` is the transforms' mode (:mod:`geocompress.codec.precision`); it is not stored:
-    a store decodes in any mode. Each task encodes ``tiles_per_task`` tiles; one write task per
-    shard block writes them once all its parts are done. ``halo`` (latent pixels; 0 = every
-    tile coded alone) gives the encoder that much of each tile's neighbourhood and the decoder
-    the same ring of neighbouring latents, so that tile borders do not show; ``"auto"``: see
-    :func:`geocompress.scene.halo.resolve_halo` (``catalogs/halo.md``, ``catalogs/seams.md``).
+    The graph has a few encode tasks per pending shard block and one write task per block
+    (module docstring). Rerunning with the same arguments resumes an interrupted run; a store
+    written with other weights, quality, source or settings is refused unless ``overwrite``.
+    Both the in-process and the Dask path run the same tasks and write the same bytes (for the
+    same precision and torch thread count: only ``float64`` transforms are bit-identical across
+    thread counts).
 
-    ``rate`` (a variable-rate model only): code the scene at a target bpp or PSNR instead of a
-    quality; the level is searched for on a sample of the scene's tiles before anything is
-    written (:mod:`geocompress.scene.rate_control`), and recorded with the target in the store.
+    Args:
+        source: a GeoTIFF, or single-band files of one grid stacked as bands in that order.
+        store: the Zarr store to write (a folder); its parent folder must exist, so that a typo
+            in a path is refused before any work rather than created.
+        codec: the codec (default :data:`SCENE_CODEC`: shipped ``mgssnet`` weights at the middle
+            quality, 8 tiles per batch). ``refine_steps`` > 0 refines each tile's latent at
+            encode time (:mod:`geocompress.codec.refine`); ``precision`` is not stored: a store
+            decodes in any mode. Dask workers pick their own device (``--resources GPU=1``).
+        tiling: tile and shard sizes, the tile filter, the bit depth and the halo (default
+            :class:`TilingChoice`). A halo gives the encoder that much of each tile's
+            neighbourhood and the decoder the same ring of latents, so that tile borders do not
+            show (``catalogs/halo.md``, ``catalogs/seams.md``).
+        cluster: where the tasks run (default: in this process for jobs of at most
+            :data:`~geocompress.scene.cluster.SMALL_JOB_TILES` tiles when neither a scheduler, nor
+            workers nor a GPU is asked for, else on Dask), tiles per task and progress.
+        rate: a variable-rate model only: code at a target bpp or PSNR instead of a quality; the
+            level is searched for on a sample of the scene's tiles before anything is written
+            (:mod:`geocompress.scene.rate_control`) and recorded with the target in the store.
+        overwrite: replace a store written with other weights, quality, source or settings.
+        **options: single fields of ``codec``, ``tiling`` or ``cluster`` by name
+            (``quality=2``, ``workers=4``, ``tile=128``; ``model_config`` for the codec's
+            ``config``), so that a call can name only what differs.
 
-    ``in_process``: run the tasks in this process instead of on Dask (True), or on Dask (False);
-    default: in this process when the scene has at most
-    :data:`~geocompress.scene.cluster.SMALL_JOB_TILES` tiles and neither ``scheduler`` nor
-    ``workers`` nor ``gpu`` is given (:mod:`.cluster`). Both paths run the same tasks and write
-    the same bytes (for the same precision and torch thread count: only ``float64`` transforms
-    are bit-identical across thread counts).
+    Returns:
+        What was written: tiles kept and dropped, bytes, bpp, bits, the quality coded at, and
+        the rate search's result when a target was given.
 
-    Rerunning with the same arguments resumes an interrupted run; a store written with other
-    weights, quality, source or settings is refused unless ``overwrite``. The store's parent
-    folder must exist (as :func:`~geocompress.scene.mosaic.decompress_scene` requires of its
-    output's): a typo in a path is refused before any work, not created.
+    Raises:
+        ValueError: a tile size out of range, bits that do not fit the scene, a halo with
+            overlapping tiles, or a scene the codec cannot code (too many bands).
+        FileNotFoundError: the store's parent folder does not exist.
+        TypeError: an option that is no field of the three values.
+        RateTargetError: a rate target for fixed-rate weights, or one no level reaches.
+        StoreError: an existing store written with other settings (without ``overwrite``).
+        WeightsError: missing or damaged weights, or an unknown quality.
+
+    Examples:
+        >>> import tempfile, numpy as np, rasterio
+        >>> from rasterio.transform import from_origin
+        >>> from geocompress.codec import CodecChoice
+        >>> from geocompress.scene import compress_scene
+        >>> folder = tempfile.mkdtemp()
+        >>> pixels = np.random.default_rng(0).integers(0, 255, (3, 128, 128), dtype=np.uint8)
+        >>> with rasterio.open(f"{folder}/scene.tif", "w", driver="GTiff", width=128, height=128,
+        ...                    count=3, dtype="uint8", crs="EPSG:32633",
+        ...                    transform=from_origin(500000, 4100000, 10, 10)) as dst:
+        ...     dst.write(pixels)
+        >>> tiny = CodecChoice(pretrained=False, config={"N": 16, "M": 24})
+        >>> result = compress_scene(f"{folder}/scene.tif", f"{folder}/scene.zarr", tiny,
+        ...                         tile=64, progress=False)
+        >>> result.tiles, result.written, result.bits
+        (4, 4, 8)
     """
     t0 = time.perf_counter()
+    codec, tiling, cluster = fold("compress_scene", options, codec or SCENE_CODEC,
+                                  tiling or TilingChoice(), cluster or ClusterChoice())
+    job = _prepare(source, Path(store), codec, tiling, cluster, rate, overwrite)
+    # a full disk (zarr's writes, here or on a worker) ends the run with one line; the blocks
+    # written so far are kept, as for any interruption, and a rerun resumes
+    with disk_full_reported(job.store, "writing the store", where=job.store,
+                            advice="free some space and rerun the same command: it resumes "
+                                   "where it stopped"):
+        with dask_client(cluster.scheduler, cluster.workers, cluster.processes, cluster.gpu,
+                         in_process=job.local, torch_threads=cluster.torch_threads) as client:
+            ts, created, used_bits, rate_record = _open_or_create(job, client)
+            blocks = _encode(job, client, ts, created, used_bits)
+        interrupt.check()  # an interrupted run never marks its store complete
+        return _finish(job, used_bits, rate_record, blocks, t0)
+
+
+def _prepare(source: PathLike | Sequence[PathLike], store: Path, choice: CodecChoice,
+             tiling: TilingChoice, cluster: ClusterChoice, rate: RateTarget | None,
+             overwrite: bool) -> _Job:
+    """Everything checked before any work: sizes, paths, bits, halo, the codec, the grid."""
+    tile, bits = tiling.tile, tiling.bits
     if not isinstance(tile, int) or not MIN_TILE <= tile <= MAX_TILE:
         raise ValueError(f"tile must be {MIN_TILE}..{MAX_TILE} pixels (the codec's largest tile), "
                          f"got {tile!r}")
-    store = Path(store)
     if not store.parent.is_dir():  # before any work; as decompress does for its output file
         raise FileNotFoundError(f"output folder {store.parent} does not exist (create it first; "
                                 f"compress does not create folders)")
@@ -310,94 +431,105 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike, *, ar
                     "uint8 data is coded with its 8 bits; --bits declares the significant bits "
                     "of uint16 scenes" if high == 8 else
                     "give 8..16, the significant bits of its values, or 'auto'"))
-    tile_filter = tile_filter or TileFilter()
-    store = Path(store)
-    halo = resolve_halo(halo, arch, quality, pretrained, checkpoint,
+    tiling = tiling.replace(tile_filter=tiling.tile_filter or TileFilter())
+    halo = resolve_halo(tiling.halo, choice.arch, choice.quality, choice.pretrained,
+                        choice.checkpoint,
                         stored=_stored_halo(store) if store.exists() and not overwrite else None)
-    codec = load_codec(arch, quality=quality, pretrained=pretrained, checkpoint=checkpoint,
-                       precision=precision, refine_steps=refine_steps, halo_prior=bool(halo),
-                       **(model_config or {}))
+    # the codec built here (rate search, in-process tasks) loads with the codec's own batch
+    # size; the tasks then run with the choice's (CodecSpec)
+    codec = load_codec(choice.replace(batch_size=CodecChoice().batch_size), halo_prior=bool(halo))
     codec.check_work(scene.count, tile, tile)  # a scene of too many bands: before any work
     grid = scene.grid(tile)
     if halo and grid.step != grid.tile:
         raise ValueError("halo needs non-overlapping tiles (stride == tile)")
-    store = Path(store)
+    local = cluster.runs_here(grid.n_rows * grid.n_cols)
     # Dask's nanny starts workers with OMP/MKL threads = 1: give torch the cores explicitly
-    # (split between local worker processes); on an existing cluster, only when asked.
-    local = runs_in_process(grid.n_rows * grid.n_cols, scheduler, workers, gpu, in_process)
-    # in this process: torch_threads (default 1) while the tasks run (cluster.dask_client)
-    threads = torch_threads or (default_torch_threads(workers) if scheduler is None and not local
-                                else None)
+    # (split between local worker processes); on an existing cluster, only when asked. In this
+    # process: torch_threads (default 1) while the tasks run (cluster.dask_client).
+    threads = cluster.torch_threads or (default_torch_threads(cluster.workers)
+                                        if cluster.scheduler is None and not local else None)
     if rate is not None and not codec.variable_rate:
         raise RateTargetError(f"{codec.arch} weights have one rate each: --target-bpp / "
                               f"--target-psnr need a variable-rate model (--arch mgssnet-vr)")
-    filter_cfg = {"min_valid_fraction": tile_filter.min_valid_fraction,
-                  "drop_constant": tile_filter.drop_constant}
+    return _Job(store, scene, grid, codec, choice, tiling, cluster, halo, local, threads, rate,
+                overwrite)
+
+
+def _open_or_create(job: _Job, client) -> tuple[TileStore, bool, int, dict | None]:
+    """The store to write into: the existing one (checked compatible, to resume) or a new one
+    (bit depth scanned, rate searched). Returns it, whether it was created, the bits coded at
+    and the rate search's record."""
+    codec, store, rate, bits = job.codec, job.store, job.rate, job.tiling.bits
     rate_record: dict | None = None
-    # a full disk (zarr's writes, here or on a worker) ends the run with one line; the blocks
-    # written so far are kept, as for any interruption, and a rerun resumes
-    with disk_full_reported(store, "writing the store", where=store,
-                            advice="free some space and rerun the same command: it resumes "
-                                   "where it stopped"):
-        with dask_client(scheduler, workers, processes, gpu, in_process=local,
-                         torch_threads=torch_threads) as client:
-            ts = None
-            created = False
-            if store.exists() and not overwrite:
-                ts = TileStore.open(store, "r+")
-                stored_bits = ts.codec_meta["config"].get("bits")
-                want_bits = stored_bits if bits == "auto" else int(bits)
-                if rate is not None:  # a resumed run keeps the level its search chose
-                    rate_record = _resumed_rate(ts, rate, codec)
-                ts.check_compatible(scene.checksum,
-                                    _codec_meta(codec, want_bits, filter_cfg, halo, rate_record),
-                                    tile=tile)
-                used_bits = int(stored_bits)
-            else:
-                used_bits = _bits_for(scene, bits, client, grid, shard)
-                if rate is not None:
-                    tiles_s, masks_s, frac = sample_tiles(scene, grid, tile_filter, rate.sample)
-                    tiles_s = [_within_bits(t, t, m, used_bits, (0, 0, 0, 0), codec.latent_stride)
-                               for t, m in zip(tiles_s, masks_s)]  # what encode_part codes
-                    rate_record = {"sample": rate.sample, **choose_level(
-                        codec, tiles_s, masks_s, used_bits, rate, frac, grid.n_rows * grid.n_cols,
-                        scene.width * scene.height).to_dict()}
-                    del tiles_s, masks_s
-                ts = TileStore.create(store, scene, grid,
-                                      _codec_meta(codec, used_bits, filter_cfg, halo, rate_record),
-                                      shard=shard, overwrite=overwrite,
-                                      tile_version=max(codec.versions()))
-                created = True
-            spec = CodecSpec.of(codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
-                                batch_size=batch_size, torch_threads=None if local else threads,
-                                precision=precision,
-                                pretrained=pretrained).to_dict()
-            if local:  # the tasks run here: they use this codec, the weights load once
-                adopt_codec(CodecSpec(**spec), codec)
-            del codec  # on a cluster the client does not encode; workers load their own
-            try:
-                all_blocks, pending = _run_blocks(client, ts, store, scene, spec, used_bits,
-                                                  filter_cfg, tiles_per_task, progress, on_block)
-            except BaseException:
-                # a run that fails before writing anything leaves no half-made store behind; one
-                # that wrote blocks keeps them, to resume
-                if created and not _any_written(store):
-                    shutil.rmtree(store, ignore_errors=True)
-                raise
-        interrupt.check()  # an interrupted run never marks its store complete
+    if store.exists() and not job.overwrite:
         ts = TileStore.open(store, "r+")
-        ts.mark_complete()
-        tile_bytes = ts.nbytes_tiles()
-        bpp = round(tile_bytes * 8 / (scene.width * scene.height), 5)
-        write_stac_item(store, scene, grid, ts.codec_meta, achieved_bpp=bpp)
-        counts = ts.status_counts()
-        return CompressResult(store=store, tiles=grid.n_rows * grid.n_cols,
-                              written=counts["WRITTEN"], dropped_nodata=counts["DROPPED_NODATA"],
-                              dropped_constant=counts["DROPPED_CONSTANT"],
-                              tile_bytes=tile_bytes, blocks_done=len(pending),
-                              blocks_resumed=len(all_blocks) - len(pending),
-                              seconds=time.perf_counter() - t0, bits=used_bits, bpp=bpp,
-                              quality=ts.codec_meta["quality"], rate_control=rate_record)
+        stored_bits = ts.codec_meta["config"].get("bits")
+        want_bits = stored_bits if bits == "auto" else int(bits)
+        if rate is not None:  # a resumed run keeps the level its search chose
+            rate_record = _resumed_rate(ts, rate, codec)
+        ts.check_compatible(job.scene.checksum,
+                            _codec_meta(codec, want_bits, job.filter_cfg, job.halo, rate_record),
+                            tile=job.tiling.tile)
+        return ts, False, int(stored_bits), rate_record
+    used_bits = _bits_for(job.scene, bits, client, job.grid, job.tiling.shard)
+    if rate is not None:
+        rate_record = _search_rate(job, used_bits)
+    ts = TileStore.create(store, job.scene, job.grid,
+                          _codec_meta(codec, used_bits, job.filter_cfg, job.halo, rate_record),
+                          shard=job.tiling.shard, overwrite=job.overwrite,
+                          tile_version=max(codec.versions()))
+    return ts, True, used_bits, rate_record
+
+
+def _search_rate(job: _Job, used_bits: int) -> dict:
+    """The level that meets the rate target, searched for on a sample of the scene's tiles
+    (the codec is left at it)."""
+    scene, grid, codec, rate = job.scene, job.grid, job.codec, job.rate
+    tiles_s, masks_s, frac = sample_tiles(scene, grid, job.tiling.tile_filter, rate.sample)
+    tiles_s = [_within_bits(t, t, m, used_bits, (0, 0, 0, 0), codec.latent_stride)
+               for t, m in zip(tiles_s, masks_s)]  # what encode_part codes
+    return {"sample": rate.sample, **choose_level(
+        codec, tiles_s, masks_s, used_bits, rate, frac, job.tiles,
+        scene.width * scene.height).to_dict()}
+
+
+def _encode(job: _Job, client, ts: TileStore, created: bool, used_bits: int) -> tuple[int, int]:
+    """Run the encode and write tasks; returns (blocks written now, blocks already done). A run
+    that fails before writing anything leaves no half-made store behind; one that wrote blocks
+    keeps them, to resume."""
+    choice, checkpoint = job.choice, job.choice.checkpoint
+    spec = CodecSpec.of(job.codec, checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+                        batch_size=choice.batch_size,
+                        torch_threads=None if job.local else job.threads,
+                        precision=choice.precision, pretrained=choice.pretrained).to_dict()
+    if job.local:  # the tasks run here: they use this codec, the weights load once
+        adopt_codec(CodecSpec(**spec), job.codec)
+    job.codec = None  # on a cluster the client does not encode; workers load their own
+    try:
+        all_blocks, pending = _run_blocks(client, job, ts, spec, used_bits)
+    except BaseException:
+        if created and not _any_written(job.store):
+            shutil.rmtree(job.store, ignore_errors=True)
+        raise
+    return len(pending), len(all_blocks) - len(pending)
+
+
+def _finish(job: _Job, used_bits: int, rate_record: dict | None, blocks: tuple[int, int],
+            t0: float) -> CompressResult:
+    """Mark the store complete, write its STAC item, and say what was written."""
+    store, scene, grid = job.store, job.scene, job.grid
+    ts = TileStore.open(store, "r+")
+    ts.mark_complete()
+    tile_bytes = ts.nbytes_tiles()
+    bpp = round(tile_bytes * 8 / (scene.width * scene.height), 5)
+    write_stac_item(store, scene, grid, ts.codec_meta, achieved_bpp=bpp)
+    counts = ts.status_counts()
+    return CompressResult(store=store, tiles=job.tiles,
+                          written=counts["WRITTEN"], dropped_nodata=counts["DROPPED_NODATA"],
+                          dropped_constant=counts["DROPPED_CONSTANT"],
+                          tile_bytes=tile_bytes, blocks_done=blocks[0], blocks_resumed=blocks[1],
+                          seconds=time.perf_counter() - t0, bits=used_bits, bpp=bpp,
+                          quality=ts.codec_meta["quality"], rate_control=rate_record)
 
 
 def _resumed_rate(ts: TileStore, rate: RateTarget, codec) -> dict:
@@ -437,4 +569,4 @@ def raw_size(store: TileStore) -> int:
     return int(m["width"]) * int(m["height"]) * int(m["count"]) * np.dtype(m["dtype"]).itemsize
 
 
-__all__ = ["CompressResult", "compress_scene", "encode_part", "write_shard", "split_block", "raw_size"]
+__all__ = ["CompressResult", "TilingChoice", "compress_scene", "encode_part", "write_shard", "split_block", "raw_size"]
