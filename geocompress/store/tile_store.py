@@ -266,6 +266,154 @@ def _is_geocompress_store(path: Path) -> bool:
         return False
 
 
+def _checked_codec_meta(codec_meta: dict) -> dict:
+    """``codec_meta`` with the stored names, refused if it lacks what every store records.
+
+    Raises:
+        ValueError: a required key (``REQUIRED_CODEC_KEYS``, or its codec alias) is missing.
+    """
+    codec_meta = normalize_codec_meta(codec_meta)
+    missing = [k for k in REQUIRED_CODEC_KEYS if k not in codec_meta]
+    if missing:
+        raise ValueError(f"codec_meta lacks {missing} (needs {list(REQUIRED_CODEC_KEYS)})")
+    return codec_meta
+
+
+def _clear_path(path: Path, overwrite: bool) -> None:
+    """Make room for a new store at ``path``: only a geocompress store (or an empty folder) is
+    ever deleted, so a mistyped output path cannot wipe unrelated data.
+
+    Raises:
+        StoreError: ``path`` exists and ``overwrite`` is false, or it is not a geocompress store.
+    """
+    if not path.exists():
+        return
+    if not overwrite:
+        raise StoreError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    if not (_is_geocompress_store(path) or (path.is_dir() and not any(path.iterdir()))):
+        raise StoreError(f"refusing to overwrite {path}: it is not a geocompress store")
+    shutil.rmtree(path)
+
+
+def _root_meta(scene: SceneInfo, grid: TileGrid, codec_meta: dict, shard: int,
+               format_version: int, tile_version: int | None) -> dict:
+    """The ``geocompress`` root attributes of a new, in-progress store (before its digests):
+    the codec that writes it, the grid and everything of the source a decoded GeoTIFF restores."""
+    return {
+        "format_version": int(format_version),
+        **({} if tile_version is None else {"tile_format_version": int(tile_version)}),
+        "model": codec_meta["model"],
+        "weights_digest": codec_meta["weights_digest"],
+        "quality": codec_meta["quality"],
+        "codec_config": codec_meta.get("config", {}),
+        "tile": grid.tile,
+        "stride": grid.step,
+        "shard": shard,
+        "source_name": scene.name,
+        "source_files": [p.name for p in scene.paths],
+        "source_checksum": scene.checksum,
+        "source_size": scene.file_size,
+        "dtype": scene.dtype,
+        "count": scene.count,
+        "band_names": list(scene.band_names),
+        "colorinterp": list(scene.colorinterp),
+        "scales": [float(v) for v in scene.scales],
+        "offsets": [float(v) for v in scene.offsets],
+        "units": list(scene.units),
+        "tags": dict(scene.tags),
+        "descriptions": list(scene.descriptions),
+        "band_tags": [dict(t) for t in scene.band_tags],
+        "tag_domains": {ns: dict(t) for ns, t in scene.tag_domains.items()},
+        "nodata": _json_number(scene.nodata),
+        "has_mask": scene.has_mask,
+        "width": scene.width,
+        "height": scene.height,
+        "grid": grid.to_dict(),
+        "created": _now(),
+        "status": "in-progress",
+    }
+
+
+class _Layout:
+    """What every array of a new store shares: grid size, shard blocking, checksums and the
+    per-tile georeferencing attributes."""
+
+    def __init__(self, grid: TileGrid, scene: SceneInfo, shard: int, format_version: int) -> None:
+        self.grid, self.count, self.dtype = grid, scene.count, scene.dtype
+        self.format_version = format_version
+        self.n = (grid.n_rows, grid.n_cols)
+        self.shards = (min(shard, grid.n_rows), min(shard, grid.n_cols))
+        # format 1 (tests of old stores) has no checksums: otherwise a flipped or truncated
+        # bookkeeping chunk is an error, not values
+        self.crc = [Crc32cCodec()] if format_version >= 2 else []
+        self.per_tile = {
+            **cf.data_var_attrs(),
+            **zconv.spatial_attrs(grid.tile_index_transform, grid.n_rows, grid.n_cols),
+            "zarr_conventions": [zconv.SPATIAL_CONVENTION],  # each array declares what it uses
+            "description": "one tile per cell; cell (i, j) starts at pixel (i*stride, j*stride)",
+        }
+
+    def attrs(self, long_name: str, **more: Any) -> dict:
+        """The per-tile attributes with this array's ``long_name`` (and any others)."""
+        return {**self.per_tile, "long_name": long_name, **more}
+
+
+def _create_arrays(g: zarr.Group, lay: _Layout, crs: Any) -> None:
+    """Create the store's arrays, empty (every tile PENDING), in the layout of
+    ``lay.format_version`` (module docstring)."""
+    s, crc, n_rows, n_cols = lay.shards, lay.crc, *lay.n
+    g.create_array(
+        TILES, shape=(n_rows, n_cols), dtype="bytes", chunks=(1, 1), shards=s,
+        fill_value=b"", compressors=None, dimension_names=("y", "x"),
+        attributes=lay.attrs("codec tile strings"),
+    )
+    _create_masks(g, lay)
+    if crc:
+        g.create_array(
+            CRC, shape=(n_rows, n_cols), dtype="uint32", chunks=s, fill_value=0,
+            dimension_names=("y", "x"), compressors=crc,
+            attributes=lay.attrs("CRC-32 of each written tile string (its "
+                                 "last 4 bytes, little-endian): binds each string to its grid cell"),
+        )
+    g.create_array(
+        STATUS, shape=(n_rows, n_cols), dtype="uint8", chunks=s, fill_value=0,
+        dimension_names=("y", "x"), compressors=crc or "auto",
+        attributes=lay.attrs("tile status", flag_values=[int(v) for v in TileStatus],
+                             flag_meanings=" ".join(v.name.lower() for v in TileStatus)),
+    )
+    g.create_array(
+        CONSTANT, shape=(n_rows, n_cols, lay.count), dtype=lay.dtype,
+        chunks=(*s, lay.count), fill_value=0, dimension_names=("y", "x", "band"),
+        compressors=crc or "auto",
+        attributes=lay.attrs("per-band value of DROPPED_CONSTANT tiles"),
+    )
+    ref = g.create_array(SPATIAL_REF, shape=(), dtype="int64", fill_value=0, dimension_names=())
+    ref.attrs.update(cf.spatial_ref_attrs(crs, lay.grid.tile_index_transform))
+    ref[...] = 0
+
+
+def _create_masks(g: zarr.Group, lay: _Layout) -> None:
+    """The validity masks: format 3 keeps one ``tile x tile`` boolean chunk per tile in the
+    tiles' shards, formats 1 and 2 one zlib(packbits) string per tile."""
+    s, crc, n_rows, n_cols = lay.shards, lay.crc, *lay.n
+    if lay.format_version >= 3:
+        t = lay.grid.tile
+        g.create_array(
+            MASKS, shape=(n_rows, n_cols, t, t), dtype="bool", chunks=(1, 1, t, t),
+            shards=(*s, t, t), fill_value=False, compressors=[ZstdCodec(level=3), *crc],
+            dimension_names=("y", "x", "tile_y", "tile_x"),
+            attributes=lay.attrs("validity of every pixel of every tile "
+                                 "(True = valid); all False for dropped and pending tiles"),
+        )
+    else:
+        g.create_array(
+            MASKS, shape=(n_rows, n_cols), dtype="bytes", chunks=(1, 1), shards=s,
+            fill_value=b"", compressors=crc or None, dimension_names=("y", "x"),
+            attributes=lay.attrs("validity masks of kept tiles with nodata "
+                                 "(zlib(packbits(mask))); empty = all valid"),
+        )
+
+
 class TileStore:
     """A geocompress store on disk. Create with :meth:`create`, open with :meth:`open`."""
 
@@ -317,119 +465,23 @@ class TileStore:
         if format_version not in (1, 2, 3):
             raise ValueError(f"can write store formats 1, 2 and 3, not {format_version}")
         path = Path(path)
-        codec_meta = normalize_codec_meta(codec_meta)
-        missing = [k for k in REQUIRED_CODEC_KEYS if k not in codec_meta]
-        if missing:
-            raise ValueError(f"codec_meta lacks {missing} (needs {list(REQUIRED_CODEC_KEYS)})")
+        codec_meta = _checked_codec_meta(codec_meta)
         if shard < 1:
             raise ValueError(f"shard must be >= 1, got {shard}")
         if (grid.width, grid.height) != (scene.width, scene.height):
             raise ValueError(f"grid {grid.width}x{grid.height} does not match scene {scene.width}x{scene.height}")
-        if path.exists():
-            if not overwrite:
-                raise StoreError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-            if not (_is_geocompress_store(path) or (path.is_dir() and not any(path.iterdir()))):
-                raise StoreError(f"refusing to overwrite {path}: it is not a geocompress store")
-            shutil.rmtree(path)
-        crs, n_rows, n_cols = grid.crs or scene.crs, grid.n_rows, grid.n_cols
-        meta = {
-            "format_version": int(format_version),
-            **({} if tile_version is None else {"tile_format_version": int(tile_version)}),
-            "model": codec_meta["model"],
-            "weights_digest": codec_meta["weights_digest"],
-            "quality": codec_meta["quality"],
-            "codec_config": codec_meta.get("config", {}),
-            "tile": grid.tile,
-            "stride": grid.step,
-            "shard": shard,
-            "source_name": scene.name,
-            "source_files": [p.name for p in scene.paths],
-            "source_checksum": scene.checksum,
-            "source_size": scene.file_size,
-            "dtype": scene.dtype,
-            "count": scene.count,
-            "band_names": list(scene.band_names),
-            "colorinterp": list(scene.colorinterp),
-            "scales": [float(v) for v in scene.scales],
-            "offsets": [float(v) for v in scene.offsets],
-            "units": list(scene.units),
-            "tags": dict(scene.tags),
-            "descriptions": list(scene.descriptions),
-            "band_tags": [dict(t) for t in scene.band_tags],
-            "tag_domains": {ns: dict(t) for ns, t in scene.tag_domains.items()},
-            "nodata": _json_number(scene.nodata),
-            "has_mask": scene.has_mask,
-            "width": scene.width,
-            "height": scene.height,
-            "grid": grid.to_dict(),
-            "created": _now(),
-            "status": "in-progress",
-        }
-        s = (min(shard, n_rows), min(shard, n_cols))
-        tile_tf = grid.tile_index_transform
-        per_tile = {
-            **cf.data_var_attrs(),
-            **zconv.spatial_attrs(tile_tf, n_rows, n_cols),
-            "zarr_conventions": [zconv.SPATIAL_CONVENTION],  # each array declares what it uses
-            "description": "one tile per cell; cell (i, j) starts at pixel (i*stride, j*stride)",
-        }
+        _clear_path(path, overwrite)
+        meta = _root_meta(scene, grid, codec_meta, shard, format_version, tile_version)
         checked = format_version >= 2  # format 1 (tests of old stores) has no checksums at all
-        # a flipped or truncated bookkeeping chunk is an error, not values
-        crc = [Crc32cCodec()] if checked else []
         if checked:
             meta[CRC] = True  # where each WRITTEN tile's string belongs, even while incomplete
             meta["attrs_digest"] = attrs_digest(meta)  # again with the georef digests, below
+        crs = grid.crs or scene.crs
         with _Quiet():
             g = zarr.open_group(str(path), mode="w-", zarr_format=3)
             # status "in-progress" is on disk before any array exists
             g.attrs.update({ATTR: meta, **zconv.group_attrs(crs, grid.transform, grid.height, grid.width)})
-            g.create_array(
-                TILES, shape=(n_rows, n_cols), dtype="bytes", chunks=(1, 1), shards=s,
-                fill_value=b"", compressors=None, dimension_names=("y", "x"),
-                attributes={**per_tile, "long_name": "codec tile strings"},
-            )
-            if format_version >= 3:  # one tile x tile boolean chunk per tile, in the same shards
-                t = grid.tile
-                g.create_array(
-                    MASKS, shape=(n_rows, n_cols, t, t), dtype="bool", chunks=(1, 1, t, t),
-                    shards=(*s, t, t), fill_value=False, compressors=[ZstdCodec(level=3), *crc],
-                    dimension_names=("y", "x", "tile_y", "tile_x"),
-                    attributes={**per_tile, "long_name": "validity of every pixel of every tile "
-                                "(True = valid); all False for dropped and pending tiles"},
-                )
-            else:
-                g.create_array(
-                    MASKS, shape=(n_rows, n_cols), dtype="bytes", chunks=(1, 1), shards=s,
-                    fill_value=b"", compressors=crc or None, dimension_names=("y", "x"),
-                    attributes={**per_tile, "long_name": "validity masks of kept tiles with nodata "
-                                "(zlib(packbits(mask))); empty = all valid"},
-                )
-            if checked:
-                g.create_array(
-                    CRC, shape=(n_rows, n_cols), dtype="uint32", chunks=s, fill_value=0,
-                    dimension_names=("y", "x"), compressors=crc,
-                    attributes={**per_tile, "long_name": "CRC-32 of each written tile string (its "
-                                "last 4 bytes, little-endian): binds each string to its grid cell"},
-                )
-            g.create_array(
-                STATUS, shape=(n_rows, n_cols), dtype="uint8", chunks=s, fill_value=0,
-                dimension_names=("y", "x"), compressors=crc or "auto",
-                attributes={
-                    **per_tile,
-                    "long_name": "tile status",
-                    "flag_values": [int(v) for v in TileStatus],
-                    "flag_meanings": " ".join(v.name.lower() for v in TileStatus),
-                },
-            )
-            g.create_array(
-                CONSTANT, shape=(n_rows, n_cols, scene.count), dtype=scene.dtype,
-                chunks=(*s, scene.count), fill_value=0, dimension_names=("y", "x", "band"),
-                compressors=crc or "auto",
-                attributes={**per_tile, "long_name": "per-band value of DROPPED_CONSTANT tiles"},
-            )
-            ref = g.create_array(SPATIAL_REF, shape=(), dtype="int64", fill_value=0, dimension_names=())
-            ref.attrs.update(cf.spatial_ref_attrs(crs, tile_tf))
-            ref[...] = 0
+            _create_arrays(g, _Layout(grid, scene, shard, format_version), crs)
             if checked:  # the georeferencing as written (read back: what readers will see)
                 meta[GEOREF] = _stored_georef(zarr.open_group(str(path), mode="r",
                                                               use_consolidated=False))
