@@ -28,7 +28,7 @@ import rasterio
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import REPO, data_dir, sample_path  # noqa: E402
 
-from geocompress.scene import compress_scene, decompress_scene, store_info  # noqa: E402
+from geocompress.scene import OutputSpec, compress_scene, decompress_scene, store_info  # noqa: E402
 
 CATALOG = REPO / "catalogs"
 
@@ -62,7 +62,8 @@ def run(scene: Path, halo: int, quality: int | None, tmp: Path) -> dict:
     compress_scene(scene, store, quality=quality, halo=halo, overwrite=True, progress=False)
     t_enc = time.perf_counter() - t
     t = time.perf_counter()
-    out = decompress_scene(store, tmp / f"{scene.stem}-h{halo}.tif", progress=False, cog=False,
+    out = decompress_scene(store, tmp / f"{scene.stem}-h{halo}.tif", progress=False,
+                           output=OutputSpec(cog=False),
                            overwrite=True)
     t_dec = time.perf_counter() - t
     with rasterio.open(scene) as a, rasterio.open(out) as b:

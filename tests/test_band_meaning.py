@@ -5,7 +5,7 @@ import rasterio
 from rasterio.enums import ColorInterp
 
 from geocompress.geo import open_scene
-from geocompress.scene import compress_scene, decompress_scene
+from geocompress.scene import OutputSpec, compress_scene, decompress_scene
 
 from .conftest import natural_tile
 from .test_scene import TINY, write_scene
@@ -27,7 +27,7 @@ def test_colour_interpretation_descriptions_scales_and_tags_round_trip(tmp_path)
     compress_scene(src, tmp_path / "s.zarr", **TINY)
     for cog in (False, True):
         out = decompress_scene(tmp_path / "s.zarr", tmp_path / f"o{cog}.tif", processes=False,
-                               progress=False, cog=cog)
+                               progress=False, output=OutputSpec(cog=cog))
         with rasterio.open(out) as o:
             assert list(o.colorinterp) == interp
             assert list(o.descriptions) == ["red", "green", "blue", "nir"]
@@ -66,14 +66,16 @@ def test_decompress_writes_chosen_bands_with_their_meaning(tmp_path):
         for k, name in enumerate(["red", "green", "blue", "nir"], 1):
             ds.set_band_description(k, name)
     compress_scene(src, tmp_path / "b.zarr", **TINY)
-    kw = dict(processes=False, progress=False, cog=False)
-    full = decompress_scene(tmp_path / "b.zarr", tmp_path / "all.tif", **kw)
-    part = decompress_scene(tmp_path / "b.zarr", tmp_path / "nir_red.tif", bands=[4, 1], **kw)
+    kw = dict(processes=False, progress=False)
+    full = decompress_scene(tmp_path / "b.zarr", tmp_path / "all.tif", output=OutputSpec(cog=False), **kw)
+    part = decompress_scene(tmp_path / "b.zarr", tmp_path / "nir_red.tif", output=OutputSpec(cog=False, bands=(4, 1)),
+                            **kw)
     with rasterio.open(full) as f, rasterio.open(part) as p:
         assert p.count == 2 and list(p.descriptions) == ["nir", "red"]
         assert (p.read(1) == f.read(4)).all() and (p.read(2) == f.read(1)).all()
     with pytest.raises(ValueError, match="out of range"):
-        decompress_scene(tmp_path / "b.zarr", tmp_path / "x.tif", bands=[5], **kw)
+        decompress_scene(tmp_path / "b.zarr", tmp_path / "x.tif", output=OutputSpec(cog=False, bands=(5,)),
+                         **kw)
 
 
 def test_band_tags_other_domains_and_empty_descriptions_round_trip(tmp_path):
@@ -92,7 +94,7 @@ def test_band_tags_other_domains_and_empty_descriptions_round_trip(tmp_path):
         decompress_scene(tmp_path / "s.zarr", tmp_path / "cog.tif", processes=False, progress=False)
     for cog in (False,):
         out = decompress_scene(tmp_path / "s.zarr", tmp_path / f"o{cog}.tif", processes=False,
-                               progress=False, cog=cog)
+                               progress=False, output=OutputSpec(cog=cog))
         with rasterio.open(out) as o:
             assert list(o.descriptions) == [None, "green", None]
             assert [o.tags(b).get("WAVELENGTH") for b in (1, 2, 3)] == ["665", "560", "490"]
@@ -100,7 +102,7 @@ def test_band_tags_other_domains_and_empty_descriptions_round_trip(tmp_path):
             assert o.tags(ns="IMAGERY") == {"CLOUDCOVER": "12.5", "SATELLITEID": "S2A"}
             assert o.tags(ns="VENDOR") == {"PRODUCT": "L2A"}
     picked = decompress_scene(tmp_path / "s.zarr", tmp_path / "b.tif", processes=False,
-                              progress=False, bands=(3, 2), cog=False)
+                              progress=False, output=OutputSpec(bands=(3, 2), cog=False))
     with rasterio.open(picked) as o:  # -b keeps each band's own
         assert list(o.descriptions) == [None, "green"]
         assert [o.tags(b)["WAVELENGTH"] for b in (1, 2)] == ["490", "560"]

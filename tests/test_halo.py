@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geocompress.scene import compress_scene, decompress_scene, store_info
+from geocompress.scene import OutputSpec, compress_scene, decompress_scene, store_info
 from geocompress.store import TileStore
 
 from .conftest import natural_tile
@@ -24,7 +24,7 @@ def halo_store(tmp_path_factory):
 
 def test_a_window_decode_equals_the_crop_of_the_full_decode(halo_store, tmp_path):
     src, store = halo_store
-    kw = dict(processes=False, progress=False, cog=False, precision="float64")
+    kw = dict(processes=False, progress=False, output=OutputSpec(cog=False), precision="float64")
     full = decompress_scene(store, tmp_path / "full.tif", **kw)
     win = decompress_scene(store, tmp_path / "win.tif", window=(40, 70, 150, 100), **kw)
     with rasterio.open(full) as f, rasterio.open(win) as w:
@@ -49,7 +49,7 @@ def test_a_tile_with_no_neighbours_codes_as_if_alone(tmp_path):
     """At the scene's edge the window ends (geocompress.scene.halo): a one-tile scene coded with
     a halo is exactly the tile coded alone."""
     src = write_scene(tmp_path / "one.tif", natural_tile(64, 64, seed=3))
-    kw = dict(processes=False, progress=False, cog=False, precision="float64")
+    kw = dict(processes=False, progress=False, output=OutputSpec(cog=False), precision="float64")
     outs = []
     for halo in (0, 2):
         store = tmp_path / f"h{halo}.zarr"
@@ -96,7 +96,7 @@ def test_stores_written_before_the_edge_rule_decode_with_replicated_edges(tmp_pa
     compress_scene(src, store, **TINY, halo=1, precision="float64")
     monkeypatch.setattr(comp, "_codec_meta", old_meta)
     assert store_edges(TileStore.open(store).codec_meta["config"]) == "replicate"
-    kw = dict(processes=False, progress=False, cog=False, precision="float64")
+    kw = dict(processes=False, progress=False, output=OutputSpec(cog=False), precision="float64")
     full = decompress_scene(store, tmp_path / "full.tif", **kw)
     win = decompress_scene(store, tmp_path / "win.tif", window=(10, 20, 100, 90), **kw)
     with rasterio.open(full) as f, rasterio.open(win) as w:
@@ -174,7 +174,8 @@ def test_auto_halo_uses_the_shipped_halo_prior_and_decodes_by_digest(tmp_path):
     compress_scene(src, alone, quality=q, tile=64, processes=False, progress=False, halo=0)
     psnr = {}
     for name, st in (("halo", store), ("alone", alone)):
-        out = decompress_scene(st, tmp_path / f"{name}.tif", processes=False, progress=False, cog=False)
+        out = decompress_scene(st, tmp_path / f"{name}.tif", processes=False, progress=False,
+                               output=OutputSpec(cog=False))
         with rasterio.open(out) as f:
             psnr[name] = 10 * np.log10(255 ** 2 / np.mean((f.read().astype(float) - data) ** 2))
     assert psnr["halo"] > psnr["alone"] - 0.3, psnr  # the prior's decoder is the same synthesis

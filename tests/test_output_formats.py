@@ -31,7 +31,7 @@ def stores(tmp_path_factory):
 
 
 def test_png_by_extension_keeps_pixels_and_georeferencing(stores, tmp_path):
-    tif = decompress_scene(stores / "plain.zarr", tmp_path / "a.tif", cog=False, **KW)
+    tif = decompress_scene(stores / "plain.zarr", tmp_path / "a.tif", output=OutputSpec(cog=False), **KW)
     png = decompress_scene(stores / "plain.zarr", tmp_path / "a.png", **KW)
     with rasterio.open(tif) as a, rasterio.open(png) as b:
         assert b.driver == "PNG"
@@ -61,7 +61,7 @@ def test_formats_that_would_lose_nodata_are_refused(stores, tmp_path):
 
 
 def test_dtype_widen_and_narrow_with_a_count_of_clipped_values(stores, tmp_path):
-    ref = decompress_scene(stores / "plain.zarr", tmp_path / "r.tif", cog=False, **KW)
+    ref = decompress_scene(stores / "plain.zarr", tmp_path / "r.tif", output=OutputSpec(cog=False), **KW)
     wide = decompress_scene(stores / "plain.zarr", tmp_path / "w.tif",
                             output=OutputSpec(dtype="float32", cog=False), **KW)
     with rasterio.open(ref) as a, rasterio.open(wide) as b:
@@ -198,7 +198,7 @@ def test_lossy_outputs_and_options_are_refused_before_decoding(stores, tmp_path,
 
 def test_jp2_output_is_lossless_and_keeps_nodata(stores, tmp_path):
     """Issue 36, item 4: .jp2 differed by up to 4 from the .tif output and lost the nodata mask."""
-    tif = decompress_scene(stores / "nodata.zarr", tmp_path / "a.tif", cog=False, **KW)
+    tif = decompress_scene(stores / "nodata.zarr", tmp_path / "a.tif", output=OutputSpec(cog=False), **KW)
     jp2 = decompress_scene(stores / "nodata.zarr", tmp_path / "a.jp2", **KW)
     with rasterio.open(tif) as a, rasterio.open(jp2) as b:
         assert b.driver == "JP2OpenJPEG"
@@ -222,10 +222,12 @@ def test_four_data_bands_are_not_written_to_png_as_alpha(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="band 4 as alpha.*-b 1 2 3"):
         decompress_scene(tmp_path / "rgbn.zarr", tmp_path / "o.png", **KW)
     with pytest.raises(ValueError, match="band 2 as alpha"):
-        decompress_scene(tmp_path / "rgbn.zarr", tmp_path / "o.png", bands=(1, 4), **KW)
+        decompress_scene(tmp_path / "rgbn.zarr", tmp_path / "o.png", output=OutputSpec(bands=(1, 4)),
+                         **KW)
     assert not (tmp_path / "o.png").exists()
     monkeypatch.undo()
-    out = decompress_scene(tmp_path / "rgbn.zarr", tmp_path / "o.png", bands=(1, 2, 3), **KW)
+    out = decompress_scene(tmp_path / "rgbn.zarr", tmp_path / "o.png",
+                           output=OutputSpec(bands=(1, 2, 3)), **KW)
     with rasterio.open(out) as o:
         assert o.count == 3
 

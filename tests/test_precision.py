@@ -12,7 +12,7 @@ from geocompress.codec.entropy import RASTER, WAVEFRONT, schedule
 from geocompress.codec.format import FORMAT_VERSION
 from geocompress.codec.precision import resolve_precision
 from geocompress.codec.weights import shipped_index
-from geocompress.scene import compress_scene, decompress_scene
+from geocompress.scene import OutputSpec, compress_scene, decompress_scene
 from geocompress.store import TileStore
 
 from .conftest import REPO, natural_tile
@@ -131,6 +131,6 @@ def test_a_store_is_not_tied_to_the_precision_that_wrote_it(tmp_path):
     outs = {}
     for p in ("bfloat16", "float64"):
         outs[p] = decompress_scene(store, tmp_path / f"{p}.tif", precision=p, processes=False,
-                                   progress=False, cog=False)
+                                   progress=False, output=OutputSpec(cog=False))
     with rasterio.open(outs["bfloat16"]) as a, rasterio.open(outs["float64"]) as b:
         assert np.abs(a.read().astype(int) - b.read()).max() <= 3

@@ -4,7 +4,7 @@ import numpy as np
 import rasterio
 import zarr
 
-from geocompress.scene import compress_scene, decompress_scene
+from geocompress.scene import OutputSpec, compress_scene, decompress_scene
 from geocompress.store import TileStore
 from geocompress.store.tile_store import FORMAT_VERSION
 
@@ -47,7 +47,7 @@ def test_a_format_2_store_decodes_to_the_same_pixels(tmp_path, monkeypatch):
     v2.verify()
     np.testing.assert_array_equal(v2.read_valid(), TileStore.open(tmp_path / "v3.zarr").read_valid())
     outs = [decompress_scene(tmp_path / f"{v}.zarr", tmp_path / f"{v}.tif", processes=False,
-                             progress=False, cog=False) for v in ("v2", "v3")]
+                             progress=False, output=OutputSpec(cog=False)) for v in ("v2", "v3")]
     with rasterio.open(outs[0]) as a, rasterio.open(outs[1]) as b:
         np.testing.assert_array_equal(a.read(), b.read())
         np.testing.assert_array_equal(a.dataset_mask(), b.dataset_mask())

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from geocompress.scene import compress_scene, decompress_scene, store_info
+from geocompress.scene import OutputSpec, compress_scene, decompress_scene, store_info
 from geocompress.store import StoreIntegrityError, TileStore
 
 from .conftest import natural_tile
@@ -31,7 +31,8 @@ def _copy(good, tmp_path):
 
 
 def _decode(store, tmp_path):
-    return decompress_scene(store, tmp_path / "out.tif", processes=False, progress=False, cog=False)
+    return decompress_scene(store, tmp_path / "out.tif", processes=False, progress=False,
+                            output=OutputSpec(cog=False))
 
 
 def _chunks(store, array):

@@ -5,7 +5,7 @@ import pytest
 import rasterio
 
 from geocompress.codec.weights import shipped_index
-from geocompress.scene import compress_scene, decompress_scene
+from geocompress.scene import OutputSpec, compress_scene, decompress_scene
 from geocompress.scene.mosaic import nudge_off_nodata
 from geocompress.store import StoreError, TileStore
 
@@ -23,7 +23,8 @@ def test_a_constant_tile_at_a_swath_edge_keeps_its_nodata(tmp_path):
     store = tmp_path / "s.zarr"
     r = compress_scene(src, store, **TINY)
     assert r.dropped_constant == 1
-    out = decompress_scene(store, tmp_path / "o.tif", processes=False, progress=False, cog=False)
+    out = decompress_scene(store, tmp_path / "o.tif", processes=False, progress=False,
+                           output=OutputSpec(cog=False))
     with rasterio.open(src) as a, rasterio.open(out) as b:
         np.testing.assert_array_equal(b.dataset_mask(), a.dataset_mask())
         y = b.read()
@@ -50,7 +51,7 @@ def test_valid_pixels_never_decode_to_the_nodata_value(tmp_path, shared_data):
     kw = {k: v for k, v in TINY.items() if k not in ("arch", "pretrained", "model_config", "tile", "shard")}
     compress_scene(src, tmp_path / "d.zarr", **kw)
     out = decompress_scene(tmp_path / "d.zarr", tmp_path / "d_out.tif", processes=False,
-                           progress=False, cog=False)
+                           progress=False, output=OutputSpec(cog=False))
     with rasterio.open(src) as a, rasterio.open(out) as b:
         np.testing.assert_array_equal(b.dataset_mask(), a.dataset_mask())
 
@@ -83,7 +84,7 @@ def test_an_interrupted_store_is_refused_unless_asked_and_then_masked(tmp_path):
         decompress_scene(store, tmp_path / "x.tif", processes=False, progress=False)
     with pytest.warns(UserWarning, match="incomplete"):
         out = decompress_scene(store, tmp_path / "x.tif", processes=False, progress=False,
-                               cog=False, allow_incomplete=True)
+                               output=OutputSpec(cog=False), allow_incomplete=True)
     with rasterio.open(out) as b:
         mask = b.dataset_mask()
     assert (mask == 0).sum() == pending * 64 * 64  # every missing tile masked, nothing else
@@ -117,7 +118,7 @@ def test_decompress_output_rules(tmp_path):
     with pytest.raises(ValueError, match="output format"):
         decompress_scene(tmp_path / "r.zarr", tmp_path / "o.xyz", **kw)
     decompress_scene(tmp_path / "r.zarr", out, overwrite=True,
-                     creation_options={"COMPRESS": "ZSTD"}, **kw)
+                     output=OutputSpec(creation_options={"COMPRESS": "ZSTD"}), **kw)
     with rasterio.open(out) as o:
         assert o.profile["compress"] == "zstd"
 
@@ -144,7 +145,7 @@ def test_decompress_leaves_no_temporaries(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["q.tif"]
 
 
-DKW = dict(processes=False, progress=False, cog=False, precision="float64")
+DKW = dict(processes=False, progress=False, output=OutputSpec(cog=False), precision="float64")
 
 
 def test_band_selection_keeps_valid_pixels_valid(tmp_path):
@@ -157,7 +158,8 @@ def test_band_selection_keeps_valid_pixels_valid(tmp_path):
     store = tmp_path / "s.zarr"
     compress_scene(src, store, **TINY, precision="float64")
     full = decompress_scene(store, tmp_path / "full.tif", **DKW)
-    part = decompress_scene(store, tmp_path / "b23.tif", bands=[2, 3], **DKW)
+    part = decompress_scene(store, tmp_path / "b23.tif",
+                            **{**DKW, "output": OutputSpec(cog=False, bands=(2, 3))})
     with rasterio.open(full) as f, rasterio.open(part) as p:
         assert ((f.read()[1:] == 0).all(axis=0)).any()  # the case arises: selected bands hit 0
         assert (p.dataset_mask() == 255).all() and (f.dataset_mask() == 255).all()

@@ -6,11 +6,12 @@ lists) costs no torch or Dask import."""
 
 from geocompress._lazy import lazy_attributes
 
-__all__ = ["CompressResult", "OutputSpec", "compress_scene", "decode_region", "decompress_scene",
-           "open_dataarray", "store_info"]
+__all__ = ["ClusterChoice", "CompressResult", "OutputSpec", "Region", "TilingChoice", "compress_scene",
+           "decode_region", "decompress_scene", "open_dataarray", "store_info"]
 
 _LAZY = {"CompressResult": ".compress", "compress_scene": ".compress", "store_info": ".info",
          "decode_region": ".mosaic", "decompress_scene": ".mosaic", "open_dataarray": ".view",
-         "OutputSpec": ".output"}
+         "OutputSpec": ".output", "Region": ".mosaic", "TilingChoice": ".compress",
+         "ClusterChoice": ".cluster"}
 
 __getattr__ = lazy_attributes(__name__, _LAZY)

@@ -334,12 +334,9 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike,
                    overwrite: bool = False, **options: Any) -> CompressResult:
     """Compress ``source`` (a GeoTIFF, or a list of single-band files of one grid) into ``store``.
 
-    The graph has a few encode tasks per pending shard block and one write task per block
-    (module docstring). Rerunning with the same arguments resumes an interrupted run; a store
-    written with other weights, quality, source or settings is refused unless ``overwrite``.
-    Both the in-process and the Dask path run the same tasks and write the same bytes (for the
-    same precision and torch thread count: only ``float64`` transforms are bit-identical across
-    thread counts).
+    Rerunning with the same arguments resumes an interrupted run. In process or on Dask, the same
+    tasks write the same bytes (for the same precision and torch thread count: only ``float64``
+    transforms are bit-identical across thread counts).
 
     Args:
         source: a GeoTIFF, or single-band files of one grid stacked as bands in that order.
@@ -382,8 +379,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike,
         >>> from rasterio.transform import from_origin
         >>> from geocompress.codec import CodecChoice
         >>> from geocompress.scene import compress_scene
-        >>> folder = tempfile.mkdtemp()
-        >>> pixels = np.random.default_rng(0).integers(0, 255, (3, 128, 128), dtype=np.uint8)
+        >>> folder, rng = tempfile.mkdtemp(), np.random.default_rng(0)
+        >>> pixels = rng.integers(0, 255, (3, 128, 128), dtype=np.uint8)
         >>> with rasterio.open(f"{folder}/scene.tif", "w", driver="GTiff", width=128, height=128,
         ...                    count=3, dtype="uint8", crs="EPSG:32633",
         ...                    transform=from_origin(500000, 4100000, 10, 10)) as dst:

@@ -14,8 +14,9 @@ import re
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import rasterio
@@ -26,11 +27,16 @@ from tqdm.auto import tqdm
 from .. import interrupt
 from ..geo import TileStatus
 from ..store import StoreError, StoreIntegrityError, TileStore
-from .cluster import as_completed, dask_client, runs_in_process
+from ._options import fold
+from .cluster import ClusterChoice, as_completed, dask_client, runs_in_process
 from .failures import disk_full_reported, gdal_stderr_quiet
 from .halo import latent_sides, latent_window, store_edges
 from .output import (OutputSpec, cast_pixels, check_band_count, check_creation_options, check_exact,
                      check_validity, publish, target_dtype, warn_clipped)
+
+if TYPE_CHECKING:  # type names only: importing this module imports no torch (issue 38)
+    from ..codec.choice import CodecChoice
+    from .workers import CodecSpec
 
 PathLike = str | Path
 
@@ -313,7 +319,7 @@ def _region_window(ts: TileStore, window: Sequence[int] | None, bbox: Sequence[f
             col_off, row_off, width, height):
         warnings.warn(f"window {tuple(window)} reaches beyond the {g.width} x {g.height} scene: "
                       f"cut to {int(cut.col_off)} {int(cut.row_off)} {int(cut.width)} "
-                      f"{int(cut.height)} (COL_OFF ROW_OFF WIDTH HEIGHT)", stacklevel=3)
+                      f"{int(cut.height)} (COL_OFF ROW_OFF WIDTH HEIGHT)", stacklevel=4)
     return cut
 
 
@@ -329,31 +335,141 @@ def _blocks(win: Window, step_x: int, step_y: int) -> list[tuple[int, int, int, 
     return out
 
 
-def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | None = None,
-                     bbox: Sequence[float] | None = None, bbox_crs: Any = None,
-                     checkpoint: str | None = None, scheduler: str | None = None,
-                     workers: int | None = None, processes: bool = True, progress: bool = True,
-                     batch_size: int = 8, precision: str = "auto", tiles_per_task: int = 4,
-                     allow_incomplete: bool = False, overwrite: bool = False,
-                     output: OutputSpec | None = None, cog: bool = True,
-                     creation_options: dict[str, str] | None = None,
-                     bands: Sequence[int] | None = None,
-                     in_process: bool | None = None) -> Path:
-    """Write the scene (or a pixel window / a bbox in any CRS) as ``output`` says
-    (:class:`~.output.OutputSpec`: driver from the extension, bands, dtype, overviews, GDAL
-    creation options; default a cloud-optimized GeoTIFF with overviews). The file appears
-    atomically. Each task decodes a run of ``tiles_per_task`` tiles of one tile row, in
-    ``precision``. ``cog`` / ``creation_options`` / ``bands`` are shorthands for the same fields
-    of ``output``. The default compression is lossless DEFLATE with a predictor, which stores
-    the decoded pixels exactly and so is larger than the source when that was lossily compressed.
+@dataclass(frozen=True)
+class Region:
+    """The part of a store to decode: the whole scene, a pixel window or a bounding box.
 
-    ``in_process``: decode in this process (True) or on Dask (False); default: in this process
-    when the region touches at most :data:`~geocompress.scene.cluster.SMALL_JOB_TILES` tiles
-    and neither ``scheduler`` nor ``workers`` is given (same tasks, same pixels: :mod:`.cluster`)."""
-    out = Path(out)
-    if output is None:
-        output = OutputSpec(cog=cog, creation_options=dict(creation_options or {}),
-                            bands=None if bands is None else tuple(int(b) for b in bands))
+    Args:
+        window: ``(col_off, row_off, width, height)`` in scene pixels; one reaching beyond the
+            scene is cut to it, with a warning.
+        bbox: ``(minx, miny, maxx, maxy)`` in ``bbox_crs``; takes precedence over ``window``.
+        bbox_crs: the CRS of ``bbox`` in any form rasterio or pyproj reads (default the scene's).
+        allow_incomplete: decode a store whose compress run did not finish: its missing tiles
+            come back masked as nodata (without it such a store is refused).
+
+    Examples:
+        >>> from geocompress.scene.mosaic import Region
+        >>> Region(window=(0, 0, 256, 256)).replace(allow_incomplete=True).allow_incomplete
+        True
+    """
+
+    window: Sequence[int] | None = None
+    bbox: Sequence[float] | None = None
+    bbox_crs: Any = None
+    allow_incomplete: bool = False
+
+    def replace(self, **changes: Any) -> "Region":
+        """This region with some fields changed (the dataclass is frozen).
+
+        Args:
+            **changes: field values.
+
+        Returns:
+            A new region.
+        """
+        return replace(self, **changes)
+
+
+# decompress_scene's flat keywords that may set a field of its codec or cluster choice
+DECODE_CODEC_OPTIONS = ("checkpoint", "batch_size", "precision")
+DECODE_CLUSTER_OPTIONS = ("scheduler", "workers", "processes", "progress", "tiles_per_task",
+                          "in_process")
+
+
+@dataclass
+class _Decode:
+    """A decompress run's settled inputs, shared by its parts."""
+
+    store: PathLike
+    out: Path
+    ts: TileStore
+    output: OutputSpec
+    picks: list[int]
+    win: Window
+    spec: CodecSpec
+    cluster: ClusterChoice
+    local: bool = False
+    profile: dict = field(default_factory=dict)
+    dtype: np.dtype | None = None
+    use_mask: bool = False
+
+
+def decompress_scene(store: PathLike, out: PathLike, region: Region | None = None, *,
+                     output: OutputSpec | None = None, codec: CodecChoice | None = None,
+                     cluster: ClusterChoice | None = None, overwrite: bool = False,
+                     **options: Any) -> Path:
+    """Write the scene, or a region of it, as ``output`` says; the file appears atomically.
+
+    Only the tiles the region touches are decoded, each task a run of
+    ``cluster.tiles_per_task`` tiles of one tile row. The default output, a cloud-optimized
+    GeoTIFF with lossless DEFLATE and a predictor, stores the decoded pixels exactly, and so is
+    larger than the source when that was lossily compressed.
+
+    Args:
+        store: a store written by :func:`~geocompress.scene.compress_scene`.
+        out: the output file; its extension picks the format unless ``output.driver`` names one.
+        region: the window or bbox to decode, and whether an incomplete store may be (default:
+            the whole scene of a complete store).
+        output: driver, bands, dtype, overviews, creation options (default
+            :class:`~.output.OutputSpec`: a COG with overviews).
+        codec: only its ``checkpoint`` (the weights the store was written with, if not shipped),
+            ``precision`` (any mode decodes any store) and ``batch_size`` are used: the store
+            names its codec (default 8 tiles per batch).
+        cluster: where the tasks run (default: in this process when the region touches at most
+            :data:`~geocompress.scene.cluster.SMALL_JOB_TILES` tiles and neither a scheduler nor
+            workers are given; same tasks, same pixels), tiles per task and progress.
+        overwrite: replace an existing output file.
+        **options: single fields by name: of ``region``, and ``checkpoint``, ``batch_size``,
+            ``precision`` of ``codec``, ``scheduler``, ``workers``, ``processes``, ``progress``,
+            ``tiles_per_task``, ``in_process`` of ``cluster``.
+
+    Returns:
+        The output's path.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is not set.
+        FileNotFoundError: ``out``'s folder does not exist (checked before any decoding).
+        StoreError: an incomplete store without ``region.allow_incomplete``.
+        StoreIntegrityError: damaged bookkeeping or tiles, named by array or grid cell.
+        ValueError: bands out of range, or an output that would lose validity or pixels
+            (a driver, data type or creation option that cannot hold them).
+        WeightsMismatchError: the weights found differ from the store's.
+
+    Examples:
+        >>> import tempfile, numpy as np, rasterio
+        >>> from rasterio.transform import from_origin
+        >>> from geocompress.scene import OutputSpec, Region, compress_scene, decompress_scene
+        >>> folder, rng = tempfile.mkdtemp(), np.random.default_rng(0)
+        >>> with rasterio.open(f"{folder}/scene.tif", "w", driver="GTiff", width=128, height=64,
+        ...                    count=1, dtype="uint8", crs="EPSG:32633",
+        ...                    transform=from_origin(500000, 4100000, 10, 10)) as dst:
+        ...     dst.write(rng.integers(0, 255, (1, 64, 128), dtype=np.uint8))
+        >>> _ = compress_scene(f"{folder}/scene.tif", f"{folder}/scene.zarr", tile=64,
+        ...                    pretrained=False, model_config={"N": 16, "M": 24}, progress=False)
+        >>> out = decompress_scene(f"{folder}/scene.zarr", f"{folder}/left.tif",
+        ...                        Region(window=(0, 0, 64, 64)), output=OutputSpec(cog=False),
+        ...                        progress=False)
+        >>> with rasterio.open(out) as src:
+        ...     src.shape, src.crs.to_epsg(), src.transform.c
+        ((64, 64), 32633, 500000.0)
+    """
+    from ..codec.choice import CodecChoice
+
+    region, codec, cluster = fold(
+        "decompress_scene", options, region or Region(), codec or CodecChoice(batch_size=8),
+        cluster or ClusterChoice(), limit={CodecChoice: DECODE_CODEC_OPTIONS,
+                                           ClusterChoice: DECODE_CLUSTER_OPTIONS})
+    job = _open_checked(store, Path(out), region, output or OutputSpec(), codec, cluster,
+                        overwrite)
+    _describe_output(job)
+    _write_output(job)
+    return job.out
+
+
+def _open_checked(store: PathLike, out: Path, region: Region, output: OutputSpec,
+                  codec: CodecChoice, cluster: ClusterChoice, overwrite: bool) -> _Decode:
+    """The store opened and verified, and everything refused that can be before decoding:
+    output path, format, bands, an incomplete store, wrong weights."""
     output = output.resolve(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
@@ -367,45 +483,59 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     if not picks or any(not 1 <= b <= n_bands for b in picks):
         raise ValueError(f"bands {picks} out of range: the store has bands 1..{n_bands}")
     check_band_count(output, len(picks))  # before decoding: GDAL would refuse only at the end
-    incomplete = not ts.is_complete
-    if incomplete:
+    if not ts.is_complete:
         pending = ts.status_counts()["PENDING"]
-        if not allow_incomplete:
+        if not region.allow_incomplete:
             raise StoreError(f"{store} is incomplete ({pending} tiles never written: the compress "
                              f"run was interrupted); rerun the same compress command to finish it, "
                              f"or pass allow_incomplete / --allow-incomplete to decode what is there "
                              f"(missing tiles come back masked)")
         warnings.warn(f"{store} is incomplete ({pending} tiles pending): they come back masked "
-                      f"as nodata", stacklevel=2)
-    spec = store_spec(ts, checkpoint, batch_size, precision=precision)
-    win = _region_window(ts, window, bbox, bbox_crs)
+                      f"as nodata", stacklevel=3)
+    spec = store_spec(ts, codec.checkpoint, codec.batch_size, precision=codec.precision)
+    win = _region_window(ts, region.window, region.bbox, region.bbox_crs)
     rows, cols = ts.grid.tiles_in_window(win)
-    local = runs_in_process((rows.stop - rows.start) * (cols.stop - cols.start), scheduler, workers,
-                            in_process=in_process)
+    local = runs_in_process((rows.stop - rows.start) * (cols.stop - cols.start), cluster.scheduler,
+                            cluster.workers, in_process=cluster.in_process)
     from .workers import CodecSpec, build_codec, get_codec
 
     # fail early on wrong weights; in this process the codec built is the one the tasks use
     (get_codec if local else build_codec)(CodecSpec(**{**spec.to_dict(), "device": "cpu"}))
+    return _Decode(store, out, ts, output, picks, win, spec, cluster, local)
+
+
+def _describe_output(job: _Decode) -> None:
+    """The output's GeoTIFF profile, data type and mask, checked against the output spec."""
+    ts, win, picks, output = job.ts, job.win, job.picks, job.output
     meta, grid = ts.meta, ts.grid
-    out = Path(out)
     transform = grid.transform @ Affine.translation(int(win.col_off), int(win.row_off))
     nodata = meta.get("nodata")
     # pending tiles of an incomplete store are invalid: without a nodata value they need a mask
-    use_mask = nodata is None and (bool(meta.get("has_mask")) or incomplete)
-    check_validity(output, nodata, use_mask)
-    dtype = target_dtype(output, meta["dtype"], nodata)
-    check_exact(output, dtype, nodata, use_mask, select_bands(meta, picks).get("colorinterp") or
-                ["undefined"] * len(picks))
-    check_creation_options(output, len(picks), dtype)  # GDAL would only warn and ignore them
-    profile = {"driver": "GTiff", "width": int(win.width), "height": int(win.height),
-               "count": len(picks), "dtype": dtype.name, "crs": grid.crs,
-               "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
-               "blockysize": 256, "compress": "deflate", "predictor": 2, "BIGTIFF": "IF_SAFER"}
-    if int(ts.codec_meta["config"].get("halo", 0)):
+    job.use_mask = nodata is None and (bool(meta.get("has_mask")) or not ts.is_complete)
+    check_validity(output, nodata, job.use_mask)
+    job.dtype = target_dtype(output, meta["dtype"], nodata)
+    check_exact(output, job.dtype, nodata, job.use_mask,
+                select_bands(meta, picks).get("colorinterp") or ["undefined"] * len(picks))
+    check_creation_options(output, len(picks), job.dtype)  # GDAL would only warn and ignore them
+    job.profile = {"driver": "GTiff", "width": int(win.width), "height": int(win.height),
+                   "count": len(picks), "dtype": job.dtype.name, "crs": grid.crs,
+                   "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256,
+                   "blockysize": 256, "compress": "deflate", "predictor": 2, "BIGTIFF": "IF_SAFER"}
+
+
+def _pieces(job: _Decode) -> list[tuple[int, int, int, int]]:
+    """The region cut into the windows one decode task each handles."""
+    grid = job.ts.grid
+    if int(job.ts.codec_meta["config"].get("halo", 0)):
         # each piece also entropy-decodes the ring of tiles around it: squarer pieces waste less
-        pieces = _blocks(win, grid.tile * 4, grid.tile * 2)
-    else:
-        pieces = _blocks(win, grid.tile * max(1, int(tiles_per_task)), grid.tile)
+        return _blocks(job.win, grid.tile * 4, grid.tile * 2)
+    return _blocks(job.win, grid.tile * max(1, int(job.cluster.tiles_per_task)), grid.tile)
+
+
+def _write_output(job: _Decode) -> None:
+    """Decode into a hidden temporary GeoTIFF beside the output, then publish it in the
+    output's format; an interrupted or failed run publishes nothing."""
+    out = job.out
     # temporaries are hidden, named after the output, and a rerun sweeps those a killed run left
     for stale in out.parent.glob(f".{out.name}.*.partial*"):
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
@@ -414,47 +544,55 @@ def decompress_scene(store: PathLike, out: PathLike, *, window: Sequence[int] | 
     with disk_full_reported(**full):
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.tif", dir=out.parent)
         os.close(fd)
-    clipped = 0
     try:
         # a full disk is recognised before the temporary is removed (it may be what filled it)
         with disk_full_reported(**full), rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
             with gdal_stderr_quiet():
-                dst = rasterio.open(tmp, "w", **profile)
+                dst = rasterio.open(tmp, "w", **job.profile)
             try:
-                describe_bands(dst, select_bands(meta, picks))
-                with dask_client(scheduler, workers, processes, in_process=local) as client:
-                    futures = {client.submit(decode_region, str(store), p, spec.to_dict(),
-                                             pure=False): p for p in pieces}
-                    bar = tqdm(total=sum(p[2] * p[3] for p in pieces) / 1e6, unit="Mpx",
-                               disable=not progress, desc=f"decompress {Path(store).name}",
-                               bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} Mpx [{elapsed}<{remaining}]")
-                    for fut in as_completed(list(futures)):
-                        p = futures[fut]
-                        pixels, valid = fut.result()
-                        w = Window(p[0] - int(win.col_off), p[1] - int(win.row_off), p[2], p[3])
-                        px, n = cast_pixels(pixels[[b - 1 for b in picks]], dtype, valid)
-                        clipped += n
-                        if nodata is not None:  # the bands kept, as written, must not read as nodata
-                            px = nudge_off_nodata(px, valid, nodata)
-                        with gdal_stderr_quiet():  # libtiff prints a full disk on fd 2
-                            dst.write(px, window=w)
-                            if use_mask:
-                                dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=w)
-                        bar.update(p[2] * p[3] / 1e6)
-                    bar.close()
+                describe_bands(dst, select_bands(job.ts.meta, job.picks))
+                clipped = _decode_into(job, dst)
             except BaseException:
                 with contextlib.suppress(Exception), gdal_stderr_quiet():
                     dst.close()
                 raise
             with gdal_stderr_quiet():
                 dst.close()  # GDAL flushes its cached blocks here
-            warn_clipped(clipped, dtype)
+            warn_clipped(clipped, job.dtype)
             interrupt.check()  # an interrupted run publishes nothing
             with gdal_stderr_quiet():
-                publish(Path(tmp), out, output)
+                publish(Path(tmp), out, job.output)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return out
 
 
-__all__ = ["decode_region", "decompress_scene", "store_spec"]
+def _decode_into(job: _Decode, dst) -> int:
+    """Run the decode tasks and write each piece into ``dst`` as it arrives; returns the number
+    of pixels clipped to the output's data type."""
+    store, win, cluster, picks = job.store, job.win, job.cluster, job.picks
+    nodata, pieces, clipped = job.ts.meta.get("nodata"), _pieces(job), 0
+    with dask_client(cluster.scheduler, cluster.workers, cluster.processes,
+                     in_process=job.local) as client:
+        futures = {client.submit(decode_region, str(store), p, job.spec.to_dict(),
+                                 pure=False): p for p in pieces}
+        bar = tqdm(total=sum(p[2] * p[3] for p in pieces) / 1e6, unit="Mpx",
+                   disable=not cluster.progress, desc=f"decompress {Path(store).name}",
+                   bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} Mpx [{elapsed}<{remaining}]")
+        for fut in as_completed(list(futures)):
+            p = futures[fut]
+            pixels, valid = fut.result()
+            w = Window(p[0] - int(win.col_off), p[1] - int(win.row_off), p[2], p[3])
+            px, n = cast_pixels(pixels[[b - 1 for b in picks]], job.dtype, valid)
+            clipped += n
+            if nodata is not None:  # the bands kept, as written, must not read as nodata
+                px = nudge_off_nodata(px, valid, nodata)
+            with gdal_stderr_quiet():  # libtiff prints a full disk on fd 2
+                dst.write(px, window=w)
+                if job.use_mask:
+                    dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=w)
+            bar.update(p[2] * p[3] / 1e6)
+        bar.close()
+    return clipped
+
+
+__all__ = ["Region", "decode_region", "decompress_scene", "store_spec"]

@@ -263,7 +263,7 @@ def check_exact(spec: OutputSpec, dtype: np.dtype, nodata: float | None, needs_m
                          f"generation of loss); write a lossless output (the default .tif, .png) "
                          f"or accept the loss with --lossy")
     warnings.warn(f"{reason}: the output's pixel values differ from the decoded ones "
-                  f"(--lossy)", stacklevel=3)
+                  f"(--lossy)", stacklevel=4)
 
 
 def target_dtype(spec: OutputSpec, source: str, nodata: float | None) -> np.dtype:
@@ -302,7 +302,7 @@ def cast_pixels(pixels: np.ndarray, dt: np.dtype, valid: np.ndarray | None = Non
 def warn_clipped(clipped: int, dt: np.dtype) -> None:
     if clipped:
         warnings.warn(f"{clipped} valid pixel values lay outside the {dt.name} range and were "
-                      f"clipped to it (choose a wider --dtype to keep them)", stacklevel=3)
+                      f"clipped to it (choose a wider --dtype to keep them)", stacklevel=4)
 
 
 def copy_domains(tif: Path) -> dict[str, str]:
@@ -325,7 +325,7 @@ def copy_domains(tif: Path) -> dict[str, str]:
         return {"COPY_SRC_MDD": "YES"}
     warnings.warn(f"the source's metadata domains {', '.join(domains)} cannot be copied into a "
                   f"COG / re-encoded GeoTIFF beside band-level tags (GDAL): write with --no-cog "
-                  f"and no --co to keep both", stacklevel=3)
+                  f"and no --co to keep both", stacklevel=5)
     return {}
 
 

@@ -11,37 +11,61 @@ import numpy as np
 import rasterio
 
 from .. import metrics
-from ..codec import WeightsError
-from .compress import compress_scene
+from ..codec import CodecChoice, WeightsError
+from ._options import fold
+from .cluster import ClusterChoice
+from .compress import SCENE_CODEC, TilingChoice, compress_scene
 from .info import store_info
 from .mosaic import decompress_scene
 
 
-def roundtrip(scene: str | Path, out_dir: str | Path, *, quality: int | None = None,
-              checkpoint: str | None = None, workers: int | None = None, scheduler: str | None = None,
-              overwrite: bool = True, progress: bool = True, **compress_kw: Any) -> dict[str, Any]:
-    """Compress ``scene`` into ``out_dir/<name>.zarr``, decode it to ``<name>.tif``, and return
-    bpp, PSNR (fixed peak and eq. 10), MS-SSIM (and dB), compression ratios and wall times.
-    Quality is measured over the pixels the source marks valid."""
+def roundtrip(scene: str | Path, out_dir: str | Path, codec: CodecChoice | None = None,
+              cluster: ClusterChoice | None = None, *, overwrite: bool = True,
+              **options: Any) -> dict[str, Any]:
+    """Compress ``scene`` into ``out_dir/<name>.zarr``, decode it to ``<name>.tif``, and measure
+    what it cost and kept (the CLI's ``demo``).
+
+    Quality is measured over the pixels the source marks valid. Without weights for the default
+    codec (no quality or checkpoint asked for), the run falls back to untrained weights, with a
+    warning, so that the pipeline still shows.
+
+    Args:
+        scene: a GeoTIFF.
+        out_dir: the folder for the store, the reconstruction and a side-by-side PNG; created
+            if missing.
+        codec: the codec (default :data:`~.compress.SCENE_CODEC`); the decode uses its
+            checkpoint, precision and batch size.
+        cluster: where both runs' tasks go, and progress.
+        overwrite: replace the store and the reconstruction if they exist.
+        **options: single fields of the codec, tiling or cluster choice
+            (:func:`~geocompress.scene.compress_scene`).
+
+    Returns:
+        bpp, PSNR (fixed peak and eq. 10), MS-SSIM (and in dB), compression ratios, wall times,
+        the paths written, and whether the georeferencing survived.
+
+    Raises:
+        WeightsError: the asked quality's or checkpoint's weights are missing or damaged.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = Path(scene).stem
     store, tif = out_dir / f"{name}.zarr", out_dir / f"{name}.tif"
-    kw = dict(quality=quality, checkpoint=checkpoint, workers=workers, scheduler=scheduler,
-              overwrite=overwrite, progress=progress, **compress_kw)
+    codec, tiling, cluster = fold("roundtrip", options, codec or SCENE_CODEC, TilingChoice(),
+                                  cluster or ClusterChoice())
+    kw = dict(tiling=tiling, cluster=cluster, overwrite=overwrite)
     t0 = time.perf_counter()
     try:
-        result = compress_scene(scene, store, **kw)
+        result = compress_scene(scene, store, codec, **kw)
     except WeightsError as e:
-        if checkpoint or quality:
+        if codec.checkpoint or codec.quality:
             raise
         warnings.warn(f"{e}. Running the demo with UNTRAINED weights: the pipeline works, the "
                       f"pictures will not look like the source.", stacklevel=2)
-        kw.update(pretrained=False, model_config={"N": 64, "M": 96})
-        result = compress_scene(scene, store, **kw)
+        codec = codec.replace(pretrained=False, config={"N": 64, "M": 96})
+        result = compress_scene(scene, store, codec, **kw)
     t1 = time.perf_counter()
-    decompress_scene(store, tif, checkpoint=checkpoint, workers=workers, scheduler=scheduler,
-                     progress=progress, overwrite=overwrite)
+    decompress_scene(store, tif, codec=codec, cluster=cluster, overwrite=overwrite)
     t2 = time.perf_counter()
     with rasterio.open(scene) as a, rasterio.open(tif) as b:
         x, y, valid = a.read(), b.read(), a.dataset_mask() > 0
@@ -70,7 +94,19 @@ def roundtrip(scene: str | Path, out_dir: str | Path, *, quality: int | None = N
 
 
 def side_by_side(x: np.ndarray, y: np.ndarray, path: Path, bits: int, report: dict) -> Path:
-    """Original and reconstruction of a 256 x 256 crop from the scene centre, side by side."""
+    """Original and reconstruction of a 256 x 256 crop from the scene centre, side by side.
+
+    Args:
+        x: the source, C x H x W.
+        y: the reconstruction, same shape.
+        path: the PNG to write.
+        bits: the scene's bit depth (above 8, both are stretched to the source's 1-99 %
+            percentiles, so that 12-bit data shows).
+        report: :func:`roundtrip`'s measurements (scene, bpp and PSNR go in the titles).
+
+    Returns:
+        ``path``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
