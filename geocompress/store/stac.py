@@ -32,6 +32,7 @@ from geocompress.geo.grid import TileGrid
 from geocompress.geo.reproject import footprint_geojson
 from geocompress.geo.source import SceneInfo
 from geocompress.store._convention.zarr import corner_bbox, crs_code
+from geocompress.store.identity import IDENTITY, from_stored, to_stored
 
 STAC_SUFFIX = ".stac-item.json"
 ZARR_MEDIA_TYPE = "application/vnd+zarr"
@@ -50,6 +51,8 @@ def make_stac_item(
     rio-stac does; ``created`` is always the processing time. ``footprint``: the valid data in
     the scene CRS (:func:`.footprint.valid_footprint`); default the whole scene's outline."""
     store_path = Path(store_path)
+    codec = from_stored(codec_meta)
+    identity = {k: codec.get(k) for k in IDENTITY}
     now = datetime.now(timezone.utc)
     found, source_key = (datetime_, "argument") if datetime_ else source_datetime(scene.tags)
     crs = grid.crs or scene.crs
@@ -71,9 +74,7 @@ def make_stac_item(
             "geocompress:datetime_from": source_key or "processing time (the source has no date tag)",
             "geocompress:source": scene.name,
             "geocompress:source_checksum": scene.checksum,
-            "geocompress:model": codec_meta.get("model"),
-            "geocompress:weights_digest": codec_meta.get("weights_digest"),
-            "geocompress:quality": codec_meta.get("quality"),
+            **{f"geocompress:{k}": v for k, v in to_stored(identity).items()},
             **({"geocompress:rate_control": codec_meta["config"]["rate_control"]}
                if codec_meta.get("config", {}).get("rate_control") else {}),
             "geocompress:tile": grid.tile,

@@ -61,6 +61,7 @@ from geocompress.geo.source import SceneInfo
 from geocompress.geo.status import TileStatus
 from geocompress.store._convention import cf
 from geocompress.store._convention import zarr as zconv
+from geocompress.store.identity import IDENTITY, from_stored, stored_name, to_stored
 from geocompress.store.masks import decode_mask, encode_mask
 from geocompress.store.errors import (
     StoreError,
@@ -77,8 +78,7 @@ MASKS = "masks"
 TILES_CRC = "tiles_crc32"  # a digest entry, not an array
 CRC = "tile_crc"  # (n_rows, n_cols) uint32: each WRITTEN tile string's own CRC-32, by grid cell
 GEOREF = "georef_digest"  # root-attribute key: digests of every attribute outside ATTR
-REQUIRED_CODEC_KEYS = ("model", "weights_digest", "quality")
-_ALIASES = {"arch": "model", "digest": "weights_digest"}  # TileCodec attribute names
+REQUIRED_CODEC_KEYS = IDENTITY  # arch, digest, quality (stored as model, weights_digest, quality)
 
 
 def _canonical(value: Any) -> str:
@@ -120,15 +120,6 @@ def georef_digests(root_attrs: dict, arrays: dict[str, Any]) -> dict[str, str]:
     for name, md in arrays.items():
         out[name] = _canonical({"attributes": dict(md.attributes),
                                 "dimension_names": list(md.dimension_names or ())})
-    return out
-
-
-def normalize_codec_meta(codec_meta: dict) -> dict:
-    """Accept TileCodec-style names (``arch``, ``digest``) for ``model``/``weights_digest``."""
-    out = dict(codec_meta)
-    for alias, key in _ALIASES.items():
-        if alias in out and key not in out:
-            out[key] = out.pop(alias)
     return out
 
 
@@ -267,15 +258,17 @@ def _is_geocompress_store(path: Path) -> bool:
 
 
 def _checked_codec_meta(codec_meta: dict) -> dict:
-    """``codec_meta`` with the stored names, refused if it lacks what every store records.
+    """``codec_meta`` in the codec's vocabulary, refused if it lacks what every store records.
 
     Raises:
-        ValueError: a required key (``REQUIRED_CODEC_KEYS``, or its codec alias) is missing.
+        ValueError: ``arch``, ``digest`` or ``quality`` is missing (under either of its names).
     """
-    codec_meta = normalize_codec_meta(codec_meta)
+    codec_meta = from_stored(codec_meta)
     missing = [k for k in REQUIRED_CODEC_KEYS if k not in codec_meta]
     if missing:
-        raise ValueError(f"codec_meta lacks {missing} (needs {list(REQUIRED_CODEC_KEYS)})")
+        names = [f"{k} (stored as {stored_name(k)})" if stored_name(k) != k else k for k in missing]
+        raise ValueError(f"codec_meta lacks {', '.join(names)}; a store records "
+                         f"{', '.join(REQUIRED_CODEC_KEYS)}")
     return codec_meta
 
 
@@ -302,9 +295,7 @@ def _root_meta(scene: SceneInfo, grid: TileGrid, codec_meta: dict, shard: int,
     return {
         "format_version": int(format_version),
         **({} if tile_version is None else {"tile_format_version": int(tile_version)}),
-        "model": codec_meta["model"],
-        "weights_digest": codec_meta["weights_digest"],
-        "quality": codec_meta["quality"],
+        **to_stored({k: codec_meta[k] for k in IDENTITY}),
         "codec_config": codec_meta.get("config", {}),
         "tile": grid.tile,
         "stride": grid.step,
@@ -597,11 +588,17 @@ class TileStore:
         return self.meta.get("status") == "complete"
 
     @property
+    def codec(self) -> dict:
+        """The codec that wrote the store, in the codec's vocabulary: ``arch``, ``digest``,
+        ``quality`` and ``config`` (its settings: halo, bits, filter, rate control, ...)."""
+        m = from_stored(self.meta)
+        return {**{k: m[k] for k in IDENTITY}, "config": m.get("codec_config", {})}
+
+    @property
     def codec_meta(self) -> dict:
-        """The codec settings as given to :meth:`create`."""
-        m = self.meta
-        return {"model": m["model"], "weights_digest": m["weights_digest"],
-                "quality": m["quality"], "config": m.get("codec_config", {})}
+        """:attr:`codec` under the names the store keeps them (``model``, ``weights_digest``,
+        ``quality``, ``config``), as stores have always returned it."""
+        return to_stored(self.codec)
 
     def check_compatible(
         self, scene_checksum: str, codec_meta: dict, tile: int | None = None, stride: int | None = None
@@ -611,18 +608,18 @@ class TileStore:
         The pipeline calls this before resuming into an existing store and
         refuses (unless ``--overwrite``) when anything differs.
         """
-        m = self.meta
-        codec_meta = normalize_codec_meta(codec_meta)
+        m, have = self.meta, self.codec
+        codec_meta = from_stored(codec_meta)
         want = {
             "source checksum": (m["source_checksum"], scene_checksum),
-            "model": (m["model"], codec_meta.get("model")),
-            "weights digest": (m["weights_digest"], codec_meta.get("weights_digest")),
-            "quality": (m["quality"], codec_meta.get("quality")),
+            "model": (have["arch"], codec_meta.get("arch")),
+            "weights digest": (have["digest"], codec_meta.get("digest")),
+            "quality": (have["quality"], codec_meta.get("quality")),
         }
         if "config" in codec_meta:
             # the transforms' precision is not a property of a store (stores written before it
             # was dropped from the config still list it): any mode resumes or decodes any store
-            stored = {k: v for k, v in m.get("codec_config", {}).items() if k != "precision"}
+            stored = {k: v for k, v in have["config"].items() if k != "precision"}
             asked = {k: v for k, v in codec_meta["config"].items() if k != "precision"}
             want["codec config"] = (stored, asked)
         tile = codec_meta.get("tile", tile)
