@@ -147,9 +147,44 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=_positive, default=8, help="tiles per model batch (default 8)")
 
 
+def _codec_choice(a: argparse.Namespace):
+    """The codec the options name (``--arch``, ``--quality``, ``--checkpoint``, ``--untrained``,
+    ``--batch-size``, ``--precision``, ``--refine-steps``: those the command has)."""
+    from .codec.choice import CodecChoice
+
+    untrained = getattr(a, "untrained", False)
+    return CodecChoice(arch=getattr(a, "arch", "mgssnet"), quality=getattr(a, "quality", None),
+                       checkpoint=a.checkpoint, pretrained=not untrained,
+                       precision=getattr(a, "precision", "auto"),
+                       batch_size=getattr(a, "batch_size", 8),
+                       refine_steps=getattr(a, "refine_steps", 0),
+                       config={"N": 64, "M": 96} if untrained else {})
+
+
+def _cluster_choice(a: argparse.Namespace):
+    """Where the tasks run (``--scheduler``, ``--workers``, ``--gpu``) and ``--quiet``."""
+    from .scene.cluster import ClusterChoice
+
+    return ClusterChoice(scheduler=a.scheduler, workers=a.workers,
+                         gpu=getattr(a, "gpu", False), progress=not a.quiet)
+
+
 def cmd_compress(a: argparse.Namespace) -> int:
+    """``geocompress compress``: the scene into a store; prints what was written (JSON).
+
+    Args:
+        a: the parsed options.
+
+    Returns:
+        The exit status (0).
+
+    Raises:
+        ValueError: a quality together with a rate target, or what
+            :func:`~geocompress.scene.compress_scene` refuses.
+    """
     from .geo import TileFilter
     from .scene import compress_scene
+    from .scene.compress import TilingChoice
     from .scene.rate_control import RateTarget
 
     rate = None
@@ -158,22 +193,30 @@ def cmd_compress(a: argparse.Namespace) -> int:
             raise ValueError("give a --quality or a rate target (--target-bpp / --target-psnr), "
                              "not both")
         rate = RateTarget(bpp=a.target_bpp, psnr=a.target_psnr, sample=a.rate_sample)
-
-    r = compress_scene(
-        a.scene if len(a.scene) > 1 else a.scene[0], a.store, arch=a.arch, quality=a.quality,
-        checkpoint=a.checkpoint, pretrained=not a.untrained, tile=a.tile, shard=a.shard,
-        tile_filter=TileFilter(a.min_valid_fraction, not a.keep_constant), bits=a.bits,
-        scheduler=a.scheduler, workers=a.workers, batch_size=a.batch_size,
-        overwrite=a.overwrite, progress=not a.quiet, gpu=a.gpu, precision=a.precision, halo=a.halo,
-        model_config={"N": 64, "M": 96} if a.untrained else None, refine_steps=a.refine_steps,
-        rate=rate)
+    tiling = TilingChoice(tile=a.tile, shard=a.shard, bits=a.bits, halo=a.halo,
+                          tile_filter=TileFilter(a.min_valid_fraction, not a.keep_constant))
+    r = compress_scene(a.scene if len(a.scene) > 1 else a.scene[0], a.store, _codec_choice(a),
+                       tiling=tiling, cluster=_cluster_choice(a), rate=rate,
+                       overwrite=a.overwrite)
     print(json.dumps(r.summary(), indent=2))
     return 0
 
 
 def cmd_decompress(a: argparse.Namespace) -> int:
-    from .scene import decompress_scene
+    """``geocompress decompress``: a store (or a region of it) to a raster; prints its path.
 
+    Args:
+        a: the parsed options.
+
+    Returns:
+        The exit status (0).
+
+    Raises:
+        ValueError: a ``--bbox-crs`` that is no CRS, or what
+            :func:`~geocompress.scene.decompress_scene` refuses.
+    """
+    from .scene import decompress_scene
+    from .scene.mosaic import Region
     from .scene.output import OutputSpec, parse_overviews
 
     if a.bbox_crs is not None:  # named here, not in a PROJ message about WKT
@@ -188,16 +231,23 @@ def cmd_decompress(a: argparse.Namespace) -> int:
                         bands=None if a.bands is None else tuple(a.bands), dtype=a.dtype,
                         overviews=parse_overviews(a.overviews), resampling=a.resampling,
                         allow_lossy=a.lossy)
-    out = decompress_scene(a.store, a.out, window=a.window, bbox=a.bbox, bbox_crs=a.bbox_crs,
-                           checkpoint=a.checkpoint, scheduler=a.scheduler, workers=a.workers,
-                           progress=not a.quiet, precision=a.precision,
-                           allow_incomplete=a.allow_incomplete, overwrite=a.overwrite,
-                           output=output)
+    region = Region(window=a.window, bbox=a.bbox, bbox_crs=a.bbox_crs,
+                    allow_incomplete=a.allow_incomplete)
+    out = decompress_scene(a.store, a.out, region, output=output, overwrite=a.overwrite,
+                           codec=_codec_choice(a), cluster=_cluster_choice(a))
     print(out)
     return 0
 
 
 def cmd_info(a: argparse.Namespace) -> int:
+    """``geocompress info``: what a store holds, for people or (``--json``) for scripts.
+
+    Args:
+        a: the parsed options.
+
+    Returns:
+        The exit status (0).
+    """
     from .scene import store_info
 
     info = store_info(a.store)
@@ -213,27 +263,28 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
+    """``geocompress demo``: compress, rebuild and measure a scene (the bundled sample by default).
+
+    Args:
+        a: the parsed options.
+
+    Returns:
+        The exit status: 0, or 2 when the scene does not exist.
+    """
     from .scene.roundtrip import roundtrip
 
     scene = Path(a.scene) if a.scene else sample_scene()
     if not scene.exists():
         print(f"scene {scene} not found", file=sys.stderr)
         return 2
-    rep = roundtrip(scene, a.out, quality=a.quality, checkpoint=a.checkpoint,
-                    workers=a.workers, scheduler=a.scheduler, progress=not a.quiet)
+    rep = roundtrip(scene, a.out, _codec_choice(a), _cluster_choice(a))
     for k, v in rep.items():
         print(f"{k:>26}: {round(v, 4) if isinstance(v, float) else v}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="geocompress", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run `geocompress COMMAND --help` for each command's options.")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_compress(sub) -> argparse.ArgumentParser:
+    """``compress``: the scene and store, codec, tiling, halo, refinement, rate control, Dask."""
     c = sub.add_parser("compress", help="compress a GeoTIFF scene into a Zarr store",
                        description="Tile SCENE into 256 x 256 tiles, drop nodata / constant "
                        "tiles, encode the rest with the learned codec on Dask workers and store "
@@ -243,6 +294,30 @@ def build_parser() -> argparse.ArgumentParser:
                    "(stacked as bands in the given order)")
     c.add_argument("store", help="output Zarr store (a directory, e.g. scene.zarr)")
     _codec_args(c)
+    _tiling_args(c)
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace a store written with other weights, quality or source")
+    c.add_argument("--gpu", action="store_true", help="LocalCluster workers declare a GPU")
+    c.add_argument("--halo", default="auto", metavar="K", type=_halo,
+                   help="latent pixels of neighbour context, for mosaics without tile seams "
+                        "(encoder: 16*K pixels of each neighbour; decoder: K latent pixels of "
+                        "each neighbour's latent; a region still decodes to the crop of the "
+                        "whole). Default auto: 2 where the quality ships a halo prior, else 0 "
+                        "(tiles coded alone); a resumed store keeps its own. What it costs in "
+                        "bits and gains in PSNR and seams: catalogs/halo.md, catalogs/seams.md")
+    c.add_argument("--refine-steps", type=int, default=0, metavar="N",
+                   help="refine each tile's latent with N gradient steps at encode time: more "
+                        "PSNR for a few more bits, decoded by any geocompress, but a forward and "
+                        "backward pass per step, slow on CPU: use a GPU (gains, bits and times "
+                        "per quality: catalogs/models/refine_gain.md; default 0: off)")
+    _rate_args(c)
+    _cluster_args(c)
+    c.set_defaults(func=cmd_compress)
+    return c
+
+
+def _tiling_args(c: argparse.ArgumentParser) -> None:
+    """``compress``'s bit depth, tile and shard sizes and tile filter."""
     c.add_argument("--bits", default="auto", type=_bits,
                    help="significant bits of uint16 scenes, 8-16 (default auto: the scene's "
                         "declared NBITS, else the bit length of its largest valid value)")
@@ -255,22 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "only tiles with no valid pixel)")
     c.add_argument("--keep-constant", action="store_true",
                    help="encode single-value tiles instead of storing their value")
-    c.add_argument("--overwrite", action="store_true",
-                   help="replace a store written with other weights, quality or source")
-    c.add_argument("--gpu", action="store_true", help="LocalCluster workers declare a GPU")
-    c.add_argument("--halo", default="auto", metavar="K", type=_halo,
-                   help="latent pixels of neighbour context, for mosaics without tile seams "
-                        "(encoder: 16*K pixels of each neighbour; decoder: K latent pixels of "
-                        "each neighbour's latent; a region still decodes to the crop of the "
-                        "whole). Default auto: 2 where the quality ships a halo prior (q3 today: "
-                        "about +12 %% bits, +0.05 dB, no seams), else 0 (tiles coded alone); a "
-                        "resumed store keeps its own (catalogs/halo.md, catalogs/seams.md)")
-    c.add_argument("--refine-steps", type=int, default=0, metavar="N",
-                   help="refine each tile's latent with N gradient steps at encode time: "
-                        "+0.3-0.5 dB for 1-3 %% more bits with the shipped weights (N=80, "
-                        "catalogs/models/refine_gain.md), decoded by any geocompress, but a "
-                        "forward and backward pass per step (~45 s per tile on one CPU core): "
-                        "use a GPU (default 0: off)")
+
+
+def _rate_args(c: argparse.ArgumentParser) -> None:
+    """``compress``'s rate control: a target bpp or PSNR instead of a quality."""
     r = c.add_argument_group(
         "rate control (variable-rate models: --arch mgssnet-vr)",
         "Ask for a rate or a quality instead of a level: the level is searched for through the "
@@ -284,9 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PSNR in dB over valid pixels (peak 2^bits - 1), e.g. 32")
     r.add_argument("--rate-sample", type=_positive, default=32, metavar="N",
                    help="tiles the search codes at each step (default 32)")
-    _cluster_args(c)
-    c.set_defaults(func=cmd_compress)
 
+
+def _add_decompress(sub) -> argparse.ArgumentParser:
+    """``decompress``: the store and output, the region, the weights, the output format, Dask."""
     d = sub.add_parser("decompress", help="rebuild a GeoTIFF (all or a region) from a store",
                        description="Decode STORE to a cloud-optimized GeoTIFF with the source's "
                        "CRS, transform, dtype, bands and nodata. With --window or --bbox only "
@@ -302,12 +366,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--checkpoint", help="checkpoint the store was written with, if not shipped")
     d.add_argument("--no-cog", action="store_true", help="plain tiled GeoTIFF, no overviews")
     d.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _output_args(d)
+    d.add_argument("--allow-incomplete", action="store_true",
+                   help="decode a store whose compress run did not finish (its missing tiles come "
+                        "back masked as nodata); without it such a store is refused")
+    _cluster_args(d)
+    d.set_defaults(func=cmd_decompress)
+    return d
+
+
+def _output_args(d: argparse.ArgumentParser) -> None:
+    """``decompress``'s output format: driver, data type, overviews, bands, creation options."""
+    from .scene.output import DTYPES, RESAMPLING
+
     d.add_argument("--driver", "-of", dest="driver", metavar="NAME",
                    help="GDAL driver of the output (e.g. GTiff, PNG, JP2OpenJPEG), like "
                         "gdal_translate -of; default from the extension. Formats that cannot keep "
                         "the scene's nodata or mask are refused")
-    from .scene.output import DTYPES, RESAMPLING
-
     d.add_argument("--dtype", "-ot", dest="dtype", choices=DTYPES,
                    help="output data type (default the source's); values outside its range are "
                         "clipped, with a warning saying how many")
@@ -327,17 +402,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow a lossy output (.jpg, lossy .webp, --co COMPRESS=JPEG ...): smaller "
                         "files at a second generation of loss, with a warning. Refused for scenes "
                         "with a nodata value, whose nodata pixels would read as valid")
-    d.add_argument("--allow-incomplete", action="store_true",
-                   help="decode a store whose compress run did not finish (its missing tiles come "
-                        "back masked as nodata); without it such a store is refused")
-    _cluster_args(d)
-    d.set_defaults(func=cmd_decompress)
 
+
+def _add_info(sub) -> argparse.ArgumentParser:
+    """``info``: a store, and ``--json``."""
     i = sub.add_parser("info", help="describe a store: scene, georeferencing, tiles, bytes, bpp")
     i.add_argument("store")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
+    return i
 
+
+def _add_demo(sub) -> argparse.ArgumentParser:
+    """``demo``: a scene (default the bundled sample), the output folder, quality, Dask."""
     m = sub.add_parser("demo", help="the main job: compress a sample scene, rebuild it, measure",
                        description="Compress SCENE (default: the 1024 x 1024 sample scene bundled "
                        "with geocompress), rebuild it, print bpp, PSNR, MS-SSIM, compression ratio and "
@@ -349,10 +426,26 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--checkpoint")
     _cluster_args(m)
     m.set_defaults(func=cmd_demo)
+    return m
 
-    for sp in (c, d, i, m):  # `geocompress compress ... --quiet` works as well as before the command
-        sp.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="no progress bars")
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``geocompress`` command line: compress, decompress, info, demo, and the training and
+    evaluation commands where those subpackages are installed.
+
+    Returns:
+        The parser; each subcommand's ``func`` runs it.
+    """
+    p = argparse.ArgumentParser(
+        prog="geocompress", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `geocompress COMMAND --help` for each command's options.")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_compress, _add_decompress, _add_info, _add_demo):
+        # `geocompress compress ... --quiet` works as well as before the command
+        add(sub).add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                              help="no progress bars")
     for mod, fn in (("training.commands", "add_tile_parser"), ("training.commands", "add_train_parser"),
                     ("evaluation.commands", "add_evaluate_parser")):
         try:

@@ -3,9 +3,9 @@
 A halo makes tiles join by running the transforms over the tile plus its neighbours, as if the
 scene were coded whole. Where the grid has no neighbour (the scene's edge), coding the scene whole
 would meet that edge with the transforms' own zero padding, so the window simply ends there
-("truncate"): edge-replicated context instead costs 0.3 dB on the outer tiles
-(``benchmarks/latent_locality.py``, ``catalogs/seams.md``). Stores written before this rule
-replicated at the edge ("replicate") and keep decoding that way.
+("truncate"): edge-replicated context instead costs PSNR on the outer tiles (measured in
+``catalogs/halo.md`` section 3, ``benchmarks/latent_locality.py``). Stores written before this
+rule replicated at the edge ("replicate") and keep decoding that way.
 
 At decode, a neighbour inside the grid with no latent (a dropped nodata or constant tile) is
 left out like the scene's edge: there is nothing on its side to join, and the synthesis then meets
@@ -49,14 +49,14 @@ def store_edges(config: dict) -> str:
     return edges
 
 
-DEFAULT_HALO = 2  # latent pixels: the latent is the scene's to 0.4 % beyond 2 (catalogs/halo.md)
+DEFAULT_HALO = 2  # latent pixels: beyond 2 the tile's latent is the scene's (catalogs/halo.md, section 1)
 
 
 def resolve_halo(halo: int | str, arch: str, quality: int | None, pretrained: bool,
                  checkpoint: str | None, stored: int | None = None) -> int:
     """``"auto"``: a store being resumed keeps its halo; otherwise :data:`DEFAULT_HALO` where the
-    shipped weights have a halo prior for the quality (without one a halo costs ~1.5x the bits,
-    catalogs/halo.md), else 0."""
+    shipped weights have a halo prior for the quality (without one a halo costs far more bits:
+    catalogs/halo.md, section 2), else 0."""
     if halo != "auto":
         try:
             k = int(halo)
