@@ -38,9 +38,11 @@ def load_codec(choice: "CodecChoice | str" = "mgssnet", quality: float | None = 
 
 def passive_omp_wait() -> None:
     """torch's OpenMP threads sleep rather than spin while they wait, unless the user chose
-    (``OMP_WAIT_POLICY``): with spinning threads, a 16-tile decode on a 2-core machine busy with
-    another job took 16-39 s instead of 1.5 s (issue 38). Read when torch loads: set before it, by
-    the CLI's codec commands and by opening a store as a dataset, never by training."""
+    (``OMP_WAIT_POLICY``): spinning threads slow a decode on a small machine busy with another
+    job many times over (issue 38; figures in ``catalogs/figures-from-docstrings.md``). Read when
+    torch loads: set before it, by the CLI's codec commands and by opening a store as a dataset,
+    never by training (whose threads are busy anyway). Does nothing once torch is imported.
+    """
     import os
     import sys
 

@@ -2,8 +2,9 @@
 
 ``import compressai`` (or any ``compressai.<submodule>``: Python runs the package's ``__init__``
 first) imports *every* subpackage: ``compressai.transforms.point`` and the transform registry
-import ``torch_geometric``, which imports ``torch._dynamo``: ~3 s on a 2-core EPYC, ~40 % of a
-CLI call's fixed cost, for point-cloud datasets and transforms the codec never touches.
+import ``torch_geometric``, which imports ``torch._dynamo``: seconds of every CLI call's fixed
+cost (``catalogs/figures-from-docstrings.md``), for point-cloud datasets and transforms the codec
+never touches.
 
 :func:`install` (run by ``import geocompress``, before anything imports CompressAI) makes the first
 ``import compressai...`` load the ``compressai`` package *without* running its ``__init__``: the submodules the codec uses
@@ -148,8 +149,12 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 def install() -> bool:
-    """Make the next ``import compressai`` (or of any of its submodules) load the light package;
-    False if CompressAI is already imported or this was done already."""
+    """Make the next ``import compressai`` (or of any of its submodules) load the light package.
+
+    Returns:
+        True if installed; False if CompressAI is already imported (too late: nothing is
+        changed) or this was done already.
+    """
     if "compressai" in sys.modules or any(isinstance(f, _Finder) for f in sys.meta_path):
         return False
     sys.meta_path.insert(0, _Finder())

@@ -40,11 +40,31 @@ def padded(stream: bytes, symbols: int) -> bytes:
     (even one with a valid CRC) makes it read past the buffer, up to a word per symbol plus the
     bypass-coded runs the payload's own bits can ask for (at most 15 nibbles per payload nibble).
     Zeros there end every bypass run at once; a valid stream never reads them, so they change
-    nothing it decodes."""
+    nothing it decodes.
+
+    Args:
+        stream: one rANS stream as stored.
+        symbols: how many symbols the decoder will read from it.
+
+    Returns:
+        The stream with enough trailing zeros for any over-read.
+    """
     return bytes(stream) + bytes(16 * len(stream) + 16 * int(symbols) + 64)
 
 
 def structure(model: torch.nn.Module) -> str:
+    """Which of the four latent structures (module docstring) a model has, read from its parts so
+    that any registry model (or a subclass) is coded by the matching path.
+
+    Args:
+        model: a CompressAI-style model.
+
+    Returns:
+        ``"joint"``, ``"mean-scale"``, ``"scale"`` or ``"factorized"``.
+
+    Raises:
+        TypeError: the model has none of these structures, so it cannot be entropy-coded here.
+    """
     if hasattr(model, "context_prediction") and hasattr(model, "entropy_parameters"):
         return "joint"
     if isinstance(model, MeanScaleHyperprior):
@@ -131,7 +151,18 @@ class LatentCoder:
     # -- encode ----------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, y: Tensor, order: str = WAVEFRONT) -> tuple[list[Streams], Tensor]:
-        """Returns the streams of each image and the quantized latent the decoder will rebuild."""
+        """Returns the streams of each image and the quantized latent the decoder will rebuild.
+
+        Args:
+            y: latents, ``B x M x h x w``.
+            order: the joint models' symbol order, :data:`WAVEFRONT` (format 2 and later) or
+                :data:`RASTER` (format 1 strings).
+
+        Returns:
+            Per image its streams (``[z, y]``, or ``[y]`` for a factorized model), and ``y_hat`` in
+            float64, exactly as :meth:`decode` will rebuild it (so the encoder can reconstruct
+            without a decode pass).
+        """
         m = self.model
         if self.kind == "factorized":
             strings = m.entropy_bottleneck.compress(y)
@@ -153,6 +184,17 @@ class LatentCoder:
     @torch.no_grad()
     def decode(self, streams: list[Streams], y_size: tuple[int, int],
                order: str = WAVEFRONT) -> Tensor:
+        """The quantized latents rebuilt from streams, identical on every machine (exact scale and mean
+        predictions, CDF tables from the checkpoint).
+
+        Args:
+            streams: per image, the streams :meth:`encode` returned.
+            y_size: the latent's spatial size ``(h, w)`` (the header's padded size / 16).
+            order: the symbol order the streams were written in (see :meth:`encode`).
+
+        Returns:
+            ``y_hat``, ``B x M x h x w``, float64.
+        """
         m = self.model
         if self.kind == "factorized":
             n = cai.table_rows(m.entropy_bottleneck) * y_size[0] * y_size[1]
@@ -254,7 +296,20 @@ def schedule(h: int, w: int, k: int, order: str) -> tuple[tuple[tuple[int, ...],
     ``(i, j)`` depends only on positions with a smaller ``(k // 2 + 1) * i + j``; the groups are
     those diagonals (61 steps instead of 256 for a 16 x 16 latent at k = 5), rows ascending
     within a group. The symbols and the decoded latent are the same in both orders; only their
-    order in the stream differs."""
+    order in the stream differs.
+
+    Args:
+        h: latent rows.
+        w: latent columns.
+        k: the context model's kernel size.
+        order: :data:`RASTER` or :data:`WAVEFRONT`.
+
+    Returns:
+        The groups in coding order, each ``(rows, cols)`` tuples of equal length.
+
+    Raises:
+        ValueError: an unknown order (a header can only name the two).
+    """
     if order == RASTER:
         return tuple(((i,), (j,)) for i in range(h) for j in range(w))
     if order != WAVEFRONT:

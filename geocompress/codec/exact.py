@@ -33,13 +33,23 @@ _LIMIT = 2.0 ** (53 - WEIGHT_BITS - ACT_BITS)  # largest exact |partial sum| in 
 
 
 def to_grid(x: Tensor, bits: int = ACT_BITS) -> Tensor:
-    """Round to the nearest multiple of 2**-bits (exact: scaling by a power of two is exact)."""
+    """Round to the nearest multiple of 2**-bits (exact: scaling by a power of two is exact).
+
+    Args:
+        x: any tensor.
+        bits: fractional bits of the grid.
+
+    Returns:
+        ``x`` on the grid, float64: every later sum of grid values is exact in float64, which is
+        what makes the entropy parameters identical on every machine.
+    """
     s = float(2 ** bits)
     return torch.round(x.to(torch.float64) * s) / s
 
 
 class ExactUnsupported(TypeError):
-    pass
+    """A layer the exact path cannot evaluate bit-exactly: such a model is refused rather than
+    coded with sums that could differ from machine to machine."""
 
 
 class _Layer:
@@ -154,7 +164,17 @@ class ExactNet:
 
     def rows(self, x: Tensor) -> Tensor:
         """The net on a batch of positions (``n x channels``, already on the grid), when every
-        convolution is 1x1: matrix products on the rows, with the same exactness checks."""
+        convolution is 1x1: matrix products on the rows, with the same exactness checks.
+
+        Args:
+            x: ``n x channels`` rows, on the grid.
+
+        Returns:
+            The net's output rows, on the grid.
+
+        Raises:
+            ExactUnsupported: a layer is not a 1x1 convolution or an activation the exact path knows.
+        """
         for layer in self.layers:
             if layer.weight is not None:
                 if not layer.pointwise:
@@ -175,5 +195,11 @@ class ExactNet:
 
 @contextlib.contextmanager
 def no_cudnn():
+    """A context without cuDNN and without gradients: cuDNN picks convolution algorithms per run,
+    whose float sums differ in the last bits; the exact path needs the same sums everywhere.
+
+    Returns:
+        A context manager (yields nothing).
+    """
     with torch.backends.cudnn.flags(enabled=False), torch.no_grad():
         yield

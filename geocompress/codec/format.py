@@ -71,6 +71,11 @@ _FIXED = struct.Struct("<8sBBBHHHHH")
 
 @dataclass(frozen=True)
 class TileHeader:
+    """What a tile string says about itself: the weights that coded it (architecture, first 8 bytes
+    of the digest, quality or rate level), the pixels (dtype, significant bits, channels, size and
+    padded size) and how (format version, halo). Enough for a decoder to refuse strings of other
+    weights and to rebuild the tile without any store metadata.
+    """
     arch: str
     digest: bytes
     quality: int
@@ -88,12 +93,23 @@ class TileHeader:
 
 @dataclass
 class TileString:
+    """A parsed tile string: its header and, per band group, the entropy-coded streams."""
     header: TileHeader
     groups: list[list[bytes]] = field(default_factory=list)
 
 
 def rate_code(rate: float) -> int:
-    """``rate`` as the header's integer thousandths; a rate it cannot hold is an error."""
+    """``rate`` as the header's integer thousandths; a rate it cannot hold is an error.
+
+    Args:
+        rate: a variable-rate model's level.
+
+    Returns:
+        The level in thousandths, as the header stores it.
+
+    Raises:
+        ValueError: the level is negative or too large for the header's 16 bits.
+    """
     code = round(float(rate) * RATE_SCALE)
     if not 0 <= code < NO_RATE:
         raise ValueError(f"rate level {rate} does not fit the tile header (0..{(NO_RATE - 1) / RATE_SCALE})")
@@ -101,11 +117,34 @@ def rate_code(rate: float) -> int:
 
 
 def quantize_rate(rate: float) -> float:
-    """The level a header carries for ``rate``: the encoder codes at exactly this level."""
+    """The level a header carries for ``rate``: the encoder codes at exactly this level.
+
+    Args:
+        rate: the level asked for.
+
+    Returns:
+        The nearest level the header can carry.
+
+    Raises:
+        ValueError: see :func:`rate_code`.
+    """
     return rate_code(rate) / RATE_SCALE
 
 
 def pack(tile: TileString) -> bytes:
+    """Serialize a tile string: magic, version, header, band groups of length-prefixed streams and a
+    CRC-32 of everything before it (so damage is detected before any stream is decoded).
+
+    Args:
+        tile: the header and streams.
+
+    Returns:
+        The string's bytes (format :data:`RATE_VERSION` when the header carries a rate, else
+        :data:`FORMAT_VERSION`).
+
+    Raises:
+        ValueError: a rate the header cannot hold (:func:`rate_code`).
+    """
     h = tile.header
     arch = h.arch.encode()
     out = bytearray(MAGIC)
@@ -145,6 +184,22 @@ class _Reader:
 
 
 def read_header(data: bytes) -> tuple[TileHeader, _Reader]:
+    """Parse and check only the header (cheap: no streams, no checksum), for callers that decide
+    from it alone, e.g. whether a string was written by the weights at hand.
+
+    Args:
+        data: a tile string.
+
+    Returns:
+        The header, and the reader positioned after it (for :func:`unpack`).
+
+    Raises:
+        TypeError: ``data`` is not bytes.
+        TruncatedStreamError: shorter than its header.
+        ForeignStreamError: not a geocompress tile string (wrong magic).
+        UnsupportedVersionError: a format version this geocompress does not read.
+        CorruptStreamError: impossible header values (dtype, bits, shape, missing rate).
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"tile string must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -184,7 +239,19 @@ def read_header(data: bytes) -> tuple[TileHeader, _Reader]:
 
 
 def unpack(data: bytes) -> TileString:
-    """Parse and verify a tile string; raises a :class:`CodecError` subclass naming the problem."""
+    """Parse and verify a tile string; raises a :class:`CodecError` subclass naming the problem.
+
+    Args:
+        data: a tile string.
+
+    Returns:
+        Its header and streams.
+
+    Raises:
+        CodecError: a subclass naming the problem (as :func:`read_header`, plus a truncated
+            stream, trailing bytes or a checksum mismatch as :class:`CorruptStreamError` /
+            :class:`TruncatedStreamError`).
+    """
     header, r = read_header(data)
     (n_groups,) = r.unpack("<B", "group count")
     groups = []

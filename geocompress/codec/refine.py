@@ -33,13 +33,30 @@ FIXED_POINT_ITERS = 3
 
 
 def ste(x: Tensor, x_hat: Tensor) -> Tensor:
-    """``x_hat`` forward, identity gradient to ``x``."""
+    """``x_hat`` forward, identity gradient to ``x``.
+
+    Args:
+        x: the value gradients flow to.
+        x_hat: the value used forward (e.g. ``x`` rounded).
+
+    Returns:
+        A tensor equal to ``x_hat`` whose gradient is the identity to ``x``.
+    """
     return x + (x_hat - x).detach()
 
 
 def median_rounded(eb: torch.nn.Module, v: Tensor) -> Tensor:
     """``v`` rounded around the entropy bottleneck's medians (as the codec codes it), with a
-    straight-through gradient."""
+    straight-through gradient.
+
+    Args:
+        eb: the entropy bottleneck (its medians through
+            :func:`geocompress.codec.compressai_adapter.bottleneck_medians`).
+        v: ``B x C x H x W``.
+
+    Returns:
+        ``round(v - median) + median`` with the identity gradient to ``v``.
+    """
     med = cai.bottleneck_medians(eb).reshape(1, -1, 1, 1)
     return ste(v, torch.round(v - med) + med)
 
@@ -49,7 +66,17 @@ def decoder_latent(model: torch.nn.Module, y: Tensor, params: Tensor,
                    iters: int = FIXED_POINT_ITERS) -> Tensor:
     """Approximately the ``y_hat`` the joint model's sequential decoder rebuilds from ``y``
     (``y_hat <- round(y - mu(y_hat)) + mu(y_hat)`` iterated in parallel); in float32 also under
-    autocast (bf16 cannot hold ``round(y - mu) + mu`` for larger latents)."""
+    autocast (bf16 cannot hold ``round(y - mu) + mu`` for larger latents).
+
+    Args:
+        model: a joint (context-model) model.
+        y: the encoder's latent.
+        params: the hyper decoder's output for this latent.
+        iters: fixed-point iterations.
+
+    Returns:
+        The approximate decoded latent, detached, in ``y``'s dtype promoted to at least float32.
+    """
     dtype = torch.promote_types(y.dtype, torch.float32)  # bf16/fp16 -> fp32; fp64 stays
     y = y.detach().to(dtype)
     params = params.detach().to(dtype)
@@ -86,7 +113,18 @@ def codec_objective(model: torch.nn.Module, y: Tensor, x: Tensor, mask: Tensor |
     """(bits, squared error, relaxed bits) per tile of coding latent ``y`` for image batch ``x``,
     as the codec would code it; ``mask`` (B x 1 x H x W, 1 = the tile's own pixels) leaves padding
     out. The relaxed bits price ``y + noise`` instead of the rounded ``y`` (training's rate term;
-    without ``noise`` they are the bits)."""
+    without ``noise`` they are the bits).
+
+    Args:
+        model: the codec's model (any structure of :func:`geocompress.codec.entropy.structure`).
+        y: the latent being coded, ``B x M x h x w``.
+        x: the image batch in [0, 1], ``B x 3 x H x W``.
+        mask: ``B x 1 x H x W``, 1 on the tile's own pixels; None counts every pixel.
+        noise: uniform noise for the relaxed rate, or None.
+
+    Returns:
+        Per tile: bits, summed squared error over the masked pixels, and relaxed bits.
+    """
     kind = structure(model)
     eb = model.entropy_bottleneck
     if kind == "factorized":
@@ -121,7 +159,20 @@ def refine_latents(model: torch.nn.Module, x: Tensor, y: Tensor, lmbda: float, s
     """``y`` moved by ``steps`` Adam steps on ``bpp + lmbda * 255**2 * MSE`` of each tile's own
     pixels (``mask``; the training loss of the weights, so ``lmbda`` is theirs; the rate's
     gradient from the noisy relaxation, module docstring). Returns, per tile, the latent with the
-    lowest exact objective seen (the start included), detached."""
+    lowest exact objective seen (the start included), detached.
+
+    Args:
+        model: the codec's model (left in its training mode and gradient flags afterwards).
+        x: the image batch in [0, 1].
+        y: the analysis transform's latent for ``x``.
+        lmbda: the weights' rate-distortion trade-off.
+        steps: Adam steps; 0 or less returns ``y`` unchanged.
+        lr: Adam's learning rate.
+        mask: ``B x 1 x H x W``, 1 on the tile's own pixels; None counts every pixel.
+
+    Returns:
+        The refined latents, detached, ``y``'s shape.
+    """
     if steps <= 0:
         return y
     if mask is None:

@@ -119,6 +119,9 @@ class TileCodec:
     def set_level(self, level: float) -> None:
         """Code at ``level`` from now on (a variable-rate model's scale; rate control's knob).
 
+        Args:
+            level: the level, quantized to what a header carries.
+
         Raises:
             CodecError: the weights are fixed-rate.
             ValueError: a level outside the model's range.
@@ -143,18 +146,52 @@ class TileCodec:
         over all of it and keeps the tile's own latent, continuous with its neighbours'.
         ``sides``: per tile, the latent pixels of context actually present (top, bottom, left,
         right), each 0..halo: a tile at a scene's edge has none beyond it, so the transform
-        meets the edge as it would coding the scene whole."""
+        meets the edge as it would coding the scene whole.
+
+        Args:
+            tiles: uint8 / uint16 ``C x H x W`` arrays (or one ``B x C x H x W`` array).
+            bits: significant bits, mapped to [0, 1] by ``2**bits - 1``; default 8 for uint8 and
+                the tile's own bit length (at least 8) for uint16, so a 12-bit sensor is not
+                scaled by 65535.
+            halo: latent pixels of neighbour context around each tile.
+            sides: per tile, context present (top, bottom, left, right); default ``halo`` each.
+
+        Returns:
+            One tile string per tile.
+
+        Raises:
+            CodecError: an unsupported dtype or shape, values above ``bits``, or bad ``sides``.
+        """
         return self._encode(tiles, bits, halo=halo, sides=sides)[0]
 
     def encode_with_reconstruction(self, tiles: np.ndarray | Sequence[np.ndarray],
                                    bits: int | None = None) -> tuple[list[bytes], list[np.ndarray]]:
         """Strings plus the pixels the decoder will produce, computed on the encoder side from its
-        own quantized latent (for tests and for measuring quality without a decode pass)."""
+        own quantized latent (for tests and for measuring quality without a decode pass).
+
+        Args:
+            tiles: as :meth:`encode`.
+            bits: as :meth:`encode`.
+
+        Returns:
+            The strings and, per tile, the decoded pixels the strings will give.
+        """
         return self._encode(tiles, bits, reconstruct=True)
 
     def decode(self, strings: Iterable[bytes]) -> list[np.ndarray]:
         """Each tile from its own latent alone (a scene decoder with neighbours uses
-        :meth:`decode_latents` and :meth:`synthesize` instead, for seam-free tiles)."""
+        :meth:`decode_latents` and :meth:`synthesize` instead, for seam-free tiles).
+
+        Args:
+            strings: tile strings written by these weights.
+
+        Returns:
+            Per tile, a ``C x H x W`` array in its original dtype.
+
+        Raises:
+            CodecError: a damaged or foreign string (its subclass names the tile and the problem).
+            WeightsMismatchError: a string written by other weights.
+        """
         parsed = self._parse(strings)
         jobs = [(t, g, streams) for t, p in enumerate(parsed) for g, streams in enumerate(p.groups)]
         images = self._run_decode(jobs, [p.header for p in parsed])
@@ -162,7 +199,17 @@ class TileCodec:
 
     def decode_latents(self, strings: Iterable[bytes]) -> tuple[list[TileHeader], list[list[torch.Tensor]]]:
         """The headers and, per tile, the decoded latent ``y_hat`` of each band group (float64,
-        M x H/16 x W/16, exact on every machine): the inputs of :meth:`synthesize`."""
+        M x H/16 x W/16, exact on every machine): the inputs of :meth:`synthesize`.
+
+        Args:
+            strings: tile strings written by these weights.
+
+        Returns:
+            The headers, and per tile a list of latents, one per band group.
+
+        Raises:
+            CodecError: as :meth:`decode`.
+        """
         parsed = self._parse(strings)
         jobs = [(t, g, streams) for t, p in enumerate(parsed) for g, streams in enumerate(p.groups)]
         latents = self._run_decode(jobs, [p.header for p in parsed], synthesize=False)
@@ -174,7 +221,17 @@ class TileCodec:
         """Tiles from latent windows: ``windows[t][g]`` is band group ``g`` of tile ``t``'s latent
         with ``halo`` latent pixels of its neighbours on each side (or ``sides[t]``: top, bottom,
         left, right); the synthesis runs over the window and keeps the tile, so neighbouring
-        tiles join as if decoded in one piece."""
+        tiles join as if decoded in one piece.
+
+        Args:
+            headers: the tiles' headers (from :meth:`decode_latents`).
+            windows: per tile, per band group, the latent window.
+            halo: latent pixels of context on each side of every window.
+            sides: per tile, context actually present (top, bottom, left, right).
+
+        Returns:
+            Per tile, a ``C x H x W`` array in its original dtype.
+        """
         f = self.latent_stride
         sides = list(sides) if sides is not None else [(int(halo),) * 4] * len(windows)
         jobs = [(t, g, w) for t, ws in enumerate(windows) for g, w in enumerate(ws)]
@@ -207,6 +264,17 @@ class TileCodec:
 
     @staticmethod
     def header(string: bytes) -> TileHeader:
+        """A string's header without decoding it (e.g. which weights and version wrote a store's tiles).
+
+        Args:
+            string: a tile string.
+
+        Returns:
+            Its header.
+
+        Raises:
+            CodecError: see :func:`geocompress.codec.format.read_header`.
+        """
         return read_header(string)[0]
 
     # -- internals -------------------------------------------------------------------------
@@ -228,7 +296,11 @@ class TileCodec:
                 raise CorruptStreamError(f"tile header: {e}") from None
 
     def versions(self) -> tuple[int, ...]:
-        """The tile-string format versions these weights have written (see LEGACY_WEIGHTS)."""
+        """The tile-string format versions these weights have written (see LEGACY_WEIGHTS).
+
+        Returns:
+            The format versions, newest last.
+        """
         if self.variable_rate:
             return (RATE_VERSION,)
         return LEGACY_VERSIONS if self.digest[:16] in LEGACY_WEIGHTS else (FORMAT_VERSION,)

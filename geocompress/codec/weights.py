@@ -33,6 +33,15 @@ FIXED_SEED = 20240621  # untrained (pretrained=False) models are this seed's ini
 
 
 def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: the weights' identity
+    that tile headers, stores and the shipped index record, independent of how the file was saved.
+
+    Args:
+        state_dict: the tensors as loaded (what decodes), not as stored.
+
+    Returns:
+        The hex digest.
+    """
     h = hashlib.sha256()
     for name in sorted(state_dict):
         t = state_dict[name].detach().cpu().contiguous()
@@ -45,7 +54,15 @@ def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 def untrained(arch: str, **config: Any) -> torch.nn.Module:
     """The architecture with fixed-seed weights and CDF tables, identical on every machine that
-    runs the same torch build."""
+    runs the same torch build.
+
+    Args:
+        arch: a registry name.
+        **config: the architecture's configuration.
+
+    Returns:
+        The model, its CDF tables built; the global RNG state is left as it was.
+    """
     devnull_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(FIXED_SEED)
@@ -59,7 +76,17 @@ def untrained(arch: str, **config: Any) -> torch.nn.Module:
 def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict | None = None,
                     half: bool = True) -> str:
     """Write an inference checkpoint (fp16 weights by default; CDF tables stay int32) and return
-    the digest of the weights as they will be loaded."""
+    the digest of the weights as they will be loaded.
+
+    Args:
+        model: the model (its CDF tables are rebuilt first).
+        path: the file, written atomically.
+        meta: facts kept beside the weights (training, catalog entries).
+        half: store floating weights in fp16 where that is exact enough.
+
+    Returns:
+        :func:`state_digest` of the weights as :func:`load_checkpoint` will load them.
+    """
     model.update(force=True)
     sd = _stored_state(model, half)
     atomic_save({"arch": model.arch, "config": dict(model.config), "state_dict": sd,
@@ -100,7 +127,15 @@ def restore_constants(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> di
     ``model`` must be freshly built: its buffers are the architecture's constants. Only zeros are
     restored (a bound of 0 is no bound at all); constants fp16 merely rounded (the 0.11 scale bound,
     the scale table the CDF tables are indexed by) stay as the file has them, so a file decodes as
-    it was measured, and identically on every machine."""
+    it was measured, and identically on every machine.
+
+    Args:
+        model: a freshly built model of the checkpoint's architecture.
+        sd: the loaded state_dict.
+
+    Returns:
+        A copy of ``sd`` with the flushed constants restored.
+    """
     params = {name for name, _ in model.named_parameters()}
     out = dict(sd)
     for name, ref in model.state_dict().items():
@@ -120,6 +155,19 @@ def _loaded_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: str | Path, expected_digest: str | None = None) -> torch.nn.Module:
+    """Load an inference checkpoint: its architecture built from its config, its weights and CDF
+    tables loaded as stored (never recomputed: a decoder needs the tables the encoder used).
+
+    Args:
+        path: the checkpoint.
+        expected_digest: the digest a catalog or store records; checked when given.
+
+    Returns:
+        The model (in train mode, as built), with the file's ``meta`` as ``model.meta``.
+
+    Raises:
+        WeightsError: the file is missing, damaged, or its digest is not the expected one.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist")
@@ -138,7 +186,18 @@ def load_checkpoint(path: str | Path, expected_digest: str | None = None) -> tor
 
 
 def shipped_path(arch: str, quality: int | None) -> tuple[Path, int, str]:
-    """Path, quality and digest of shipped weights; a clear error when there are none."""
+    """Path, quality and digest of shipped weights; a clear error when there are none.
+
+    Args:
+        arch: a registry name.
+        quality: a shipped quality, or None for the architecture's default.
+
+    Returns:
+        ``(path, quality, digest)``.
+
+    Raises:
+        WeightsError: nothing ships for ``arch``, or not at ``quality``.
+    """
     index = shipped_index().get(arch)
     if not index:
         raise WeightsError(
@@ -160,7 +219,15 @@ def save_prior_delta(model: torch.nn.Module, path: str | Path, base_digest: str,
                      parts: tuple[str, ...], meta: dict | None = None) -> None:
     """Only the tensors under ``parts`` (fp16 where exact, as :func:`save_checkpoint`) plus the
     digest of the checkpoint they replace them in: a few MB beside the 10 MB base. The combined
-    digest is what :func:`load_with_delta` then loads."""
+    digest is what :func:`load_with_delta` then loads.
+
+    Args:
+        model: the base model with refitted prior parts.
+        path: the delta file, written atomically.
+        base_digest: the base checkpoint's digest.
+        parts: state_dict prefixes of the refitted modules.
+        meta: facts kept beside the tensors.
+    """
     model.update(force=True)
     atomic_save({"arch": model.arch, "base_digest": base_digest, "parts": list(parts),
                  "state_dict": _stored_state(model, parts=parts), "meta": dict(meta or {})}, path)
@@ -168,7 +235,21 @@ def save_prior_delta(model: torch.nn.Module, path: str | Path, base_digest: str,
 
 def load_with_delta(base: str | Path, base_digest: str, delta: str | Path,
                     expected_digest: str | None = None) -> torch.nn.Module:
-    """The base checkpoint with a prior delta's tensors in place (digests of both checked)."""
+    """The base checkpoint with a prior delta's tensors in place (digests of both checked).
+
+    Args:
+        base: the base checkpoint.
+        base_digest: its digest.
+        delta: the prior file (:func:`save_prior_delta`).
+        expected_digest: the combined digest; checked when given.
+
+    Returns:
+        The combined model; ``meta`` is the base's updated with the delta's.
+
+    Raises:
+        WeightsError: a file is missing or damaged, the delta refits other weights or holds tensors
+            the model lacks, or the combined digest is not the expected one.
+    """
     model = load_checkpoint(base, expected_digest=base_digest)
     delta = Path(delta)
     if not delta.is_file():
@@ -205,7 +286,15 @@ def _weights_file(name: str) -> Path:
 
 
 def shipped_halo_prior(arch: str, quality: int) -> tuple[Path, str] | None:
-    """Path and combined digest of the halo prior shipped for ``arch`` at ``quality``, if any."""
+    """Path and combined digest of the halo prior shipped for ``arch`` at ``quality``, if any.
+
+    Args:
+        arch: a registry name.
+        quality: a shipped quality.
+
+    Returns:
+        ``(path, digest)``, or None where no prior ships.
+    """
     entry = _quality_entry(arch, quality).get("halo_prior")
     if not entry:
         return None
@@ -215,7 +304,20 @@ def shipped_halo_prior(arch: str, quality: int) -> tuple[Path, str] | None:
 def load_shipped(arch: str, quality: int | None, halo_prior: bool = False,
                  digest: str | None = None) -> tuple[torch.nn.Module, int]:
     """Shipped weights of ``arch`` at ``quality``: the base, or with ``halo_prior`` its halo
-    prior where one ships. ``digest`` (a store's) picks whichever of the two has it."""
+    prior where one ships. ``digest`` (a store's) picks whichever of the two has it.
+
+    Args:
+        arch: a registry name.
+        quality: a shipped quality, or None for the default.
+        halo_prior: load the halo prior where one ships.
+        digest: the digest a store records; it decides base or prior (or a superseded prior).
+
+    Returns:
+        The model and the quality loaded.
+
+    Raises:
+        WeightsError: no such shipped weights, or a file fails its digest.
+    """
     path, q, base_digest = shipped_path(arch, quality)
     prior = shipped_halo_prior(arch, q)
     if digest is not None:

@@ -17,7 +17,14 @@ BLOCK = 1 << 20
 
 
 def sha256_files(paths: Iterable[Path]) -> str:
-    """Hex sha256 of the concatenated bytes of ``paths`` (in order)."""
+    """Hex sha256 of the concatenated bytes of ``paths`` (in order).
+
+    Args:
+        paths: the scene's files (one, or a band stack in band order).
+
+    Returns:
+        The hex digest that identifies a source, so a resumed run refuses another one.
+    """
     h = hashlib.sha256()
     for p in paths:
         with open(p, "rb") as f:

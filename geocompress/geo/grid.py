@@ -80,7 +80,19 @@ class TileGrid:
     # -- construction ---------------------------------------------------------------
     @classmethod
     def from_dataset(cls, ds: Any, tile: int = 256, stride: int | None = None) -> "TileGrid":
-        """Grid of anything with width/height/transform/crs (rasterio dataset, SceneInfo)."""
+        """Grid of anything with width/height/transform/crs (rasterio dataset, SceneInfo).
+
+        Args:
+            ds: the raster.
+            tile: tile size in pixels.
+            stride: step between tiles (default ``tile``: no overlap).
+
+        Returns:
+            The grid.
+
+        Raises:
+            ValueError: an empty raster, a non-invertible transform or an impossible tile / stride.
+        """
         return cls(ds.width, ds.height, ds.transform, ds.crs, tile=tile, stride=stride)
 
     # -- shape ----------------------------------------------------------------------
@@ -91,10 +103,12 @@ class TileGrid:
 
     @property
     def n_rows(self) -> int:
+        """Tile rows: enough to cover the scene (the last tile may extend past the bottom edge)."""
         return _n_tiles(self.height, self.tile, self.step)
 
     @property
     def n_cols(self) -> int:
+        """Tile columns: enough to cover the scene (the last may extend past the right edge)."""
         return _n_tiles(self.width, self.tile, self.step)
 
     @property
@@ -103,7 +117,11 @@ class TileGrid:
         return self.n_rows, self.n_cols
 
     def indices(self) -> Iterator[tuple[int, int]]:
-        """All (row, col) tile indices, row-major."""
+        """All (row, col) tile indices, row-major.
+
+        Yields:
+            ``(row, col)``.
+        """
         for r in range(self.n_rows):
             for c in range(self.n_cols):
                 yield r, c
@@ -114,18 +132,51 @@ class TileGrid:
             raise IndexError(f"tile ({row}, {col}) outside grid {self.shape}")
 
     def window(self, row: int, col: int) -> Window:
-        """Full tile window (may extend past the right/bottom scene edge)."""
+        """Full tile window (may extend past the right/bottom scene edge).
+
+        Args:
+            row: tile row.
+            col: tile column.
+
+        Returns:
+            The window in scene pixels.
+
+        Raises:
+            IndexError: the tile is outside the grid.
+        """
         self._check(row, col)
         return Window(col * self.step, row * self.step, self.tile, self.tile)
 
     def valid_window(self, row: int, col: int) -> Window:
-        """Tile window clipped to the scene (what actually exists on disk)."""
+        """Tile window clipped to the scene (what actually exists on disk).
+
+        Args:
+            row: tile row.
+            col: tile column.
+
+        Returns:
+            The window in scene pixels.
+
+        Raises:
+            IndexError: the tile is outside the grid.
+        """
         w = self.window(row, col)
         c0, r0 = int(w.col_off), int(w.row_off)
         return Window(c0, r0, min(self.tile, self.width - c0), min(self.tile, self.height - r0))
 
     def tile_transform(self, row: int, col: int) -> Affine:
-        """Affine transform of the tile's own pixel grid (origin at its top-left)."""
+        """Affine transform of the tile's own pixel grid (origin at its top-left).
+
+        Args:
+            row: tile row.
+            col: tile column.
+
+        Returns:
+            The transform, in the scene's CRS.
+
+        Raises:
+            IndexError: the tile is outside the grid.
+        """
         self._check(row, col)
         return self.transform @ Affine.translation(col * self.step, row * self.step)
 
@@ -139,11 +190,19 @@ class TileGrid:
 
     # -- geometry -------------------------------------------------------------------
     def pixel_polygon(self) -> Polygon:
-        """The scene as a polygon in pixel space."""
+        """The scene as a polygon in pixel space.
+
+        Returns:
+            ``box(0, 0, width, height)``.
+        """
         return box(0, 0, self.width, self.height)
 
     def footprint(self) -> Polygon:
-        """The scene outline in its own CRS (exact for rotated transforms)."""
+        """The scene outline in its own CRS (exact for rotated transforms).
+
+        Returns:
+            The outline polygon.
+        """
         a, b, c, d, e, f = self.transform[:6]
         return affinity.affine_transform(self.pixel_polygon(), [a, b, d, e, c, f])
 
@@ -157,6 +216,12 @@ class TileGrid:
         """Row and column slices of the tiles intersecting a pixel window.
 
         The slices may be empty when the window lies outside the scene.
+
+        Args:
+            window: a window in scene pixels.
+
+        Returns:
+            ``(rows, cols)`` slices of tile indices.
         """
         r0, r1 = window.row_off, window.row_off + window.height
         c0, c1 = window.col_off, window.col_off + window.width
@@ -178,6 +243,18 @@ class TileGrid:
         ``rasterio.warp.transform_bounds`` (densified edges), then mapped to pixel space through
         the inverse transform -- correct for rotated transforms.
         Raises ``ValueError`` if the bbox does not intersect the scene.
+
+        Args:
+            bbox: ``(minx, miny, maxx, maxy)``.
+            bbox_crs: its CRS (anything :func:`~geocompress.geo.reproject.to_rasterio_crs` takes);
+                None for the scene's CRS.
+
+        Returns:
+            The pixel window.
+
+        Raises:
+            ValueError: an invalid bbox, one that misses the scene, or a bbox in a CRS while the grid
+                has none.
         """
         poly = bbox_polygon(bbox)
         if bbox_crs is not None:
@@ -227,14 +304,29 @@ class TileGrid:
         return tuple(float(v) for v in hit.bounds)  # type: ignore[return-value]
 
     def tiles_in_bbox(self, bbox: Bbox, bbox_crs: Any = None) -> tuple[slice, slice]:
-        """Row/col slices of tiles intersecting ``bbox`` (see :meth:`bbox_to_window`)."""
+        """Row/col slices of tiles intersecting ``bbox`` (see :meth:`bbox_to_window`).
+
+        Args:
+            bbox: ``(minx, miny, maxx, maxy)``.
+            bbox_crs: its CRS; None for the scene's.
+
+        Returns:
+            ``(rows, cols)`` slices of tile indices.
+
+        Raises:
+            ValueError: see :meth:`bbox_to_window`.
+        """
         return self.tiles_in_window(self.bbox_to_window(bbox, bbox_crs))
 
     # -- serialisation --------------------------------------------------------------
     def to_dict(self) -> dict:
         """JSON-safe dict. ``transform`` is in **affine order** [a, b, c, d, e, f]
         (x = a*col + b*row + c, y = d*col + e*row + f; NOT GDAL order);
-        ``crs`` is WKT2 (or None)."""
+        ``crs`` is WKT2 (or None).
+
+        Returns:
+            width, height, transform, crs, tile and stride.
+        """
         return {
             "width": self.width,
             "height": self.height,
@@ -246,7 +338,14 @@ class TileGrid:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TileGrid":
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.
+
+        Args:
+            d: a dict from :meth:`to_dict` (e.g. a store's ``grid`` attribute).
+
+        Returns:
+            The grid.
+        """
         crs = None if d.get("crs") is None else CRS.from_wkt(d["crs"])
         return cls(
             int(d["width"]), int(d["height"]), Affine(*d["transform"][:6]), crs,
@@ -254,7 +353,15 @@ class TileGrid:
         )
 
     def in_scene_pixels(self, row: int, col: int) -> int:
-        """Pixels of tile (row, col) inside the scene (for edge-aware filtering)."""
+        """Pixels of tile (row, col) inside the scene (for edge-aware filtering).
+
+        Args:
+            row: tile row.
+            col: tile column.
+
+        Returns:
+            The count.
+        """
         w = self.valid_window(row, col)
         return int(w.width * w.height)
 

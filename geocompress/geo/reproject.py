@@ -24,7 +24,16 @@ Bbox = tuple[float, float, float, float]
 
 
 def to_rasterio_crs(crs: Any) -> CRS:
-    """Normalise any CRS input (EPSG int, "EPSG:xxxx", WKT, pyproj/rasterio CRS)."""
+    """Normalise any CRS input (EPSG int, "EPSG:xxxx", WKT, pyproj/rasterio CRS).
+
+    One function for every way of naming a CRS, so callers accept whatever a user gives.
+
+    Args:
+        crs: an EPSG code, an ``"AUTH:code"`` string, WKT / PROJ text, or a pyproj / rasterio CRS.
+
+    Returns:
+        A rasterio CRS.
+    """
     if isinstance(crs, CRS):
         return crs
     if isinstance(crs, ProjCRS):
@@ -37,7 +46,17 @@ def to_rasterio_crs(crs: Any) -> CRS:
 def transform_points(
     xs: np.ndarray, ys: np.ndarray, src_crs: Any, dst_crs: Any
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reproject coordinate arrays (x=easting/lon order); failures become ``inf``."""
+    """Reproject coordinate arrays (x=easting/lon order); failures become ``inf``.
+
+    Args:
+        xs: x coordinates.
+        ys: y coordinates.
+        src_crs: their CRS.
+        dst_crs: the target CRS.
+
+    Returns:
+        ``(xs, ys)`` in ``dst_crs``; ``inf`` where a point does not exist there.
+    """
     src = ProjCRS.from_user_input(to_rasterio_crs(src_crs).to_wkt())
     dst = ProjCRS.from_user_input(to_rasterio_crs(dst_crs).to_wkt())
     tr = Transformer.from_crs(src, dst, always_xy=True)
@@ -50,6 +69,14 @@ def sample_polygon(poly: Polygon, n_edge: int = 32, n_interior: int = 16) -> np.
 
     The interior grid matters when part of the polygon does not exist in the
     target CRS: the boundary alone may then vanish entirely.
+
+    Args:
+        poly: the polygon.
+        n_edge: the boundary is densified to about ``4 * n_edge`` points.
+        n_interior: interior grid points per axis.
+
+    Returns:
+        ``N x 2`` points.
     """
     length = poly.exterior.length
     dense = shapely.segmentize(poly, max(length / (4 * n_edge), 1e-12))
@@ -71,6 +98,18 @@ def reproject_polygon(poly: Polygon, src_crs: Any, dst_crs: Any, n_interior: int
     The convex hull slightly over-covers concave results, which is what a
     tile query wants (never miss a tile). Raises ``ValueError`` when no sampled
     point exists in the target CRS.
+
+    Args:
+        poly: the polygon in ``src_crs``.
+        src_crs: its CRS.
+        dst_crs: the target CRS.
+        n_interior: interior grid points per axis.
+
+    Returns:
+        The hull in ``dst_crs``.
+
+    Raises:
+        ValueError: no sampled point exists in ``dst_crs``.
     """
     pts = sample_polygon(poly, n_interior=n_interior)
     xs, ys = transform_points(pts[:, 0], pts[:, 1], src_crs, dst_crs)
@@ -91,6 +130,16 @@ def footprint_geojson(geom: BaseGeometry, src_crs: Any, dst_crs: Any = "EPSG:432
     units, default 1e-5 of the footprint's extent; give about half a pixel: a rectangle in UTM
     then stays 4 corners) and oriented counter-clockwise, as RFC 7946 asks. An outline off the globe (a
     geostationary full disk) falls back to the convex hull of the sampled points that exist.
+
+    Args:
+        geom: the footprint in ``src_crs``.
+        src_crs: its CRS.
+        dst_crs: the target CRS.
+        densify: points per edge.
+        tolerance: simplification tolerance in target units.
+
+    Returns:
+        A GeoJSON geometry dict.
     """
     from rasterio.warp import transform_geom
 
@@ -122,7 +171,17 @@ def transform_bbox(bbox: Bbox, src_crs: Any, dst_crs: Any, densify_pts: int = 21
     GDAL's ``transform_bounds`` (densified edges, poles and the antimeridian handled) where it
     gives finite bounds; a bbox partly off the target CRS (lon/lat over a geostationary disk's
     space pixels) falls back to the hull of the sampled points that exist there, so a query
-    never misses a tile it touches."""
+    never misses a tile it touches.
+
+    Args:
+        bbox: ``(minx, miny, maxx, maxy)`` in ``src_crs``.
+        src_crs: its CRS.
+        dst_crs: the target CRS.
+        densify_pts: points per edge for ``transform_bounds``.
+
+    Returns:
+        The region in ``dst_crs``.
+    """
     from rasterio.warp import transform_bounds
 
     try:
@@ -136,7 +195,18 @@ def transform_bbox(bbox: Bbox, src_crs: Any, dst_crs: Any, densify_pts: int = 21
 
 
 def bbox_polygon(bbox: Bbox) -> Polygon:
-    """Validated (minx, miny, maxx, maxy) -> Polygon."""
+    """Validated (minx, miny, maxx, maxy) -> Polygon.
+
+    Args:
+        bbox: ``(minx, miny, maxx, maxy)``.
+
+    Returns:
+        The box.
+
+    Raises:
+        ValueError: non-finite values, or min not below max (a swapped bbox is a user error, not
+            an empty query).
+    """
     minx, miny, maxx, maxy = (float(v) for v in bbox)
     if not all(np.isfinite([minx, miny, maxx, maxy])):
         raise ValueError(f"bbox has non-finite values: {bbox!r}")

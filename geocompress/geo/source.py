@@ -105,10 +105,19 @@ class SceneInfo:
 
     @property
     def is_stack(self) -> bool:
+        """Whether the scene is a stack of single-band files rather than one file."""
         return len(self.paths) > 1
 
     def grid(self, tile: int = 256, stride: int | None = None) -> TileGrid:
-        """The tile grid of this scene."""
+        """The tile grid of this scene.
+
+        Args:
+            tile: tile size in pixels.
+            stride: step between tiles (default ``tile``).
+
+        Returns:
+            The grid over the scene's pixels, in its CRS.
+        """
         return TileGrid.from_dataset(self, tile=tile, stride=stride)
 
 
@@ -131,7 +140,16 @@ def _open(path: Path) -> DatasetReader:
 
 
 def validate_dataset(ds: Any, label: str) -> None:
-    """Raise a :class:`SceneError` subclass if ``ds`` cannot be compressed."""
+    """Raise a :class:`SceneError` subclass if ``ds`` cannot be compressed.
+
+    Args:
+        ds: an open rasterio dataset.
+        label: how messages name it (its path).
+
+    Raises:
+        SceneError: no bands, an empty raster, an unsupported dtype or no CRS (the subclass says
+            which).
+    """
     if ds.count < 1:
         raise NoBandsError(f"{label} has no raster bands")
     if ds.width < 1 or ds.height < 1:
@@ -226,6 +244,15 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
     Raises :class:`~geocompress.geo.errors.SceneError` subclasses with clear
     messages: missing/unreadable file, no CRS, empty raster, unsupported
     dtype, no bands, or stack files that do not share one grid.
+
+    Args:
+        source: a file, or the files of a band stack in band order.
+
+    Returns:
+        The scene's description (size, CRS, dtype, bands, tags, checksum).
+
+    Raises:
+        SceneError: see above.
     """
     paths = _as_paths(source)
     stacked = len(paths) > 1
@@ -322,6 +349,7 @@ class SceneReader:
 
     @property
     def count(self) -> int:
+        """Bands over all files of the scene."""
         return len(self._band_map)
 
     def __enter__(self) -> "SceneReader":
@@ -331,6 +359,7 @@ class SceneReader:
         self.close()
 
     def close(self) -> None:
+        """Close every file of the scene."""
         self._stack.close()
 
     def read_tile(
@@ -340,6 +369,18 @@ class SceneReader:
 
         Reads only the tile's in-scene window; pads by edge replication.
         ``bands`` are 1-based global band numbers (default: all).
+
+        Args:
+            grid: the scene's tile grid.
+            row: tile row.
+            col: tile column.
+            bands: 1-based band numbers; None for all.
+
+        Returns:
+            ``(pixels, valid)``.
+
+        Raises:
+            IndexError: the tile is outside the grid.
         """
         win = grid.valid_window(row, col)
         h, w = int(win.height), int(win.width)
@@ -363,7 +404,18 @@ class SceneReader:
 
     def read_context(self, grid: TileGrid, row: int, col: int, context: int,
                      sides: tuple[int, int, int, int] | None = None) -> np.ndarray:
-        """The tile with ``context`` pixels of its neighbours on each side (see _read_context)."""
+        """The tile with ``context`` pixels of its neighbours on each side (see _read_context).
+
+        Args:
+            grid: the scene's tile grid.
+            row: tile row.
+            col: tile column.
+            context: pixels of neighbours on each side.
+            sides: context actually wanted (top, bottom, left, right); default ``context`` each.
+
+        Returns:
+            ``C x (tile + top + bottom) x (tile + left + right)`` pixels in the source dtype.
+        """
         return _read_context(self, grid, row, col, context, sides)
 
 
@@ -400,6 +452,16 @@ def read_tile(
 
     Convenience wrapper: opens and closes the files unless given an open
     dataset or :class:`SceneReader` (prefer those when reading many tiles).
+
+    Args:
+        source: a scene, its files, or an open dataset / reader.
+        grid: the scene's tile grid.
+        row: tile row.
+        col: tile column.
+        bands: 1-based band numbers; None for all.
+
+    Returns:
+        ``(pixels, valid)`` as :meth:`SceneReader.read_tile`.
     """
     if isinstance(source, SceneReader):
         return source.read_tile(grid, row, col, bands)

@@ -19,4 +19,5 @@ class TileStatus(IntEnum):
 
     @property
     def is_final(self) -> bool:
+        """Whether the tile is done (written or dropped): only PENDING tiles are redone on resume."""
         return self is not TileStatus.PENDING

@@ -53,7 +53,15 @@ class Decision(NamedTuple):
 
 
 def constant_value(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
-    """Per-band value if every band is constant over the valid pixels, else None."""
+    """Per-band value if every band is constant over the valid pixels, else None.
+
+    Args:
+        pixels: ``C x H x W``.
+        valid: ``H x W`` booleans.
+
+    Returns:
+        ``C`` values, or None (also when nothing is valid).
+    """
     if not valid.any():
         return None
     vals = pixels[:, valid]  # (C, n_valid)
@@ -75,7 +83,19 @@ class TileFilter:
             raise ValueError(f"min_valid_fraction must be in [0, 1], got {self.min_valid_fraction}")
 
     def decide(self, pixels: np.ndarray, valid: np.ndarray, in_scene: int | None = None) -> Decision:
-        """Keep or drop one tile. ``pixels`` is (C, H, W), ``valid`` (H, W) bool."""
+        """Keep or drop one tile. ``pixels`` is (C, H, W), ``valid`` (H, W) bool.
+
+        Args:
+            pixels: the tile.
+            valid: its validity mask.
+            in_scene: pixels of the tile inside the scene (edge tiles are judged on those only).
+
+        Returns:
+            ``(keep, reason)``.
+
+        Raises:
+            ValueError: shapes that do not match.
+        """
         if pixels.ndim != 3 or valid.shape != pixels.shape[1:]:
             raise ValueError(f"expected pixels (C,H,W) and valid (H,W), got {pixels.shape} / {valid.shape}")
         n_valid = int(np.count_nonzero(valid))

@@ -22,6 +22,12 @@ class SSIFAM(nn.Module):
     receptive field "with fewer parameters") is the one of SegNeXt's MSCA, which this block
     mirrors, so the 5x5 and strip convolutions are depthwise and the 1x1 convolution mixes the
     channels ("spectral fusion"). ``depthwise=False`` gives dense convolutions instead.
+
+    Args:
+        channels: input and output channels.
+        kernels: the strip convolutions' lengths, one strip branch each.
+        pool: the average / max pooling window.
+        depthwise: depthwise 5x5 and strip convolutions (see above).
     """
 
     def __init__(self, channels: int, kernels: tuple[int, ...] = (5, 7, 9), pool: int = 3,
@@ -46,6 +52,14 @@ class SSIFAM(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # memory-bound at full resolution: accumulate in place, and x * attn + x as one addcmul
+        """``x * attn + x`` (eq. 7).
+
+        Args:
+            x: ``B x C x H x W``.
+
+        Returns:
+            A tensor of ``x``'s shape.
+        """
         c = self.local(x)
         s = self.pools(c)
         for strip in self.strips:
@@ -54,7 +68,14 @@ class SSIFAM(nn.Module):
 
     def pools(self, c: Tensor) -> Tensor:
         """``c + avgpool(c) + maxpool(c)``: eq. 7's identity and pooling terms (CPU training
-        replaces this method with one fused native kernel, ``geocompress.training.ssif_pool``)."""
+        replaces this method with one fused native kernel, ``geocompress.training.ssif_pool``).
+
+        Args:
+            c: the 5x5 convolution's output.
+
+        Returns:
+            The sum, ``c``'s shape.
+        """
         s = c + self.avg(c)
         fast_max = self.max.kernel_size == 3 and not (torch.is_grad_enabled() and c.requires_grad)
         s += max_pool3(c) if fast_max else self.max(c)  # max_pool3's backward is slow: inference only
@@ -64,7 +85,14 @@ class SSIFAM(nn.Module):
 def max_pool3(x: Tensor) -> Tensor:
     """``MaxPool2d(3, stride=1, padding=1)`` as four elementwise maxima of shifted views: the same
     values, faster on CPU in channels-last bfloat16 inference (its backward, through ``maximum``, is
-    several times slower than max pooling's, so training keeps ``MaxPool2d``)."""
+    several times slower than max pooling's, so training keeps ``MaxPool2d``).
+
+    Args:
+        x: ``... x H x W``.
+
+    Returns:
+        The pooled tensor, ``x``'s shape.
+    """
     p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
     r = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])
     return torch.maximum(torch.maximum(r[..., :-2, :], r[..., 1:-1, :]), r[..., 2:, :])
@@ -78,6 +106,14 @@ class MHGAM(nn.Module):
     output projection (step 8); ``attn4 = attn3 + x1`` (step 10); ``attn6 = conv5x5(attn4) * x1``
     (step 11); output ``x + attn6`` (step 12). Eq. (8) writes the Hadamard product with the input
     instead of ``x1``; Algorithm 1 is the more detailed of the two and is followed here.
+
+    Args:
+        channels: input and output channels; divisible by ``heads``.
+        heads: attention heads.
+        dropout: dropout on the attention weights (training only).
+
+    Raises:
+        ValueError: ``channels`` not divisible by ``heads``.
     """
 
     def __init__(self, channels: int, heads: int = 4, dropout: float = 0.0) -> None:
@@ -94,6 +130,14 @@ class MHGAM(nn.Module):
         nn.init.zeros_(self.conv5.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Algorithm 1 over every position of ``x`` (global: quadratic in ``H * W``).
+
+        Args:
+            x: ``B x C x H x W``.
+
+        Returns:
+            A tensor of ``x``'s shape.
+        """
         b, c, h, w = x.shape
         n, d = h * w, c // self.heads
         tokens = x.flatten(2).transpose(1, 2)                                  # b n c
@@ -116,7 +160,17 @@ def attention(q: Tensor, k: Tensor, v: Tensor, dropout: float = 0.0) -> Tensor:
     """``softmax(q k^T / sqrt(d)) v``. Without gradients (coding, any window size) as one fused
     kernel that never materialises the n x n weights, so memory stays bounded; in bf16 training
     on CPU, where the windows are small, as plain matrix products, whose backward is faster than
-    the fused kernel's in bf16 (not in float32: ``catalogs/benchmarks.md``)."""
+    the fused kernel's in bf16 (not in float32: ``catalogs/benchmarks.md``).
+
+    Args:
+        q: queries, ``B x heads x n x d``.
+        k: keys, same shape.
+        v: values, same shape.
+        dropout: dropout probability on the weights.
+
+    Returns:
+        ``B x heads x n x d``.
+    """
     b, h, n, d = q.shape
     if not (torch.is_grad_enabled() and q.device.type == "cpu" and q.dtype == torch.bfloat16
             and b * h * n * n <= MATERIALISE_LIMIT):
@@ -128,7 +182,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, dropout: float = 0.0) -> Tensor:
 
 
 class LGCM(nn.Module):
-    """Local-global collaboration module (eq. 9): ``SSIF-AM(x) + beta * MHG-AM(x)``."""
+    """Local-global collaboration module (eq. 9): ``SSIF-AM(x) + beta * MHG-AM(x)``.
+
+    Args:
+        channels: input and output channels.
+        beta: the global branch's weight.
+        heads: MHG-AM's heads.
+    """
 
     def __init__(self, channels: int, beta: float = 0.1, heads: int = 4) -> None:
         super().__init__()
@@ -137,4 +197,10 @@ class LGCM(nn.Module):
         self.glob = MHGAM(channels, heads=heads)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: ``B x C x H x W``.
+
+        Returns:
+            A tensor of ``x``'s shape.
+        """
         return self.local(x) + self.beta * self.glob(x)

@@ -29,7 +29,22 @@ def _blocks(module: str) -> list[str | None]:
 
 
 class FactorizedReLUWithBlock(FactorizedPriorReLU):
-    """``FactorizedPriorReLU`` with one of MGSSNet's blocks in both transforms."""
+    """``FactorizedPriorReLU`` with one of MGSSNet's blocks in both transforms.
+
+    Shi et al. 2024, III-F(5), on Ballé et al., "Variational image compression with a scale
+    hyperprior" (ICLR 2018)'s factorized-prior ReLU model.
+
+    Args:
+        N: channels of the hidden stages.
+        M: latent channels.
+        module: which block, one of ``GENERALIZATION_MODULES``.
+        beta: LGCM's weight of the global branch.
+        heads: MHG-AM's and LGCM's attention heads.
+        **kwargs: passed to ``FactorizedPriorReLU``.
+
+    Raises:
+        ValueError: an unknown ``module``.
+    """
 
     def __init__(self, N: int = 128, M: int = 192, module: str = "ssif", beta: float = 0.1,
                  heads: int = 4, **kwargs) -> None:

@@ -89,7 +89,20 @@ def _start_near_shallow(stages: nn.Sequential) -> None:
 
 
 class MGSSNet(JointAutoregressiveHierarchicalPriors):
-    """MGSSNet: SSIF-AM / MHG-AM / LGCM transforms with a joint autoregressive hyperprior."""
+    """MGSSNet: SSIF-AM / MHG-AM / LGCM transforms with a joint autoregressive hyperprior.
+
+    Shi et al., JSTARS 2024; architecture choices where the paper is ambiguous are in the module
+    docstring.
+
+    Args:
+        N: channels of the hidden stages.
+        M: latent channels.
+        beta: LGCM's weight of the global branch.
+        heads: MHG-AM's attention heads.
+        modules: the attention placement, ``"full"`` or an ablation variant (``MODULE_SETS``).
+        in_channels: input bands.
+        **kwargs: passed to CompressAI's ``JointAutoregressiveHierarchicalPriors``.
+    """
 
     arch = "mgssnet"
 

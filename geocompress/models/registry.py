@@ -42,12 +42,29 @@ assert tuple(ARCHITECTURES) == ARCH_NAMES, "arch_names.ARCH_NAMES must list the 
 
 
 def names() -> list[str]:
+    """The registry's architecture names, in its order (the CLI's choices).
+
+    Returns:
+        The names.
+    """
     return list(ARCHITECTURES)
 
 
 def build(name: str, **config: Any) -> CompressionModel:
     """Build architecture ``name``; ``config`` overrides its defaults and is kept on ``model.config``
-    so that a checkpoint can rebuild its own model."""
+    so that a checkpoint can rebuild its own model.
+
+    Args:
+        name: a registry name (:func:`names`).
+        **config: configuration overriding the architecture's defaults.
+
+    Returns:
+        The model, with ``config`` and ``arch`` set.
+
+    Raises:
+        ValueError: an unknown name or configuration key (a typo would otherwise build another
+            model than the one asked for).
+    """
     try:
         cls, defaults = ARCHITECTURES[name]
     except KeyError:

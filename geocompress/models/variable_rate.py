@@ -134,10 +134,21 @@ class MGSSNetVR(MGSSNet):
 
     @property
     def levels(self) -> int:
+        """How many rate levels the gain tables hold (valid levels: ``0 .. levels - 1``)."""
         return int(self.config["levels"])
 
     def check_level(self, level: float) -> float:
-        """``level`` as a float, or a ``ValueError`` naming the model's range."""
+        """``level`` as a float, or a ``ValueError`` naming the model's range.
+
+        Args:
+            level: the rate level asked for (fractional levels interpolate).
+
+        Returns:
+            The level as a float.
+
+        Raises:
+            ValueError: not a number, or outside ``0 .. levels - 1``.
+        """
         try:
             q = float(level)
         except (TypeError, ValueError):
@@ -148,7 +159,15 @@ class MGSSNetVR(MGSSNet):
 
     def gain_vectors(self, level: Tensor, inverse: bool = False) -> Tensor:
         """The gain (or inverse gain) at each of ``level`` (1-D), as ``B x M x 1 x 1``, exponentially
-        interpolated between the two nearest levels."""
+        interpolated between the two nearest levels.
+
+        Args:
+            level: one level per image, 1-D.
+            inverse: the inverse gains (synthesis side) instead of the gains (analysis side).
+
+        Returns:
+            ``B x M x 1 x 1`` gains.
+        """
         table = self.log_inverse_gain if inverse else self.log_gain
         level = level.to(table.device)
         lo = level.floor().clamp(0, self.levels - 2).long()

@@ -26,7 +26,20 @@ __all__ = ["CELL", "valid_cells", "valid_footprint"]
 
 
 def valid_cells(ts, cell: int = CELL) -> np.ndarray:
-    """Boolean (ceil(H / cell), ceil(W / cell)) raster: True where some pixel is valid."""
+    """Boolean (ceil(H / cell), ceil(W / cell)) raster: True where some pixel is valid.
+
+    Coarse cells keep the footprint's polygon small while following the valid data.
+
+    Args:
+        ts: an open :class:`~geocompress.store.tile_store.TileStore`.
+        cell: cell size in pixels; must divide the tile size.
+
+    Returns:
+        The cell raster.
+
+    Raises:
+        ValueError: ``cell`` does not divide the tile size.
+    """
     g = ts.grid
     if g.tile % cell:
         raise ValueError(f"cell {cell} must divide the tile size {g.tile}")
@@ -47,7 +60,15 @@ def valid_cells(ts, cell: int = CELL) -> np.ndarray:
 
 
 def valid_footprint(ts, cell: int = CELL) -> BaseGeometry:
-    """Polygon / MultiPolygon of the valid data in the scene CRS (empty when nothing is valid)."""
+    """Polygon / MultiPolygon of the valid data in the scene CRS (empty when nothing is valid).
+
+    Args:
+        ts: an open :class:`~geocompress.store.tile_store.TileStore`.
+        cell: cell size in pixels (see :func:`valid_cells`).
+
+    Returns:
+        The footprint, clipped to the scene's pixel outline.
+    """
     g = ts.grid
     cells = valid_cells(ts, cell)
     if not cells.any():

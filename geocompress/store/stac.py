@@ -49,7 +49,20 @@ def make_stac_item(
     """Build (not write) the Item. ``datetime_`` is the acquisition time if known; by default the
     source's ``TIFFTAG_DATETIME`` (or another acquisition tag), else the processing time, as
     rio-stac does; ``created`` is always the processing time. ``footprint``: the valid data in
-    the scene CRS (:func:`.footprint.valid_footprint`); default the whole scene's outline."""
+    the scene CRS (:func:`.footprint.valid_footprint`); default the whole scene's outline.
+
+    Args:
+        store_path: the store (its name gives the Item's id; its files the checksum).
+        scene: the source scene.
+        grid: the tile grid.
+        codec_meta: the codec's identity and settings, in either vocabulary
+            (:mod:`geocompress.store.identity`).
+        datetime_: the acquisition time, if known.
+        footprint: the valid data in the scene CRS.
+
+    Returns:
+        The Item.
+    """
     store_path = Path(store_path)
     codec = from_stored(codec_meta)
     identity = {k: codec.get(k) for k in IDENTITY}
@@ -107,7 +120,14 @@ def make_stac_item(
 def eo_bands(scene: SceneInfo) -> list[dict]:
     """The eo extension's bands, as rio-stac writes them: a name per band and, where the source's
     colour interpretation says, its common name (red, green, blue; alpha is not a band of the
-    scene's spectrum and gets none)."""
+    scene's spectrum and gets none).
+
+    Args:
+        scene: the source scene.
+
+    Returns:
+        One dict per band.
+    """
     common = {"red": "red", "green": "green", "blue": "blue"}
     out = []
     for k in range(scene.count):
@@ -123,13 +143,27 @@ def eo_bands(scene: SceneInfo) -> list[dict]:
 def file_fields(store_path: Path) -> dict:
     """``file:size`` (every byte of the store) and ``file:checksum``: a sha2-256 multihash over
     the store's files (relative path and bytes, in sorted order); a store is a folder, so this
-    is the digest of its manifest, which any reader can recompute with :func:`store_checksum`."""
+    is the digest of its manifest, which any reader can recompute with :func:`store_checksum`.
+
+    Args:
+        store_path: the store folder.
+
+    Returns:
+        ``{"file:size": ..., "file:checksum": ...}``.
+    """
     size, digest = store_checksum(store_path)
     return {"file:size": size, "file:checksum": "1220" + digest}
 
 
 def store_checksum(store_path: Path) -> tuple[int, str]:
-    """(total bytes, hex sha256) of every file under ``store_path``, in sorted relative order."""
+    """(total bytes, hex sha256) of every file under ``store_path``, in sorted relative order.
+
+    Args:
+        store_path: the store folder.
+
+    Returns:
+        ``(total bytes, hex digest)``.
+    """
     h = hashlib.sha256()
     total = 0
     for f in sorted(p for p in Path(store_path).rglob("*") if p.is_file()):
@@ -150,7 +184,14 @@ DATE_TAGS = ("TIFFTAG_DATETIME", "ACQUISITIONDATETIME", "ACQUISITION_DATE", "DAT
 
 
 def source_datetime(tags: dict) -> tuple[datetime | None, str | None]:
-    """The first date tag of the source that parses (TIFF's ``YYYY:MM:DD HH:MM:SS`` or ISO)."""
+    """The first date tag of the source that parses (TIFF's ``YYYY:MM:DD HH:MM:SS`` or ISO).
+
+    Args:
+        tags: the source's GDAL tags.
+
+    Returns:
+        ``(datetime in UTC, tag name)``, or ``(None, None)`` when no tag parses.
+    """
     upper = {str(k).upper(): str(v) for k, v in (tags or {}).items()}
     for key in DATE_TAGS:
         text = upper.get(key)
@@ -166,7 +207,14 @@ def source_datetime(tags: dict) -> tuple[datetime | None, str | None]:
 
 
 def raster_bands(scene: SceneInfo) -> list[dict]:
-    """The raster extension's per-band description, as rio-stac writes it."""
+    """The raster extension's per-band description, as rio-stac writes it.
+
+    Args:
+        scene: the source scene.
+
+    Returns:
+        One dict per band: data type, and nodata, scale, offset, unit where the source has them.
+    """
     out = []
     for k in range(scene.count):
         band = {"data_type": scene.dtype}
@@ -187,7 +235,19 @@ def write_stac_item(
     datetime_: datetime | None = None, achieved_bpp: float | None = None,
 ) -> Path:
     """Write the Item next to the store (see module docstring); returns its path.
-    ``achieved_bpp`` (tile bytes over the scene's pixels) is recorded when given."""
+    ``achieved_bpp`` (tile bytes over the scene's pixels) is recorded when given.
+
+    Args:
+        store_path: the store.
+        scene: the source scene.
+        grid: the tile grid.
+        codec_meta: as :func:`make_stac_item`.
+        datetime_: the acquisition time, if known.
+        achieved_bpp: the store's bits per pixel.
+
+    Returns:
+        The Item's path (:func:`stac_item_path`).
+    """
     store_path = Path(store_path)
     footprint = None
     if (store_path / "zarr.json").exists():
@@ -205,6 +265,13 @@ def write_stac_item(
 
 
 def stac_item_path(store_path: str | Path) -> Path:
-    """Where :func:`write_stac_item` puts the Item for ``store_path``."""
+    """Where :func:`write_stac_item` puts the Item for ``store_path``.
+
+    Args:
+        store_path: the store.
+
+    Returns:
+        ``<store stem>.stac-item.json`` beside it.
+    """
     store_path = Path(store_path)
     return store_path.with_name(store_path.stem + STAC_SUFFIX)

@@ -87,7 +87,14 @@ def _canonical(value: Any) -> str:
 
 
 def attrs_digest(meta: dict) -> str:
-    """SHA-256 of the root attributes (all but the digest itself), canonical JSON."""
+    """SHA-256 of the root attributes (all but the digest itself), canonical JSON.
+
+    Args:
+        meta: the ``geocompress`` root attributes.
+
+    Returns:
+        The hex digest: an edited attribute (size, transform, codec, ...) fails :meth:`TileStore.open`.
+    """
     return _canonical({k: v for k, v in meta.items() if k != "attrs_digest"})
 
 
@@ -440,18 +447,32 @@ class TileStore:
         format_version: int = FORMAT_VERSION,
         tile_version: int | None = None,
     ) -> "TileStore":
-        """Create an empty store (every tile PENDING).
+        """Create an empty store (every tile PENDING), its status "in-progress" on disk before any array.
 
-        ``codec_meta`` must hold ``model`` (name), ``weights_digest`` and
-        ``quality`` (``arch``/``digest`` are accepted as aliases, matching
-        ``TileCodec`` attributes); an optional ``config`` dict (codec settings) is recorded
-        as ``codec_config``. ``overwrite`` replaces an existing *geocompress*
-        store; any other existing path is refused rather than deleted. ``format_version`` 2
-        or 1 writes an earlier layout (tests of old stores: 1 has no checksums at all).
-        ``tile_version``: the tile-string format version (:mod:`geocompress.codec.format`) the
-        tiles are written in, recorded as ``tile_format_version`` among the digest-covered
-        attributes; readers refuse a tile whose header says another (an edited version byte).
-        Stores written before it exist record none and bind no version.
+        Args:
+            path: where; an existing *geocompress* store is replaced only with ``overwrite``, any other
+                existing path is refused rather than deleted.
+            scene: the source scene (size, dtype, bands, tags, checksum recorded for decoding).
+            grid: the tile grid; its size must be the scene's.
+            codec_meta: the codec's ``arch``, ``digest`` and ``quality`` (or their stored names
+                ``model``, ``weights_digest``: :mod:`geocompress.store.identity`) and an optional
+                ``config`` dict of codec settings, recorded as ``codec_config``.
+            shard: tiles per shard side: the unit one writer owns.
+            overwrite: replace an existing geocompress store.
+            format_version: 3, or 2 / 1 to write an earlier layout (tests of old stores; 1 has no
+                checksums at all).
+            tile_version: the tile-string format version (:mod:`geocompress.codec.format`) the tiles
+                are written in, recorded as ``tile_format_version`` among the digest-covered
+                attributes; readers refuse a tile whose header says another (an edited version byte).
+                Stores written before it record none and bind no version.
+
+        Returns:
+            The store, open for writing (``r+``).
+
+        Raises:
+            ValueError: an unknown format, a missing codec field, ``shard`` < 1, or a grid of another
+                size than the scene.
+            StoreError: ``path`` exists and may not be replaced.
         """
         if format_version not in (1, 2, 3):
             raise ValueError(f"can write store formats 1, 2 and 3, not {format_version}")
@@ -482,7 +503,21 @@ class TileStore:
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> "TileStore":
-        """Open an existing store, validating that it is one and its format version."""
+        """Open an existing store, validating that it is one and its format version.
+
+        Args:
+            path: the store.
+            mode: ``"r"`` or ``"r+"`` (to write blocks and complete it).
+
+        Returns:
+            The store.
+
+        Raises:
+            ValueError: another mode.
+            StoreError: nothing there, not Zarr, or not a geocompress store.
+            StoreVersionError: a store format this geocompress does not read.
+            StoreIntegrityError: the root attributes or the georeferencing were edited or damaged.
+        """
         path = Path(path)
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
@@ -581,10 +616,12 @@ class TileStore:
     # -- metadata -------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:
+        """``(n_rows, n_cols)`` of the tile grid."""
         return self.grid.shape
 
     @property
     def is_complete(self) -> bool:
+        """Whether every tile is final and :meth:`mark_complete` ran."""
         return self.meta.get("status") == "complete"
 
     @property
@@ -607,6 +644,16 @@ class TileStore:
 
         The pipeline calls this before resuming into an existing store and
         refuses (unless ``--overwrite``) when anything differs.
+
+        Args:
+            scene_checksum: the source's checksum now.
+            codec_meta: the codec asked for, in either vocabulary; ``config``, ``tile`` and
+                ``stride`` are compared when present.
+            tile: the tile size asked for (unless ``codec_meta`` has one).
+            stride: the stride asked for (unless ``codec_meta`` has one).
+
+        Raises:
+            StoreMismatchError: a setting differs.
         """
         m, have = self.meta, self.codec
         codec_meta = from_stored(codec_meta)
@@ -637,14 +684,22 @@ class TileStore:
 
     # -- blocks ---------------------------------------------------------------------
     def shard_blocks(self) -> Iterator[tuple[slice, slice]]:
-        """(row_slice, col_slice) of every shard block, row-major. One writer per block."""
+        """(row_slice, col_slice) of every shard block, row-major. One writer per block.
+
+        Yields:
+            ``(rows, cols)`` slices.
+        """
         n_rows, n_cols = self.shape
         for r in range(0, n_rows, self.shard):
             for c in range(0, n_cols, self.shard):
                 yield slice(r, min(r + self.shard, n_rows)), slice(c, min(c + self.shard, n_cols))
 
     def pending_blocks(self) -> Iterator[tuple[slice, slice]]:
-        """Shard blocks that still hold PENDING tiles (what a resumed run must do)."""
+        """Shard blocks that still hold PENDING tiles (what a resumed run must do).
+
+        Yields:
+            ``(rows, cols)`` slices.
+        """
         status = self.status()
         for rs, cs in self.shard_blocks():
             if (status[rs, cs] == TileStatus.PENDING).any():
@@ -678,6 +733,19 @@ class TileStore:
         tiles), ``status`` the matching uint8 :class:`TileStatus` codes (no
         PENDING), ``constants`` an optional (h, w, count) array of per-band
         values used where status is DROPPED_CONSTANT.
+
+        Args:
+            rows: the block's tile rows (shard-aligned).
+            cols: the block's tile columns (shard-aligned).
+            strings: tile strings.
+            status: final status codes.
+            constants: per-band values of DROPPED_CONSTANT tiles.
+            masks: encoded validity masks of kept tiles (``b""`` / None = all valid).
+
+        Raises:
+            StoreError: the store is open read-only.
+            ValueError: a block that is not shard-aligned, shapes that differ, a non-final status, or
+                strings that disagree with their status.
         """
         if self.mode != "r+":
             raise StoreError(f"{self.path} is open read-only")
@@ -735,6 +803,17 @@ class TileStore:
 
         Always reads with slices: zarr 3.1 strips trailing NUL bytes on scalar
         reads of variable-length bytes (``a[i, j]``), slice reads are exact.
+
+        Args:
+            rows: tile rows.
+            cols: tile columns.
+
+        Returns:
+            The strings.
+
+        Raises:
+            TypeError: an index that is not a slice.
+            StoreIntegrityError: a damaged chunk.
         """
         if not isinstance(rows, slice) or not isinstance(cols, slice):
             raise TypeError("read_strings takes slices; use read_string(row, col) for one tile")
@@ -747,7 +826,15 @@ class TileStore:
 
     def read_valid(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
         """(rows, cols, tile, tile) booleans: which pixels of each tile are valid, as stored
-        (False for dropped and pending tiles), whatever the store format."""
+        (False for dropped and pending tiles), whatever the store format.
+
+        Args:
+            rows: tile rows.
+            cols: tile columns.
+
+        Returns:
+            The masks.
+        """
         if self._boolean_masks:
             return np.asarray(_read(self.path, MASKS, self._masks, (rows, cols, slice(None), slice(None))),
                               dtype=bool)
@@ -761,7 +848,15 @@ class TileStore:
 
     def read_masks(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
         """2-D object array of encoded validity masks (``b""`` = all valid, and for tiles
-        that are not kept); slice reads only."""
+        that are not kept); slice reads only.
+
+        Args:
+            rows: tile rows.
+            cols: tile columns.
+
+        Returns:
+            The encoded masks.
+        """
         if self._boolean_masks:
             valid = self.read_valid(rows, cols)
             kept = np.isin(self.status(rows, cols), (TileStatus.WRITTEN, TileStatus.DROPPED_CONSTANT))
@@ -772,24 +867,56 @@ class TileStore:
         return np.asarray(_read(self.path, MASKS, self._masks, (rows, cols)), dtype=object)
 
     def read_string(self, row: int, col: int) -> bytes:
-        """One tile's string (read through a 1x1 slice, see :meth:`read_strings`)."""
+        """One tile's string (read through a 1x1 slice, see :meth:`read_strings`).
+
+        Args:
+            row: tile row.
+            col: tile column.
+
+        Returns:
+            The string (``b""`` where none is stored).
+        """
         return bytes(self.read_strings(slice(row, row + 1), slice(col, col + 1))[0, 0])
 
     def status(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
-        """uint8 :class:`TileStatus` codes."""
+        """uint8 :class:`TileStatus` codes.
+
+        Args:
+            rows: tile rows.
+            cols: tile columns.
+
+        Returns:
+            The codes.
+        """
         return np.asarray(_read(self.path, STATUS, self._status, (rows, cols)), dtype=np.uint8)
 
     def constants(self, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
-        """(h, w, count) per-band values (meaningful where status is DROPPED_CONSTANT)."""
+        """(h, w, count) per-band values (meaningful where status is DROPPED_CONSTANT).
+
+        Args:
+            rows: tile rows.
+            cols: tile columns.
+
+        Returns:
+            The values, in the source dtype.
+        """
         return np.asarray(_read(self.path, CONSTANT, self._constant, (rows, cols, slice(None))))
 
     def status_counts(self) -> dict[str, int]:
-        """Number of tiles per status name."""
+        """Number of tiles per status name.
+
+        Returns:
+            Every status name, with 0 for those absent.
+        """
         codes = self.status()
         return {s.name: int((codes == s).sum()) for s in TileStatus}
 
     def nbytes_tiles(self) -> int:
-        """Total length of all stored tile strings (the compressed payload)."""
+        """Total length of all stored tile strings (the compressed payload).
+
+        Returns:
+            Bytes.
+        """
         total = 0
         for rs, cs in self.shard_blocks():
             total += sum(len(s) for s in self.read_strings(rs, cs).ravel())
@@ -797,7 +924,11 @@ class TileStore:
 
     # -- completion -----------------------------------------------------------------
     def mark_complete(self) -> None:
-        """Flip the root status to "complete"; refuses while tiles are PENDING."""
+        """Flip the root status to "complete"; refuses while tiles are PENDING.
+
+        Raises:
+            StoreError: the store is read-only, or tiles are still PENDING.
+        """
         if self.mode != "r+":
             raise StoreError(f"{self.path} is open read-only")
         pending = int((self.status() == TileStatus.PENDING).sum())

@@ -19,17 +19,40 @@ GRID_MAPPING = "spatial_ref"
 
 
 def geotransform_string(transform: Affine) -> str:
-    """GDAL-order GeoTransform as rioxarray writes it (shortest round-trip floats)."""
+    """GDAL-order GeoTransform as rioxarray writes it (shortest round-trip floats).
+
+    Args:
+        transform: the grid's affine transform.
+
+    Returns:
+        Six space-separated floats in GDAL order, read back exactly by GDAL and rioxarray.
+    """
     return " ".join(repr(float(v)) for v in transform.to_gdal())
 
 
 def parse_geotransform(text: str) -> Affine:
-    """Inverse of :func:`geotransform_string`."""
+    """Inverse of :func:`geotransform_string`.
+
+    Args:
+        text: a ``GeoTransform`` attribute.
+
+    Returns:
+        The affine transform.
+    """
     return Affine.from_gdal(*(float(v) for v in text.split()))
 
 
 def spatial_ref_attrs(crs: CRS, transform: Affine) -> dict:
-    """Attributes of the ``spatial_ref`` grid-mapping variable."""
+    """Attributes of the ``spatial_ref`` grid-mapping variable.
+
+    Args:
+        crs: the grid's CRS.
+        transform: the grid's affine transform.
+
+    Returns:
+        CF grid-mapping attributes (where pyproj can derive them), ``crs_wkt`` / ``spatial_ref``
+        (WKT2: always, so an exotic CRS still reads) and ``GeoTransform``.
+    """
     wkt = crs.to_wkt(version="WKT2_2019")
     try:
         with warnings.catch_warnings():
@@ -45,5 +68,9 @@ def spatial_ref_attrs(crs: CRS, transform: Affine) -> dict:
 
 
 def data_var_attrs() -> dict:
-    """Attributes linking a data variable to ``spatial_ref``."""
+    """Attributes linking a data variable to ``spatial_ref``.
+
+    Returns:
+        ``grid_mapping`` and ``coordinates``, both naming ``spatial_ref``.
+    """
     return {"grid_mapping": GRID_MAPPING, "coordinates": GRID_MAPPING}
