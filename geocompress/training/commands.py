@@ -16,6 +16,15 @@ _RAW = argparse.RawDescriptionHelpFormatter
 
 
 def add_tile_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``geocompress tile`` sub-command's options (kept here, beside the code they drive, so the
+    CLI stays a thin list of sub-commands).
+
+    Args:
+        sub: the CLI's sub-parsers.
+
+    Returns:
+        The sub-command's parser.
+    """
     p = sub.add_parser(
         "tile", formatter_class=_RAW,
         help="build a tiled training dataset (Zarr) from GeoTIFF scenes and image folders",
@@ -52,6 +61,17 @@ def add_tile_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run_tile(args: argparse.Namespace) -> int:
+    """Build a tiled dataset from the parsed ``geocompress tile`` arguments.
+
+    Args:
+        args: the parsed arguments.
+
+    Returns:
+        The exit status, 0.
+
+    Raises:
+        SystemExit: no scene, scenes folder or image folder was given.
+    """
     from geocompress.geo import TileFilter
 
     from .dataset import DatasetRecipe, build_dataset
@@ -72,6 +92,14 @@ def run_tile(args: argparse.Namespace) -> int:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``geocompress train`` sub-command's options.
+
+    Args:
+        sub: the CLI's sub-parsers.
+
+    Returns:
+        The sub-command's parser.
+    """
     from geocompress.models.arch_names import ARCH_NAMES
 
     p = sub.add_parser(
@@ -154,6 +182,18 @@ def _value(v: str):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train from the parsed ``geocompress train`` arguments (resumes a run whose state exists).
+
+    Args:
+        args: the parsed arguments.
+
+    Returns:
+        The exit status, 0.
+
+    Raises:
+        SystemExit: a malformed ``--config`` item, or a missing / meaningless ``--lambda`` (a
+            fixed-rate architecture needs one; ``mgssnet-vr`` trains each level at its own).
+    """
     from .lambdas import resolve
     from .trainer import train
 

@@ -30,7 +30,14 @@ def _kernel():
 
 
 def eligible(m: nn.Module) -> bool:
-    """Depthwise, stride 1, zero "same" padding: the case the kernel computes."""
+    """Depthwise, stride 1, zero "same" padding: the case the kernel computes.
+
+    Args:
+        m: a module.
+
+    Returns:
+        Whether :func:`conv` can take its weight gradient natively.
+    """
     return (isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels
             and m.stride == (1, 1) and m.dilation == (1, 1) and m.padding_mode == "zeros"
             and isinstance(m.padding, tuple)
@@ -40,7 +47,19 @@ def eligible(m: nn.Module) -> bool:
 
 def weight_grad(x: Tensor, go: Tensor, kernel_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """``d loss / d weight`` and ``d loss / d bias`` of a depthwise conv from its input and its
-    output gradient, in one pass of the native kernel."""
+    output gradient, in one pass of the native kernel.
+
+    Args:
+        x: the convolution's input, ``N x C x H x W``.
+        go: the gradient of its output, same shape.
+        kernel_size: ``(kh, kw)``.
+
+    Returns:
+        ``(d weight, d bias)``.
+
+    Raises:
+        MemoryError: the kernel could not allocate its buffers.
+    """
     fn = _kernel()
     n, c, h, w = x.shape
     kh, kw = kernel_size
@@ -77,7 +96,15 @@ class _DepthwiseConv(torch.autograd.Function):
 
 
 def conv(m: nn.Conv2d, x: Tensor) -> Tensor:
-    """``m(x)`` with the fast weight gradient where it applies (float32 on CPU, training)."""
+    """``m(x)`` with the fast weight gradient where it applies (float32 on CPU, training).
+
+    Args:
+        m: an :func:`eligible` depthwise convolution.
+        x: its input.
+
+    Returns:
+        Its output (the same values as ``m(x)``).
+    """
     if (torch.is_grad_enabled() and m.weight.requires_grad and x.device.type == "cpu"
             and x.dtype == torch.float32 and m.weight.dtype == torch.float32 and _kernel() is not None):
         return _DepthwiseConv.apply(x, m.weight, m.bias, m.padding)

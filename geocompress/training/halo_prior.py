@@ -31,6 +31,10 @@ PRIOR_PARTS = ("h_a.", "h_s.", "context_prediction.", "entropy_parameters.", "en
 
 @dataclass(frozen=True)
 class HaloPriorConfig:
+    """How a halo prior is fitted: steps, batch and window sides (latent pixels), the windows'
+    distance from the maps' edges, the main and auxiliary learning rates, the seed and how often
+    to validate. The defaults are the shipped priors' recipe.
+    """
     steps: int = 2000
     batch: int = 16
     sizes: tuple[int, ...] = (8, 12)  # window sides in latent pixels (tiles of 128 and 192 px)
@@ -45,7 +49,17 @@ class HaloPriorConfig:
 
 def interior_latents(model: torch.nn.Module, tiles: np.ndarray, batch: int = 8,
                      flips: bool = True) -> torch.Tensor:
-    """``g_a`` of each ``3 x T x T`` uint8 tile (and of its transpose, with ``flips``), float32."""
+    """``g_a`` of each ``3 x T x T`` uint8 tile (and of its transpose, with ``flips``), float32.
+
+    Args:
+        model: the base model (its ``g_a``).
+        tiles: ``N x 3 x T x T`` uint8 tiles.
+        batch: tiles per forward pass.
+        flips: add each tile's transpose (twice the data, same statistics).
+
+    Returns:
+        ``N (x 2) x M x T/16 x T/16`` latents.
+    """
     out = []
     with torch.no_grad():
         for i in range(0, len(tiles), batch):
@@ -60,7 +74,21 @@ def windows(latents: torch.Tensor, size: int, n: int, rng: np.random.Generator,
             margin: int = 0) -> torch.Tensor:
     """``n`` random ``size x size`` windows at least ``margin`` latent pixels from the maps'
     edges (a window side at 0 is an edge latent, one at 2 or more an interior latent: the
-    analysis transform is local beyond 2)."""
+    analysis transform is local beyond 2).
+
+    Args:
+        latents: ``N x M x h x w`` maps.
+        size: window side.
+        n: how many.
+        rng: the random generator.
+        margin: minimum distance from the maps' edges.
+
+    Returns:
+        ``n x M x size x size``.
+
+    Raises:
+        ValueError: the maps are too small for such a window.
+    """
     hi = latents.shape[-1] - margin - size
     if hi < margin:
         raise ValueError(f"latent maps of {latents.shape[-1]} have no {size} x {size} window "
@@ -75,8 +103,16 @@ def rate_bpp(model: torch.nn.Module, y: torch.Tensor) -> torch.Tensor:
     """Bits per pixel of windows ``y`` coded as tiles: hyper-latent plus latent under the joint
     prior, with what the codec's decoder gives the context model (``mixed`` quantization of
     :mod:`.quantization`, as the shipped weights were trained: a prior fitted on noisy context
-    codes 5-10 % above its own estimate). Noise for the rate in training mode; in eval mode the
-    likelihood of the rounded values, i.e. the coded size."""
+    codes above its own estimate, ``catalogs/figures-from-docstrings.md``). Noise for the rate in
+    training mode; in eval mode the likelihood of the rounded values, i.e. the coded size.
+
+    Args:
+        model: the model being fitted.
+        y: latent windows.
+
+    Returns:
+        Mean bits per pixel, a scalar tensor.
+    """
     z = model.h_a(y)
     _, z_lik = model.entropy_bottleneck(z)
     params = model.h_s(median_rounded(model.entropy_bottleneck, z))
@@ -89,7 +125,14 @@ def rate_bpp(model: torch.nn.Module, y: torch.Tensor) -> torch.Tensor:
 
 
 def prior_parameters(model: torch.nn.Module) -> tuple[list, list]:
-    """(main, aux) parameters of the fit; the transforms get no gradient."""
+    """(main, aux) parameters of the fit; the transforms get no gradient.
+
+    Args:
+        model: the model (its non-prior parameters are frozen here).
+
+    Returns:
+        ``(main, aux)`` parameter lists.
+    """
     main, aux = [], []
     for name, p in model.named_parameters():
         if not name.startswith(PRIOR_PARTS):
@@ -105,7 +148,21 @@ def fit_halo_prior(model: torch.nn.Module, train: torch.Tensor, val: torch.Tenso
                    cfg: HaloPriorConfig = HaloPriorConfig(),
                    log: Callable[[str], None] = print) -> list[dict]:
     """Fit the prior of ``model`` in place to windows of ``train`` maps; returns the validation
-    history (bpp of fixed ``val`` windows, eval mode, every ``cfg.val_every`` steps)."""
+    history (bpp of fixed ``val`` windows, eval mode, every ``cfg.val_every`` steps).
+
+    Args:
+        model: the base model; its prior parts (``PRIOR_PARTS``) change in place.
+        train: training latent maps.
+        val: validation latent maps.
+        cfg: the recipe.
+        log: where progress lines go.
+
+    Returns:
+        One dict per validation: step and bpp per window size.
+
+    Raises:
+        FloatingPointError: the rate diverged (a non-finite loss).
+    """
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     vrng = np.random.default_rng(cfg.seed + 1)

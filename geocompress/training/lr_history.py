@@ -21,7 +21,14 @@ __all__ = ["lr_segments", "read_lr_segments", "describe", "inherited"]
 def lr_segments(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Segments ``{"from_step", "to_step", "lr"}`` of constant lr over the log's train rows, in
     step order. The trainer's warm-up sets lr = target * step / warmup_steps, so consecutive steps
-    whose lr rises in proportion to the step become one segment with ``"ramp_from"``, its first lr."""
+    whose lr rises in proportion to the step become one segment with ``"ramp_from"``, its first lr.
+
+    Args:
+        rows: the trainer log's rows (``phase``, ``step``, ``lr``).
+
+    Returns:
+        The segments.
+    """
     segs: list[dict[str, Any]] = []
     for r in rows:
         if r.get("phase") != "train" or r.get("lr") in ("", None):
@@ -40,7 +47,14 @@ def lr_segments(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def read_lr_segments(log_path: str | os.PathLike) -> list[dict[str, Any]]:
-    """``lr_segments`` of a trainer log file; an empty list when the run has no log."""
+    """``lr_segments`` of a trainer log file; an empty list when the run has no log.
+
+    Args:
+        log_path: the run's ``log.csv``.
+
+    Returns:
+        The segments.
+    """
     path = Path(log_path)
     if not path.exists():
         return []
@@ -54,7 +68,16 @@ def inherited(parent_own: Iterable[Mapping[str, Any]], parent_steps: int,
     the parent's own inherited schedule, then the parent's own segments (up to ``parent_steps``,
     where it was when the child started) shifted past the steps the parent inherited. A link
     whose schedule was never recorded leaves a gap at the start (``describe`` then starts later
-    than step 1)."""
+    than step 1).
+
+    Args:
+        parent_own: the parent run's own segments.
+        parent_steps: the parent's step when the child started from it.
+        parent_lineage: the parent's lineage record (its inherited schedule), if any.
+
+    Returns:
+        The segments, numbered over the chain.
+    """
     lineage = parent_lineage or {}
     offset = int(lineage.get("steps") or 0)
     out = [dict(s) for s in lineage.get("lr_schedule") or []]
@@ -67,7 +90,14 @@ def inherited(parent_own: Iterable[Mapping[str, Any]], parent_steps: int,
 
 
 def describe(segs: Iterable[Mapping[str, Any]]) -> str:
-    """One line for a catalog, e.g. ``1-200: ramp to 0.00025; 201-2010: 0.00025; 2011-2363: 0.0001``."""
+    """One line for a catalog, e.g. ``1-200: ramp to 0.00025; 201-2010: 0.00025; 2011-2363: 0.0001``.
+
+    Args:
+        segs: segments from :func:`lr_segments` or :func:`inherited`.
+
+    Returns:
+        The line.
+    """
     parts = []
     for s in segs:
         span = f"{s['from_step']}-{s['to_step']}" if s["to_step"] > s["from_step"] else f"{s['from_step']}"

@@ -18,7 +18,14 @@ from . import depthwise, ssif_pool
 def keep_float32(module: torch.nn.Module) -> bool:
     """Layers that stay in float32 inside a bf16 / fp16 autocast: the entropy models (their CDF
     logits and likelihood bounds need it) and, on CPU, depthwise convolutions, whose bf16 backward
-    is several times slower than float32's (``benchmarks/train_speed.py``)."""
+    is several times slower than float32's (``benchmarks/train_speed.py``).
+
+    Args:
+        module: a layer.
+
+    Returns:
+        Whether it stays in float32.
+    """
     from compressai.entropy_models import EntropyModel
 
     if isinstance(module, EntropyModel):
@@ -31,7 +38,13 @@ def prepare_layers(model: torch.nn.Module, device_type: str, amp: bool) -> None:
     on float32 inputs; on CPU, depthwise convolutions take the native weight gradient
     (:mod:`.depthwise`) and SSIF-AM's pooling terms the fused native kernels (:mod:`.ssif_pool`)
     in either mode. The new forwards are bound methods, so a deep copy of the model calls its
-    own layers."""
+    own layers.
+
+    Args:
+        model: the model being trained (changed in place; done once per model).
+        device_type: ``"cpu"`` or ``"cuda"``.
+        amp: whether the run uses autocast.
+    """
     cpu = device_type == "cpu"
     for m in model.modules():
         if getattr(m, "_geocompress_prepared", False):
@@ -71,7 +84,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     ``mixed`` is bf16 autocast for the dense convolutions and attention products with the
     :func:`keep_float32` layers in float32; on CUDA fp16 (with a ``GradScaler``) where bf16 is
     not supported. ``auto`` is ``mixed`` on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16),
-    float32 elsewhere."""
+    float32 elsewhere.
+
+    Args:
+        precision: ``"float32"``, ``"mixed"`` or ``"auto"``.
+        device: the training device.
+
+    Returns:
+        ``torch.bfloat16``, ``torch.float16`` or None.
+
+    Raises:
+        ValueError: an unknown precision.
+    """
     from geocompress.codec.precision import cpu_bf16_supported
 
     if precision not in TRAIN_PRECISIONS:

@@ -27,6 +27,13 @@ FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
 
 
 def cache_dir() -> Path:
+    """Where compiled kernels are kept between runs (``$GEOCOMPRESS_CACHE/kernels``, else
+    ``$XDG_CACHE_HOME/geocompress/kernels`` or ``~/.cache/geocompress/kernels``): the build is
+    per machine, never shipped.
+
+    Returns:
+        The folder (not created here).
+    """
     root = os.environ.get("GEOCOMPRESS_CACHE")
     if not root:
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geocompress"
@@ -45,7 +52,15 @@ def _cpu_key() -> str:
 
 @cache
 def load(name: str) -> ctypes.CDLL | None:
-    """``kernels/NAME.c`` as a loaded library, or None where it cannot be built here."""
+    """``kernels/NAME.c`` as a loaded library, or None where it cannot be built here.
+
+    Args:
+        name: the kernel's file stem in ``geocompress/training/kernels``.
+
+    Returns:
+        The library, or None (no compiler, a failed build, or ``GEOCOMPRESS_NATIVE=0``): callers
+        then use torch's own path, so training never depends on a compiler.
+    """
     if os.environ.get("GEOCOMPRESS_NATIVE", "1") == "0":
         return None
     src = KERNELS / f"{name}.c"
@@ -74,5 +89,12 @@ def load(name: str) -> ctypes.CDLL | None:
 
 def nhwc(t: torch.Tensor) -> torch.Tensor:
     """``t`` (N C H W) as float32 with N H W C memory, what the kernels read and write (no copy
-    when it already is)."""
+    when it already is).
+
+    Args:
+        t: an ``N x C x H x W`` tensor.
+
+    Returns:
+        A detached float32 channels-last tensor.
+    """
     return t.detach().float().contiguous(memory_format=torch.channels_last)

@@ -38,18 +38,39 @@ class Stretch:
     hi: tuple[float, ...]
 
     def apply(self, x: np.ndarray) -> np.ndarray:
+        """Map source values to 8 bits: ``lo`` -> 0, ``hi`` -> 255, linear, clipped.
+
+        Args:
+            x: ``C x H x W`` source pixels, one band per ``lo`` / ``hi`` entry.
+
+        Returns:
+            ``C x H x W`` uint8.
+        """
         lo = np.asarray(self.lo, dtype=np.float64)[:, None, None]
         hi = np.asarray(self.hi, dtype=np.float64)[:, None, None]
         y = (x.astype(np.float64) - lo) * (255.0 / np.maximum(hi - lo, 1.0))
         return np.clip(np.rint(y), 0, 255).astype(np.uint8)
 
     def to_dict(self) -> dict:
+        """What the dataset's catalog records of the stretch, so tiles can be mapped back to source
+        values.
+
+        Returns:
+            The rule and the per-band ``lo`` / ``hi``.
+        """
         return {"rule": f"per-band {LOW_PCT}-{HIGH_PCT} percentile linear stretch",
                 "lo": list(self.lo), "hi": list(self.hi)}
 
 
 def band_selection(count: int) -> list[int]:
-    """1-based source bands that make the 3 output channels (see the module docstring)."""
+    """1-based source bands that make the 3 output channels (see the module docstring).
+
+    Args:
+        count: the source's band count.
+
+    Returns:
+        Three 1-based band numbers.
+    """
     if count >= 3:
         return [1, 2, 3]
     if count == 2:
@@ -58,7 +79,15 @@ def band_selection(count: int) -> list[int]:
 
 
 def overview_stretch(scene: SceneInfo, bands: list[int]) -> Stretch:
-    """Percentile stretch of ``bands`` from a decimated read of the whole scene."""
+    """Percentile stretch of ``bands`` from a decimated read of the whole scene.
+
+    Args:
+        scene: the scene.
+        bands: 1-based bands to stretch.
+
+    Returns:
+        The stretch.
+    """
     f = max(1, int(np.ceil(max(scene.width, scene.height) / OVERVIEW_PIXELS)))
     h, w = max(1, scene.height // f), max(1, scene.width // f)
     files = [rasterio.open(p) for p in scene.paths]
@@ -83,7 +112,19 @@ def overview_stretch(scene: SceneInfo, bands: list[int]) -> Stretch:
 
 
 def to_rgb8(pixels: np.ndarray, bands: list[int], stretch: Stretch | None) -> np.ndarray:
-    """``pixels`` (C x H x W, all source bands) -> 3 x H x W uint8."""
+    """``pixels`` (C x H x W, all source bands) -> 3 x H x W uint8.
+
+    Args:
+        pixels: all source bands.
+        bands: the three 1-based bands to keep.
+        stretch: the scene's stretch; None for 8-bit sources.
+
+    Returns:
+        The tile.
+
+    Raises:
+        ValueError: pixels that are not 8-bit and no stretch.
+    """
     x = pixels[[b - 1 for b in bands]]
     if stretch is not None:
         return stretch.apply(x)

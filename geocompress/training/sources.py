@@ -56,6 +56,15 @@ class SceneSource:
     @classmethod
     def of(cls, path: str | os.PathLike | Sequence[str | os.PathLike],
            name: str | None = None) -> "SceneSource":
+        """A source from one file or from a band stack's files.
+
+        Args:
+            path: a GeoTIFF, or the files of a band stack in band order.
+            name: the dataset's name for it; default the file's stem or the stack's folder name.
+
+        Returns:
+            The source.
+        """
         paths = (Path(path),) if isinstance(path, (str, os.PathLike)) else tuple(map(Path, path))
         default = paths[0].stem if len(paths) == 1 else paths[0].parent.name
         return cls(paths, name or default)
@@ -63,7 +72,14 @@ class SceneSource:
 
 def landsat_stack_order(files: Sequence[Path]) -> list[Path]:
     """Order single-band files of a folder: ``..._B4, _B3, _B2`` (true colour) when present,
-    otherwise by name."""
+    otherwise by name.
+
+    Args:
+        files: the folder's single-band files.
+
+    Returns:
+        The files in stack order.
+    """
     by_band = {}
     for f in files:
         m = re.search(r"_B(\d+)$", f.stem, re.IGNORECASE)
@@ -76,7 +92,14 @@ def landsat_stack_order(files: Sequence[Path]) -> list[Path]:
 
 def discover_scenes(folder: str | os.PathLike) -> list[SceneSource]:
     """Every ``*.tif`` of ``folder`` is a scene; every sub-folder of ``*.tif`` files a band
-    stack (see :func:`landsat_stack_order`)."""
+    stack (see :func:`landsat_stack_order`).
+
+    Args:
+        folder: a folder of scenes.
+
+    Returns:
+        The sources, files first, then stacks, each sorted by name.
+    """
     folder = Path(folder)
     out = [SceneSource.of(p) for p in sorted(folder.glob("*.tif")) + sorted(folder.glob("*.tiff"))]
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
@@ -97,6 +120,15 @@ class ScenePlan:
     blocks: dict[int, list[tuple[int, int]]]  # block id -> (row, col) tiles
 
     def describe(self, source: SceneSource) -> dict[str, Any]:
+        """What the dataset's catalog records about a scene: where it came from and its georeferencing,
+        so a tile can be traced back to its ground.
+
+        Args:
+            source: the scene this plan is of.
+
+        Returns:
+            A JSON-safe dict.
+        """
         return {
             "name": source.name, "kind": "scene",
             "paths": [str(p) for p in source.paths],
@@ -118,6 +150,15 @@ def plan_scene(source: SceneSource, tile: int = 256, block: int = 4,
     own), found from each tile's centre: scenes of one site (overlapping footprints, e.g. two
     dates of one NAIP quarter quad) share a reference so that the same ground falls in the same
     block, and so in the same split. Block ids are ``block_row * 100000 + block_col``.
+
+    Args:
+        source: the scene.
+        tile: tile size in pixels.
+        block: tiles per spatial block side.
+        reference: the site's shared pixel grid; default the scene's own.
+
+    Returns:
+        The plan.
     """
     info = open_scene(list(source.paths) if len(source.paths) > 1 else source.paths[0])
     grid = info.grid(tile=tile)
@@ -136,7 +177,14 @@ def plan_scene(source: SceneSource, tile: int = 256, block: int = 4,
 
 def scene_sites(sources: Sequence[SceneSource]) -> list[int]:
     """Site of each scene: the index of the first scene it is connected to by overlapping
-    footprints in the same CRS (scenes in different CRSs are never grouped)."""
+    footprints in the same CRS (scenes in different CRSs are never grouped).
+
+    Args:
+        sources: the scenes.
+
+    Returns:
+        One site index per scene.
+    """
     infos = [open_scene(list(s.paths) if len(s.paths) > 1 else s.paths[0]) for s in sources]
     polys = [i.grid().footprint() for i in infos]
     site = list(range(len(sources)))
@@ -156,7 +204,18 @@ def scene_sites(sources: Sequence[SceneSource]) -> list[int]:
 
 def read_scene_block(plan: ScenePlan, source_index: int, block_id: int, tiles: list[tuple[int, int]],
                      tile_filter: TileFilter) -> TileBatch:
-    """Read, filter and convert one block (a Dask task: opens its own reader)."""
+    """Read, filter and convert one block (a Dask task: opens its own reader).
+
+    Args:
+        plan: the scene's plan.
+        source_index: the scene's index in the dataset.
+        block_id: the spatial block.
+        tiles: the block's ``(row, col)`` tiles.
+        tile_filter: which tiles to drop (nodata, constant).
+
+    Returns:
+        The kept tiles as 8-bit RGB, their windows and the drop counts.
+    """
     kept, windows = [], []
     dropped: dict[str, int] = {}
     with SceneReader(plan.info) as reader:
@@ -181,7 +240,15 @@ def read_scene_block(plan: ScenePlan, source_index: int, block_id: int, tiles: l
 
 def fit_tile(img: np.ndarray, tile: int) -> tuple[np.ndarray, tuple[int, int]]:
     """H x W x C -> 3 x tile x tile: centre crop if larger, edge-replicate pad if smaller.
-    Returns the tile and the (row_off, col_off) of the crop in the image (0 when padded)."""
+    Returns the tile and the (row_off, col_off) of the crop in the image (0 when padded).
+
+    Args:
+        img: an image, ``H x W`` or ``H x W x C``.
+        tile: the tile size.
+
+    Returns:
+        The tile and the crop offset.
+    """
     if img.ndim == 2:
         img = img[:, :, None]
     img = img[:, :, [b - 1 for b in band_selection(img.shape[2])]]
@@ -195,7 +262,20 @@ def fit_tile(img: np.ndarray, tile: int) -> tuple[np.ndarray, tuple[int, int]]:
 
 
 def read_images(paths: list[Path], source_index: int, klass: int, tile: int) -> TileBatch:
-    """Read classification images of one class (a Dask task)."""
+    """Read classification images of one class (a Dask task).
+
+    Args:
+        paths: the class's image files.
+        source_index: the class folder's index in the dataset.
+        klass: the class label.
+        tile: the tile size.
+
+    Returns:
+        The images as tiles (:func:`fit_tile`), their windows and names.
+
+    Raises:
+        ValueError: an image that is not 8-bit (its scale would be a guess).
+    """
     tiles, windows, names = [], [], []
     for p in paths:
         with Image.open(p) as im:
@@ -211,7 +291,14 @@ def read_images(paths: list[Path], source_index: int, klass: int, tile: int) -> 
 
 
 def image_classes(folder: str | os.PathLike) -> dict[str, list[Path]]:
-    """Class name -> image files, for a folder of class folders."""
+    """Class name -> image files, for a folder of class folders.
+
+    Args:
+        folder: a folder of class folders.
+
+    Returns:
+        Class name -> sorted image files; class folders without images are left out.
+    """
     folder = Path(folder)
     out = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
@@ -223,6 +310,16 @@ def image_classes(folder: str | os.PathLike) -> dict[str, list[Path]]:
 
 def compute_in_waves(tasks: list[Any], scheduler: str, workers: int, wave: int = 32
                      ) -> Iterator[TileBatch]:
-    """Compute delayed tasks a wave at a time (bounded memory), yielding results in task order."""
+    """Compute delayed tasks a wave at a time (bounded memory), yielding results in task order.
+
+    Args:
+        tasks: Dask delayed tasks.
+        scheduler: Dask scheduler name.
+        workers: worker count.
+        wave: tasks computed at once.
+
+    Yields:
+        Each task's result.
+    """
     for i in range(0, len(tasks), wave):
         yield from dask.compute(*tasks[i:i + wave], scheduler=scheduler, num_workers=workers)

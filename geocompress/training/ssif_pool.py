@@ -30,7 +30,14 @@ def _lib():
 
 
 def eligible(m: nn.Module) -> bool:
-    """An SSIF-AM block whose pools are the 3 x 3, stride-1 ones the kernel computes."""
+    """An SSIF-AM block whose pools are the 3 x 3, stride-1 ones the kernel computes.
+
+    Args:
+        m: a module.
+
+    Returns:
+        Whether :func:`pools` can run its pooling terms natively.
+    """
     from geocompress.models.blocks import SSIFAM
 
     def pair(v):
@@ -67,7 +74,15 @@ class _Pools(torch.autograd.Function):
 
 
 def pools(block: nn.Module, c: Tensor) -> Tensor:
-    """``block.pools(c)`` through the native kernels where they apply (float32 on CPU, training)."""
+    """``block.pools(c)`` through the native kernels where they apply (float32 on CPU, training).
+
+    Args:
+        block: an :func:`eligible` SSIF-AM block.
+        c: its 5x5 convolution's output.
+
+    Returns:
+        ``c + avgpool(c) + maxpool(c)``.
+    """
     if (torch.is_grad_enabled() and c.requires_grad and c.device.type == "cpu"
             and c.dtype == torch.float32 and c.ndim == 4 and _lib() is not None):
         return _Pools.apply(c)
