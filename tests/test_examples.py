@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["geocompress.codec.choice", "geocompress.codec.tile_codec"]
+MODULES = ["geocompress.codec.choice", "geocompress.codec.tile_codec", "geocompress.scene.cluster",
+           "geocompress.scene.compress", "geocompress.scene.mosaic", "geocompress.scene.view"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -104,7 +104,17 @@ in_process=None, tiles_per_task=4, progress=False)
 
 def local_workers(workers: int | None) -> int:
     """LocalCluster size: one single-threaded worker per core by default (on small CPU machines
-    separate processes beat one process's thread pool, ``benchmarks/worker_scaling.py``)."""
+    separate processes beat one process's thread pool, ``benchmarks/worker_scaling.py``).
+
+    Args:
+        workers: the size asked for, or None.
+
+    Returns:
+        ``workers``, or the machine's core count.
+
+    Raises:
+        ValueError: fewer than one worker (a cluster that could never run a task).
+    """
     if workers is None:
         return max(1, os.cpu_count() or 1)
     if int(workers) < 1:
@@ -114,8 +124,24 @@ def local_workers(workers: int | None) -> int:
 
 def runs_in_process(tiles: int, scheduler: str | None = None, workers: int | None = None,
                     gpu: bool = False, in_process: bool | None = None) -> bool:
-    """Whether a job of ``tiles`` tiles runs in the calling process: ``in_process`` if given,
-    else when it is small and no cluster was asked for (``scheduler``, ``workers``, ``gpu``)."""
+    """Whether a job runs in the calling process (no cluster start-up: seconds instead of the ~10 s
+    a LocalCluster costs, module docstring).
+
+    Args:
+        tiles: the tiles the job touches.
+        scheduler: an existing cluster's address, if one was given.
+        workers: a LocalCluster size, if one was given.
+        gpu: whether GPU workers were asked for.
+        in_process: the caller's explicit choice; None lets the job's size decide.
+
+    Returns:
+        ``in_process`` if given, else True for a job of at most :data:`SMALL_JOB_TILES` tiles when
+        no cluster was asked for (``scheduler``, ``workers``, ``gpu``).
+
+    Raises:
+        ValueError: ``in_process=True`` together with a scheduler address (two answers to where
+            the tasks run).
+    """
     if in_process is not None:
         if in_process and scheduler:
             raise ValueError("in_process=True and a scheduler address: choose one")
@@ -133,6 +159,15 @@ IN_PROCESS_TORCH_THREADS = 1
 
 @contextlib.contextmanager
 def torch_threads_set(n: int) -> Iterator[None]:
+    """Torch's intra-op threads set to ``n`` while the block runs, then restored (an in-process run
+    must not leave the caller's torch changed).
+
+    Args:
+        n: the thread count.
+
+    Returns:
+        A context manager.
+    """
     import torch
 
     before = torch.get_num_threads()
@@ -147,7 +182,13 @@ def torch_threads_set(n: int) -> Iterator[None]:
 
 class LocalFuture:
     """A task of :class:`InProcessClient`: run when its result is first asked for (arguments
-    that are futures, also inside lists, are resolved first), then kept."""
+    that are futures, also inside lists, are resolved first), then kept.
+
+    Args:
+        fn: the task function.
+        args: its positional arguments (futures among them are resolved first).
+        kwargs: its keyword arguments.
+    """
 
     _count = 0
 
@@ -158,6 +199,15 @@ class LocalFuture:
         self._done, self._value = False, None
 
     def result(self) -> Any:
+        """The task's value, running it on first call (as Dask's synchronous scheduler would).
+
+        Returns:
+            What the task returned.
+
+        Raises:
+            RuntimeError: the task was cancelled before it ran.
+            Exception: whatever the task raised, as a Dask future's ``result()`` re-raises it.
+        """
         if not self._done:
             if self._fn is None:
                 raise RuntimeError(f"task {self.key} was cancelled")
@@ -168,9 +218,15 @@ class LocalFuture:
         return self._value
 
     def done(self) -> bool:
+        """Whether the task has run.
+
+        Returns:
+            True once :meth:`result` has computed the value.
+        """
         return self._done
 
     def cancel(self) -> None:
+        """Drop the task if it has not run (its inputs are released; :meth:`result` then raises)."""
         if not self._done:
             self._fn = self._args = self._kwargs = None
 
@@ -190,18 +246,57 @@ class InProcessClient:
     by its ``result()``, as with a Dask future."""
 
     def submit(self, fn: Callable, *args: Any, pure: bool = True, **kwargs: Any) -> LocalFuture:
+        """One task, run later in this thread.
+
+        Args:
+            fn: the task function.
+            *args: its positional arguments.
+            pure: accepted for Dask's signature; every task runs once anyway.
+            **kwargs: its keyword arguments.
+
+        Returns:
+            The task's :class:`LocalFuture`.
+        """
         return LocalFuture(fn, args, kwargs)
 
     def map(self, fn: Callable, *iterables: Iterable, pure: bool = True) -> list[LocalFuture]:
+        """One task per set of arguments, as ``distributed.Client.map``.
+
+        Args:
+            fn: the task function.
+            *iterables: its positional arguments, zipped.
+            pure: accepted for Dask's signature.
+
+        Returns:
+            The tasks' futures, in order.
+        """
         return [LocalFuture(fn, args, {}) for args in zip(*iterables)]
 
     def gather(self, futures: Iterable[LocalFuture]) -> list:
+        """The futures' values, running each in turn.
+
+        Args:
+            futures: the futures.
+
+        Returns:
+            Their values, in order.
+        """
         return [f.result() for f in futures]
 
 
 def as_completed(futures: list) -> Iterator:
     """``distributed.as_completed`` for a cluster's futures; in-process futures in order (each
-    run as it is reached)."""
+    run as it is reached, with a check for Ctrl-C between them).
+
+    Args:
+        futures: Dask futures, or :class:`LocalFuture` s.
+
+    Returns:
+        An iterator over the futures as they complete.
+
+    Raises:
+        KeyboardInterrupt: an interrupt requested between two in-process tasks.
+    """
     futures = list(futures)
     if not futures:  # e.g. a resumed store with nothing left to do
         return
@@ -219,10 +314,24 @@ def as_completed(futures: list) -> Iterator:
 def dask_client(scheduler: str | None = None, workers: int | None = None, processes: bool = True,
                 gpu: bool = False, in_process: bool = False,
                 torch_threads: int | None = None) -> Iterator[Any]:
-    """The client tasks are submitted to: :class:`InProcessClient` if ``in_process`` (see
-    :func:`runs_in_process`), else a ``distributed.Client`` of the cluster at ``scheduler`` or
-    of an embedded LocalCluster. In process, torch runs ``torch_threads`` threads (default 1, as
-    each default LocalCluster worker does) while the client is open, then gets its own back."""
+    """The client tasks are submitted to, for the duration of a ``with`` block.
+
+    Args:
+        scheduler: an existing cluster's address; nothing is started here.
+        workers: the embedded LocalCluster's size (default one worker per core).
+        processes: LocalCluster workers as processes (False: threads).
+        gpu: LocalCluster workers declare a GPU resource.
+        in_process: run the tasks in this thread (:class:`InProcessClient`; see
+            :func:`runs_in_process`).
+        torch_threads: in process, torch's thread count while the client is open (default 1, as
+            each default LocalCluster worker has), then torch gets its own back.
+
+    Returns:
+        A context manager yielding the client.
+
+    Raises:
+        KeyboardInterrupt: a Ctrl-C swallowed while the cluster started still stops the run.
+    """
     if in_process:
         with torch_threads_set(torch_threads or IN_PROCESS_TORCH_THREADS):
             yield InProcessClient()
@@ -247,5 +356,12 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, proces
 
 
 def default_torch_threads(workers: int | None) -> int:
-    """Split the machine's cores between local worker processes (no oversubscription)."""
+    """Split the machine's cores between local worker processes (no oversubscription).
+
+    Args:
+        workers: the LocalCluster size asked for, or None (one per core).
+
+    Returns:
+        Torch threads per worker, at least 1.
+    """
     return max(1, (os.cpu_count() or 1) // local_workers(workers))

@@ -41,6 +41,23 @@ MIN_TILE, MAX_TILE = 64, 4096  # the models' downsampling factor; MAX_DECODE_PIX
 
 @dataclass
 class CompressResult:
+    """What a compress run wrote (the CLI prints :meth:`summary`).
+
+    Args:
+        store: the store's path.
+        tiles: cells of the tile grid.
+        written: tiles coded.
+        dropped_nodata: tiles dropped for having no (or too few) valid pixels.
+        dropped_constant: tiles stored as their single value.
+        tile_bytes: bytes of the coded tiles.
+        blocks_done: shard blocks written by this run.
+        blocks_resumed: shard blocks an earlier run had written.
+        seconds: wall time of this call.
+        bits: the bit depth coded at.
+        bpp: tile bytes over the scene's pixels.
+        quality: the quality (or variable-rate level) coded at.
+        rate_control: the target and the search's result, when a target was given.
+    """
     store: Path
     tiles: int
     written: int
@@ -56,6 +73,11 @@ class CompressResult:
     rate_control: dict | None = None     # target and search result, when a target was given
 
     def summary(self) -> dict[str, Any]:
+        """The result as JSON-ready data.
+
+        Returns:
+            Its fields by name, the store as a string.
+        """
         return self.__dict__ | {"store": str(self.store)}
 
 
@@ -65,7 +87,18 @@ def _slices(rs: slice, cs: slice) -> tuple[tuple[int, int], tuple[int, int]]:
 
 def scan_block_max(paths: Sequence[str], grid: dict, rows: tuple[int, int],
                    cols: tuple[int, int]) -> int:
-    """Largest valid value in a block (first pass for uint16 scenes' bit depth)."""
+    """Largest valid value in a block of tiles (the first pass that finds a uint16 scene's bit
+    depth when it declares none).
+
+    Args:
+        paths: the source files.
+        grid: the tile grid, as :meth:`~geocompress.geo.TileGrid.to_dict` gives it.
+        rows: the block's tile rows, ``(start, stop)``.
+        cols: its tile columns.
+
+    Returns:
+        The largest valid pixel value (0 for a block without valid pixels).
+    """
     g = TileGrid.from_dict(grid)
     best = 0
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), SceneReader([Path(p) for p in paths]) as reader:
@@ -79,7 +112,24 @@ def scan_block_max(paths: Sequence[str], grid: dict, rows: tuple[int, int],
 
 def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: tuple[int, int],
                 spec: dict, bits: int, tile_filter: dict) -> dict[str, Any]:
-    """The encode task: read, filter and encode a few tiles of a shard block (nothing written)."""
+    """The encode task: read, filter and encode a few tiles of a shard block (nothing written).
+
+    Args:
+        store: the store's folder (its grid and codec config are read from it).
+        paths: the source files.
+        rows: the part's tile rows, ``(start, stop)``.
+        cols: its tile columns.
+        spec: the codec, as :meth:`~.workers.CodecSpec.to_dict` gives it.
+        bits: the bit depth coded at.
+        tile_filter: :class:`~geocompress.geo.TileFilter`'s fields.
+
+    Returns:
+        The part's rows and columns, tile status, strings, masks, constant values and raw bytes
+        read, for :func:`write_shard`.
+
+    Raises:
+        SceneReadError: a tile that cannot be read (a truncated or damaged file).
+    """
     ts = TileStore.open(store, "r")
     grid = ts.grid
     flt = TileFilter(**tile_filter)
@@ -159,7 +209,18 @@ def _within_bits(ctx: np.ndarray, tile: np.ndarray, valid: np.ndarray, bits: int
 
 def write_shard(store: str, rows: tuple[int, int], cols: tuple[int, int],
                 parts: list[dict[str, Any]]) -> dict[str, int]:
-    """The write task: a shard block's encoded parts, written as one block (status last)."""
+    """The write task: a shard block's encoded parts, written as one block (status last, so an
+    interrupted run leaves the block pending).
+
+    Args:
+        store: the store's folder.
+        rows: the block's tile rows, ``(start, stop)``.
+        cols: its tile columns.
+        parts: :func:`encode_part`'s results that cover the block.
+
+    Returns:
+        Counts for the progress bar and the result: tiles, written, bytes, raw bytes, dropped.
+    """
     ts = TileStore.open(store, "r+")
     shape = (rows[1] - rows[0], cols[1] - cols[0])
     status = np.zeros(shape, np.uint8)
@@ -182,7 +243,16 @@ def write_shard(store: str, rows: tuple[int, int], cols: tuple[int, int],
 def split_block(rows: tuple[int, int], cols: tuple[int, int], tiles_per_task: int
                 ) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """A shard block cut row by row into runs of at most ``tiles_per_task`` tiles: tasks small
-    enough that every worker has work and the progress bar moves, on any scene size."""
+    enough that every worker has work and the progress bar moves, on any scene size.
+
+    Args:
+        rows: the block's tile rows, ``(start, stop)``.
+        cols: its tile columns.
+        tiles_per_task: the longest run.
+
+    Returns:
+        ``(rows, cols)`` of each encode part.
+    """
     step = max(1, int(tiles_per_task))
     return [((r, r + 1), (c, min(c + step, cols[1])))
             for r in range(*rows) for c in range(cols[0], cols[1], step)]
@@ -562,6 +632,14 @@ def _codec_meta(codec, bits: int, filter_cfg: dict, halo: int = 0,
 
 
 def raw_size(store: TileStore) -> int:
+    """The scene's uncompressed size.
+
+    Args:
+        store: the open store.
+
+    Returns:
+        Width x height x bands x bytes per value.
+    """
     m = store.meta
     return int(m["width"]) * int(m["height"]) * int(m["count"]) * np.dtype(m["dtype"]).itemsize
 

@@ -60,9 +60,17 @@ def _free_bytes(where: Path) -> int | None:
 
 
 def disk_full(e: BaseException, where: Path | None = None) -> bool:
-    """Whether ``e`` (or an exception it was raised from) is a full disk: errno ENOSPC, a message
-    saying so, or a write error (an ``OSError`` or a GDAL error) while ``where`` (the folder being
-    written) has less than :data:`LOW_SPACE_BYTES` free."""
+    """Whether ``e`` (or an exception it was raised from) is a full disk, so that the run can say so
+    in one line instead of a GDAL or zarr traceback.
+
+    Args:
+        e: the exception caught.
+        where: the folder being written; with it, an ``OSError`` or GDAL error while it has less
+            than :data:`LOW_SPACE_BYTES` free counts as a full disk too.
+
+    Returns:
+        True for errno ENOSPC, a message saying so, or a write error on a nearly full disk.
+    """
     for x in _chain(e):
         if isinstance(x, DiskFullError) or getattr(x, "errno", None) == errno.ENOSPC:
             return True
@@ -81,7 +89,20 @@ def disk_full(e: BaseException, where: Path | None = None) -> bool:
 def disk_full_reported(path: Path, what: str, where: Path | None = None,
                        advice: str = "") -> Iterator[None]:
     """Re-raise a full disk met inside as one :class:`DiskFullError` line: ``"<path>: no space
-    left on device while <what>; <advice>"``; any other error passes unchanged."""
+    left on device while <what>; <advice>"``; any other error passes unchanged.
+
+    Args:
+        path: what was being written (named first in the message).
+        what: the activity, e.g. ``"writing the store"``.
+        where: the folder whose free space decides ambiguous write errors (:func:`disk_full`).
+        advice: what the user can do, appended to the message.
+
+    Returns:
+        A context manager.
+
+    Raises:
+        DiskFullError: a full disk met inside the block.
+    """
     try:
         yield
     except DiskFullError:
@@ -97,7 +118,11 @@ def disk_full_reported(path: Path, what: str, where: Path | None = None,
 def gdal_stderr_quiet() -> Iterator[None]:
     """Run GDAL calls with the process's stderr (file descriptor 2, where libtiff prints its
     errors) captured, then pass on what was printed except lines saying the disk is full (the
-    run reports that itself, in one line)."""
+    run reports that itself, in one line).
+
+    Returns:
+        A context manager.
+    """
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -127,12 +152,21 @@ TASK_LOGGERS = ("distributed.worker", "distributed.worker.state_machine")
 
 def quiet_task_errors(on: bool = True) -> None:
     """Drop the "Compute Failed" records of embedded LocalCluster workers (the CLI: the error is
-    printed once, as one line, by the command)."""
+    printed once, as one line, by the command).
+
+    Args:
+        on: True to drop them from now on, False to let them through again.
+    """
     global _QUIET_TASK_ERRORS
     _QUIET_TASK_ERRORS = bool(on)
 
 
 def task_errors_quiet() -> bool:
+    """Whether :func:`quiet_task_errors` is on (read when a LocalCluster starts).
+
+    Returns:
+        The flag.
+    """
     return _QUIET_TASK_ERRORS
 
 
@@ -151,7 +185,11 @@ def silence_task_errors() -> None:
 
 def worker_plugin():
     """A ``distributed.WorkerPlugin`` that runs :func:`silence_task_errors` on every worker,
-    those started later included."""
+    those started later included.
+
+    Returns:
+        The plugin, to register with ``client.register_plugin``.
+    """
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class QuietTaskErrors(WorkerPlugin):

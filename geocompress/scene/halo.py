@@ -28,21 +28,51 @@ EDGES = ("truncate", "replicate")
 
 
 def grid_sides(grid: TileGrid, row: int, col: int, halo: int) -> Sides:
-    """Context the encoder reads for tile (row, col): ``halo`` where the grid has a neighbour."""
+    """Context the encoder reads for tile (row, col): ``halo`` where the grid has a neighbour.
+
+    Args:
+        grid: the tile grid.
+        row: the tile's row.
+        col: its column.
+        halo: latent pixels of context.
+
+    Returns:
+        ``(top, bottom, left, right)`` in latent pixels.
+    """
     k = int(halo)
     return (k if row > 0 else 0, k if row < grid.n_rows - 1 else 0,
             k if col > 0 else 0, k if col < grid.n_cols - 1 else 0)
 
 
 def latent_sides(has: dict[tuple[int, int], bool], row: int, col: int, halo: int) -> Sides:
-    """Context the decoder gives tile (row, col): ``halo`` where the neighbour has a latent."""
+    """Context the decoder gives tile (row, col): ``halo`` where the neighbour has a latent.
+
+    Args:
+        has: for each neighbouring cell, whether it holds a latent of the tile's shape.
+        row: the tile's row.
+        col: its column.
+        halo: latent pixels of context.
+
+    Returns:
+        ``(top, bottom, left, right)`` in latent pixels.
+    """
     k = int(halo)
     return (k if has.get((row - 1, col)) else 0, k if has.get((row + 1, col)) else 0,
             k if has.get((row, col - 1)) else 0, k if has.get((row, col + 1)) else 0)
 
 
 def store_edges(config: dict) -> str:
-    """A store's edge rule: written in its codec config since it exists, else the old one."""
+    """A store's edge rule: written in its codec config since it exists, else the old one.
+
+    Args:
+        config: the store's codec config.
+
+    Returns:
+        ``"truncate"`` or ``"replicate"``.
+
+    Raises:
+        ValueError: a rule this version does not know (a store from a newer geocompress).
+    """
     edges = config.get("halo_edges", "replicate")
     if edges not in EDGES:
         raise ValueError(f"store has halo_edges={edges!r}; this version knows {EDGES}")
@@ -54,9 +84,26 @@ DEFAULT_HALO = 2  # latent pixels: beyond 2 the tile's latent is the scene's (ca
 
 def resolve_halo(halo: int | str, arch: str, quality: int | None, pretrained: bool,
                  checkpoint: str | None, stored: int | None = None) -> int:
-    """``"auto"``: a store being resumed keeps its halo; otherwise :data:`DEFAULT_HALO` where the
+    """The halo a compress run codes with.
+
+    ``"auto"``: a store being resumed keeps its halo; otherwise :data:`DEFAULT_HALO` where the
     shipped weights have a halo prior for the quality (without one a halo costs far more bits:
-    catalogs/halo.md, section 2), else 0."""
+    catalogs/halo.md, section 2), else 0.
+
+    Args:
+        halo: latent pixels 0..255, or ``"auto"``.
+        arch: the architecture.
+        quality: the quality asked for (None: the shipped default).
+        pretrained: shipped weights (False: fixed-seed, no prior).
+        checkpoint: a weights file (no shipped prior).
+        stored: the halo of the store being resumed, if any.
+
+    Returns:
+        Latent pixels of context (0: tiles coded alone).
+
+    Raises:
+        ValueError: a halo that is neither ``"auto"`` nor 0..255.
+    """
     if halo != "auto":
         try:
             k = int(halo)
@@ -83,7 +130,18 @@ def latent_window(latents: dict[tuple[int, int], "torch.Tensor"], row: int, col:
                   sides: Sides) -> "torch.Tensor":
     """Tile (row, col)'s latent (``M x h x w``) framed by ``halo`` latent pixels of each
     neighbour in ``latents`` (same shape only), cut to ``sides``; what no neighbour covers is the
-    edge replication of the window."""
+    edge replication of the window.
+
+    Args:
+        latents: latents by grid cell.
+        row: the tile's row.
+        col: its column.
+        halo: latent pixels of context.
+        sides: the context kept on each side (:func:`latent_sides`).
+
+    Returns:
+        The window the synthesis decodes.
+    """
     import torch.nn.functional as F
 
     own = latents[(row, col)]

@@ -15,6 +15,20 @@ def _dir_size(path: Path) -> int:
 
 
 def store_info(store: str | Path) -> dict[str, Any]:
+    """What a store holds, in the numbers users ask for (``geocompress info``).
+
+    Args:
+        store: the store's folder.
+
+    Returns:
+        The scene (size, bands, dtype, nodata, CRS, transform, bounds), the codec (model, quality,
+        weights digest, bits, halo), the tile grid and status counts, tile and store bytes, bpp and
+        the compression ratios against the raw pixels and the source file.
+
+    Raises:
+        StoreError: not a geocompress store.
+        StoreIntegrityError: damaged bookkeeping, naming the array.
+    """
     ts = TileStore.open(store, "r")
     ts.verify()  # raises StoreIntegrityError naming the damaged array
     m, g = ts.meta, ts.grid

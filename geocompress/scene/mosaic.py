@@ -43,8 +43,19 @@ PathLike = str | Path
 
 def store_spec(ts: TileStore, checkpoint: str | None = None, batch_size: int = 8,
                device: str | None = None, precision: str = "auto") -> CodecSpec:
-    """The codec a store was written with (verified by digest when it is built), with the
-    transforms in ``precision`` (any mode decodes any store)."""
+    """The codec a store was written with, as the small value tasks carry (verified by digest when
+    it is built).
+
+    Args:
+        ts: the open store.
+        checkpoint: the weights file it was written with, if not shipped.
+        batch_size: tiles per model batch.
+        device: the device (None: each worker decides).
+        precision: the transforms' mode (any mode decodes any store).
+
+    Returns:
+        The :class:`~.workers.CodecSpec`.
+    """
     from ..shipped import shipped_index
     from .workers import CodecSpec
 
@@ -59,9 +70,22 @@ def store_spec(ts: TileStore, checkpoint: str | None = None, batch_size: int = 8
 
 def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the pixel window ``(col_off, row_off, width, height)`` (inside the scene).
+    """Decode the pixel window ``(col_off, row_off, width, height)`` (inside the scene): the task
+    of GeoTIFF export and of the lazy view alike. Only the tiles it touches are decoded (and,
+    for a halo store, the ring around them).
 
-    Returns ``(pixels C x h x w, valid h x w)``; used by GeoTIFF export and the lazy view alike.
+    Args:
+        store: the store's folder.
+        window: the pixel window.
+        spec: the codec, as :meth:`~.workers.CodecSpec.to_dict` gives it.
+
+    Returns:
+        ``(pixels C x h x w, valid h x w)``: nodata (or 0) and False outside kept tiles.
+
+    Raises:
+        StoreIntegrityError: a tile marked written without bytes, or one whose header does not
+            belong to this store, named by grid row and column.
+        CodecError: a damaged tile string, named by grid row and column.
     """
     ts = TileStore.open(store, "r")
     grid, meta = ts.grid, ts.meta
@@ -245,7 +269,15 @@ def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list
 
 
 def select_bands(meta: dict, picks: list[int]) -> dict:
-    """The per-band metadata of ``picks`` (1-based) only."""
+    """The per-band metadata of ``picks`` only (``-b``).
+
+    Args:
+        meta: the store's scene metadata.
+        picks: the bands kept, 1-based, in output order.
+
+    Returns:
+        A copy of ``meta`` with its per-band lists cut to ``picks``.
+    """
     out = dict(meta)
     for key in ("band_names", "descriptions", "band_tags", "colorinterp", "scales", "offsets",
                 "units"):
@@ -259,7 +291,12 @@ def describe_bands(dst, meta: dict) -> None:
     """What the source said its bands mean, on the rebuilt raster: descriptions, colour
     interpretation (only a band the source marked alpha is alpha: a 4-band R, G, B, NIR scene
     must not come back as RGBA), scales / offsets / units, band-level tags, and the dataset tags
-    in every metadata domain."""
+    in every metadata domain.
+
+    Args:
+        dst: the raster being written (open for writing).
+        meta: the store's scene metadata (cut to the bands written, :func:`select_bands`).
+    """
     from rasterio.enums import ColorInterp
 
     # the source's own descriptions (empty stays empty); stores before them: the band names
@@ -291,7 +328,16 @@ def describe_bands(dst, meta: dict) -> None:
 def nudge_off_nodata(px: np.ndarray, valid: np.ndarray, nodata: float) -> np.ndarray:
     """Valid pixels that decode to the nodata value in every band, moved one level off it in the
     first band: in a GeoTIFF with a nodata value they would otherwise read back as nodata.
-    Validity comes from the stored mask, never from a decoded value (LAYOUT.md)."""
+    Validity comes from the stored mask, never from a decoded value (LAYOUT.md).
+
+    Args:
+        px: decoded pixels, C x H x W.
+        valid: the stored validity, H x W.
+        nodata: the scene's nodata value.
+
+    Returns:
+        ``px``, or a copy with those pixels moved.
+    """
     hit = valid & (px == nodata).all(axis=0)
     if not hit.any():
         return px

@@ -54,8 +54,16 @@ __all__ = ["DRIVERS", "DTYPES", "OutputSpec", "RESAMPLING", "cast_pixels", "chec
 class OutputSpec:
     """How to write the decoded scene (see the module docstring).
 
-    ``overviews``: "auto" (the COG driver's, down to one block), "none", or explicit factors;
-    ``resampling`` of the overviews (GDAL's names). ``dtype`` None keeps the source's."""
+    Args:
+        driver: a GDAL driver name (``-of``); None: from the output's extension.
+        cog: a GeoTIFF is written as a cloud-optimized GeoTIFF with overviews.
+        creation_options: GDAL creation options (``--co``), checked before decoding.
+        bands: the bands to write, 1-based, in this order (``-b``); None: all.
+        dtype: the output data type (``-ot``); None keeps the source's.
+        overviews: "auto" (the COG driver's, down to one block), "none", or explicit factors.
+        resampling: of the overviews (GDAL's names).
+        allow_lossy: a lossy format or option is written, with a warning, instead of refused.
+    """
 
     driver: str | None = None
     cog: bool = True
@@ -67,7 +75,18 @@ class OutputSpec:
     allow_lossy: bool = False  # a lossy format / option: written with a warning, never silently
 
     def resolve(self, out: Path) -> "OutputSpec":
-        """The spec with its driver decided from ``out``'s extension; errors for what cannot work."""
+        """The spec with its driver decided from ``out``'s extension.
+
+        Args:
+            out: the output path.
+
+        Returns:
+            A resolved spec (driver named, creation option names upper-cased).
+
+        Raises:
+            ValueError: an extension that names no format, an unavailable driver, or an unknown
+                dtype, resampling or overview setting (before any decoding).
+        """
         driver = self.driver
         if driver is None:
             ext = out.suffix.lower()
@@ -94,7 +113,14 @@ class OutputSpec:
 
 
 def driver_supported(driver: str) -> None:
-    """A GDAL driver that exists here and can create copies, else a ValueError naming it."""
+    """Refuse a GDAL driver this GDAL does not have.
+
+    Args:
+        driver: the driver name.
+
+    Raises:
+        ValueError: naming the driver and GDAL's version.
+    """
     with rasterio.Env() as env:
         drivers = env.drivers()
     if driver not in drivers:
@@ -103,7 +129,16 @@ def driver_supported(driver: str) -> None:
 
 
 def check_validity(spec: OutputSpec, nodata: float | None, needs_mask: bool) -> None:
-    """Refuse a format that would lose which pixels are valid."""
+    """Refuse a format that would lose which pixels are valid.
+
+    Args:
+        spec: the resolved output spec.
+        nodata: the scene's nodata value (None: none).
+        needs_mask: validity is carried by a mask (no nodata value).
+
+    Raises:
+        ValueError: the driver keeps neither a mask nor, where the scene has one, a nodata value.
+    """
     if spec.driver in MASKED_DRIVERS:
         return
     if needs_mask:
@@ -153,6 +188,11 @@ def check_creation_options(spec: OutputSpec, count: int, dtype: np.dtype) -> Non
 
     A trial copy of a small image of the same band count and data type into memory, with the
     driver and options the output will use, collects GDAL's complaints about them.
+
+    Args:
+        spec: the resolved output spec.
+        count: the bands written.
+        dtype: the data type written.
 
     Raises:
         ValueError: naming the option (``--co NAME=VALUE``) and GDAL's reason.
@@ -267,7 +307,19 @@ def check_exact(spec: OutputSpec, dtype: np.dtype, nodata: float | None, needs_m
 
 
 def target_dtype(spec: OutputSpec, source: str, nodata: float | None) -> np.dtype:
-    """The output data type; the nodata value must fit in it."""
+    """The output data type.
+
+    Args:
+        spec: the output spec (``dtype`` None keeps the source's).
+        source: the store's data type.
+        nodata: the scene's nodata value (None: none).
+
+    Returns:
+        The data type written.
+
+    Raises:
+        ValueError: the nodata value does not fit in it (nodata pixels would read as valid).
+    """
     dt = np.dtype(spec.dtype or source)
     if nodata is not None and not _fits(np.array([nodata], dtype=np.float64), dt).all():
         raise ValueError(f"nodata {nodata:g} does not fit in {dt.name}: choose another --dtype")
@@ -283,8 +335,16 @@ def _fits(a: np.ndarray, dt: np.dtype) -> np.ndarray:
 
 def cast_pixels(pixels: np.ndarray, dt: np.dtype, valid: np.ndarray | None = None
                 ) -> tuple[np.ndarray, int]:
-    """``pixels`` as ``dt`` (values outside its range clipped, like ``gdal_translate -ot``);
-    returns the array and how many valid pixel values were clipped."""
+    """``pixels`` as ``dt``, values outside its range clipped, like ``gdal_translate -ot``.
+
+    Args:
+        pixels: decoded pixels, C x H x W.
+        dt: the output data type.
+        valid: the validity mask (H x W); only valid pixels count as clipped.
+
+    Returns:
+        The cast array and how many valid pixel values were clipped.
+    """
     if pixels.dtype == dt:
         return pixels, 0
     if dt.kind == "f":
@@ -300,6 +360,12 @@ def cast_pixels(pixels: np.ndarray, dt: np.dtype, valid: np.ndarray | None = Non
 
 
 def warn_clipped(clipped: int, dt: np.dtype) -> None:
+    """Say how many valid pixel values a narrower ``--dtype`` clipped (never silently).
+
+    Args:
+        clipped: the count (:func:`cast_pixels`); nothing is said for 0.
+        dt: the output data type.
+    """
     if clipped:
         warnings.warn(f"{clipped} valid pixel values lay outside the {dt.name} range and were "
                       f"clipped to it (choose a wider --dtype to keep them)", stacklevel=4)
@@ -311,6 +377,9 @@ def copy_domains(tif: Path) -> dict[str, str]:
     GDAL 3.10's COPY_SRC_MDD copies the other domains but drops the bands' default-domain tags
     (WAVELENGTH ...); a raster that has both keeps its band tags, with a warning naming the
     domains left out and the way to keep everything (a plain GeoTIFF is moved, not copied).
+
+    Args:
+        tif: the decoded GeoTIFF.
 
     Returns:
         ``{"COPY_SRC_MDD": "YES"}`` where that loses nothing, else ``{}``.
@@ -331,7 +400,18 @@ def copy_domains(tif: Path) -> dict[str, str]:
 
 def publish(tmp_tif: Path, out: Path, spec: OutputSpec) -> None:
     """Copy the decoded GeoTIFF into ``spec``'s format as ``out``, with its sidecars, atomically:
-    everything is written into a hidden folder beside ``out`` and moved into place last."""
+    everything is written into a hidden folder beside ``out`` and moved into place last.
+
+    Args:
+        tmp_tif: the decoded tiled GeoTIFF.
+        out: the final path.
+        spec: the resolved output spec (driver, COG, overviews, creation options).
+
+    Raises:
+        RuntimeError: the driver wrote no output file.
+        DiskFullError: the disk filled while copying (nothing is published).
+        rasterio.errors.RasterioError: GDAL refused the copy.
+    """
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         target = staging / out.name
@@ -380,7 +460,17 @@ def publish(tmp_tif: Path, out: Path, spec: OutputSpec) -> None:
 
 
 def parse_overviews(values: Sequence[str] | None) -> str | tuple[int, ...]:
-    """CLI ``--overviews auto | none | 2 4 8``."""
+    """CLI ``--overviews auto | none | 2 4 8``.
+
+    Args:
+        values: the option's words, or None.
+
+    Returns:
+        "auto", "none", or the factors.
+
+    Raises:
+        ValueError: words that are neither keywords nor whole numbers.
+    """
     if not values:
         return "auto"
     if len(values) == 1 and values[0].lower() in ("auto", "none"):
@@ -392,6 +482,14 @@ def parse_overviews(values: Sequence[str] | None) -> str | tuple[int, ...]:
 
 
 def describe(spec: OutputSpec) -> dict[str, Any]:
+    """The spec as plain data (for a report or a log).
+
+    Args:
+        spec: the output spec.
+
+    Returns:
+        Its fields by name.
+    """
     return {"driver": spec.driver, "cog": spec.cog, "dtype": spec.dtype, "bands": spec.bands,
             "overviews": spec.overviews, "resampling": spec.resampling,
             "creation_options": spec.creation_options, "allow_lossy": spec.allow_lossy}

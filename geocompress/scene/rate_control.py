@@ -72,10 +72,20 @@ class RateTarget:
 
     @property
     def kind(self) -> str:
+        """Which figure the target names.
+
+        Returns:
+            ``"bpp"`` or ``"psnr"``.
+        """
         return "bpp" if self.bpp is not None else "psnr"
 
     @property
     def value(self) -> float:
+        """The target's figure.
+
+        Returns:
+            The bpp or the PSNR in dB asked for.
+        """
         return float(self.bpp if self.bpp is not None else self.psnr)
 
 
@@ -94,6 +104,11 @@ class RateChoice:
     reachable: tuple[float, float]  # the target's figure at the lowest and the highest level
 
     def to_dict(self) -> dict[str, Any]:
+        """The choice as JSON-ready data (as recorded in the store's codec config).
+
+        Returns:
+            Its fields by name, tuples as lists.
+        """
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 

@@ -28,10 +28,44 @@ def _chunk(store: str, window: tuple[int, int, int, int], spec: dict) -> np.ndar
 
 def open_dataarray(store: PathLike, chunk_tiles: int = 1, checkpoint: str | None = None,
                    precision: str = "auto", allow_incomplete: bool = False) -> xr.DataArray:
-    """A lazy view of the store; one Dask chunk per ``chunk_tiles`` x ``chunk_tiles`` tiles (one
-    tile by default, so a small region read decodes only the tiles it touches). An incomplete
-    store is refused unless ``allow_incomplete`` (its missing tiles then read as the fill value:
-    the view has no mask, so prefer ``decompress_scene`` for such a store)."""
+    """A lazy, dask-backed view of a store's decoded pixels, georeferenced as rioxarray reads a
+    raster: one chunk per ``chunk_tiles`` x ``chunk_tiles`` tiles, so that a small region read
+    decodes only the tiles it touches, on whatever Dask scheduler the caller computes with.
+
+    Args:
+        store: the store's folder.
+        chunk_tiles: tiles per chunk side.
+        checkpoint: the weights the store was written with, if not shipped.
+        precision: the transforms' mode (any mode decodes any store).
+        allow_incomplete: open a store whose compress run did not finish; its missing tiles read
+            as the fill value (the view has no mask: prefer ``decompress_scene`` for such a store).
+
+    Returns:
+        A ``(band, y, x)`` DataArray with ``x`` / ``y`` pixel-centre coordinates (unrotated grids),
+        the CRS and transform in ``spatial_ref``, and the source's nodata as ``_FillValue``.
+
+    Raises:
+        StoreError: not a store, or an incomplete one without ``allow_incomplete``.
+        StoreIntegrityError: damaged bookkeeping, naming the array.
+
+    Examples:
+        >>> import tempfile, numpy as np, rasterio
+        >>> from rasterio.transform import from_origin
+        >>> from geocompress.scene import compress_scene, open_dataarray
+        >>> folder, rng = tempfile.mkdtemp(), np.random.default_rng(0)
+        >>> with rasterio.open(f"{folder}/scene.tif", "w", driver="GTiff", width=128, height=128,
+        ...                    count=2, dtype="uint16", crs="EPSG:32633", nodata=0,
+        ...                    transform=from_origin(500000, 4100000, 10, 10)) as dst:
+        ...     dst.write(rng.integers(1, 4095, (2, 128, 128), dtype=np.uint16))
+        >>> _ = compress_scene(f"{folder}/scene.tif", f"{folder}/scene.zarr", tile=64,
+        ...                    pretrained=False, model_config={"N": 16, "M": 24}, progress=False)
+        >>> arr = open_dataarray(f"{folder}/scene.zarr")
+        >>> arr.shape, arr.rio.crs.to_epsg(), arr.rio.nodata
+        ((2, 128, 128), 32633, 0)
+        >>> corner = arr.isel(x=slice(0, 64), y=slice(0, 64)).compute()   # decodes one tile
+        >>> corner.shape, float(corner.x[0])
+        ((2, 64, 64), 500005.0)
+    """
     from .. import passive_omp_wait
 
     passive_omp_wait()  # before the first read imports torch

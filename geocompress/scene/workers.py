@@ -24,7 +24,21 @@ _LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class CodecSpec:
-    """Everything a worker needs to rebuild the exact codec a store was written with."""
+    """Everything a worker needs to rebuild the exact codec a store was written with.
+
+    Args:
+        arch: the architecture.
+        digest: the weights' digest (the rebuilt codec must have it).
+        quality: a shipped quality, or a variable-rate model's level.
+        checkpoint: a weights file, if not shipped.
+        model_config: the architecture's configuration (fixed-seed weights).
+        precision: resolved by each worker for its own device.
+        batch_size: tiles per model batch.
+        torch_threads: torch threads set in the worker (None: as it is).
+        device: None: the worker decides (GPU resource -> cuda).
+        refine_steps: encoder-side latent refinement (:mod:`geocompress.codec.refine`).
+        pretrained: False: the architecture's fixed-seed weights (pipeline tests).
+    """
 
     arch: str
     digest: str
@@ -40,17 +54,36 @@ class CodecSpec:
 
     @classmethod
     def of(cls, codec: TileCodec, checkpoint: str | None = None, **kw: Any) -> "CodecSpec":
+        """The spec of a codec built here.
+
+        Args:
+            codec: the codec.
+            checkpoint: its weights file, if not shipped.
+            **kw: other fields (``batch_size``, ``torch_threads``, ``precision``, ...).
+
+        Returns:
+            The spec.
+        """
         kw.setdefault("precision", codec.precision)
         return cls(arch=codec.arch, digest=codec.digest, quality=codec.quality,
                    checkpoint=checkpoint, model_config=dict(codec.config),
                    refine_steps=codec.refine_steps, **kw)
 
     def to_dict(self) -> dict:
+        """The spec as plain data (what tasks carry).
+
+        Returns:
+            Its fields by name.
+        """
         return asdict(self)
 
 
 def worker_device() -> str:
-    """``cuda`` on a Dask worker that declares a GPU resource and has one, else ``cpu``."""
+    """Where this process runs the model.
+
+    Returns:
+        ``"cuda"`` on a Dask worker that declares a GPU resource and has one, else ``"cpu"``.
+    """
     import sys
 
     if "distributed" not in sys.modules:  # not a Dask worker (in-process run): no import
@@ -76,7 +109,12 @@ def _key(spec: CodecSpec, device: str) -> tuple:
 
 def adopt_codec(spec: CodecSpec, codec: TileCodec) -> None:
     """Let tasks run in this process use ``codec`` (the one the caller built and ``spec`` was made
-    from: same weights, quality, precision, refinement) instead of loading the weights again."""
+    from: same weights, quality, precision, refinement) instead of loading the weights again.
+
+    Args:
+        spec: the spec the tasks carry.
+        codec: the codec built from it (ignored unless on CPU with the spec's digest).
+    """
     if codec.digest != spec.digest or str(codec.device) != "cpu":
         return
     if spec.torch_threads:
@@ -88,6 +126,17 @@ def adopt_codec(spec: CodecSpec, codec: TileCodec) -> None:
 
 
 def get_codec(spec: CodecSpec) -> TileCodec:
+    """The codec of ``spec`` on this worker's device, built once per process and kept.
+
+    Args:
+        spec: the codec the task needs.
+
+    Returns:
+        The codec, its batch size set to the spec's.
+
+    Raises:
+        WeightsMismatchError: the weights found differ from the spec's digest.
+    """
     device = spec.device or worker_device()
     key = _key(spec, device)
     with _LOCK:
@@ -104,7 +153,20 @@ def get_codec(spec: CodecSpec) -> TileCodec:
 
 
 def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
-    """The codec named by ``spec``; raises :class:`WeightsMismatchError` if its weights differ."""
+    """The codec named by ``spec``.
+
+    Args:
+        spec: the codec wanted.
+        device: where it runs.
+
+    Returns:
+        The codec.
+
+    Raises:
+        WeightsMismatchError: the weights found differ from the spec's digest (pass the checkpoint
+            the store was written with).
+        WeightsError: missing or damaged weights.
+    """
     from ..codec import WeightsMismatchError, load_codec
 
     common = {"device": device, "precision": spec.precision, "batch_size": spec.batch_size,

@@ -17,6 +17,7 @@ from xarray.backends import BackendEntrypoint
 
 
 class GeocompressBackendEntrypoint(BackendEntrypoint):
+    """xarray's backend for geocompress stores (``engine="geocompress"``)."""
     description = "geocompress stores: learned-codec tiles in Zarr, decoded on read"
     url = "https://github.com/geocompress/geocompress"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "checkpoint", "precision",
@@ -25,6 +26,21 @@ class GeocompressBackendEntrypoint(BackendEntrypoint):
     def open_dataset(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
                      checkpoint: str | None = None, precision: str = "auto",
                      chunk_tiles: int = 1) -> xr.Dataset:
+        """The store as a dataset of one lazily decoded variable, ``band_data``.
+
+        Args:
+            filename_or_obj: the store's folder.
+            drop_variables: variables to leave out (``band_data`` is the only one).
+            checkpoint: the weights the store was written with, if not shipped.
+            precision: the transforms' mode while decoding (any mode decodes any store).
+            chunk_tiles: tiles per Dask chunk side.
+
+        Returns:
+            The dataset, georeferenced as rioxarray reads it.
+
+        Raises:
+            StoreError: not a store, or an incomplete one.
+        """
         from .view import open_dataarray
 
         arr = open_dataarray(os.fspath(filename_or_obj), chunk_tiles=chunk_tiles,
@@ -33,6 +49,14 @@ class GeocompressBackendEntrypoint(BackendEntrypoint):
         return ds.drop_vars(list(drop_variables or []), errors="ignore")
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
+        """Whether the path is a geocompress store (its root ``zarr.json`` says so).
+
+        Args:
+            filename_or_obj: a path, or anything xarray was given.
+
+        Returns:
+            True for a geocompress store.
+        """
         try:
             meta = json.loads((Path(os.fspath(filename_or_obj)) / "zarr.json").read_text())
         except (OSError, TypeError, ValueError):
