@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--freeze", nargs="*", default=["g_a.", "g_s."],
                    help="parameter prefixes kept fixed (default: the trunk's transforms; pass "
                         "--freeze with nothing to train everything)")
+    p.add_argument("--level-balance", type=float, default=1.0,
+                   help="weight each level's loss by its running mean ** -P (default 1: every "
+                        "level's relative improvement alike; 0: the plain mean, where the top "
+                        "level's loss, ~70x the lowest's, sets the shared entropy model)")
     p.add_argument("--curve", action="store_true",
                    help="only write the learning-curve table into catalogs/models/mgssnet-vr.md")
     a = p.parse_args(argv)
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
               lr=1e-4, quantization="mixed", stretch=0.25, threads=a.threads, warm_start=warm,
               warmup_steps=200, val_every=1000, val_limit=32, device=a.device,
               checkpoint_every_s=a.checkpoint_every_s, export=False, freeze=tuple(a.freeze),
+              level_balance=a.level_balance,
               time_budget_s=a.hours * 3600 if a.hours else None,
               dataset_name="geocompress-rs-v1+geocompress-rs-extra-v1*3")
     print(f"stopped at step {r.step}; last validation {r.val}")

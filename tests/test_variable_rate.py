@@ -223,3 +223,28 @@ def test_a_frozen_trunk_stays_as_it_was_while_the_gains_learn(tmp_path):
     with pytest.raises(ValueError, match="no parameter"):
         train("mgssnet-vr", VR, tmp_path / "ds.zarr", 0.0, tmp_path / "run2", steps=1, batch=4,
               crop=64, progress=False, threads=1, freeze=("g_x.",))
+
+
+def test_level_balance_weighs_levels_by_their_running_loss_and_logs_the_plain_mean():
+    from geocompress.training.loss import RateDistortionLoss
+
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 8, 8)
+    # sample 0 (level 0.5) nearly exact, sample 1 (level 8.0) far off: very different losses
+    x_hat = torch.stack([target[0] + 0.01, target[1] + 0.2]).requires_grad_(True)
+    out = {"x_hat": x_hat, "likelihoods": {"y": torch.full((2, 4, 2, 2), 0.5)}}
+    lambdas, levels = torch.tensor([0.0009, 0.18]), torch.tensor([0.5, 8.0])
+    plain, balanced = RateDistortionLoss(0.0), RateDistortionLoss(0.0, balance=1.0)
+    plain.per_sample(lambdas, levels)
+    balanced.per_sample(lambdas, levels)
+    p, b = plain(out, target), balanced(out, target)
+    assert "objective" not in p and torch.allclose(p["loss"], b["loss"])  # what is logged
+    bpp = 4 * 2 * 2 / 64  # 16 latents at 1 bit each over 64 pixels
+    loss_i = bpp + lambdas * 255 ** 2 * ((x_hat - target) ** 2).flatten(1).mean(1)
+    w = loss_i.detach() ** -1
+    w = w / w.mean()  # weights average 1 over the levels seen
+    assert torch.allclose(b["objective"], (w * loss_i).mean())
+    assert balanced.level_loss.keys() == {0, 8}
+    # each level's relative change counts alike: equal gradient of log-loss per sample
+    g = torch.autograd.grad(b["objective"], x_hat)[0]
+    assert g[0].abs().sum() > 0 and g[1].abs().sum() > 0

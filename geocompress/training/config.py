@@ -40,7 +40,8 @@ class TrainConfig:
     learned. ``stretch`` is the probability that a training crop is re-stretched band by band
     (:func:`.tiles.restretch`: false-colour and stretched composites); default: the resumed
     run's own, else 0. ``freeze`` keeps parameters whose names start with one of its prefixes
-    fixed (:func:`.trainer.freeze_parameters`). ``precision``, ``channels_last``: see
+    fixed (:func:`.trainer.freeze_parameters`). ``level_balance`` (a variable-rate model) weighs
+    each level's share of the shared parameters (:class:`.loss.RateDistortionLoss`). ``precision``, ``channels_last``: see
     :mod:`.trainer`.
     """
 
@@ -66,6 +67,7 @@ class TrainConfig:
     warmup_steps: int = 200                # lr ramp after a warm start without Adam moments
     freeze: tuple[str, ...] = ()           # parameter-name prefixes kept fixed (e.g. "g_a.", "g_s.")
     quantization: str | None = None        # "noise" / "mixed" (None: the run's own, else noise)
+    level_balance: float = 0.0             # variable-rate: weight each level's loss by its mean ** -p (loss.RateDistortionLoss)
     max_bad_steps: int = 25
     # lineage and resume
     resume: bool = True

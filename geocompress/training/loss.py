@@ -48,18 +48,48 @@ class RateDistortionLoss(torch.nn.Module):
     ``lmbda`` is one float, or (for a variable-rate model) set per sample with :meth:`per_sample`:
     then the loss is the batch mean of each sample's own ``bpp_i + lambda_i * 255**2 * MSE_i``.
 
+    Level balance (variable-rate models): the top level's loss is ~70 times the lowest's (its
+    distortion weighs 200 times more), so in the plain batch mean the parameters every level
+    shares (the entropy model, the trunk) serve the top levels. With ``balance`` ``p`` > 0 the
+    gradient comes from ``objective``, each sample's loss weighted by ``L_l ** -p`` (``L_l`` a
+    running mean of its integer level's loss; weights averaging 1 over the levels): ``p = 1``
+    weighs every level's *relative* improvement alike. Scaling a sample's whole loss does not move
+    its own rate-distortion trade-off, only its share of the shared parameters; ``loss`` (logged)
+    stays the plain mean.
+
     Args:
         lmbda: the lambda of CompressAI's convention (:mod:`.lambdas`).
+        balance: the exponent ``p`` of the level balance (0: off).
     """
 
-    def __init__(self, lmbda: float) -> None:
+    def __init__(self, lmbda: float, balance: float = 0.0) -> None:
         super().__init__()
         self.lmbda = float(lmbda)
+        self.balance = float(balance)
         self.lambdas: Tensor | None = None
+        self.levels: Tensor | None = None
+        self.level_loss: dict[int, float] = {}  # running mean of each integer level's loss
 
-    def per_sample(self, lambdas: Tensor | None) -> None:
-        """Lambdas of the next batch's samples (None: the single ``lmbda`` again)."""
-        self.lambdas = lambdas
+    def per_sample(self, lambdas: Tensor | None, levels: Tensor | None = None) -> None:
+        """Lambdas (and levels, for the level balance) of the next batch's samples (None: the
+        single ``lmbda`` again).
+
+        Args:
+            lambdas: one lambda per sample.
+            levels: each sample's continuous level (its integer part picks the running mean).
+        """
+        self.lambdas, self.levels = lambdas, levels
+
+    def _weights(self, levels: Tensor, loss_i: Tensor) -> Tensor:
+        bins = levels.detach().floor().long().tolist()
+        for b in set(bins):
+            v = float(loss_i[[i for i, k in enumerate(bins) if k == b]].mean())
+            if math.isfinite(v):
+                old = self.level_loss.get(b)
+                self.level_loss[b] = v if old is None else 0.99 * old + 0.01 * v
+        inv = {b: max(v, 1e-6) ** -self.balance for b, v in self.level_loss.items()}
+        norm = sum(inv.values()) / len(inv)
+        return torch.tensor([inv.get(b, norm) / norm for b in bins], device=loss_i.device)
 
     def forward(self, out: dict, target: Tensor) -> dict[str, Tensor]:
         b, _, h, w = target.shape
@@ -67,8 +97,13 @@ class RateDistortionLoss(torch.nn.Module):
             bpp_i = sample_bpp(out["likelihoods"], h * w)
             mse_i = ((out["x_hat"].float() - target.float()) ** 2).flatten(1).mean(1)
             lam = self.lambdas.to(bpp_i.device)
-            loss = (bpp_i + lam * 255 ** 2 * mse_i).mean()
+            loss_i = bpp_i + lam * 255 ** 2 * mse_i
+            loss = loss_i.mean()
             bpp, mse = bpp_i.mean(), mse_i.mean()
+            if self.balance and self.levels is not None:
+                objective = (self._weights(self.levels, loss_i.detach()) * loss_i).mean()
+                psnr = -10 * torch.log10(mse.detach().clamp_min(1e-10))
+                return {"loss": loss, "bpp": bpp, "mse": mse, "psnr": psnr, "objective": objective}
         else:
             bpp = rate_bpp(out["likelihoods"], b * h * w)
             mse = torch.mean((out["x_hat"].float() - target.float()) ** 2)

@@ -389,7 +389,7 @@ class _Run:
         self.cfg = cfg.replace(channels_last=channels_last)
         self.sched = self._new_scheduler()
         self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.amp_dtype == torch.float16)
-        self.crit = RateDistortionLoss(lmbda)
+        self.crit = RateDistortionLoss(lmbda, balance=self.cfg.level_balance)
         self._open_data()
         self._restore(state, run_quant)
         self.log = RunLog(out / LOG, self.step if state is not None else None)
@@ -480,12 +480,13 @@ class _Run:
         if hasattr(model, "set_rate"):  # stratified levels: every batch spans the whole rate range
             levels = (torch.arange(len(x)) + torch.rand(len(x))) * ((model.levels - 1) / len(x))
             model.set_rate(levels)
-            self.crit.per_sample(lambda_at(levels))
+            self.crit.per_sample(lambda_at(levels), levels)
         with torch.autocast(device_type=self.dev.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             result = forward(model, x, cfg.quantization)
         parts = self.crit(result, x)
-        self.scaler.scale(parts["loss"]).backward()
+        objective = parts.pop("objective", parts["loss"])  # the level-balanced loss, if any
+        self.scaler.scale(objective).backward()
         self.scaler.unscale_(opt)
         norm = torch.nn.utils.clip_grad_norm_(self.main_p, cfg.clip if cfg.clip else math.inf)
         self._apply(bool(torch.isfinite(parts["loss"]) and torch.isfinite(norm)))
@@ -561,7 +562,7 @@ class _Run:
                                  "dataset_name": cfg.dataset_name, "hardware": hardware(dev),
                                  "warm_start": self.lineage, "quantization": cfg.quantization,
                                  "warmup": self.warmup, "stretch": cfg.stretch,
-                                 "freeze": list(cfg.freeze)}},
+                                 "freeze": list(cfg.freeze), "level_balance": cfg.level_balance}},
                     self.state_path)
 
     def finish(self) -> TrainResult:
