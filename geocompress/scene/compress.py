@@ -530,6 +530,7 @@ def _open_or_create(job: _Job, client) -> tuple[TileStore, bool, int, dict | Non
     rate_record: dict | None = None
     if store.exists() and not job.overwrite:
         ts = TileStore.open(store, "r+")
+        ts.verify()  # a resume builds on what is there: damaged or swapped tiles stop it here
         stored_bits = ts.codec_meta["config"].get("bits")
         want_bits = stored_bits if bits == "auto" else int(bits)
         if rate is not None:  # a resumed run keeps the level its search chose
