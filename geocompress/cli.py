@@ -475,6 +475,15 @@ def _silence_known_noise() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``geocompress`` command line.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 done, 1 an error reported on one line, 2 a usage error, 130
+        interrupted (Ctrl-C).
+    """
     from . import interrupt
 
     # SIGINT stops the run at any moment with 130, even when it was inherited ignored or a

@@ -108,6 +108,13 @@ class EpochSampler(Sampler):
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Where the next iteration starts, so that a resumed run continues mid-epoch with the
+        same order.
+
+        Args:
+            epoch: the epoch (seeds its permutation).
+            start: the position in that epoch's order to start from.
+        """
         self.epoch, self.start = int(epoch), int(start)
 
     def __len__(self) -> int:

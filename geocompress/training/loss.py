@@ -92,6 +92,16 @@ class RateDistortionLoss(torch.nn.Module):
         return torch.tensor([inv.get(b, norm) / norm for b in bins], device=loss_i.device)
 
     def forward(self, out: dict, target: Tensor) -> dict[str, Tensor]:
+        """The loss of one batch.
+
+        Args:
+            out: the model's output (``x_hat``, ``likelihoods``).
+            target: the batch the model saw (B x C x H x W in [0, 1]).
+
+        Returns:
+            ``loss`` (what is logged), ``bpp``, ``mse``, ``psnr``, and ``objective`` (what to
+            minimise) when the level balance is on.
+        """
         b, _, h, w = target.shape
         if self.lambdas is not None:
             bpp_i = sample_bpp(out["likelihoods"], h * w)

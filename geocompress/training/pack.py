@@ -103,5 +103,12 @@ class PackedTiles(Tiles):
         self._setup(crop, augment, stretch)
 
     def pixels(self, i: int) -> np.ndarray:
-        """Tile ``i`` of the split (3 x T x T uint8), as JPEG decoded it."""
+        """Tile ``i`` of the split, as JPEG decoded it.
+
+        Args:
+            i: the tile's position in the split.
+
+        Returns:
+            A 3 x T x T uint8 array.
+        """
         return self._tiles[i]

@@ -36,6 +36,12 @@ class RunLog:
         self.rows = rows
 
     def write(self, row: dict[str, Any]) -> None:
+        """Append one row (its missing columns empty, unknown keys dropped) to the file at once,
+        so that a killed run keeps every row it logged.
+
+        Args:
+            row: column values by name (:data:`LOG_FIELDS`).
+        """
         row = {k: row.get(k, "") for k in LOG_FIELDS}
         self.rows.append(row)
         with self.path.open("a", newline="") as f:
