@@ -474,6 +474,12 @@ def _silence_known_noise() -> None:
     os.environ["PYTHONWARNINGS"] = ",".join(x for x in (current, *KNOWN_NOISE) if x)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the CLI prints it: ``geocompress: warning: <message>``, one line, without
+    Python's file, line and source line (the CLI's own code: nothing a user can act on)."""
+    return f"geocompress: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``geocompress`` command line.
 
@@ -484,6 +490,16 @@ def main(argv: list[str] | None = None) -> int:
         The exit status: 0 done, 1 an error reported on one line, 2 a usage error, 130
         interrupted (Ctrl-C).
     """
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # restored below: main may run inside a program
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _main(argv: list[str] | None) -> int:
+    """:func:`main` with warnings already printed on one line."""
     from . import interrupt
 
     # SIGINT stops the run at any moment with 130, even when it was inherited ignored or a

@@ -90,6 +90,8 @@ class SceneInfo:
     descriptions: tuple[str, ...] = ()
     band_tags: tuple[dict, ...] = ()
     tag_domains: dict = field(default_factory=dict)
+    # each band's tags in other metadata domains ({domain: {key: value}}, {} for none)
+    band_tag_domains: tuple[dict, ...] = ()
 
     @property
     def path(self) -> Path:
@@ -265,6 +267,7 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
     descriptions: list[str] = []
     band_tags: list[dict] = []
     domains: dict[str, dict] = {}
+    band_domains: list[dict] = []
     nbits: set[int] = set()
     has_mask = False
     count = 0
@@ -291,6 +294,7 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
             descriptions += [d or "" for d in ds.descriptions]
             band_tags += [{str(k): str(v) for k, v in ds.tags(b).items()}
                           for b in range(1, ds.count + 1)]
+            band_domains += [_domains(ds, b) for b in range(1, ds.count + 1)]
             for b in range(1, ds.count + 1):  # GDAL's NBITS is a band-level tag
                 declared = ds.tags(b, ns="IMAGE_STRUCTURE").get("NBITS")
                 if declared and str(declared).isdigit():
@@ -324,6 +328,7 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
         descriptions=tuple(descriptions),
         band_tags=tuple(band_tags),
         tag_domains=domains,
+        band_tag_domains=tuple(band_domains),
     )
 
 

@@ -279,8 +279,8 @@ def select_bands(meta: dict, picks: list[int]) -> dict:
         A copy of ``meta`` with its per-band lists cut to ``picks``.
     """
     out = dict(meta)
-    for key in ("band_names", "descriptions", "band_tags", "colorinterp", "scales", "offsets",
-                "units"):
+    for key in ("band_names", "descriptions", "band_tags", "band_tag_domains", "colorinterp",
+                "scales", "offsets", "units"):
         values = meta.get(key) or []
         if len(values) == int(meta["count"]):
             out[key] = [values[b - 1] for b in picks]
@@ -290,8 +290,8 @@ def select_bands(meta: dict, picks: list[int]) -> dict:
 def describe_bands(dst, meta: dict) -> None:
     """What the source said its bands mean, on the rebuilt raster: descriptions, colour
     interpretation (only a band the source marked alpha is alpha: a 4-band R, G, B, NIR scene
-    must not come back as RGBA), scales / offsets / units, band-level tags, and the dataset tags
-    in every metadata domain.
+    must not come back as RGBA), scales / offsets / units, band-level tags (in every metadata
+    domain), and the dataset tags in every metadata domain.
 
     Args:
         dst: the raster being written (open for writing).
@@ -309,6 +309,11 @@ def describe_bands(dst, meta: dict) -> None:
         for k, tags in enumerate(band_tags, 1):
             if tags:
                 dst.update_tags(k, **tags)
+    band_domains = meta.get("band_tag_domains") or []
+    if len(band_domains) == dst.count:
+        for k, domains in enumerate(band_domains, 1):
+            for ns, tags in domains.items():
+                dst.update_tags(k, ns=ns, **tags)
     for ns, tags in (meta.get("tag_domains") or {}).items():
         dst.update_tags(ns=ns, **tags)
     interp = meta.get("colorinterp") or []

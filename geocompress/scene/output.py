@@ -371,8 +371,32 @@ def warn_clipped(clipped: int, dt: np.dtype) -> None:
                       f"clipped to it (choose a wider --dtype to keep them)", stacklevel=4)
 
 
+# metadata domains GDAL writes itself into a GeoTIFF (not the source's)
+GDAL_DOMAINS = ("IMAGE_STRUCTURE", "DERIVED_SUBDATASETS")
+
+
+def metadata_domains(tif: Path) -> list[str]:
+    """The metadata domains other than the default that hold tags in a raster, as warnings name
+    them: the dataset's (``IMAGERY``) and each band's (``MYBAND (band 2)``).
+
+    Args:
+        tif: the raster.
+
+    Returns:
+        Their names, dataset domains first.
+    """
+    with rasterio.open(tif) as ds:
+        names = [ns for ns in ds.tag_namespaces() or ()
+                 if ns not in GDAL_DOMAINS and ds.tags(ns=ns)]
+        for b in range(1, ds.count + 1):
+            names += [f"{ns} (band {b})" for ns in ds.tag_namespaces(b) or ()
+                      if ns not in GDAL_DOMAINS and ds.tags(b, ns=ns)]
+    return names
+
+
 def copy_domains(tif: Path) -> dict[str, str]:
-    """GDAL options that copy ``tif``'s tags in other metadata domains into a GeoTIFF / COG copy.
+    """GDAL options that copy ``tif``'s tags in other metadata domains (the dataset's and each
+    band's) into a GeoTIFF / COG copy.
 
     GDAL 3.10's COPY_SRC_MDD copies the other domains but drops the bands' default-domain tags
     (WAVELENGTH ...); a raster that has both keeps its band tags, with a warning naming the
@@ -384,18 +408,39 @@ def copy_domains(tif: Path) -> dict[str, str]:
     Returns:
         ``{"COPY_SRC_MDD": "YES"}`` where that loses nothing, else ``{}``.
     """
-    with rasterio.open(tif) as ds:
-        domains = [ns for ns in ds.tag_namespaces() or ()
-                   if ns not in ("IMAGE_STRUCTURE", "DERIVED_SUBDATASETS") and ds.tags(ns=ns)]
-        band_tags = any(ds.tags(b) for b in range(1, ds.count + 1))
+    domains = metadata_domains(tif)
     if not domains:
         return {}
+    with rasterio.open(tif) as ds:
+        band_tags = any(ds.tags(b) for b in range(1, ds.count + 1))
     if not band_tags:
         return {"COPY_SRC_MDD": "YES"}
     warnings.warn(f"the source's metadata domains {', '.join(domains)} cannot be copied into a "
                   f"COG / re-encoded GeoTIFF beside band-level tags (GDAL): write with --no-cog "
                   f"and no --co to keep both", stacklevel=5)
     return {}
+
+
+def warn_lost_domains(before: list[str], target: Path, driver: str) -> None:
+    """Say which of the decoded raster's metadata domains a copy in another format left out
+    (PNG, JPEG, JPEG 2000, HFA ... keep neither the dataset's nor the bands' other domains).
+
+    Args:
+        before: :func:`metadata_domains` of the decoded GeoTIFF.
+        target: the copy.
+        driver: its GDAL driver, for the message.
+    """
+    if not before:
+        return
+    try:
+        kept = set(metadata_domains(target))
+    except (rasterio.errors.RasterioError, IndexError, ValueError):  # unreadable: say all
+        kept = set()
+    lost = [d for d in before if d not in kept]
+    if lost:
+        warnings.warn(f"the source's metadata domains {', '.join(lost)} cannot be kept in a "
+                      f"{driver} file and were left out: write a GeoTIFF (--no-cog) to keep "
+                      f"them", stacklevel=5)
 
 
 def publish(tmp_tif: Path, out: Path, spec: OutputSpec) -> None:
@@ -438,7 +483,9 @@ def publish(tmp_tif: Path, out: Path, spec: OutputSpec) -> None:
             driver_supported(spec.driver)
             if spec.driver == "JP2OpenJPEG":  # GDAL's default is lossy
                 opts = {**LOSSLESS_JP2, **opts}
+            domains = metadata_domains(tmp_tif)
             rasterio.shutil.copy(tmp_tif, target, driver=spec.driver, **opts)
+            warn_lost_domains(domains, target, spec.driver)
         main = None
         for f in sorted(staging.iterdir()):
             if f.name == out.name:

@@ -322,6 +322,9 @@ def _root_meta(scene: SceneInfo, grid: TileGrid, codec_meta: dict, shard: int,
         "descriptions": list(scene.descriptions),
         "band_tags": [dict(t) for t in scene.band_tags],
         "tag_domains": {ns: dict(t) for ns, t in scene.tag_domains.items()},
+        # each band's other metadata domains: recorded when a band has any (stores before: none)
+        **({"band_tag_domains": [{ns: dict(t) for ns, t in d.items()} for d in scene.band_tag_domains]}
+           if any(scene.band_tag_domains) else {}),
         "nodata": _json_number(scene.nodata),
         "has_mask": scene.has_mask,
         "width": scene.width,
