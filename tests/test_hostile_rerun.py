@@ -145,13 +145,11 @@ def test_compress_does_not_resume_over_swapped_tiles_of_an_incomplete_store(tmp_
     assert main(["info", str(store)]) == 0, capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "in an incomplete store (no content digest yet) a tile's CRC binds its string but not its "
-    "cell: swapping two shard files of 'tiles' together with the matching 'tile_crc' chunk files "
-    "decodes with --allow-incomplete (only the generic 'incomplete' warning) into misplaced "
-    "pixels, and info exits 0. A fix binds the cell into the recorded CRC (or a per-block digest): "
-    "a store format change (catalogs/hostile_sweep.md, finding D)"))
-def test_shards_swapped_with_their_crc_chunks_in_an_incomplete_store_are_an_error(tmp_path):
+def test_shards_swapped_with_their_crc_chunks_in_an_incomplete_store_are_an_error(tmp_path, capsys):
+    """Finding D: in an incomplete store (no content digest yet) a tile's recorded check value
+    bound its string but not its cell, so shard files of 'tiles' swapped together with the
+    matching 'tile_crc' chunk files decoded with --allow-incomplete into misplaced pixels (exit 0)
+    and info exited 0. The value now covers the cell too (tile_crc_rule)."""
     import warnings
 
     from geocompress.scene import compress_scene
@@ -182,10 +180,12 @@ def test_shards_swapped_with_their_crc_chunks_in_an_incomplete_store_are_an_erro
         ta = a.read_bytes()
         a.write_bytes(b.read_bytes())
         b.write_bytes(ta)
+    capsys.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rc = _decompress(store, tmp_path / "o.tif", "--allow-incomplete")
-    if rc == 1:
-        return
-    with rasterio.open(tmp_path / "ref.tif") as r, rasterio.open(tmp_path / "o.tif") as o:
-        assert np.array_equal(r.read(), o.read()), "swapped shards decoded into misplaced pixels"
+    err = capsys.readouterr().err
+    assert rc == 1, "swapped shards decoded (into misplaced pixels)"
+    assert "(0, 0), (0, 1)" in err and "tile_crc" in err, err
+    assert main(["info", str(store)]) == 1
+    assert "(0, 0), (0, 1)" in capsys.readouterr().err

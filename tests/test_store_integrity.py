@@ -267,3 +267,145 @@ def test_a_deleted_tile_crc_chunk_of_an_incomplete_store_is_an_error(tmp_path):
     with pytest.raises(StoreIntegrityError, match="tile_crc"):
         decompress_scene(store, tmp_path / "bad.tif", processes=False, progress=False,
                          allow_incomplete=True)
+
+
+def _move_block(store, arrays, src=("0", "0"), dst=("0", "1")):
+    """Move shard block ``src``'s chunk files of ``arrays`` to block ``dst`` (an attacker with
+    file access: every file still passes its own checksums)."""
+    for array in arrays:
+        a, b = store / array / "c" / src[0] / src[1], store / array / "c" / dst[0] / dst[1]
+        if not a.exists() and array == "constant":
+            continue  # all fill values (no DROPPED_CONSTANT tile): zarr writes no chunk
+        assert a.exists() and not b.exists(), (array, a, b)
+        b.parent.mkdir(parents=True, exist_ok=True)
+        a.rename(b)
+
+
+@pytest.mark.parametrize("arrays, cells", [
+    (("tiles", "tile_crc"), r"\(0, 0\), \(0, 1\), \(1, 0\), \(1, 1\)"),  # left behind: empty cells
+    (("tiles", "tile_crc", "status", "masks", "constant"), r"\(0, 2\), \(1, 2\)"),  # all of it
+])
+def test_a_tile_block_moved_to_other_cells_with_its_crc_chunk_is_refused_naming_the_cells(
+        tmp_path, capsys, arrays, cells):
+    """Hostile rerun finding D: in an incomplete store a tile's recorded check value bound its
+    string but not its cell. It now covers the cell (tile_crc_rule), so a block of tiles moved
+    to another block together with its tile_crc chunk (and the rest of its bookkeeping) is
+    refused, naming the cells."""
+    from geocompress.cli import main
+
+    store = _incomplete_store(tmp_path)
+    assert TileStore.open(store).meta["tile_crc_rule"] == "crc32c(row,col,string)"
+    _move_block(store, arrays)
+    with pytest.raises(StoreIntegrityError, match=rf"hold strings other than .*{cells}.*tile_crc"):
+        decompress_scene(store, tmp_path / "bad.tif", processes=False, progress=False,
+                         allow_incomplete=True)
+    with pytest.raises(StoreIntegrityError, match=cells):
+        store_info(store)
+    capsys.readouterr()
+    assert main(["--quiet", "decompress", str(store), str(tmp_path / "o.tif"),
+                 "--allow-incomplete"]) == 1
+    assert main(["info", str(store)]) == 1
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_swapped_tile_and_crc_pairs_and_deleted_pairs_of_an_incomplete_store_are_errors(tmp_path):
+    """Each (string, recorded value) pair moved together, inside one block: only the cell in the
+    value tells. A tile chunk deleted with its tile_crc chunk reads as b"" / 0, which the cell
+    rule does not give for a WRITTEN cell."""
+    import numpy as np
+
+    store = _incomplete_store(tmp_path)
+    ts = TileStore.open(store, "r+")
+    strings, crcs = ts.read_strings(slice(0, 2), slice(0, 2)), ts._crc[0:2, 0:2]
+    ts._tiles[0:2, 0:2] = strings[::-1, ::-1].copy()
+    ts._crc[0:2, 0:2] = np.ascontiguousarray(crcs[::-1, ::-1])
+    with pytest.raises(StoreIntegrityError, match=r"4 written tile\(s\)"):
+        TileStore.open(store).verify()
+    ts._tiles[0:2, 0:2] = strings
+    ts._crc[0:2, 0:2] = crcs
+    TileStore.open(store).verify()  # restored: intact again
+    for array in ("tiles", "tile_crc"):
+        for chunk in _chunks(store, array):
+            chunk.unlink()
+    with pytest.raises(StoreIntegrityError, match=r"4 written tile\(s\).*\(0, 0\)"):
+        TileStore.open(store).verify()
+
+
+def test_the_cell_check_value_depends_on_the_string_not_only_its_length():
+    """Why CRC-32C: a tile string ends in its own zlib CRC-32, and the CRC-32 of any bytes followed
+    by their own CRC-32 is a constant, so zlib.crc32 over (cell, string) -- or seeded with the
+    cell -- would tell the cell and the length only: two same-length strings would pass."""
+    import os
+    import struct
+    import zlib
+
+    from geocompress.store.tile_store import cell_crc
+
+    a, b = (m + struct.pack("<I", zlib.crc32(m)) for m in (os.urandom(300), os.urandom(300)))
+    cell = struct.pack("<QQ", 3, 5)
+    assert zlib.crc32(cell + a) == zlib.crc32(cell + b)  # the pitfall
+    assert cell_crc(3, 5, a) != cell_crc(3, 5, b)
+    assert cell_crc(3, 5, a) != cell_crc(5, 3, a) != cell_crc(3, 6, a)
+    assert cell_crc(0, 0, b"") != 0
+
+
+def test_a_lowered_tile_crc_rule_is_refused(tmp_path):
+    """The rule is a root attribute under attrs_digest from creation (before any tile); the
+    tile_crc array's own attributes name it too; and values written under the cell rule are not
+    string trailers, so a store verified under the older rule fails on every written tile."""
+    from geocompress.store import StoreVersionError
+    from geocompress.store.tile_store import _stored_georef, attrs_digest
+    import zarr
+
+    store = _incomplete_store(tmp_path)
+
+    def set_rule(rule, redigest):
+        def change(doc):
+            attrs = doc["attributes"]["geocompress"]
+            if rule is None:
+                attrs.pop("tile_crc_rule", None)
+            else:
+                attrs["tile_crc_rule"] = rule
+            if redigest:
+                attrs["attrs_digest"] = attrs_digest(attrs)
+        _edit(store / "zarr.json", change)
+
+    set_rule(None, redigest=False)
+    with pytest.raises(StoreIntegrityError, match="root attributes"):
+        TileStore.open(store)
+    set_rule(None, redigest=True)  # anyone can recompute an unkeyed digest
+    with pytest.raises(StoreIntegrityError, match="'tile_crc' array was written with rule"):
+        TileStore.open(store)
+    set_rule("crc64(cell)", redigest=True)
+    with pytest.raises(StoreVersionError, match="crc64"):
+        TileStore.open(store)
+    # the array's attributes edited too, and the georeferencing digest recomputed: it opens, but
+    # no written tile's recorded value is its string's trailer
+    set_rule(None, redigest=False)
+    _edit(store / "tile_crc" / "zarr.json", lambda d: d["attributes"].pop("tile_crc_rule"))
+
+    def redigest(doc):
+        attrs = doc["attributes"]["geocompress"]
+        attrs["georef_digest"] = _stored_georef(zarr.open_group(str(store), mode="r",
+                                                                use_consolidated=False))
+        attrs["attrs_digest"] = attrs_digest(attrs)
+    _edit(store / "zarr.json", redigest)
+    ts = TileStore.open(store)
+    assert "tile_crc_rule" not in ts.meta
+    written = int((ts.status() == 1).sum())
+    with pytest.raises(StoreIntegrityError, match=rf"{written} written tile\(s\)"):
+        ts.verify()
+
+
+def test_a_tile_crc_array_the_root_attributes_do_not_record_is_refused(tmp_path):
+    from geocompress.store.tile_store import attrs_digest
+
+    store = _incomplete_store(tmp_path)
+
+    def drop(doc):
+        attrs = doc["attributes"]["geocompress"]
+        attrs.pop("tile_crc")
+        attrs["attrs_digest"] = attrs_digest(attrs)
+    _edit(store / "zarr.json", drop)
+    with pytest.raises(StoreIntegrityError, match="no 'tile_crc' array"):
+        TileStore.open(store)

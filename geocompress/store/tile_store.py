@@ -15,8 +15,9 @@ Layout (root group)::
                       (format 2: (n_rows, n_cols) zlib(packbits) bytes, b"" = all valid)
     constant/         (n_rows, n_cols, count) source dtype; per-band value of
                       DROPPED_CONSTANT tiles; (S, S, count) chunks; fill 0
-    tile_crc/         (n_rows, n_cols) uint32: each WRITTEN tile string's CRC-32 (binds it to
-                      its cell, also in incomplete stores); S x S chunks; fill 0
+    tile_crc/         (n_rows, n_cols) uint32: each WRITTEN tile's check value, binding its
+                      string to its cell also in incomplete stores (rule: ``tile_crc_rule``,
+                      :func:`cell_crc`); S x S chunks; fill 0
     spatial_ref/      0-d CF grid mapping (crs_wkt, spatial_ref, GeoTransform of the
                       tile-index grid) -- tiles/status/constant point at it
 
@@ -47,11 +48,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import struct
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+import google_crc32c  # zarr's own dependency (its crc32c codec): the C implementation
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
@@ -76,7 +79,11 @@ ATTR = "geocompress"
 TILES, STATUS, CONSTANT, SPATIAL_REF = "tiles", "status", "constant", "spatial_ref"
 MASKS = "masks"
 TILES_CRC = "tiles_crc32"  # a digest entry, not an array
-CRC = "tile_crc"  # (n_rows, n_cols) uint32: each WRITTEN tile string's own CRC-32, by grid cell
+CRC = "tile_crc"  # (n_rows, n_cols) uint32: each WRITTEN tile's check value, by grid cell
+CRC_RULE = "tile_crc_rule"  # root-attribute key: how the tile_crc values are computed
+CELL_RULE = "crc32c(row,col,string)"  # stores created since 2026-12-07 (cell_crc)
+TRAILER_RULE = "string-crc32"  # stores before: the string's own CRC-32 trailer (no CRC_RULE key)
+CRC_RULES = (CELL_RULE, TRAILER_RULE)
 GEOREF = "georef_digest"  # root-attribute key: digests of every attribute outside ATTR
 REQUIRED_CODEC_KEYS = IDENTITY  # arch, digest, quality (stored as model, weights_digest, quality)
 
@@ -98,11 +105,40 @@ def attrs_digest(meta: dict) -> str:
     return _canonical({k: v for k, v in meta.items() if k != "attrs_digest"})
 
 
-def _string_crcs(strings: np.ndarray) -> np.ndarray:
-    """Each tile string's own CRC-32 (its last 4 bytes, read little-endian; 0 for no string)."""
+def cell_crc(row: int, col: int, string: bytes) -> int:
+    """The check value ``tile_crc`` records for a tile of a store with :data:`CELL_RULE`: CRC-32C
+    (Castagnoli) of the cell's row and column as little-endian uint64, then the tile string.
+
+    The cell is part of the checked bytes, so a (string, value) pair moved to another cell --
+    chunk files of ``tiles`` and ``tile_crc`` swapped together -- no longer matches. CRC-32C, not
+    zlib's CRC-32: a string ends in its own CRC-32 (IEEE) trailer, and the IEEE CRC of any bytes
+    followed by their own CRC is a constant, so ``zlib.crc32(prefix + string)`` (or one seeded with
+    the cell) would depend only on the cell and the string's length, not on its content.
+
+    Args:
+        row: the tile's grid row.
+        col: the tile's grid column.
+        string: the tile string (may be empty: a WRITTEN cell whose string was deleted).
+
+    Returns:
+        The uint32 value.
+    """
+    return google_crc32c.extend(google_crc32c.value(struct.pack("<QQ", row, col)), bytes(string))
+
+
+def _string_crcs(strings: np.ndarray, rule: str = TRAILER_RULE, row0: int = 0, col0: int = 0,
+                 empty: bool = False) -> np.ndarray:
+    """The ``tile_crc`` values of a block of strings whose first cell is ``(row0, col0)``, by
+    ``rule``: :data:`TRAILER_RULE`, each string's own CRC-32 (its last 4 bytes, read
+    little-endian), or :data:`CELL_RULE`, :func:`cell_crc`. 0 for an empty string, unless
+    ``empty`` (verifying a WRITTEN cell: under the cell rule an empty string then differs from
+    what was recorded, so a tile chunk deleted together with its ``tile_crc`` chunk is caught)."""
     out = np.zeros(strings.shape, np.uint32)
     for (i, j), t in np.ndenumerate(strings):
-        out[i, j] = int.from_bytes(bytes(t[-4:]), "little") if len(t) else 0
+        if rule == CELL_RULE and (len(t) or empty):
+            out[i, j] = cell_crc(row0 + i, col0 + j, t)
+        elif rule == TRAILER_RULE and len(t):
+            out[i, j] = int.from_bytes(bytes(t[-4:]), "little")
     return out
 
 
@@ -255,6 +291,41 @@ def _check_version(path: Path, meta: dict, group: zarr.Group) -> None:
             f"version was edited after writing; re-create the store from its source")
 
 
+def _crc_rule(path: Path, meta: dict, group: zarr.Group) -> str:
+    """How the store's ``tile_crc`` values are computed: the root ``tile_crc_rule`` (covered by
+    ``attrs_digest`` from creation on, before any tile is written), :data:`TRAILER_RULE` in stores
+    written before it. The ``tile_crc`` array's own attributes name the same rule.
+
+    Raises:
+        StoreVersionError: a rule this geocompress does not know (a newer writer).
+        StoreIntegrityError: the root attributes and the ``tile_crc`` array disagree -- the rule
+            or the ``tile_crc`` key was edited, e.g. to verify a store with the older rule that
+            does not bind a tile to its cell.
+    """
+    rule = meta.get(CRC_RULE, TRAILER_RULE)
+    if rule not in CRC_RULES:
+        raise StoreVersionError(f"{path} records tile_crc rule {rule!r}, this geocompress knows "
+                                f"{', '.join(map(repr, CRC_RULES))}: upgrade geocompress")
+    try:
+        with _Quiet():
+            array = group[CRC]
+    except KeyError:
+        array = None
+    if array is None:
+        if CRC_RULE in meta:
+            raise StoreIntegrityError(f"{path}: the store's '{CRC}' array is missing; re-create "
+                                      f"the store from its source")
+        return rule
+    stored = dict(array.attrs).get(CRC_RULE, TRAILER_RULE)
+    if meta.get("format_version", 1) >= 2 and (not meta.get(CRC) or stored != rule):
+        said = f"tile_crc rule {rule!r}" if meta.get(CRC) else f"no '{CRC}' array"
+        raise StoreIntegrityError(
+            f"{path}: its root attributes say {said}, but the '{CRC}' array was written with "
+            f"rule {stored!r}: the root attributes were edited after writing (a tile_crc rule "
+            f"lowered no longer binds tiles to their cells); re-create the store from its source")
+    return rule
+
+
 def _is_geocompress_store(path: Path) -> bool:
     try:
         with _Quiet():
@@ -339,9 +410,10 @@ class _Layout:
     """What every array of a new store shares: grid size, shard blocking, checksums and the
     per-tile georeferencing attributes."""
 
-    def __init__(self, grid: TileGrid, scene: SceneInfo, shard: int, format_version: int) -> None:
+    def __init__(self, grid: TileGrid, scene: SceneInfo, shard: int, format_version: int,
+                 crc_rule: str = CELL_RULE) -> None:
         self.grid, self.count, self.dtype = grid, scene.count, scene.dtype
-        self.format_version = format_version
+        self.format_version, self.crc_rule = format_version, crc_rule
         self.n = (grid.n_rows, grid.n_cols)
         self.shards = (min(shard, grid.n_rows), min(shard, grid.n_cols))
         # format 1 (tests of old stores) has no checksums: otherwise a flipped or truncated
@@ -370,11 +442,16 @@ def _create_arrays(g: zarr.Group, lay: _Layout, crs: Any) -> None:
     )
     _create_masks(g, lay)
     if crc:
+        if lay.crc_rule == CELL_RULE:  # the rule in the array's own attributes too (_crc_rule)
+            crc_attrs = lay.attrs("CRC-32C of each written tile's cell (row, column as "
+                                  "little-endian uint64) then string: binds each string to its "
+                                  "grid cell", **{CRC_RULE: CELL_RULE})
+        else:  # stores written before 2026-12-07
+            crc_attrs = lay.attrs("CRC-32 of each written tile string (its last 4 bytes, "
+                                  "little-endian): binds each string to its grid cell")
         g.create_array(
             CRC, shape=(n_rows, n_cols), dtype="uint32", chunks=s, fill_value=0,
-            dimension_names=("y", "x"), compressors=crc,
-            attributes=lay.attrs("CRC-32 of each written tile string (its "
-                                 "last 4 bytes, little-endian): binds each string to its grid cell"),
+            dimension_names=("y", "x"), compressors=crc, attributes=crc_attrs,
         )
     g.create_array(
         STATUS, shape=(n_rows, n_cols), dtype="uint8", chunks=s, fill_value=0,
@@ -436,6 +513,7 @@ class TileStore:
             except KeyError:
                 raise StoreIntegrityError(f"{path}: the store's '{CRC}' array is missing; "
                                           f"re-create the store from its source") from None
+        self._crc_rule = _crc_rule(path, meta, group)
 
     # -- lifecycle ------------------------------------------------------------------
     @classmethod
@@ -449,6 +527,7 @@ class TileStore:
         overwrite: bool = False,
         format_version: int = FORMAT_VERSION,
         tile_version: int | None = None,
+        crc_rule: str = CELL_RULE,
     ) -> "TileStore":
         """Create an empty store (every tile PENDING), its status "in-progress" on disk before any array.
 
@@ -468,6 +547,9 @@ class TileStore:
                 are written in, recorded as ``tile_format_version`` among the digest-covered
                 attributes; readers refuse a tile whose header says another (an edited version byte).
                 Stores written before it record none and bind no version.
+            crc_rule: how ``tile_crc`` binds each tile to its cell: :data:`CELL_RULE`, or
+                :data:`TRAILER_RULE` to write the rule of stores created before 2026-12-07 (tests
+                of old stores: it binds a string but not its cell, LAYOUT.md).
 
         Returns:
             The store, open for writing (``r+``).
@@ -479,6 +561,8 @@ class TileStore:
         """
         if format_version not in (1, 2, 3):
             raise ValueError(f"can write store formats 1, 2 and 3, not {format_version}")
+        if crc_rule not in CRC_RULES:
+            raise ValueError(f"unknown tile_crc rule {crc_rule!r}; one of {', '.join(CRC_RULES)}")
         path = Path(path)
         codec_meta = _checked_codec_meta(codec_meta)
         if shard < 1:
@@ -490,13 +574,15 @@ class TileStore:
         checked = format_version >= 2  # format 1 (tests of old stores) has no checksums at all
         if checked:
             meta[CRC] = True  # where each WRITTEN tile's string belongs, even while incomplete
+            if crc_rule == CELL_RULE:  # under attrs_digest from here on, before any tile
+                meta[CRC_RULE] = crc_rule
             meta["attrs_digest"] = attrs_digest(meta)  # again with the georef digests, below
         crs = grid.crs or scene.crs
         with _Quiet():
             g = zarr.open_group(str(path), mode="w-", zarr_format=3)
             # status "in-progress" is on disk before any array exists
             g.attrs.update({ATTR: meta, **zconv.group_attrs(crs, grid.transform, grid.height, grid.width)})
-            _create_arrays(g, _Layout(grid, scene, shard, format_version), crs)
+            _create_arrays(g, _Layout(grid, scene, shard, format_version, crc_rule), crs)
             if checked:  # the georeferencing as written (read back: what readers will see)
                 meta[GEOREF] = _stored_georef(zarr.open_group(str(path), mode="r",
                                                               use_consolidated=False))
@@ -550,8 +636,11 @@ class TileStore:
 
         ``status``, ``constant`` and ``masks`` chunks carry crc32c, so a damaged chunk fails on
         read; a *deleted* chunk would read as its fill value, which only this digest catches.
-        An incomplete store has no content digest yet, but each block's tile CRCs are written
-        with the block, so two tile strings swapped in it are still caught.
+        An incomplete store has no content digest yet, but each block's ``tile_crc`` values are
+        written with the block, so two tile strings swapped in it are still caught; under the
+        store's ``tile_crc_rule`` :data:`CELL_RULE` the value binds the cell too, so a tile moved
+        to another cell together with its ``tile_crc`` chunk is caught as well (stores written
+        before it: :data:`TRAILER_RULE`, which binds the string but not its cell, LAYOUT.md).
 
         Raises:
             StoreIntegrityError: naming the array, or the tiles whose strings are not the ones
@@ -581,13 +670,14 @@ class TileStore:
             cells += " ..." if len(unbound) > 5 else ""
             raise StoreIntegrityError(
                 f"{self.path}: {len(unbound)} written tile(s) hold strings other than the ones "
-                f"written in their cells ({cells}: their CRC-32 differs from the '{CRC}' array: "
-                f"tiles swapped, replaced or deleted); re-create the store from its source")
+                f"written in their cells ({cells}: their check value differs from the '{CRC}' "
+                f"array: tiles swapped, moved, replaced or deleted); re-create the store from its "
+                f"source")
 
     def _content_digest(self, unbound: list[tuple[int, int]] | None = None) -> dict[str, str]:
         """The digest of the bookkeeping (see LAYOUT.md); appends to ``unbound`` the WRITTEN
-        tiles whose string's CRC is not the one recorded for their cell (stores with a
-        ``tile_crc`` array), at no extra read of the strings."""
+        tiles whose check value (the store's ``tile_crc_rule``) is not the one recorded for
+        their cell (stores with a ``tile_crc`` array), at no extra read of the strings."""
         status = self.status()
         out = {STATUS: hashlib.sha256(status.tobytes()).hexdigest(),
                CONSTANT: hashlib.sha256(np.ascontiguousarray(self.constants()).tobytes()).hexdigest()}
@@ -603,7 +693,8 @@ class TileStore:
             if unbound is not None and self._crc is not None:
                 recorded = np.asarray(_read(self.path, CRC, self._crc, (rs, cs)), np.uint32)
                 written = status[rs, cs] == TileStatus.WRITTEN
-                wrong = written & (recorded != _string_crcs(block))
+                wrong = written & (recorded != _string_crcs(block, self._crc_rule, rs.start,
+                                                            cs.start, empty=True))
                 unbound.extend((rs.start + int(i), cs.start + int(j))
                                for i, j in zip(*np.nonzero(wrong)))
             strings = block.ravel()
@@ -795,7 +886,7 @@ class TileStore:
         with _Quiet():
             self._tiles[rows, cols] = out
             if self._crc is not None:  # before the status: a block is bound once it is final
-                self._crc[rows, cols] = _string_crcs(out)
+                self._crc[rows, cols] = _string_crcs(out, self._crc_rule, rows.start, cols.start)
             self._masks[rows, cols] = mask_out
             self._constant[rows, cols, :] = constants  # always: no stale values from an earlier run
             self._status[rows, cols] = status  # last: marks the block done
