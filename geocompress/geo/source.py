@@ -92,6 +92,9 @@ class SceneInfo:
     tag_domains: dict = field(default_factory=dict)
     # each band's tags in other metadata domains ({domain: {key: value}}, {} for none)
     band_tag_domains: tuple[dict, ...] = ()
+    # per band: an alpha band holding only 0 and opaque (a pure mask, rebuilt from the stored
+    # mask on decode); () until compress has looked (:func:`alpha_masks`)
+    alpha_is_mask: tuple[bool, ...] = ()
 
     @property
     def path(self) -> Path:
@@ -236,6 +239,15 @@ def _domains(ds: DatasetReader, band: int = 0) -> dict[str, dict[str, str]]:
     return out
 
 
+def _band_meta(ds: DatasetReader) -> tuple[list[dict], list[dict], set[int]]:
+    """Each band's tags in the default domain and in the others, and the NBITS the bands
+    declare (GDAL's NBITS is a band-level tag)."""
+    bands = range(1, ds.count + 1)
+    tags = [{str(k): str(v) for k, v in ds.tags(b).items()} for b in bands]
+    declared = [str(ds.tags(b, ns="IMAGE_STRUCTURE").get("NBITS") or "") for b in bands]
+    return tags, [_domains(ds, b) for b in bands], {int(d) for d in declared if d.isdigit()}
+
+
 def _has_mask(ds: DatasetReader) -> bool:
     return any(MaskFlags.all_valid not in flags for flags in ds.mask_flag_enums)
 
@@ -292,13 +304,10 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
             tags = {**ds.tags(), **tags}  # the first file's tags win in a stack
             domains = {**_domains(ds), **domains}
             descriptions += [d or "" for d in ds.descriptions]
-            band_tags += [{str(k): str(v) for k, v in ds.tags(b).items()}
-                          for b in range(1, ds.count + 1)]
-            band_domains += [_domains(ds, b) for b in range(1, ds.count + 1)]
-            for b in range(1, ds.count + 1):  # GDAL's NBITS is a band-level tag
-                declared = ds.tags(b, ns="IMAGE_STRUCTURE").get("NBITS")
-                if declared and str(declared).isdigit():
-                    nbits.add(int(declared))
+            more_tags, more_domains, declared = _band_meta(ds)
+            band_tags += more_tags
+            band_domains += more_domains
+            nbits |= declared
             has_mask |= _has_mask(ds)
             nodatas.add(ds.nodata)
             count += ds.count
@@ -330,6 +339,41 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
         tag_domains=domains,
         band_tag_domains=tuple(band_domains),
     )
+
+
+def alpha_masks(scene: SceneInfo, opaque: int) -> tuple[bool, ...]:
+    """Per band, whether it is an alpha band that is a pure mask: every value 0 or ``opaque``.
+
+    Such a band says no more than the validity mask a store keeps, so a decoder may rebuild it
+    exactly from that mask; any other alpha band (partial transparency, or a data band such as
+    NIR marked alpha) must come back as its decoded values. Each alpha band is read alone, one
+    block window at a time (never the whole raster), and the pass over it stops at its first
+    other value.
+
+    Args:
+        scene: the scene (:func:`open_scene`).
+        opaque: the band's opaque value: the top of the scene's bit depth (255 for uint8,
+            ``2 ** bits - 1`` for uint16 coded at ``bits``).
+
+    Returns:
+        One flag per band; False for every band not marked alpha.
+    """
+    flags: list[bool] = []
+    for path in scene.paths:
+        with _open(path) as ds:
+            for b in range(1, ds.count + 1):
+                alpha = scene.colorinterp[len(flags)] == "alpha"
+                flags.append(alpha and _only_values(ds, b, opaque))
+    return tuple(flags)
+
+
+def _only_values(ds: DatasetReader, band: int, opaque: int) -> bool:
+    """Whether every value of ``band`` is 0 or ``opaque``, read by the band's block windows."""
+    for _, win in ds.block_windows(band):
+        values = ds.read(band, window=win)
+        if not ((values == 0) | (values == opaque)).all():
+            return False
+    return True
 
 
 class SceneReader:
@@ -474,4 +518,5 @@ def read_tile(
         return reader.read_tile(grid, row, col, bands)
 
 
-__all__ = ["SceneInfo", "SceneReader", "open_scene", "read_tile", "validate_dataset", "SUPPORTED_DTYPES"]
+__all__ = ["SceneInfo", "SceneReader", "alpha_masks", "open_scene", "read_tile", "validate_dataset",
+           "SUPPORTED_DTYPES"]

@@ -24,7 +24,7 @@ from .. import interrupt
 from ..codec import CodecChoice, load_codec
 from ..geo import SceneReader, TileFilter, TileGrid, TileStatus, constant_value, open_scene
 from ..geo.errors import SceneReadError
-from ..geo.source import SceneInfo
+from ..geo.source import SceneInfo, alpha_masks
 from ..store import TileStore
 from ..store.stac import write_stac_item
 from .failures import disk_full_reported
@@ -542,7 +542,10 @@ def _open_or_create(job: _Job, client) -> tuple[TileStore, bool, int, dict | Non
     used_bits = _bits_for(job.scene, bits, client, job.grid, job.tiling.shard)
     if rate is not None:
         rate_record = _search_rate(job, used_bits)
-    ts = TileStore.create(store, job.scene, job.grid,
+    # the alpha bands that are pure masks (0 / opaque at the bits coded): decode rebuilds only
+    # those from the stored masks, the others come back as their decoded values
+    scene = replace(job.scene, alpha_is_mask=alpha_masks(job.scene, (1 << used_bits) - 1))
+    ts = TileStore.create(store, scene, job.grid,
                           _codec_meta(codec, used_bits, job.filter_cfg, job.halo, rate_record),
                           shard=job.tiling.shard, overwrite=job.overwrite,
                           tile_version=max(codec.versions()))

@@ -68,19 +68,23 @@ def store_spec(ts: TileStore, checkpoint: str | None = None, batch_size: int = 8
                      device=device, pretrained=cm["model"] in shipped_index())
 
 
-def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict,
+                  count_clamped: bool = False) -> tuple[np.ndarray, ...]:
     """Decode the pixel window ``(col_off, row_off, width, height)`` (inside the scene): the task
     of GeoTIFF export and of the lazy view alike. Only the tiles it touches are decoded (and,
-    for a halo store, the ring around them).
+    for a halo store, the ring around them). Alpha bands say exactly the stored validity
+    (:func:`restore_alpha`).
 
     Args:
         store: the store's folder.
         window: the pixel window.
         spec: the codec, as :meth:`~.workers.CodecSpec.to_dict` gives it.
+        count_clamped: also return, per band, how many valid values of an alpha band decoded
+            as data were raised to 1.
 
     Returns:
-        ``(pixels C x h x w, valid h x w)``: nodata (or 0) and False outside kept tiles.
+        ``(pixels C x h x w, valid h x w)``: nodata (or 0) and False outside kept tiles; with
+        ``count_clamped``, ``(pixels, valid, clamped per band)``.
 
     Raises:
         StoreIntegrityError: a tile marked written without bytes, or one whose header does not
@@ -139,13 +143,52 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
                 px = nudge_off_nodata(px, m, nodata)
             out[(slice(None), *dst)] = np.where(m, px, out[(slice(None), *dst)])
             valid[dst] = m
-    alpha = [k for k, ci in enumerate(meta.get("colorinterp", [])) if str(ci).lower() == "alpha"]
     # opaque is the top of the scene's bit depth (4095 in 12-bit data), not of its dtype
     bits = ts.codec_meta["config"].get("bits")
     peak = (1 << int(bits)) - 1 if bits else np.iinfo(dtype).max
-    for k in alpha:  # the alpha band is the mask: rebuild it exactly rather than lossy-coded
-        out[k] = np.where(valid, peak, 0).astype(dtype)
-    return out, valid
+    clamped = restore_alpha(out, valid, meta, peak, store)
+    return (out, valid, clamped) if count_clamped else (out, valid)
+
+
+def restore_alpha(out: np.ndarray, valid: np.ndarray, meta: dict, peak: int,
+                  store: PathLike = "") -> np.ndarray:
+    """Make every alpha band of decoded pixels say exactly the stored validity, in place.
+
+    An alpha band the store records as a pure mask (``alpha_is_mask``: only 0 and opaque in the
+    source), or any alpha band of a store written before that record, is rebuilt from the mask:
+    ``peak`` where valid, 0 elsewhere, exact. Any other alpha band (partial transparency, or a
+    data band such as NIR marked alpha) keeps its decoded values, raised to 1 where valid and
+    decoded as 0, and 0 where invalid: a reader taking validity from the alpha band sees the
+    stored mask.
+
+    Args:
+        out: decoded pixels, C x H x W (changed in place).
+        valid: the stored validity, H x W.
+        meta: the store's scene metadata.
+        peak: the opaque value.
+        store: the store, for the error message.
+
+    Returns:
+        Per band, how many valid values were raised to 1 (the caller warns).
+
+    Raises:
+        StoreIntegrityError: ``alpha_is_mask`` does not have one flag per band.
+    """
+    interp = [str(ci).lower() for ci in meta.get("colorinterp", [])]
+    is_mask = meta.get("alpha_is_mask")
+    if is_mask is not None and len(is_mask) != len(interp):
+        raise StoreIntegrityError(f"{store}: 'alpha_is_mask' has {len(is_mask)} flags for "
+                                  f"{len(interp)} bands; re-create the store from its source")
+    clamped = np.zeros(len(out), np.int64)
+    for k, ci in enumerate(interp):
+        if ci != "alpha":
+            continue
+        if is_mask is None or is_mask[k]:  # the mask itself: rebuilt exactly, not lossy-coded
+            out[k] = np.where(valid, peak, 0).astype(out.dtype)
+            continue
+        clamped[k] = int((valid & (out[k] == 0)).sum())
+        out[k] = np.where(valid, np.maximum(out[k], 1), 0).astype(out.dtype)
+    return clamped
 
 
 def _decode_tiles(store: PathLike, codec, strings: np.ndarray, rows: slice, cols: slice,
@@ -622,16 +665,18 @@ def _decode_into(job: _Decode, dst) -> int:
     of pixels clipped to the output's data type."""
     store, win, cluster, picks = job.store, job.win, job.cluster, job.picks
     nodata, pieces, clipped = job.ts.meta.get("nodata"), _pieces(job), 0
+    alpha_raised = np.zeros(int(job.ts.meta["count"]), np.int64)
     with dask_client(cluster.scheduler, cluster.workers, cluster.processes,
                      in_process=job.local) as client:
         futures = {client.submit(decode_region, str(store), p, job.spec.to_dict(),
-                                 pure=False): p for p in pieces}
+                                 count_clamped=True, pure=False): p for p in pieces}
         bar = tqdm(total=sum(p[2] * p[3] for p in pieces) / 1e6, unit="Mpx",
                    disable=not cluster.progress, desc=f"decompress {Path(store).name}",
                    bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} Mpx [{elapsed}<{remaining}]")
         for fut in as_completed(list(futures)):
             p = futures[fut]
-            pixels, valid = fut.result()
+            pixels, valid, raised = fut.result()
+            alpha_raised += raised
             w = Window(p[0] - int(win.col_off), p[1] - int(win.row_off), p[2], p[3])
             px, n = cast_pixels(pixels[[b - 1 for b in picks]], job.dtype, valid)
             clipped += n
@@ -643,7 +688,20 @@ def _decode_into(job: _Decode, dst) -> int:
                     dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=w)
             bar.update(p[2] * p[3] / 1e6)
         bar.close()
+    _warn_alpha_raised(alpha_raised[[b - 1 for b in picks]])
     return clipped
+
+
+def _warn_alpha_raised(raised: np.ndarray) -> None:
+    """Say how many valid values of the written alpha bands that decode as data (not a pure
+    0 / opaque mask in the source) came back as 0 and were raised to 1 (:func:`restore_alpha`)."""
+    if not raised.any():
+        return
+    bands = ", ".join(str(k + 1) for k in np.nonzero(raised)[0])
+    warnings.warn(f"{int(raised.sum())} valid pixel(s) of the output's alpha band(s) {bands} "
+                  f"decoded as 0 (transparent) and were raised to 1, so that the alpha band says "
+                  f"the stored validity mask (the source's alpha is not a pure 0 / opaque mask, "
+                  f"so it is decoded as data, lossily)", stacklevel=5)
 
 
 __all__ = ["Region", "decode_region", "decompress_scene", "store_spec"]

@@ -396,6 +396,11 @@ def _root_meta(scene: SceneInfo, grid: TileGrid, codec_meta: dict, shard: int,
         # each band's other metadata domains: recorded when a band has any (stores before: none)
         **({"band_tag_domains": [{ns: dict(t) for ns, t in d.items()} for d in scene.band_tag_domains]}
            if any(scene.band_tag_domains) else {}),
+        # per band: an alpha band that is a pure mask (0 / opaque), rebuilt from the masks on
+        # decode; other alpha bands decode as data. Recorded for scenes with an alpha band;
+        # stores without it rebuild every alpha band (as before)
+        **({"alpha_is_mask": [bool(f) for f in scene.alpha_is_mask]}
+           if scene.alpha_is_mask and "alpha" in scene.colorinterp else {}),
         "nodata": _json_number(scene.nodata),
         "has_mask": scene.has_mask,
         "width": scene.width,
