@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from geocompress.evaluation.bd import bd_psnr, bd_rate, interp_psnr_at_rate, interp_rate_at_psnr, rd_front
-from geocompress.evaluation.classical import bpp_of, encode_at_bpp, roundtrip
-from geocompress.metrics import ms_ssim_db, psnr
+from geocompress.evaluation.classical import encode_at_bpp, roundtrip
+from geocompress.metrics import bpp, ms_ssim_db, psnr
 from geocompress.training import TileDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def j2k_decoded(tile: np.ndarray, rate: float, matched: bool) -> tuple[bytes, np
 def j2k_point(tile: np.ndarray, rate: float, matched: bool) -> tuple[float, float, float]:
     """(bpp, PSNR, MS-SSIM dB) of JPEG 2000 on one C x H x W tile."""
     data, back = j2k_decoded(tile, rate, matched)
-    return bpp_of(data, tile.transpose(1, 2, 0).shape), psnr(tile, back), ms_ssim_db(tile, back)
+    return bpp(data, tile.shape[1] * tile.shape[2]), psnr(tile, back), ms_ssim_db(tile, back)
 
 
 def j2k_curve(tiles: list[np.ndarray]) -> np.ndarray:
@@ -248,7 +248,7 @@ def plot_worst(res: dict, tiles: list[np.ndarray], quality: int) -> None:
     fig, axes = plt.subplots(len(tiles), 3, figsize=(9, 3 * len(tiles)), squeeze=False)
     for row, tile, back, w in zip(axes, tiles, ours, res["worst_tiles"]):
         data, j2k = j2k_decoded(tile, w["bpp"][quality], matched=True)
-        bpp_j = bpp_of(data, tile.transpose(1, 2, 0).shape)
+        bpp_j = bpp(data, tile.shape[1] * tile.shape[2])
         panels = ((tile, f"tile {w['tile_index']}: {w['source']}"),
                   (back, f"MGSSNet q{quality}: {w['bpp'][quality]:.3f} bpp, {psnr(tile, back):.1f} dB"),
                   (j2k, f"JPEG 2000: {bpp_j:.3f} bpp, {psnr(tile, j2k):.1f} dB"))

@@ -120,9 +120,6 @@ def _file_bpp(data: bytes, shape: Sequence[int]) -> float:
     return M.bpp(data, int(shape[0]) * int(shape[1]))
 
 
-# alias kept until benchmarks/rd_vs_jpeg2000.py imports geocompress.metrics.bpp
-bpp_of = _file_bpp
-
 
 def _grey_to_rgb(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(a, 3, axis=2))

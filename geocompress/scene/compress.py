@@ -632,20 +632,7 @@ def _codec_meta(codec, bits: int, filter_cfg: dict, halo: int = 0,
         config["halo_edges"] = "truncate"  # geocompress.scene.halo
     if codec.refine_steps:  # only when on: stores written without it stay resumable as they were
         config["refine_steps"] = codec.refine_steps
-    return {"model": codec.arch, "weights_digest": codec.digest, "quality": codec.quality, "config": config}
+    return {"arch": codec.arch, "digest": codec.digest, "quality": codec.quality, "config": config}
 
 
-def raw_size(store: TileStore) -> int:
-    """The scene's uncompressed size.
-
-    Args:
-        store: the open store.
-
-    Returns:
-        Width x height x bands x bytes per value.
-    """
-    m = store.meta
-    return int(m["width"]) * int(m["height"]) * int(m["count"]) * np.dtype(m["dtype"]).itemsize
-
-
-__all__ = ["CompressResult", "TilingChoice", "compress_scene", "encode_part", "write_shard", "split_block", "raw_size"]
+__all__ = ["CompressResult", "TilingChoice", "compress_scene", "encode_part", "write_shard", "split_block"]

@@ -59,13 +59,13 @@ def store_spec(ts: TileStore, checkpoint: str | None = None, batch_size: int = 8
     from ..shipped import shipped_index
     from .workers import CodecSpec
 
-    cm = ts.codec_meta
+    cm = ts.codec
     cfg = cm.get("config", {})
-    return CodecSpec(arch=cm["model"], digest=cm["weights_digest"], quality=cm["quality"],
+    return CodecSpec(arch=cm["arch"], digest=cm["digest"], quality=cm["quality"],
                      checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
                      model_config=dict(cfg.get("model", {})),
                      precision=precision, batch_size=batch_size,
-                     device=device, pretrained=cm["model"] in shipped_index())
+                     device=device, pretrained=cm["arch"] in shipped_index())
 
 
 def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict,
