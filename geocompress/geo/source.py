@@ -269,76 +269,53 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
         SceneError: see above.
     """
     paths = _as_paths(source)
-    stacked = len(paths) > 1
-    names: list[str] = []
-    interp: list[str] = []
-    scales: list[float] = []
-    offsets: list[float] = []
-    units: list[str] = []
-    tags: dict[str, str] = {}
-    descriptions: list[str] = []
-    band_tags: list[dict] = []
-    domains: dict[str, dict] = {}
-    band_domains: list[dict] = []
-    nbits: set[int] = set()
-    has_mask = False
-    count = 0
-    ref = None
-    nodatas = set()
+    files, ref = [], None
     for path in paths:
         with _open(path) as ds:
             validate_dataset(ds, str(path))
             sig = (ds.width, ds.height, tuple(ds.transform), ds.crs, ds.dtypes[0])
-            if ref is None:
-                ref = sig
-            elif sig[:3] != ref[:3] or sig[3] != ref[3] or sig[4] != ref[4]:
+            ref = ref or sig
+            if sig[:3] != ref[:3] or sig[3] != ref[3] or sig[4] != ref[4]:
                 raise SceneStackMismatchError(
                     f"{path} does not match {paths[0]}: band-stack files must share size, "
                     f"transform, CRS and dtype (got {sig[0]}x{sig[1]} {sig[4]} vs {ref[0]}x{ref[1]} {ref[4]})"
                 )
-            names += _band_names(ds, path, stacked, count + 1)
-            interp += [c.name for c in ds.colorinterp]
-            scales += [float(v) for v in ds.scales]
-            offsets += [float(v) for v in ds.offsets]
-            units += [u or "" for u in ds.units]
-            tags = {**ds.tags(), **tags}  # the first file's tags win in a stack
-            domains = {**_domains(ds), **domains}
-            descriptions += [d or "" for d in ds.descriptions]
-            more_tags, more_domains, declared = _band_meta(ds)
-            band_tags += more_tags
-            band_domains += more_domains
-            nbits |= declared
-            has_mask |= _has_mask(ds)
-            nodatas.add(ds.nodata)
-            count += ds.count
+            files.append(_file_meta(ds, path, len(paths) > 1, sum(f["count"] for f in files) + 1))
+    nodatas = {f["nodata"] for f in files}
     if len(nodatas) > 1:
         raise SceneStackMismatchError(f"band-stack files disagree on nodata: {sorted(map(str, nodatas))}")
-    assert ref is not None
     width, height, transform, crs, dtype = ref
+
+    def joined(key: str) -> tuple:
+        return tuple(v for f in files for v in f[key])
+
+    tags, domains = {}, {}
+    for f in reversed(files):  # the first file's tags win in a stack
+        tags, domains = {**tags, **f["tags"]}, {**domains, **f["domains"]}
+    nbits = set().union(*(f["nbits"] for f in files))
     return SceneInfo(
-        paths=tuple(p.resolve() for p in paths),
-        width=width,
-        height=height,
-        count=count,
-        dtype=dtype,
-        crs=crs,
-        transform=Affine(*transform[:6]),
-        nodata=nodatas.pop(),
-        band_names=tuple(names),
-        colorinterp=tuple(interp),
-        has_mask=has_mask,
-        file_size=sum(p.stat().st_size for p in paths),
-        checksum=sha256_files(paths),
-        scales=tuple(scales),
-        offsets=tuple(offsets),
-        units=tuple(units),
+        paths=tuple(p.resolve() for p in paths), width=width, height=height,
+        count=sum(f["count"] for f in files), dtype=dtype, crs=crs,
+        transform=Affine(*transform[:6]), nodata=nodatas.pop(), band_names=joined("names"),
+        colorinterp=joined("interp"), has_mask=any(f["has_mask"] for f in files),
+        file_size=sum(p.stat().st_size for p in paths), checksum=sha256_files(paths),
+        scales=joined("scales"), offsets=joined("offsets"), units=joined("units"),
         tags={str(k): str(v) for k, v in tags.items() if k != "AREA_OR_POINT"},
-        declared_bits=max(nbits) if nbits else None,
-        descriptions=tuple(descriptions),
-        band_tags=tuple(band_tags),
-        tag_domains=domains,
-        band_tag_domains=tuple(band_domains),
+        declared_bits=max(nbits) if nbits else None, descriptions=joined("descriptions"),
+        band_tags=joined("band_tags"), tag_domains=domains, band_tag_domains=joined("band_domains"),
     )
+
+
+def _file_meta(ds, path: Path, stacked: bool, first_band: int) -> dict:
+    """What one file of a scene (or of a band stack) says about its bands."""
+    band_tags, band_domains, declared = _band_meta(ds)
+    return {"names": _band_names(ds, path, stacked, first_band),
+            "interp": [c.name for c in ds.colorinterp], "scales": [float(v) for v in ds.scales],
+            "offsets": [float(v) for v in ds.offsets], "units": [u or "" for u in ds.units],
+            "descriptions": [d or "" for d in ds.descriptions], "band_tags": band_tags,
+            "band_domains": band_domains, "nbits": set(declared), "tags": dict(ds.tags()),
+            "domains": _domains(ds), "has_mask": _has_mask(ds), "nodata": ds.nodata,
+            "count": ds.count}
 
 
 def alpha_masks(scene: SceneInfo, opaque: int) -> tuple[bool, ...]:
