@@ -1,5 +1,7 @@
 """Precision modes and the wavefront coding order: fast transforms never change what decodes."""
 
+import pickle
+import warnings
 from itertools import product
 
 import numpy as np
@@ -114,7 +116,7 @@ def test_wavefront_groups_depend_only_on_earlier_groups(h, w):
 
 
 def test_precision_names():
-    assert resolve_precision("auto", "cpu") in ("bfloat16", "float32")
+    assert resolve_precision("auto", "cpu") in ("bfloat16", "float32", "float32-onnx")
     assert resolve_precision("float64", "cpu") == "float64"
     with pytest.raises(ValueError, match="CUDA only"):
         resolve_precision("float16", "cpu")
@@ -134,3 +136,108 @@ def test_a_store_is_not_tied_to_the_precision_that_wrote_it(tmp_path):
                                    progress=False, output=OutputSpec(cog=False))
     with rasterio.open(outs["bfloat16"]) as a, rasterio.open(outs["float64"]) as b:
         assert np.abs(a.read().astype(int) - b.read()).max() <= 3
+
+
+@pytest.mark.parametrize("forced, klass, auto", [("avx2", "AVX2", "float32"),
+                                                  ("avx512", "AVX-512", "float32"),
+                                                  ("avx512-bf16", "AVX-512", "bfloat16"),
+                                                  ("amx", "AMX", "bfloat16")])
+def test_cpu_class_override_makes_auto_resolve_as_on_that_cpu(forced, klass, auto, monkeypatch):
+    """GEOCOMPRESS_CPU_CLASS (benchmarks/cpu_speed.py --emulate-avx2) picks the class that 'auto'
+    and the benchmarks see; without it the CPU's own flags decide."""
+    from geocompress.codec import precision as prec
+
+    monkeypatch.setenv("GEOCOMPRESS_CPU_CLASS", forced)
+    monkeypatch.setenv("GEOCOMPRESS_ONNX", "0")  # float32 in PyTorch (ONNX Runtime: below)
+    prec._cpu_kind.cache_clear()
+    try:
+        assert prec.cpu_class() == klass
+        assert resolve_precision("auto", "cpu") == auto
+        monkeypatch.setenv("GEOCOMPRESS_CPU_CLASS", "pentium")
+        prec._cpu_kind.cache_clear()
+        with pytest.raises(ValueError, match="GEOCOMPRESS_CPU_CLASS"):
+            prec.cpu_class()
+    finally:
+        monkeypatch.delenv("GEOCOMPRESS_CPU_CLASS")
+        prec._cpu_kind.cache_clear()
+    assert prec.cpu_class() in ("AMX", "AVX-512", "AVX2", "other")
+
+
+def _needs_onnx():
+    from geocompress.codec.precision import onnx_available
+
+    if not onnx_available(ignore_env=True):
+        pytest.skip("ONNX Runtime not installed (pip install geocompress[onnx])")
+
+
+def test_onnx_transforms_match_float32_and_strings_cross_decode(shipped_codecs, tiles, tmp_path,
+                                                                monkeypatch):
+    """float32-onnx ('auto' on CPUs without bf16 where ONNX Runtime is installed): g_a / g_s
+    through ONNX Runtime give float32's latents and pixels within float32 noise, at any tile size
+    (dynamic shapes), and strings of either mode decode in the other, and in float64, to the same
+    latent."""
+    _needs_onnx()
+    monkeypatch.setenv("GEOCOMPRESS_CACHE", str(tmp_path))
+    onnx = _shipped("float32-onnx")
+    assert onnx.precision == "float32-onnx"
+    f32, f64 = shipped_codecs["float32"], shipped_codecs["float64"]
+    odd = tiles + [natural_tile(200, 130, seed=13)]  # padded to 256 x 192
+    s_onnx, s_f32 = onnx.encode(odd), f32.encode(odd)
+    x = torch.from_numpy(np.stack([tiles[0]]).astype(np.float64) / 255)
+    y_onnx, y_f32 = onnx.transforms(onnx.model.g_a, x), f32.transforms(f32.model.g_a, x)
+    assert (y_onnx - y_f32).abs().max() < 1e-3 * y_f32.abs().max()
+    for strings in (s_onnx, s_f32):
+        lat = [c.decode_latents(strings)[1] for c in (onnx, f32, f64)]
+        for a, b, c in zip(*lat):
+            assert all(torch.equal(u, v) and torch.equal(u, w) for u, v, w in zip(a, b, c))
+        for o, r in zip(onnx.decode(strings), f32.decode(strings)):
+            assert np.abs(o.astype(int) - r).max() <= 2
+    assert sorted(p.suffix for p in (tmp_path / "onnx").iterdir()) == [".onnx", ".onnx"]
+    # a second codec loads the cached graphs (no export) and decodes the same pixels
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    sent = pickle.loads(pickle.dumps(onnx))  # as to a worker process: its own sessions
+    assert [r.module for r in sent.transforms.onnx] == [sent.model.g_a, sent.model.g_s]
+    again = _shipped("float32-onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to PyTorch warns
+        for a, b in zip(again.decode(s_onnx), onnx.decode(s_onnx)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_onnx_keeps_a_variable_rate_models_gains_in_torch():
+    """The gain of mgssnet-vr changes with the level: only the layers are exported, so every
+    level's synthesis matches float32's."""
+    _needs_onnx()
+    from .test_variable_rate import _spread_model
+    from geocompress.codec.tile_codec import TileCodec
+
+    tile = natural_tile(64, 64, seed=5)
+    for level in (0.5, 6.0):
+        a = TileCodec(_spread_model(), quality=level, precision="float32-onnx")
+        b = TileCodec(_spread_model(), quality=level, precision="float32")
+        strings = b.encode([tile])
+        np.testing.assert_allclose(a.decode(strings)[0].astype(int), b.decode(strings)[0], atol=2)
+
+
+def test_auto_picks_onnx_only_without_bf16_and_where_installed(monkeypatch):
+    from geocompress.codec import precision as prec
+
+    for forced, onnx_env, expected in (("avx2", "1", "float32-onnx"), ("avx2", "0", "float32"),
+                                       ("amx", "1", "bfloat16")):
+        if expected == "float32-onnx":
+            try:
+                _needs_onnx()
+            except pytest.skip.Exception:
+                expected = "float32"
+        monkeypatch.setenv("GEOCOMPRESS_CPU_CLASS", forced)
+        monkeypatch.setenv("GEOCOMPRESS_ONNX", onnx_env)
+        prec._cpu_kind.cache_clear()
+        try:
+            assert resolve_precision("auto", "cpu") == expected
+        finally:
+            prec._cpu_kind.cache_clear()
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_precision("float32-onnx", "cuda")

@@ -14,32 +14,85 @@ Modes:
 * ``bfloat16``: float32 weights, channels-last, ``torch.autocast`` to bfloat16 (on CPUs with
   AMX-BF16 or AVX512-BF16, and CUDA devices that support it);
 * ``float16``: autocast to float16 (CUDA only);
+* ``float32-onnx``: ``g_a`` and ``g_s`` in float32 through ONNX Runtime (CPU; the optional extra
+  ``pip install geocompress[onnx]``), ``h_a`` as ``float32``: on CPUs without bf16 about 1.6x
+  faster than PyTorch's float32 at the same PSNR (``catalogs/cpu_speed.md``). Each transform is
+  exported once per weights and cached in ``~/.cache/geocompress/onnx`` (``GEOCOMPRESS_CACHE``);
+  a transform that cannot be exported runs in PyTorch's float32.
 * ``auto``: the fastest mode the device runs well: ``bfloat16`` where the CPU or GPU supports it,
-  else ``float16`` on CUDA, else ``float32``. Its measured PSNR against ``float64`` is in
+  else ``float16`` on CUDA, else ``float32-onnx`` where ONNX Runtime is installed (and
+  ``GEOCOMPRESS_ONNX`` is not ``0``), else ``float32``. Its measured PSNR against ``float64`` is in
   ``catalogs/benchmarks.md`` (``benchmarks/codec_speed.py``).
+
+The CPU's class (:func:`cpu_class`: ``AMX``, ``AVX-512``, ``AVX2`` or ``other``) is read from the
+CPU's flags; ``GEOCOMPRESS_CPU_CLASS`` (``amx``, ``avx512``, ``avx512-bf16``, ``avx2``, ``other``)
+overrides it, so that ``auto`` resolves as it would on another class of CPU. It is how an AVX2-only
+CPU is emulated for measurement on a larger one, with ``ATEN_CPU_CAPABILITY=avx2`` and
+``ONEDNN_MAX_CPU_ISA=AVX2`` set before torch is imported (``benchmarks/cpu_speed.py
+--emulate-avx2``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import io
+import os
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
-PRECISIONS = ("auto", "bfloat16", "float16", "float32", "float64")
+PRECISIONS = ("auto", "bfloat16", "float16", "float32", "float32-onnx", "float64")
+ONNX = "float32-onnx"
+ONNX_OPSET = 17
+
+
+CPU_CLASSES = {"amx": ("AMX", True), "avx512-bf16": ("AVX-512", True), "avx512": ("AVX-512", False),
+               "avx2": ("AVX2", False), "other": ("other", False)}
 
 
 @functools.lru_cache(maxsize=None)
+def _cpu_flags() -> frozenset[str] | None:
+    try:
+        return frozenset(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_kind() -> str:
+    """One of CPU_CLASSES' keys: GEOCOMPRESS_CPU_CLASS if set, else what the CPU has."""
+    forced = os.environ.get("GEOCOMPRESS_CPU_CLASS", "").strip().lower()
+    if forced:
+        if forced not in CPU_CLASSES:
+            raise ValueError(f"GEOCOMPRESS_CPU_CLASS must be one of {sorted(CPU_CLASSES)}, "
+                             f"got {forced!r}")
+        return forced
+    flags = _cpu_flags()
+    if flags is None:  # ask torch what its kernels were dispatched for
+        cap = torch.backends.cpu.get_cpu_capability()
+        return {"AMX": "amx", "AVX512_BF16": "avx512-bf16", "AVX512": "avx512",
+                "AVX2": "avx2"}.get(cap, "other")
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512f" in flags:
+        return "avx512-bf16" if "avx512_bf16" in flags else "avx512"
+    return "avx2" if "avx2" in flags else "other"
+
+
+def cpu_class() -> str:
+    """``AMX``, ``AVX-512``, ``AVX2`` or ``other``: the widest matrix / vector unit of this CPU
+    (or of the class GEOCOMPRESS_CPU_CLASS names)."""
+    return CPU_CLASSES[_cpu_kind()][0]
+
+
 def cpu_bf16_supported() -> bool:
     """Whether this CPU does bfloat16 matrix work natively (AMX-BF16 or AVX512-BF16): without
     either, oneDNN emulates bfloat16 and it is slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:  # not Linux: ask torch what its kernels were dispatched for
-        return torch.backends.cpu.get_cpu_capability() in ("AMX", "AVX512_BF16")
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return CPU_CLASSES[_cpu_kind()][1]
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
@@ -51,10 +104,119 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if precision == "auto":
         if cuda:
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        return "bfloat16" if cpu_bf16_supported() else "float32"
+        if cpu_bf16_supported():
+            return "bfloat16"
+        return ONNX if onnx_available() else "float32"
     if precision == "float16" and not cuda:
         raise ValueError("precision='float16' runs on CUDA only; on CPU use 'bfloat16' or 'float32'")
+    if precision == ONNX:
+        if cuda:
+            raise ValueError(f"precision={ONNX!r} runs on CPU only")
+        if not onnx_available(ignore_env=True):
+            raise ValueError(f"precision={ONNX!r} needs ONNX Runtime: pip install geocompress[onnx]")
     return precision
+
+
+def onnx_available(ignore_env: bool = False) -> bool:
+    """Whether ONNX Runtime (and the ``onnx`` package torch exports with) can be imported; with
+    ``GEOCOMPRESS_ONNX=0`` ``auto`` does not use it."""
+    if not ignore_env and os.environ.get("GEOCOMPRESS_ONNX", "1").strip() == "0":
+        return False
+    return _onnx_importable()
+
+
+@functools.lru_cache(maxsize=None)
+def _onnx_importable() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _onnx_cache() -> Path:
+    root = os.environ.get("GEOCOMPRESS_CACHE")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geocompress"
+    return Path(root) / "onnx"
+
+
+class OnnxTransform:
+    """One transform (``g_a`` or ``g_s``) run by ONNX Runtime in float32 on CPU.
+
+    The graph is exported from the module's float32 weights with dynamic batch, height and width,
+    once per weights (cached on disk under a digest of the weights, the module's structure and
+    the torch version), and loaded on first use with as many threads as torch has then. A
+    variable-rate model's gain stays in PyTorch (its scale changes with the rate): only the
+    layers are exported."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.gained = hasattr(module, "_scale") and hasattr(module, "_side")
+        self.layers = torch.nn.Sequential(*module.children()) if self.gained else module
+        self.session = None
+
+    def __getstate__(self) -> dict:  # a codec sent to another process opens its own session
+        return {**self.__dict__, "session": None}
+
+    def _graph(self) -> bytes:
+        import torch.onnx
+
+        layers = self.layers
+        h = hashlib.sha256(f"{torch.__version__} {ONNX_OPSET} {layers!r}".encode())
+        for k, v in layers.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
+        path = _onnx_cache() / f"{h.hexdigest()[:24]}.onnx"
+        if path.exists():
+            return path.read_bytes()
+        cin = next(m for m in layers.modules()
+                   if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))).in_channels
+        example = torch.zeros(1, cin, 32, 32)
+        copy = _float32_copy(layers)
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(copy, (example,), buf, dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "b", 2: "h", 3: "w"},
+                                            "y": {0: "b", 2: "h", 3: "w"}})
+        data = buf.getvalue()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only home: export again next time
+        return data
+
+    def _session(self):
+        import onnxruntime as rt
+
+        so = rt.SessionOptions()
+        so.intra_op_num_threads = max(1, torch.get_num_threads())
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = rt.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return rt.InferenceSession(self._graph(), so, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.session is None:
+            self.session = self._session()
+        if self.gained and self.module._side == "in":
+            x = self.module._scale(x)
+        arr = x.detach().to(torch.float32).contiguous().numpy()
+        out = torch.from_numpy(self.session.run(None, {"x": arr})[0])
+        if self.gained and self.module._side == "out":
+            out = self.module._scale(out)
+        return out
+
+
+def _float32_copy(module: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(module).to(dtype=torch.float32, memory_format=torch.contiguous_format).eval()
 
 
 def weight_dtype(precision: str) -> torch.dtype:
@@ -72,6 +234,12 @@ class Transforms:
         self.channels_last = precision != "float64" and device.type == "cpu"
         self.autocast = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
         self.dtype = weight_dtype(precision)
+        # the transforms ONNX Runtime runs (each knows its module: matched by identity, which
+        # pickling a codec preserves); one that fails is dropped and runs in PyTorch
+        self.onnx: list[OnnxTransform] = []
+        if precision == ONNX:
+            self.onnx = [OnnxTransform(m) for m in (getattr(model, "g_a", None),
+                                                    getattr(model, "g_s", None)) if m is not None]
         if self.channels_last:
             for name in ("g_a", "g_s"):
                 module = getattr(model, name, None)
@@ -90,6 +258,14 @@ class Transforms:
         x = x.to(self.device, self.dtype)
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        runner = next((r for r in self.onnx if r.module is module), None)
         with torch.no_grad(), self._context():
+            if runner is not None and x.ndim == 4:
+                try:
+                    return runner(x).to(self.dtype).contiguous()
+                except Exception as e:  # noqa: BLE001 - any export / runtime failure: PyTorch
+                    warnings.warn(f"ONNX Runtime could not run {type(module).__name__} "
+                                  f"({type(e).__name__}: {e}); running it in PyTorch float32")
+                    self.onnx.remove(runner)
             out = module(x)
         return out.to(self.dtype).contiguous()
