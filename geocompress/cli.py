@@ -212,13 +212,18 @@ def cmd_decompress(a: argparse.Namespace) -> int:
         The exit status (0).
 
     Raises:
-        ValueError: a ``--bbox-crs`` that is no CRS, or what
+        ValueError: both ``--window`` and ``--bbox``, ``--bbox-crs`` without ``--bbox`` or
+            that is no CRS, or what
             :func:`~geocompress.scene.decompress_scene` refuses.
     """
     from .scene import decompress_scene
     from .scene.mosaic import Region
     from .scene.output import OutputSpec, parse_overviews
 
+    if a.window is not None and a.bbox is not None:  # Region lets bbox win: say so, not silently
+        raise ValueError("--window and --bbox both give the region to decode: use one of them")
+    if a.bbox_crs is not None and a.bbox is None:
+        raise ValueError("--bbox-crs gives the CRS of --bbox, but no --bbox was given")
     if a.bbox_crs is not None:  # named here, not in a PROJ message about WKT
         from .geo.reproject import to_rasterio_crs
 

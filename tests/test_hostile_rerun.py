@@ -245,3 +245,22 @@ def test_shards_swapped_with_their_crc_chunks_in_an_incomplete_store_are_an_erro
     assert "(0, 0), (0, 1)" in err and "tile_crc" in err, err
     assert main(["info", str(store)]) == 1
     assert "(0, 0), (0, 1)" in capsys.readouterr().err
+
+
+def test_window_and_bbox_together_or_a_bbox_crs_alone_are_refused(tmp_path, capsys):
+    """Second pass (catalogs/hostile_sweep.md, finding E): `decompress --bbox ... --window 0 0 10
+    10` decoded the bbox's region and dropped the window with exit 0 and no word (Region lets the
+    bbox win); `--bbox-crs` without `--bbox` was ignored the same way."""
+    src = write_scene(tmp_path / "s.tif", natural_tile(64, 64, c=1, seed=41))
+    store = tmp_path / "s.zarr"
+    assert _compress(src, store) == 0
+    with rasterio.open(src) as s:
+        b = s.bounds
+    capsys.readouterr()
+    out = tmp_path / "o.tif"
+    assert _decompress(store, out, "--bbox", b.left, b.bottom, b.right, b.top,
+                       "--window", 0, 0, 10, 10) == 1
+    err = capsys.readouterr().err
+    assert "--window" in err and "--bbox" in err and not out.exists(), err
+    assert _decompress(store, out, "--bbox-crs", "EPSG:4326") == 1
+    assert "--bbox-crs" in capsys.readouterr().err and not out.exists()
