@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import sample_tiles  # noqa: E402
 
 import geocompress  # noqa: E402
-from geocompress.codec.precision import resolve_precision  # noqa: E402
-from geocompress.evaluation.classical import _j2k_decode, _j2k_encode  # noqa: E402
+from geocompress.codec.precision import ONNX, onnx_available, resolve_precision  # noqa: E402
+from geocompress.evaluation.classical import jpeg2000_decode, jpeg2000_encode  # noqa: E402
 from geocompress.metrics import psnr  # noqa: E402
 
 ENCODE_TARGET, DECODE_TARGET, J2K_RATIO_TARGET = 0.1, 0.1, 30.0
@@ -68,8 +68,8 @@ def measure(codec, tiles: np.ndarray, repeat: int) -> dict:
 
 def jpeg2000(tiles: np.ndarray, bpps: list[float], repeat: int) -> dict:
     hwc = [np.ascontiguousarray(t.transpose(1, 2, 0)) for t in tiles]
-    t_enc, data = best(lambda: [_j2k_encode(a, b) for a, b in zip(hwc, bpps)], repeat)
-    t_dec, out = best(lambda: [_j2k_decode(d) for d in data], repeat)
+    t_enc, data = best(lambda: [jpeg2000_encode(a, b) for a, b in zip(hwc, bpps)], repeat)
+    t_dec, out = best(lambda: [jpeg2000_decode(d) for d in data], repeat)
     return {"encode_s": t_enc / len(tiles), "decode_s": t_dec / len(tiles),
             "bpp": float(np.mean([8 * len(d) / a[..., 0].size for d, a in zip(data, hwc)])),
             "psnr": float(np.mean([psnr(a, b, 255) for a, b in zip(hwc, out)]))}
@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--quality", type=int, default=3)
     ap.add_argument("--tiles", type=int, default=16)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--precisions", nargs="+", default=["bfloat16", "float32", "float64"])
+    ap.add_argument("--precisions", nargs="+", default=["bfloat16", "float32", "float64"] + ([ONNX] if onnx_available() else []))
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8, help="codec batch size (the pipeline's default)")
     ap.add_argument("--json", type=Path, help="write the figures here too")

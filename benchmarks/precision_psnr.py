@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import geocompress
-from geocompress.codec.precision import resolve_precision
+from geocompress.codec.precision import ONNX, cpu_bf16_supported, onnx_available, resolve_precision
 from geocompress.codec.weights import shipped_index
 from geocompress.metrics import psnr
 from geocompress.training import TileDataset
@@ -29,7 +29,17 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO / "data" / "geocompress-rs-v1.zarr"
 CATALOG = REPO / "catalogs" / "models"
 TOLERANCE_DB = 0.05
-SPEED_ORDER = ("bfloat16", "float32", "float64")
+
+
+def speed_order() -> tuple[str, ...]:
+    """The modes fastest first on this CPU, as ``auto`` ranks them: bfloat16 where the CPU has
+    it, else ONNX Runtime float32 (where installed), then float32; float64 last."""
+    fast = ["bfloat16"] if cpu_bf16_supported() else []
+    onnx = [ONNX] if onnx_available() else []
+    return tuple(fast + onnx + ["float32"] + ([] if fast else ["bfloat16"]) + ["float64"])
+
+
+SPEED_ORDER = speed_order()
 
 
 def main() -> None:

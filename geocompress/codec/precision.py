@@ -96,7 +96,19 @@ def cpu_bf16_supported() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """The concrete mode ``precision`` means on ``device`` (``auto`` resolved, errors named)."""
+    """The concrete mode ``precision`` means on ``device``.
+
+    Args:
+        precision: one of :data:`PRECISIONS`; ``auto`` is bfloat16 on GPUs and CPUs that have it,
+            else ONNX Runtime float32 where installed, else float32.
+        device: where the transforms run.
+
+    Returns:
+        The mode, never ``auto``.
+
+    Raises:
+        ValueError: an unknown mode, or one the device cannot run (float16 on a CPU).
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = torch.device(device)
@@ -118,8 +130,15 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
 
 def onnx_available(ignore_env: bool = False) -> bool:
-    """Whether ONNX Runtime (and the ``onnx`` package torch exports with) can be imported; with
-    ``GEOCOMPRESS_ONNX=0`` ``auto`` does not use it."""
+    """Whether ONNX Runtime (and the ``onnx`` package torch exports with) can be imported.
+
+    Args:
+        ignore_env: answer for the installation alone; by default ``GEOCOMPRESS_ONNX=0`` makes
+            the answer False, so that ``auto`` keeps PyTorch.
+
+    Returns:
+        True where the ``float32-onnx`` mode can run.
+    """
     if not ignore_env and os.environ.get("GEOCOMPRESS_ONNX", "1").strip() == "0":
         return False
     return _onnx_importable()
@@ -221,7 +240,14 @@ def _float32_copy(module: torch.nn.Module) -> torch.nn.Module:
 
 def weight_dtype(precision: str) -> torch.dtype:
     """The dtype the model's weights are held in: reduced modes autocast from float32 weights,
-    so the entropy models' parameters (quantiles, scale table) never lose bits."""
+    so the entropy models' parameters (quantiles, scale table) never lose bits.
+
+    Args:
+        precision: a concrete mode (:func:`resolve_precision`).
+
+    Returns:
+        float64 for the exact mode, else float32.
+    """
     return torch.float64 if precision == "float64" else torch.float32
 
 

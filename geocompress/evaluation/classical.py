@@ -350,12 +350,6 @@ def jpeg2000_decode(data: bytes) -> np.ndarray:
     return d[:, :, None] if d.ndim == 2 else d
 
 
-# alias kept until benchmarks/codec_speed.py imports the public name
-_j2k_encode = jpeg2000_encode
-# alias kept until benchmarks/codec_speed.py imports the public name
-_j2k_decode = jpeg2000_decode
-
-
 def _j2k_available() -> bool:
     import imagecodecs
     from PIL import features

@@ -10,7 +10,7 @@ from geocompress.store.errors import (
     StoreMismatchError,
     StoreVersionError,
 )
-from geocompress.store.tile_store import FORMAT_VERSION, TileStore
+from geocompress.store.tile_store import FORMAT_VERSION, StoreLayout, TileStore
 
 __all__ = ["FORMAT_VERSION", "StoreError", "StoreIntegrityError", "StoreMismatchError",
-           "StoreVersionError", "TileStore"]
+           "StoreLayout", "StoreVersionError", "TileStore"]

@@ -45,6 +45,7 @@ so the same guarantees hold there.
 
 from __future__ import annotations
 
+
 import hashlib
 import json
 import shutil
@@ -52,6 +53,7 @@ import struct
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from dataclasses import dataclass, replace as _replace_fields
 from typing import Any, Iterator
 
 import google_crc32c  # zarr's own dependency (its crc32c codec): the C implementation
@@ -497,6 +499,27 @@ def _create_masks(g: zarr.Group, lay: _Layout) -> None:
         )
 
 
+@dataclass(frozen=True)
+class StoreLayout:
+    """The format a new store is written in: what readers must know to check its tiles.
+
+    Args:
+        format_version: 3, or 2 / 1 to write an earlier layout (tests of old stores; 1 has no
+            checksums at all).
+        tile_version: the tile-string format version (:mod:`geocompress.codec.format`) the tiles
+            are written in, recorded as ``tile_format_version`` among the digest-covered
+            attributes; readers refuse a tile whose header says another (an edited version
+            byte). Stores written before it record none and bind no version.
+        crc_rule: how ``tile_crc`` binds each tile to its cell: :data:`CELL_RULE`, or
+            :data:`TRAILER_RULE` to write the rule of stores created before 2026-12-07 (tests of
+            old stores: it binds a string but not its cell, LAYOUT.md).
+    """
+
+    format_version: int = FORMAT_VERSION
+    tile_version: int | None = None
+    crc_rule: str = CELL_RULE
+
+
 class TileStore:
     """A geocompress store on disk. Create with :meth:`create`, open with :meth:`open`."""
 
@@ -530,9 +553,8 @@ class TileStore:
         codec_meta: dict,
         shard: int = 16,
         overwrite: bool = False,
-        format_version: int = FORMAT_VERSION,
-        tile_version: int | None = None,
-        crc_rule: str = CELL_RULE,
+        layout: "StoreLayout | None" = None,
+        **layout_fields: Any,
     ) -> "TileStore":
         """Create an empty store (every tile PENDING), its status "in-progress" on disk before any array.
 
@@ -546,15 +568,9 @@ class TileStore:
                 ``config`` dict of codec settings, recorded as ``codec_config``.
             shard: tiles per shard side: the unit one writer owns.
             overwrite: replace an existing geocompress store.
-            format_version: 3, or 2 / 1 to write an earlier layout (tests of old stores; 1 has no
-                checksums at all).
-            tile_version: the tile-string format version (:mod:`geocompress.codec.format`) the tiles
-                are written in, recorded as ``tile_format_version`` among the digest-covered
-                attributes; readers refuse a tile whose header says another (an edited version byte).
-                Stores written before it record none and bind no version.
-            crc_rule: how ``tile_crc`` binds each tile to its cell: :data:`CELL_RULE`, or
-                :data:`TRAILER_RULE` to write the rule of stores created before 2026-12-07 (tests
-                of old stores: it binds a string but not its cell, LAYOUT.md).
+            layout: the format to write (:class:`StoreLayout`; default: the current one).
+            **layout_fields: :class:`StoreLayout` fields overriding ``layout``'s
+                (``format_version=2``, ``tile_version=3``, ``crc_rule=TRAILER_RULE``).
 
         Returns:
             The store, open for writing (``r+``).
@@ -564,6 +580,8 @@ class TileStore:
                 size than the scene.
             StoreError: ``path`` exists and may not be replaced.
         """
+        layout = _replace_fields(layout or StoreLayout(), **layout_fields)
+        format_version, tile_version, crc_rule = layout.format_version, layout.tile_version, layout.crc_rule
         if format_version not in (1, 2, 3):
             raise ValueError(f"can write store formats 1, 2 and 3, not {format_version}")
         if crc_rule not in CRC_RULES:
@@ -1046,4 +1064,4 @@ class TileStore:
             zarr.consolidate_metadata(str(self.path), zarr_format=3)
 
 
-__all__ = ["FORMAT_VERSION", "TileStore"]
+__all__ = ["FORMAT_VERSION", "StoreLayout", "TileStore"]
