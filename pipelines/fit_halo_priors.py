@@ -40,8 +40,8 @@ def fit_one(q: int, tiles: int, cfg: HaloPriorConfig, dataset: Path) -> dict:
     t0 = time.time()
     train = TileDataset(dataset, "train", crop=None, augment=False, limit=tiles)
     val = TileDataset(dataset, "val", crop=None, augment=False, limit=48)
-    lt = interior_latents(model, train._cache)
-    lv = interior_latents(model, val._cache, flips=False)
+    lt = interior_latents(model, train.all_pixels())
+    lv = interior_latents(model, val.all_pixels(), flips=False)
     t_lat = time.time() - t0
     print(f"q{q}: {len(lt)} latent maps in {t_lat:.0f} s", flush=True)
     hist = fit_halo_prior(model, lt, lv, cfg, log=lambda s: print(f"q{q} {s}", flush=True))

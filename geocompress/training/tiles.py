@@ -195,3 +195,14 @@ class TileDataset(Tiles):
         if self._cache is not None:
             return self._cache[i]
         return self.root["images"][int(self.indices[i])]
+
+    def all_pixels(self) -> np.ndarray:
+        """Every tile of the split as stored, in split order (for passes over all of them, such
+        as computing latents once).
+
+        Returns:
+            N x 3 x T x T uint8 (the cache itself where the split is cached: do not modify it).
+        """
+        if self._cache is not None:
+            return self._cache
+        return self.root["images"].get_orthogonal_selection((self.indices,))
