@@ -79,3 +79,36 @@ def sample_tiles(n: int = 16, size: int = 256):
         tiles = [src.read(window=Window((i % per_row) * size, (i // per_row) * size, size, size))[:3]
                  for i in range(min(n, per_row * (src.height // size)))]
     return np.stack(tiles)
+
+
+AMD_FAMILIES = {23: "Zen / Zen 2", 25: "Zen 3 / Zen 4", 26: "Zen 5"}
+
+
+def cpu_label() -> str:
+    """The CPU every timing is recorded with: model name (with the AMD core generation, which
+    cloud VMs hide behind "AMD EPYC"), its widest vector / matrix unit and whether it does
+    bfloat16 natively, e.g. ``AMD EPYC (Zen 5): AVX-512 + AVX512-BF16, no AMX``."""
+    from pathlib import Path as _Path
+
+    name, family, flags = "unknown CPU", None, set()
+    try:
+        for line in _Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "model name" and name == "unknown CPU":
+                name = value
+            elif key == "cpu family" and family is None:
+                family = int(value)
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except (OSError, ValueError):
+        pass
+    if name.startswith("AMD") and family in AMD_FAMILIES:
+        name += f" ({AMD_FAMILIES[family]})"
+    if "amx_bf16" in flags:
+        unit = "AMX-BF16 + AVX-512"
+    elif "avx512f" in flags:
+        unit = "AVX-512" + (" + AVX512-BF16, no AMX" if "avx512_bf16" in flags else ", no bf16")
+    else:
+        unit = "AVX2, no AVX-512, no bf16" if "avx2" in flags else "no AVX2"
+    return f"{name}: {unit}"

@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from geocompress.scene import compress_scene, decompress_scene
     from geocompress.scene.rate_control import RateTarget, RateTargetError
 
-    sys.path.insert(0, str(REPO / "pipelines"))
-    from trunk_trial import cpu_name
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from _common import cpu_label
 
     rows, missed = [], 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(rows[-1], f"{time.perf_counter() - t0:.0f} s", flush=True)
     lines = ["# Rate control on whole scenes", "",
              f"`benchmarks/rate_control.py` with `{a.checkpoint.relative_to(REPO) if a.checkpoint.is_relative_to(REPO) else a.checkpoint}` "
-             f"on {cpu_name()}: each target through `compress_scene(rate=...)` (a search on a "
+             f"on {cpu_label()}: each target through `compress_scene(rate=...)` (a search on a "
              "sample of 32 tiles), the store decoded back and measured against the source. Goal: "
              f"bpp within {BPP_GOAL:.0%}, PSNR within {PSNR_GOAL} dB (peak 2^bits - 1, valid pixels).",
              "", "| scene | target | level chosen | bpp | PSNR dB | verdict |", "|---|---|---|---|---|---|"]

@@ -179,7 +179,7 @@ def evaluate_set(key: str, checkpoint: Path, levels: list[float], precision: str
     return res
 
 
-def write_report(out: dict) -> None:
+def write_report(out: dict, dest: Path) -> None:
     lines = ["# Variable-rate MGSSNet: RD on the test split against the classical codecs",
              "", f"Weights `{out['checkpoint']}` ({out['meta_steps']} steps in all), measured by "
              f"`benchmarks/vr_rd.py` on {out['cpu']} ({out['precision']} transforms). Every string's "
@@ -206,11 +206,11 @@ def write_report(out: dict) -> None:
                 lines.append(f"| {r['source']} | {r['tiles']} | {r['bd_rate_percent']} | "
                              f"{r['bd_psnr_db']} | {r.get('shared_bpp')} |")
         lines.append("")
-    lines += ["![RD curves](mgssnet-vr-rd.png)", ""]
-    (CATALOG / "mgssnet-vr-rd.md").write_text("\n".join(lines))
+    lines += [f"![RD curves]({dest.with_suffix('.png').name})", ""]
+    dest.with_suffix(".md").write_text("\n".join(lines))
 
 
-def plot(out: dict) -> None:
+def plot(out: dict, dest: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,7 +234,7 @@ def plot(out: dict) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(CATALOG / "mgssnet-vr-rd.png", dpi=110)
+    fig.savefig(dest.with_suffix(".png"), dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--refresh-classical", action="store_true")
+    p.add_argument("--out", type=Path, default=CATALOG / "mgssnet-vr-rd",
+                   help="where the .json, .md and .png go (default: the catalog's; another path "
+                        "measures a candidate without replacing the record)")
     p.add_argument("--classical-only", action="store_true",
                    help="only fill the classical codecs' cache (no checkpoint needed)")
     a = p.parse_args(argv)
@@ -260,23 +263,20 @@ def main(argv: list[str] | None = None) -> None:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    import sys
-
-    sys.path.insert(0, str(REPO / "pipelines"))
-    from trunk_trial import cpu_name
+    from _common import cpu_label
 
     from geocompress.codec.precision import resolve_precision
 
     meta = torch.load(a.checkpoint, map_location="cpu", weights_only=True).get("meta", {})
     out = {"checkpoint": str(a.checkpoint.relative_to(REPO)) if a.checkpoint.is_relative_to(REPO) else str(a.checkpoint),
-           "meta_steps": meta.get("total_steps", meta.get("steps")), "cpu": cpu_name(),
+           "meta_steps": meta.get("total_steps", meta.get("steps")), "cpu": cpu_label(),
            "precision": resolve_precision(a.precision, "cpu"),
            "sets": {k: evaluate_set(k, a.checkpoint, a.levels, a.precision, a.refresh_classical)
                     for k in a.sets}}
-    (CATALOG / "mgssnet-vr-rd.json").write_text(json.dumps(out, indent=1) + "\n")
-    write_report(out)
-    plot(out)
-    print((CATALOG / "mgssnet-vr-rd.md").read_text())
+    a.out.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
+    write_report(out, a.out)
+    plot(out, a.out)
+    print(a.out.with_suffix(".md").read_text())
 
 
 if __name__ == "__main__":
