@@ -33,6 +33,15 @@ Streams = list[bytes]
 RASTER, WAVEFRONT = "raster", "wavefront"  # joint models' symbol orders (see schedule)
 
 
+class NonCanonicalStream(ValueError):
+    """Latent streams that decode, but are not what the encoder writes for what they decode to
+    (truncated, extended or forged bytes): ``positions`` are the images of the batch concerned."""
+
+    def __init__(self, positions: list[int]) -> None:
+        super().__init__(f"latent stream(s) of batch position(s) {positions} are not canonical")
+        self.positions = positions
+
+
 def padded(stream: bytes, symbols: int) -> bytes:
     """``stream`` followed by zeros the rANS decoder may read past its end.
 
@@ -171,7 +180,7 @@ class LatentCoder:
         z_strings, z_hat = self._z(y)
         params = self.h_s(z_hat)
         if self.kind == "joint":
-            y_strings, y_hat = self._joint(params, y=y, order=order)
+            y_strings, y_hat, _ = self._joint(params, y=y, order=order)
         else:
             scales, means = (params, None) if self.kind == "scale" else params.chunk(2, 1)
             idx = self._indexes(scales)
@@ -183,7 +192,7 @@ class LatentCoder:
     # -- decode ----------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, streams: list[Streams], y_size: tuple[int, int],
-               order: str = WAVEFRONT) -> Tensor:
+               order: str = WAVEFRONT, canonical: bool = False) -> Tensor:
         """The quantized latents rebuilt from streams, identical on every machine (exact scale and mean
         predictions, CDF tables from the checkpoint).
 
@@ -191,9 +200,16 @@ class LatentCoder:
             streams: per image, the streams :meth:`encode` returned.
             y_size: the latent's spatial size ``(h, w)`` (the header's padded size / 16).
             order: the symbol order the streams were written in (see :meth:`encode`).
+            canonical: check that each latent stream is byte for byte what :meth:`encode` writes
+                for the symbols it decoded to (the joint model; strings of format 3 on): rANS
+                has no end marker, so a truncated or forged stream otherwise decodes to garbage
+                without an error.
 
         Returns:
             ``y_hat``, ``B x M x h x w``, float64.
+
+        Raises:
+            NonCanonicalStream: with ``canonical``, a stream that is not.
         """
         m = self.model
         if self.kind == "factorized":
@@ -205,19 +221,26 @@ class LatentCoder:
         channels = params.shape[1] // (1 if self.kind == "scale" else 2)
         y_strings = [padded(s[1], channels * y_size[0] * y_size[1]) for s in streams]
         if self.kind == "joint":
-            return self._joint(params, strings=y_strings, order=order)[1]
+            _, y_hat, again = self._joint(params, strings=y_strings, order=order)
+            bad = [t for t, (s, a) in enumerate(zip(streams, again)) if canonical and a != s[1]]
+            if bad:
+                raise NonCanonicalStream(bad)
+            return y_hat
         scales, means = (params, None) if self.kind == "scale" else params.chunk(2, 1)
         idx = self._indexes(scales)
         return self.gc.decompress(y_strings, idx, torch.float64, means)
 
     # -- the autoregressive part, batched over tiles and positions ------------------------
     def _joint(self, params: Tensor, y: Tensor | None = None,
-               strings: list[bytes] | None = None, order: str = WAVEFRONT) -> tuple[list[bytes], Tensor]:
+               strings: list[bytes] | None = None, order: str = WAVEFRONT) -> tuple[list[bytes], Tensor, list[bytes]]:
+        """The joint model's coding: ``(streams, y_hat, [])`` encoding ``y``, or ``([], y_hat,
+        re-encoded streams)`` decoding ``strings`` (what an encoder writes for the symbols decoded,
+        for :meth:`decode`'s canonical check)."""
         with no_cudnn():
             return self._joint_loop(params, y, strings, order)
 
     def _joint_loop(self, params: Tensor, y: Tensor | None, strings: list[bytes] | None,
-                    order: str) -> tuple[list[bytes], Tensor]:
+                    order: str) -> tuple[list[bytes], Tensor, list[bytes]]:
         """One step per group of :func:`schedule`: every tile of the batch and every position of
         the group in one gather, one context product, one entropy-parameter pass and one rANS
         call per tile. The latent is held channels-last and flattened (``b x positions x c``), so
@@ -231,10 +254,10 @@ class LatentCoder:
         taps = self.ctx.taps.to(dev)
         offsets = (taps // k) * wp + taps % k  # tap -> offset from the window's top-left
         encoding = y is not None
+        symbols = torch.empty((b, h * w * c), dtype=torch.int64)
+        indexes = torch.empty((b, h * w * c), dtype=torch.int32)
         if encoding:
             y_rows = y.to(torch.float64).permute(0, 2, 3, 1).reshape(b, h * w, c)
-            symbols = torch.empty((b, h * w * c), dtype=torch.int64)
-            indexes = torch.empty((b, h * w * c), dtype=torch.int32)
         else:
             decoders = []
             for s in strings:  # type: ignore[union-attr]
@@ -263,18 +286,18 @@ class LatentCoder:
                 for t in range(b):
                     sub, cdfs, lens, offs = self.table.subset(idx_np[t])
                     out[t] = decoders[t].decode_stream(sub, cdfs, lens, offs)
+                symbols[:, done:done + n * c] = torch.from_numpy(out).to(torch.int64)
+                indexes[:, done:done + n * c] = torch.from_numpy(idx_np)
                 sym = torch.from_numpy(out).to(dev).reshape(b, n, c)
             y_hat[:, (rows_t + p) * wp + cols_t + p] = sym + means
             done += n * c
         y_hat = y_hat.reshape(b, h + 2 * p, wp, c)[:, p:p + h, p:p + w].permute(0, 3, 1, 2)
         y_hat = y_hat.contiguous()
-        if not encoding:
-            return [], y_hat
         out = []
         for t in range(b):
             sub, cdfs, lens, offs = self.table.subset(indexes[t].numpy())
             out.append(RansEncoder().encode_with_indexes(symbols[t].tolist(), sub, cdfs, lens, offs))
-        return out, y_hat
+        return (out, y_hat, []) if encoding else ([], y_hat, out)
 
     def _context_rows(self, cols: Tensor) -> Tensor:
         """The masked context convolution at many positions: causal taps only, exact."""

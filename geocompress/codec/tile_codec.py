@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .choice import CodecChoice
-from .entropy import LatentCoder
+from .entropy import LatentCoder, NonCanonicalStream
 from .errors import CodecError, CorruptStreamError, WeightsMismatchError
 from .format import (FORMAT_VERSION, RATE_VERSION, SYMBOL_ORDER, TileHeader, TileString, pack,
                      quantize_rate, read_header, unpack)
@@ -51,6 +51,11 @@ MAX_DECODE_PIXELS = 4096 * 4096  # bounds what a header can make the decoder all
 # minutes). The encoder refuses the same, so every string this codec writes decodes:
 MAX_BAND_GROUPS = 32  # 96 bands: every multispectral sensor (Sentinel-2 13, WorldView-3 16)
 MAX_DECODE_WORK = 2 * MAX_DECODE_PIXELS  # band groups x padded pixels: a 4096 px tile of 6 bands
+# Bound on a decoded latent value: encoders of these weights write |y| < ~100 (a tile of the
+# sample scene at the top variable-rate level: 87), and clamp to it, so every string written
+# decodes; a latent beyond it (or not finite: truncated or forged streams decode to escape values
+# that overflow the synthesis) is refused naming the tile, before it reaches a neighbour's halo.
+LATENT_LIMIT = 4096.0
 REFINE_LR = 5e-3
 # Weights that wrote tile strings before format 3 (2026-12-02): the shipped MGSSNet q1-q4 bases
 # (2026-12-01) wrote versions 1 and 2 first. Every other weights' strings are of the one version
@@ -488,7 +493,7 @@ class TileCodec:
                 x = x[..., f * top:x.shape[-2] - f * bottom, f * left:x.shape[-1] - f * right]
             if self.refine_steps:
                 y = self._refine(x, y, [headers[t] for t, _, _ in batch])
-            s, y_hat = self.coder.encode(y)
+            s, y_hat = self.coder.encode(y.clamp(-LATENT_LIMIT, LATENT_LIMIT))
             for (t, g, _), st in zip(batch, s):
                 out_streams[(t, g)] = st
             if reconstruct:
@@ -503,13 +508,23 @@ class TileCodec:
     def _run_decode(self, jobs, headers, synthesize: bool = True):
         images: dict[int, dict[int, Any]] = defaultdict(dict)
         for (ph, pw, version, _), batch in self._batches(jobs, headers):
-            try:
+            try:  # format 3 on: each stream must be what the encoder writes (no end marker in rANS)
                 y_hat = self.coder.decode([st for _, _, st in batch], (ph // 16, pw // 16),
-                                          order=SYMBOL_ORDER[version])
+                                          order=SYMBOL_ORDER[version], canonical=version >= 3)
+            except NonCanonicalStream as e:
+                t = batch[e.positions[0]][0]
+                raise CorruptStreamError(
+                    f"tile {t}: its latent stream is not what an encoder writes for what it decodes "
+                    f"to (truncated, extended or forged bytes)") from None
             except (RuntimeError, ValueError, OverflowError, TypeError, IndexError) as e:
                 tiles = sorted({t for t, _, _ in batch})
                 raise CodecError(f"entropy decoding of tile(s) {tiles} failed (damaged or forged "
                                  f"bytes): {type(e).__name__}: {e}") from e
+            for (t, _, _), y in zip(batch, y_hat):
+                if not bool(torch.isfinite(y).all()) or float(y.abs().max()) > LATENT_LIMIT:
+                    raise CorruptStreamError(
+                        f"tile {t}: its streams decode to latent values no encoder writes (beyond "
+                        f"+-{LATENT_LIMIT:g} or not finite): damaged or forged bytes")
             if not synthesize:
                 for (t, g, _), y in zip(batch, y_hat):
                     images[t][g] = y
