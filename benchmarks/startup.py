@@ -11,8 +11,11 @@ load, and a cluster where one is started. Goal: <= 2 s each.
 Default calls run in the calling process (jobs of up to ``SMALL_JOB_TILES`` tiles); ``--cluster``
 also times the same calls with ``--workers N`` (an embedded LocalCluster, the path every call took
 before), so both are measured side by side in one run (a busy machine shifts both alike).
+``geocompress info`` (no codec work) is timed as well. With ``--repeat N`` every call and the warm
+codec time are measured N times, interleaved, and the medians are reported (the fixed cost of
+each round is its wall time minus that round's codec time), with the range of the fixed cost.
 
-    .venv/bin/python benchmarks/startup.py [--cluster] [--repeat 2] [--out catalogs/benchmarks-startup.md]
+    .venv/bin/python benchmarks/startup.py [--cluster] [--repeat 5] [--out catalogs/benchmarks-startup.md]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import functools
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,33 +106,40 @@ class CodecClock:
             setattr(self.cls, name, f)
 
 
-def warm_work(tmp: Path) -> dict[str, tuple[float, float]]:
-    """(codec seconds, whole warm call seconds) per call, repeated warm in this process."""
-    import xarray as xr
+class WarmCalls:
+    """The same calls repeated warm in this process: (codec seconds, whole warm call seconds)."""
 
-    from geocompress.scene import compress_scene, decompress_scene
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        for f in self.calls("warm-up").values():  # imports, model load, caches: not measured
+            f()
 
-    def calls(tag: str) -> dict:
-        store = tmp / f"warm-{tag}.zarr"
+    def calls(self, tag: str) -> dict:
+        import xarray as xr
+
+        from geocompress.scene import compress_scene, decompress_scene, store_info
+
+        store, tmp = self.tmp / f"warm-{tag}.zarr", self.tmp
         return {
             "compress": lambda: compress_scene(SAMPLE, store, progress=False, in_process=True),
             "decompress": lambda: decompress_scene(store, tmp / f"warm-{tag}.tif", progress=False,
                                                    in_process=True),
             "decompress --window": lambda: decompress_scene(
                 store, tmp / f"warm-{tag}-w.tif", window=WINDOW, progress=False, in_process=True),
+            "info": lambda: store_info(store),
             "open + first read": lambda: xr.open_dataset(store, engine="geocompress")["band_data"][
                 :, WINDOW[1]:WINDOW[1] + WINDOW[3], WINDOW[0]:WINDOW[0] + WINDOW[2]].values,
         }
 
-    for f in calls("0").values():  # imports, model load, caches: not what is measured
-        f()
-    out = {}
-    for name, f in calls("1").items():
-        with CodecClock() as clock:
-            t = time.perf_counter()
-            f()
-            out[name] = (clock.seconds, time.perf_counter() - t)
-    return out
+    def measure(self, k: int) -> dict[str, tuple[float, float]]:
+        out = {}
+        for name, f in self.calls(str(k)).items():
+            with CodecClock() as clock:
+                t = time.perf_counter()
+                f()
+                out[name] = (clock.seconds, time.perf_counter() - t)
+        shutil.rmtree(self.tmp / f"warm-{k}.zarr", ignore_errors=True)
+        return out
 
 
 def cli_walls(tmp: Path, extra: list[str], tag: str, env: dict) -> dict[str, float]:
@@ -140,6 +151,7 @@ def cli_walls(tmp: Path, extra: list[str], tag: str, env: dict) -> dict[str, flo
     out["decompress --window"] = wall(
         [*gc, "--quiet", "decompress", str(store), str(tmp / f"cli-{tag}-w.tif"), "--window",
          *map(str, WINDOW), *extra], env)[0]
+    out["info"] = wall([*gc, "info", str(store)], env)[0]
     x, y, w, h = WINDOW
     code = OPEN_READ.format(x=x, y=y, w=w, h=h)
     out["open + first read"], text = wall([sys.executable, "-W", "ignore", "-c", code, str(store)], env)
@@ -148,81 +160,110 @@ def cli_walls(tmp: Path, extra: list[str], tag: str, env: dict) -> dict[str, flo
     return out
 
 
+CALLS = ["compress", "decompress", "decompress --window", "info", "open + first read"]
+
+
+def measure(a: argparse.Namespace, tmp: Path) -> tuple[dict, list[dict]]:
+    """Every CLI wall time per path and call, and the warm codec times, ``a.repeat`` rounds,
+    interleaved so that load drifts hit every path and the warm run alike."""
+    env = {**os.environ}
+    paths = {"in process": []}
+    if a.cluster:
+        paths[f"LocalCluster (--workers {os.cpu_count()})"] = ["--workers", str(os.cpu_count())]
+    walls: dict[str, dict[str, list]] = {label: {} for label in paths}
+    warm, work = None, []
+    for k in range(a.repeat):
+        for n, (label, extra) in enumerate(paths.items()):
+            got = cli_walls(tmp, extra, f"{k}-{n}", env)
+            shutil.rmtree(tmp / f"cli-{k}-{n}.zarr", ignore_errors=True)
+            for key, v in got.items():
+                walls[label].setdefault(key, []).append(v)
+        warm = warm or WarmCalls(tmp)
+        work.append(warm.measure(k))
+        print(f"round {k + 1}/{a.repeat}: " + ", ".join(
+            f"{c} {walls['in process'][c][-1]:.2f} s" for c in CALLS), flush=True)
+    return walls, work
+
+
+def table(walls: dict, work: list[dict]) -> list[dict]:
+    """Medians per path and call; fixed = each round's wall minus that round's codec time."""
+    med = statistics.median
+    rows = []
+    for label, w in walls.items():
+        for c in CALLS:
+            if c in ("info", "open + first read") and label != "in process":
+                continue  # no --workers: the same in both columns
+            fixed = [wall_k - r[c][0] for wall_k, r in zip(w[c], work)]
+            rows.append({"path": label, "call": c, "wall_s": med(w[c]),
+                         "codec_s": med(r[c][0] for r in work),
+                         "warm_call_s": med(r[c][1] for r in work), "fixed_s": med(fixed),
+                         "fixed_lo": min(fixed), "fixed_hi": max(fixed),
+                         "goal_met": med(fixed) <= GOAL_S})
+    return rows
+
+
+def markdown(head: str, rows: list[dict], opened: dict, note: str) -> str:
+    med = statistics.median
+    lines = ["# Fixed cost per CLI call (benchmarks/startup.py)", "",
+             "Wall time of each call in a fresh process, minus the codec's own work for the same "
+             "tiles (time inside `TileCodec.encode` / `decode` / `decode_latents` / `synthesize`, "
+             "measured warm in the same run): what is left is start-up (interpreter, imports, "
+             "model load, a cluster where one is started) and the interpreter's exit. Bundled "
+             "sample `geocompress/data/sample_aerial_korea_0.6m.tif` (1024 x 1024 RGB, 16 tiles "
+             f"of 256), shipped `mgssnet` at its default quality, `--precision auto`; window "
+             f"{' '.join(map(str, WINDOW))}. Goal: fixed <= {GOAL_S:g} s per call (issue 38).",
+             "", f"- {head}", f"- open alone (no read): {med(opened['open alone']):.2f} s, torch "
+             f"imported at open: {any(opened['torch at open'])}"]
+    if note:
+        lines.append(f"- {note}")
+    lines += ["", f"| path | call | wall s | codec s | warm call s | fixed s | fixed range s | "
+              f"goal <= {GOAL_S:g} s |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines += [f"| {r['path']} | `{r['call']}` | {r['wall_s']:.2f} | {r['codec_s']:.2f} | "
+              f"{r['warm_call_s']:.2f} | {r['fixed_s']:.2f} | {r['fixed_lo']:.2f}-{r['fixed_hi']:.2f} | "
+              f"{'met' if r['goal_met'] else 'missed'} |" for r in rows]
+    lines += ["", "Medians over the rounds; `fixed range s`: the fastest and slowest round. "
+              "`warm call s`: the whole call repeated warm in one process (codec, raster and store "
+              "I/O, GeoTIFF writing): the floor a call cannot go under.", ""]
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cluster", action="store_true",
                    help="also time the calls on an embedded LocalCluster (--workers N)")
-    p.add_argument("--repeat", type=int, default=1, help="CLI runs per call (the fastest is kept)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds of every call (medians reported)")
     p.add_argument("--out", type=Path, help="write the figures as Markdown here")
     p.add_argument("--note", default="", help="a line about the machine's state for --out")
     a = p.parse_args()
     import geocompress
 
     geocompress.passive_omp_wait()  # as the CLI and a store's open do, before torch loads here
-    env = {**os.environ}
     cpu, kind = cpu_class()
     tmp = Path(tempfile.mkdtemp(prefix="gc-startup-"))
     try:
-        paths = {"in process": []}
-        if a.cluster:
-            paths[f"LocalCluster (--workers {os.cpu_count()})"] = ["--workers", str(os.cpu_count())]
-        walls: dict[str, dict] = {}
-        for k in range(a.repeat):  # interleaved, so that load drifts hit both paths alike
-            for label, extra in paths.items():
-                got = cli_walls(tmp, extra, f"{k}-{len(walls)}-{label[:2]}", env)
-                shutil.rmtree(tmp / f"cli-{k}-{len(walls)}-{label[:2]}.zarr", ignore_errors=True)
-                best = walls.setdefault(label, got)
-                for key, v in got.items():
-                    if isinstance(v, float):
-                        best[key] = min(best[key], v)
-        work = warm_work(tmp)
+        walls, work = measure(a, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    calls = ["compress", "decompress", "decompress --window", "open + first read"]
-    rows = []
-    for label, w in walls.items():
-        for c in calls:
-            if c == "open + first read" and label != "in process":
-                continue  # not a CLI call: no --workers, the same in both columns
-            fixed = w[c] - work[c][0]
-            rows.append({"path": label, "call": c, "wall_s": round(w[c], 2),
-                         "codec_s": round(work[c][0], 2), "warm_call_s": round(work[c][1], 2),
-                         "fixed_s": round(fixed, 2), "goal_met": fixed <= GOAL_S})
+    rows = table(walls, work)
     from geocompress.scene.cluster import IN_PROCESS_TORCH_THREADS, SMALL_JOB_TILES
 
     head = (f"CPU: {cpu} ({kind}), {os.cpu_count()} cores; in-process calls (<= "
             f"{SMALL_JOB_TILES} tiles) and the warm codec time use {IN_PROCESS_TORCH_THREADS} torch "
             f"thread, the lazy view's read torch's default ({__import__('torch').get_num_threads()}); "
-            f"repeat {a.repeat} (fastest kept)")
+            f"{a.repeat} round(s), medians")
     print(head)
-    print(f"{'path':<26} {'call':<20} {'wall s':>7} {'codec s':>8} {'warm s':>7} {'fixed s':>8}  goal")
+    print(f"{'path':<26} {'call':<20} {'wall s':>7} {'codec s':>8} {'warm s':>7} {'fixed s':>8} "
+          f"{'range':>11}  goal")
     for r in rows:
         print(f"{r['path']:<26} {r['call']:<20} {r['wall_s']:>7.2f} {r['codec_s']:>8.2f} "
-              f"{r['warm_call_s']:>7.2f} {r['fixed_s']:>8.2f}  {'<= 2 s' if r['goal_met'] else 'MISSED'}")
+              f"{r['warm_call_s']:>7.2f} {r['fixed_s']:>8.2f} {r['fixed_lo']:>5.2f}-{r['fixed_hi']:<5.2f}"
+              f"  {'<= 2 s' if r['goal_met'] else 'MISSED'}")
     opened = walls["in process"]
-    print(f"open alone: {opened['open alone']:.2f} s (torch imported at open: "
-          f"{opened['torch at open']})")
+    print(f"open alone: {statistics.median(opened['open alone']):.2f} s (torch imported at open: "
+          f"{any(opened['torch at open'])})")
     if a.out:
-        lines = ["# Fixed cost per CLI call (benchmarks/startup.py)", "",
-                 "Wall time of each call in a fresh process, minus the codec's own work for the same "
-                 "tiles (time inside `TileCodec.encode` / `decode` / `decode_latents` / `synthesize`, "
-                 "measured warm in the same run): what is left is start-up (interpreter, imports, "
-                 "model load, a cluster where one is started). Bundled sample "
-                 "`geocompress/data/sample_aerial_korea_0.6m.tif` (1024 x 1024 RGB, 16 tiles of "
-                 f"256), shipped `mgssnet` at its default quality, `--precision auto`; window "
-                 f"{' '.join(map(str, WINDOW))}. Goal: fixed <= {GOAL_S:g} s per call (issue 38).",
-                 "", f"- {head}", f"- open alone (no read): {opened['open alone']:.2f} s, torch "
-                 f"imported at open: {opened['torch at open']}"]
-        if a.note:
-            lines.append(f"- {a.note}")
-        lines += ["", f"| path | call | wall s | codec s | warm call s | fixed s | goal <= {GOAL_S:g} s |",
-                  "|---|---|---:|---:|---:|---:|---|"]
-        lines += [f"| {r['path']} | `{r['call']}` | {r['wall_s']:.2f} | {r['codec_s']:.2f} | "
-                  f"{r['warm_call_s']:.2f} | {r['fixed_s']:.2f} | {'met' if r['goal_met'] else 'missed'} |"
-                  for r in rows]
-        lines += ["", "`warm call s`: the whole call repeated warm in one process (codec, raster and "
-                  "store I/O, GeoTIFF writing): the floor a call cannot go under.", ""]
-        a.out.write_text("\n".join(lines))
+        a.out.write_text(markdown(head, rows, opened, a.note))
         print(f"written: {a.out}")
     return 0
 

@@ -14,6 +14,14 @@ imports the submodule, PEP 562), so nothing that uses CompressAI breaks. Two thi
 lazily filled: the transform registry (``compressai.registry.TRANSFORMS``) loads torchvision's and
 torch_geometric's transforms the first time it is read, and ``compressai.__version__`` comes from
 ``compressai.version``. If CompressAI is already imported, nothing is done.
+
+``compressai.entropy_models`` also imports ``scipy.stats`` (~0.8 s: ``scipy.special``,
+``scipy.spatial``, ``scipy.optimize``, every distribution) for a single call,
+``scipy.stats.norm.ppf`` in ``GaussianConditional.update()``, which a loaded checkpoint never
+runs (its CDF tables are stored). So the light package puts a stand-in for ``scipy.stats`` in
+``sys.modules`` (if nothing imported the real one yet) that imports the real module on its first
+attribute read and hands every read on to it: ``update()``, ``from scipy.stats import x`` and
+``scipy.stats.x`` behave as before, with the same numbers, only later.
 """
 
 from __future__ import annotations
@@ -120,6 +128,49 @@ def _package_api(pkg: types.ModuleType) -> None:
     pkg._geocompress_light = True
 
 
+class _LazyModule(types.ModuleType):
+    """A module imported for real on its first attribute read (``__spec__`` and the other module
+    attributes aside, which the import system reads): then the real one replaces it in
+    ``sys.modules`` and in its parent package, and this one forwards to it."""
+
+    def _real(self) -> types.ModuleType:
+        real = self.__dict__.get("_geocompress_real")
+        if real is None:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            real = importlib.import_module(self.__name__)
+            self.__dict__["_geocompress_real"] = real
+            parent, _, child = self.__name__.rpartition(".")
+            if parent in sys.modules and getattr(sys.modules[parent], child, None) is self:
+                setattr(sys.modules[parent], child, real)
+        return real
+
+    def __getattr__(self, name: str) -> Any:  # also __path__: a submodule's import loads it
+        return getattr(self._real(), name)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._real())
+
+
+def _defer(name: str) -> None:
+    """``import name`` gives a :class:`_LazyModule` until an attribute of it is read (nothing is
+    done if it is imported already or cannot be found)."""
+    if name in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec(name)  # imports the parent package (scipy: ~10 ms)
+    except ImportError:
+        return
+    if spec is None:
+        return
+    module = _LazyModule(name)
+    module.__spec__, module.__file__ = spec, spec.origin
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    if parent in sys.modules:
+        setattr(sys.modules[parent], child, module)
+
+
 class _LightLoader(importlib.abc.Loader):
     """Creates the ``compressai`` package with its ``__path__``, without running its
     ``__init__``."""
@@ -129,6 +180,7 @@ class _LightLoader(importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         _package_api(module)
+        _defer("scipy.stats")  # for compressai.entropy_models: norm.ppf in update() only
         sys.modules.setdefault("compressai.registry.transforms", _light_registry_transforms())
 
 

@@ -1,5 +1,10 @@
 """Bytes in and out: the tile string format, the tile codec, the exact entropy path, weights."""
 
+from geocompress._lazy import gc_paused
+
+with gc_paused():  # torch and CompressAI's models first, without collections that free nothing
+    import compressai.models  # noqa: F401 - (through geocompress's light CompressAI package)
+
 from .errors import (
     CodecError,
     CorruptStreamError,

@@ -250,7 +250,9 @@ def load_with_delta(base: str | Path, base_digest: str, delta: str | Path,
         WeightsError: a file is missing or damaged, the delta refits other weights or holds tensors
             the model lacks, or the combined digest is not the expected one.
     """
-    model = load_checkpoint(base, expected_digest=base_digest)
+    # the combined digest covers every tensor the model ends up with: the base's own is checked
+    # only without one, or to name the damaged file when the combined one does not match
+    model = load_checkpoint(base, expected_digest=None if expected_digest else base_digest)
     delta = Path(delta)
     if not delta.is_file():
         raise WeightsError(f"prior file {delta} does not exist")
@@ -271,6 +273,7 @@ def load_with_delta(base: str | Path, base_digest: str, delta: str | Path,
     if expected_digest is not None:
         got = state_digest(model.state_dict())
         if got != expected_digest:
+            load_checkpoint(base, expected_digest=base_digest)  # raises if the base is damaged
             raise WeightsError(f"weights from {delta} have digest {got[:16]}, the catalog says "
                                f"{expected_digest[:16]}: the file is damaged or was replaced")
     model.meta = {**getattr(model, "meta", {}), **d.get("meta", {})}  # type: ignore[attr-defined]
