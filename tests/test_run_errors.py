@@ -107,9 +107,11 @@ def _forge(ts, row: int, col: int, string: bytes) -> None:
     """Put ``string`` at grid cell (row, col), its store CRC rewritten to match (a forger's edit)."""
     import numpy as np
 
-    ts._tiles[row:row + 1, col:col + 1] = np.array([[string]], dtype=object)
-    ts._crc[row:row + 1, col:col + 1] = np.array([[int.from_bytes(string[-4:], "little")]],
-                                                 np.uint32)
+    from geocompress.store.tile_store import _string_crcs
+
+    block = np.array([[string]], dtype=object)
+    ts._tiles[row:row + 1, col:col + 1] = block
+    ts._crc[row:row + 1, col:col + 1] = _string_crcs(block, ts._crc_rule, row, col)  # the store's rule
 
 
 def test_halo_store_tile_errors_name_the_grid_cell(halo_store):
