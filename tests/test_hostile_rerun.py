@@ -296,3 +296,19 @@ def test_a_tile_with_truncated_streams_is_refused_or_confined_to_its_tile(tmp_pa
     outside = np.ones(a.shape[1:], bool)
     outside[:, 60:132] = False  # tile (0, 1) and its halo
     assert np.array_equal(a[:, outside], b[:, outside]), "a forged tile changed other tiles"
+
+
+@pytest.mark.parametrize("bands, dtype", [(1, "uint8"), (3, "uint16")])
+def test_a_geotiff_webp_compression_it_cannot_hold_is_refused_before_decoding(tmp_path, capsys, bands, dtype):
+    """Second pass, outputs: ``--co COMPRESS=WEBP --lossy`` on a 1-band scene decoded the whole
+    scene, then ended in GDAL's 'WEBP driver doesn't support 1 bands' traceback (exit 1). GeoTIFF's
+    WebP compression holds 3 or 4 bands of uint8: refused in one line before any decoding."""
+    data = natural_tile(64, 64, c=bands, seed=5).astype(dtype) * (1 if dtype == "uint8" else 200)
+    src = write_scene(tmp_path / "s.tif", data)
+    store, out = tmp_path / "s.zarr", tmp_path / "o.tif"
+    assert _compress(src, store) == 0
+    capsys.readouterr()
+    assert _decompress(store, out, "--co", "COMPRESS=WEBP", "--lossy") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "COMPRESS=WEBP" in err[0] and "Traceback" not in err[0], err
+    assert not out.exists()

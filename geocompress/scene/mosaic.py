@@ -576,7 +576,7 @@ def _open_checked(store: PathLike, out: Path, region: Region, output: OutputSpec
     picks = list(range(1, n_bands + 1)) if picks is None else picks
     if not picks or any(not 1 <= b <= n_bands for b in picks):
         raise ValueError(f"bands {picks} out of range: the store has bands 1..{n_bands}")
-    check_band_count(output, len(picks))  # before decoding: GDAL would refuse only at the end
+    check_band_count(output, len(picks), ts.meta["dtype"])  # before decoding, not at the end
     if not ts.is_complete:
         pending = ts.status_counts()["PENDING"]
         if not region.allow_incomplete:

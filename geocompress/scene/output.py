@@ -40,6 +40,9 @@ NO_NODATA = {"JPEG", "WEBP"}
 BAND_COUNTS = {"PNG": (1, 2, 3, 4), "JPEG": (1, 3, 4), "WEBP": (3, 4)}
 # drivers that store the last band of these counts as alpha (transparency), not as data
 ALPHA_COUNTS = {"PNG": (2, 4), "WEBP": (4,)}
+# GeoTIFF / COG compressions that hold only some band counts and data types (GDAL refuses the
+# others only when the first block is written, after the whole decode)
+TIFF_CODEC_LIMITS = {"WEBP": ((3, 4), ("uint8",))}
 # GeoTIFF / COG compressions that change pixel values (WEBP and JXL unless made lossless)
 LOSSY_TIFF = {"JPEG": None, "WEBP": ("WEBP_LOSSLESS", "FALSE"), "JXL": ("JXL_LOSSLESS", "TRUE")}
 LOSSLESS_JP2 = {"REVERSIBLE": "YES", "QUALITY": "100"}  # JPEG 2000's lossless (5/3) mode
@@ -149,17 +152,26 @@ def check_validity(spec: OutputSpec, nodata: float | None, needs_mask: bool) -> 
                          f"nodata) would not keep: write a GeoTIFF (.tif) or PNG")
 
 
-def check_band_count(spec: OutputSpec, count: int) -> None:
-    """Refuse, before any decoding, a band count the driver cannot write.
+def check_band_count(spec: OutputSpec, count: int, dtype: str | None = None) -> None:
+    """Refuse, before any decoding, a band count (or data type) the driver cannot write.
 
     Args:
         spec: the resolved output spec (its driver decided).
         count: the number of bands that would be written (after ``--bands``).
+        dtype: the data type written, where known (GeoTIFF's ``COMPRESS=WEBP`` takes uint8 only).
 
     Raises:
-        ValueError: the driver holds other band counts (PNG 1-4, JPEG 1, 3 or 4, WebP 3 or 4):
-            GDAL would refuse only after the whole scene was decoded, with a traceback.
+        ValueError: the driver holds other band counts (PNG 1-4, JPEG 1, 3 or 4, WebP 3 or 4;
+            GeoTIFF with COMPRESS=WEBP 3 or 4 bands of uint8): GDAL would refuse only after the
+            whole scene was decoded, with a traceback.
     """
+    method = spec.creation_options.get("COMPRESS", "").upper()
+    if str(spec.driver) in ("GTiff", "COG") and method in TIFF_CODEC_LIMITS:
+        counts, dtypes = TIFF_CODEC_LIMITS[method]
+        if count not in counts or (dtype is not None and str(dtype) not in dtypes):
+            raise ValueError(f"a GeoTIFF with COMPRESS={method} holds {' or '.join(map(str, counts))} "
+                             f"bands of {' / '.join(dtypes)}, not {count} of {dtype}: choose bands "
+                             f"with -b / --bands or another --co COMPRESS (the default is lossless)")
     allowed = BAND_COUNTS.get(str(spec.driver))
     if allowed is None or count in allowed:
         return
