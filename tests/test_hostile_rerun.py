@@ -298,17 +298,20 @@ def test_a_tile_with_truncated_streams_is_refused_or_confined_to_its_tile(tmp_pa
     assert np.array_equal(a[:, outside], b[:, outside]), "a forged tile changed other tiles"
 
 
-@pytest.mark.parametrize("bands, dtype", [(1, "uint8"), (3, "uint16")])
-def test_a_geotiff_webp_compression_it_cannot_hold_is_refused_before_decoding(tmp_path, capsys, bands, dtype):
+@pytest.mark.parametrize("method, bands, dtype", [("WEBP", 1, "uint8"), ("WEBP", 3, "uint16"),
+                                                  ("JPEG", 4, "uint16")])
+def test_a_geotiff_compression_that_cannot_hold_the_data_is_refused_before_decoding(
+        tmp_path, capsys, method, bands, dtype):
     """Second pass, outputs: ``--co COMPRESS=WEBP --lossy`` on a 1-band scene decoded the whole
-    scene, then ended in GDAL's 'WEBP driver doesn't support 1 bands' traceback (exit 1). GeoTIFF's
-    WebP compression holds 3 or 4 bands of uint8: refused in one line before any decoding."""
+    scene, then ended in GDAL's 'WEBP driver doesn't support 1 bands' traceback (exit 1), and
+    ``COMPRESS=JPEG`` on uint16 in 'BitsPerSample 16 not allowed for JPEG'. GeoTIFF's WebP holds 3
+    or 4 bands of uint8, its JPEG uint8: refused in one line before any decoding."""
     data = natural_tile(64, 64, c=bands, seed=5).astype(dtype) * (1 if dtype == "uint8" else 200)
     src = write_scene(tmp_path / "s.tif", data)
     store, out = tmp_path / "s.zarr", tmp_path / "o.tif"
     assert _compress(src, store) == 0
     capsys.readouterr()
-    assert _decompress(store, out, "--co", "COMPRESS=WEBP", "--lossy") == 1
+    assert _decompress(store, out, "--co", f"COMPRESS={method}", "--lossy") == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "COMPRESS=WEBP" in err[0] and "Traceback" not in err[0], err
+    assert len(err) == 1 and f"COMPRESS={method}" in err[0] and "Traceback" not in err[0], err
     assert not out.exists()

@@ -42,7 +42,7 @@ BAND_COUNTS = {"PNG": (1, 2, 3, 4), "JPEG": (1, 3, 4), "WEBP": (3, 4)}
 ALPHA_COUNTS = {"PNG": (2, 4), "WEBP": (4,)}
 # GeoTIFF / COG compressions that hold only some band counts and data types (GDAL refuses the
 # others only when the first block is written, after the whole decode)
-TIFF_CODEC_LIMITS = {"WEBP": ((3, 4), ("uint8",))}
+TIFF_CODEC_LIMITS = {"WEBP": ((3, 4), ("uint8",)), "JPEG": (None, ("uint8",))}
 # GeoTIFF / COG compressions that change pixel values (WEBP and JXL unless made lossless)
 LOSSY_TIFF = {"JPEG": None, "WEBP": ("WEBP_LOSSLESS", "FALSE"), "JXL": ("JXL_LOSSLESS", "TRUE")}
 LOSSLESS_JP2 = {"REVERSIBLE": "YES", "QUALITY": "100"}  # JPEG 2000's lossless (5/3) mode
@@ -168,10 +168,11 @@ def check_band_count(spec: OutputSpec, count: int, dtype: str | None = None) -> 
     method = spec.creation_options.get("COMPRESS", "").upper()
     if str(spec.driver) in ("GTiff", "COG") and method in TIFF_CODEC_LIMITS:
         counts, dtypes = TIFF_CODEC_LIMITS[method]
-        if count not in counts or (dtype is not None and str(dtype) not in dtypes):
-            raise ValueError(f"a GeoTIFF with COMPRESS={method} holds {' or '.join(map(str, counts))} "
-                             f"bands of {' / '.join(dtypes)}, not {count} of {dtype}: choose bands "
-                             f"with -b / --bands or another --co COMPRESS (the default is lossless)")
+        if (counts is not None and count not in counts) or (dtype is not None and str(dtype) not in dtypes):
+            held = f"{' or '.join(map(str, counts))} bands of " if counts else ""
+            raise ValueError(f"a GeoTIFF with COMPRESS={method} holds {held}{' / '.join(dtypes)} "
+                             f"data, not {count} band(s) of {dtype}: choose bands with -b / --bands "
+                             f"or another --co COMPRESS (the default is lossless)")
     allowed = BAND_COUNTS.get(str(spec.driver))
     if allowed is None or count in allowed:
         return
