@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         meta = torch.load(a.checkpoint, map_location="cpu", weights_only=True).get("meta", {})
-    doc = {"cpu": cpu_label(), "threads": a.threads, "vr_steps": meta.get("total_steps"), "checkpoint": str(a.checkpoint.relative_to(REPO))
+    doc = {"cpu": cpu_label(), "threads": a.threads, "load": round(os.getloadavg()[0], 1), "vr_steps": meta.get("total_steps"), "checkpoint": str(a.checkpoint.relative_to(REPO))
            if a.checkpoint.is_relative_to(REPO) else str(a.checkpoint), "scenes": results, "mean_bd": summary}
     a.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     write_report(doc, a.out.with_suffix(".md"))
@@ -261,7 +261,9 @@ def _pct(v: float | None) -> str:
 def write_report(doc: dict, path: Path) -> None:
     s = doc["mean_bd"]
     lines = ["# Whole scenes through the CLI against the classical codecs", "",
-             f"`benchmarks/scene_rd.py` on {doc['cpu']}, {doc['threads']} thread(s) per call; "
+             f"`benchmarks/scene_rd.py` on {doc['cpu']}, {doc['threads']} thread(s) per call "
+             f"(load average {doc.get('load', '?')} at the end: the seconds columns are wall "
+             "times on a machine shared with other jobs); "
              f"variable-rate weights `{doc['checkpoint']}` ({doc.get('vr_steps')} steps in all). Every byte of the tile strings over the "
              "scene's pixels; PSNR over every band and the valid pixels, peak 2^bits - 1. "
              "BD-rate: negative = fewer bits than the classical codec at equal PSNR "
