@@ -43,6 +43,8 @@ ALPHA_COUNTS = {"PNG": (2, 4), "WEBP": (4,)}
 # GeoTIFF / COG compressions that hold only some band counts and data types (GDAL refuses the
 # others only when the first block is written, after the whole decode)
 TIFF_CODEC_LIMITS = {"WEBP": ((3, 4), ("uint8",)), "JPEG": (None, ("uint8",))}
+# drivers that hold 8-bit data only (GDAL refuses uint16 only when it writes, after the decode)
+DRIVER_DTYPES = {"WEBP": ("uint8",), "JPEG": ("uint8",)}
 # GeoTIFF / COG compressions that change pixel values (WEBP and JXL unless made lossless)
 LOSSY_TIFF = {"JPEG": None, "WEBP": ("WEBP_LOSSLESS", "FALSE"), "JXL": ("JXL_LOSSLESS", "TRUE")}
 LOSSLESS_JP2 = {"REVERSIBLE": "YES", "QUALITY": "100"}  # JPEG 2000's lossless (5/3) mode
@@ -173,6 +175,10 @@ def check_band_count(spec: OutputSpec, count: int, dtype: str | None = None) -> 
             raise ValueError(f"a GeoTIFF with COMPRESS={method} holds {held}{' / '.join(dtypes)} "
                              f"data, not {count} band(s) of {dtype}: choose bands with -b / --bands "
                              f"or another --co COMPRESS (the default is lossless)")
+    held = DRIVER_DTYPES.get(str(spec.driver))
+    if dtype is not None and held is not None and str(dtype) not in held:
+        raise ValueError(f"{spec.driver} holds {' / '.join(held)} data, not {dtype}: write a GeoTIFF "
+                         f"(.tif) or PNG (.png)")
     allowed = BAND_COUNTS.get(str(spec.driver))
     if allowed is None or count in allowed:
         return
