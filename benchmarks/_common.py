@@ -81,6 +81,16 @@ def sample_tiles(n: int = 16, size: int = 256):
     return np.stack(tiles)
 
 
+
+def geocompress_cmd() -> list[str]:
+    """The ``geocompress`` command of this interpreter's environment (a fresh process per call,
+    as users run it)."""
+    import sys
+
+    exe = Path(sys.executable).with_name("geocompress")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "geocompress.cli"]
+
+
 AMD_FAMILIES = {23: "Zen / Zen 2", 25: "Zen 3 / Zen 4", 26: "Zen 5"}
 
 

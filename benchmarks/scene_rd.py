@@ -49,8 +49,7 @@ import numpy as np
 import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, cpu_label, data_dir  # noqa: E402
-from startup import geocompress_cmd  # noqa: E402
+from _common import REPO, cpu_label, data_dir, geocompress_cmd  # noqa: E402
 
 CATALOG = REPO / "catalogs" / "models"
 VR_WEIGHTS = CATALOG / "wip" / "mgssnet-vr.pt"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, cpu_label, geocompress_cmd  # noqa: E402
+
 SAMPLE = REPO / "geocompress" / "data" / "sample_aerial_korea_0.6m.tif"
 WINDOW = (300, 300, 64, 64)
 GOAL_S = 2.0
@@ -41,26 +42,6 @@ OPEN_READ = ("import sys, time, xarray as xr; t = time.perf_counter(); "
              "torch_at_open = 'torch' in sys.modules; "
              "v = ds['band_data'][:, {y}:{y}+{h}, {x}:{x}+{w}].values; "
              "print(t_open, torch_at_open)")
-
-
-def cpu_class() -> tuple[str, str]:
-    name, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("unknown CPU", "x86_64", ""):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    kind = ("AMX" if "amx_bf16" in flags else "AVX-512 (BF16)" if "avx512_bf16" in flags
-            else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "other")
-    return name, kind
-
-
-def geocompress_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("geocompress")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "geocompress.cli"]
 
 
 def wall(cmd: list[str], env: dict) -> tuple[float, str]:
@@ -239,7 +220,7 @@ def main() -> int:
     import geocompress
 
     geocompress.passive_omp_wait()  # as the CLI and a store's open do, before torch loads here
-    cpu, kind = cpu_class()
+    cpu = cpu_label()
     tmp = Path(tempfile.mkdtemp(prefix="gc-startup-"))
     try:
         walls, work = measure(a, tmp)
@@ -248,7 +229,7 @@ def main() -> int:
     rows = table(walls, work)
     from geocompress.scene.cluster import IN_PROCESS_TORCH_THREADS, SMALL_JOB_TILES
 
-    head = (f"CPU: {cpu} ({kind}), {os.cpu_count()} cores; in-process calls (<= "
+    head = (f"CPU: {cpu}, {os.cpu_count()} cores; in-process calls (<= "
             f"{SMALL_JOB_TILES} tiles) and the warm codec time use {IN_PROCESS_TORCH_THREADS} torch "
             f"thread, the lazy view's read torch's default ({__import__('torch').get_num_threads()}); "
             f"{a.repeat} round(s), medians")

@@ -23,6 +23,16 @@ SMALL = {
 }
 
 
+def pipeline_script(name: str):
+    """``pipelines/<name>.py`` imported as a module (the pipelines are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("GEOCOMPRESS_DATA", REPO.parent / "shared" / "data"))
 

@@ -4,7 +4,6 @@ weights, the recipe of train_vr.py, an export in export_wip.py's format, and the
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -13,14 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .conftest import pipeline_script
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("device_vr", REPO / "pipelines" / "device_vr.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _pack(path: Path, n: dict[str, int], tile: int = 128) -> Path:
@@ -43,7 +37,7 @@ def _pack(path: Path, n: dict[str, int], tile: int = 128) -> Path:
 
 
 def test_device_vr_continues_the_wip_weights_exports_like_export_wip_and_adopts(tmp_path: Path) -> None:
-    dv = _script()
+    dv = pipeline_script("device_vr")
     pack = _pack(tmp_path / "p.npz", {"train": 4, "val": 2})
     out = tmp_path / "out"
     note = dv.main(["--steps", "2", "--minutes", "0", "--batch", "2", "--device", "cpu", "--threads", "1",

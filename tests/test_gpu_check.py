@@ -3,25 +3,19 @@ sizes: every stage, its JSON, its table, and the catalog writer (GPU runs only).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from .conftest import pipeline_script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "pipelines" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_gpu_check_runs_on_the_cpu_and_strings_decode_identically_across_runs(tmp_path: Path, capsys) -> None:
-    gc = _script()
+    gc = pipeline_script("gpu_check")
     out = tmp_path / "gpu_check.json"
     gc.main(["--device", "cpu", "--tiles", "2", "--batches", "1", "2", "--cross-tiles", "2",
              "--scene", "512", "--out", str(out), "--work-dir", str(tmp_path)])

@@ -387,13 +387,11 @@ def test_pack_trains_like_its_store(store: Path, tmp_path: Path) -> None:
 
 def test_train_qualities_more_min_adds_time_to_each_run_where_it_stands(tmp_path: Path, monkeypatch) -> None:
     """Unevenly trained runs continue by equal added minutes; the polish phase stacks on top."""
-    import importlib.util
     import subprocess
 
-    spec = importlib.util.spec_from_file_location(
-        "train_qualities", Path(__file__).resolve().parents[1] / "pipelines" / "train_qualities.py")
-    tq = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tq)
+    from .conftest import pipeline_script
+
+    tq = pipeline_script("train_qualities")
     runs = tmp_path / "runs"
     walls = {1: 600.0, 3: 1800.0}  # q2 and q4 do not exist yet
     for q, w in walls.items():
