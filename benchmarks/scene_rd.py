@@ -179,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                         "scenes not named by --scenes keep their last figures")
     p.add_argument("--report", action="store_true",
                    help="only rewrite the .md and .png from the last run's JSON")
+    p.add_argument("--reuse-classical", action="store_true",
+                   help="take only the classical codecs' points from the last run's JSON (they do not "
+                        "depend on geocompress): the ladder and the levels are coded again, e.g. after "
+                        "a change of the codec's defaults")
     p.add_argument("--fresh", nargs="*", default=[],
                    help="with --reuse: scenes coded again in full (after a fix that changes them)")
     a = p.parse_args(argv)
@@ -191,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         print(a.out.with_suffix(".md").read_text())
         return 0
     old = {}
-    if a.reuse and a.out.with_suffix(".json").exists():
+    if (a.reuse or a.reuse_classical) and a.out.with_suffix(".json").exists():
         old = json.loads(a.out.with_suffix(".json").read_text())["scenes"]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "OMP_WAIT_POLICY": "PASSIVE"}
     results = {}
@@ -204,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         r = {"path": SCENES[name], "shape": list(x.shape), "dtype": str(x.dtype), "ladder": [], "vr": []}
         kept = (old.get(name) if old.get(name, {}).get("path") == SCENES[name] and name not in a.fresh
                 else None)
+        classical_kept = kept
+        if a.reuse_classical:
+            kept = None
         if kept:
             r["ladder"] = kept["ladder"]
         with tempfile.TemporaryDirectory() as tmp:
@@ -216,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "--quality", f"{lv:g}"], x, valid, env)})
                 print(name, "vr", r["vr"][-1], flush=True)
         bits = r["vr"][0]["bits"] if r["vr"] else r["ladder"][0]["bits"]
-        r["classical"] = {c: [tuple(p) for p in v] for c, v in kept["classical"].items()} if kept else {}
-        for c in [] if kept else a.codecs:
+        r["classical"] = ({c: [tuple(p) for p in v] for c, v in classical_kept["classical"].items()}
+                          if classical_kept else {})
+        for c in [] if classical_kept else a.codecs:
             t0 = time.perf_counter()
             r["classical"][c] = classical_curve(c, x, valid, bits)
             print(name, c, [(round(b, 3), round(q, 2)) for b, q in r["classical"][c]],
@@ -228,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                    "ladder": {c: bd(pts, lad) for c, pts in r["classical"].items() if pts},
                    "vr_vs_ladder": bd(lad, vr)}
         results[name] = r
-    if a.reuse:  # the scenes not asked for this time keep their last figures
+    if a.reuse or a.reuse_classical:  # the scenes not asked for this time keep their last figures
         results = {**{k: v for k, v in old.items() if k not in results and k in SCENES}, **results}
     summary = summarize(results)
     meta = {}

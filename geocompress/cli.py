@@ -194,7 +194,8 @@ def cmd_compress(a: argparse.Namespace) -> int:
                              "not both")
         rate = RateTarget(bpp=a.target_bpp, psnr=a.target_psnr, sample=a.rate_sample)
     tiling = TilingChoice(tile=a.tile, shard=a.shard, bits=a.bits, halo=a.halo,
-                          tile_filter=TileFilter(a.min_valid_fraction, not a.keep_constant))
+                          tile_filter=TileFilter(a.min_valid_fraction, not a.keep_constant),
+                          value_range=a.value_range)
     r = compress_scene(a.scene if len(a.scene) > 1 else a.scene[0], a.store, _codec_choice(a),
                        tiling=tiling, cluster=_cluster_choice(a), rate=rate,
                        overwrite=a.overwrite)
@@ -326,6 +327,11 @@ def _tiling_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--bits", default="auto", type=_bits,
                    help="significant bits of uint16 scenes, 8-16 (default auto: the scene's "
                         "declared NBITS, else the bit length of its largest valid value)")
+    c.add_argument("--value-range", choices=("scene", "bits"), default="scene",
+                   help="what the model's 0..1 stands for: 'scene' (default) each band's range of "
+                        "valid values over the scene, found in one pass, so that dim 16-bit data "
+                        "gets the contrast the model was trained on; 'bits' 0..2^bits-1 (as stores "
+                        "written before it). A resumed store keeps its own (catalogs/value_range.md)")
     c.add_argument("--tile", type=_tile_size, default=256,
                    help=f"tile size in pixels, {MIN_TILE}..{MAX_TILE} (default 256)")
     c.add_argument("--shard", type=int, default=16,

@@ -31,6 +31,41 @@ FIRST = REPO / "geocompress" / "weights" / "mgssnet-q3.pt"  # the shipped ladder
 CONFIG = {"N": 64, "M": 96, "reference_lambda": 0.009}      # q3's widths and lambda
 
 
+def widened_start(width: int, out: Path) -> Path:
+    """The committed weights with their transforms widened to ``width`` channels, computing
+    exactly what they did (:func:`geocompress.training.widen.widen_transforms`), saved as a
+    warm start that keeps the weights' lineage (steps, wall time, lr history).
+
+    Args:
+        width: the transforms' new hidden width.
+        out: the run folder (the file goes there).
+
+    Returns:
+        The warm-start file.
+    """
+    import torch
+
+    from geocompress.models import build
+    from geocompress.training.checkpoints import load_weights
+    from geocompress.training.widen import widen_transforms
+
+    src = WIP / "mgssnet-vr.pt"
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    narrow = build("mgssnet-vr", **ckpt["config"])
+    load_weights(narrow, src)
+    wide = widen_transforms(narrow, width)
+    cfg = dict(wide.config)
+    ckpt["config"] = cfg
+    ckpt["meta"] = {**ckpt["meta"], "config": cfg, "widened_from": {"path": src.name,
+                                                                     "transform_N": narrow.config["N"]}}
+    ckpt["state_dict"] = {k: v.float() if v.is_floating_point() else v
+                          for k, v in wide.state_dict().items()}
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"widened-{width}.pt"
+    torch.save(ckpt, path)
+    return path
+
+
 def _config_of(path: Path) -> dict:
     """The widths (and reference lambda) of a checkpoint: a file of another trunk is not this
     run's (the first, q6-based trunk was replaced in session 20: catalogs/models/mgssnet-vr.md)."""
@@ -84,6 +119,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="weight each level's loss by its running mean ** -P (default 1: every "
                         "level's relative improvement alike; 0: the plain mean, where the top "
                         "level's loss, ~70x the lowest's, sets the shared entropy model)")
+    p.add_argument("--widen", type=int, default=None, metavar="W",
+                   help="a run with the transforms widened to W hidden channels, started from the "
+                        "committed weights widened function-preservingly (item 3's trunk trials)")
+    p.add_argument("--run", type=Path, default=None,
+                   help="the run folder (default runs/mgssnet-vr, or runs/mgssnet-vr-wW with --widen)")
+    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-4,
+                   help="learning rate of a new run (a resumed run keeps its schedule); a trunk "
+                        "trained to convergence fine-tunes at its last rate (q3 ended at 2e-5): at "
+                        "1e-4 its transforms lost 0.1-0.3 dB in 2,000 steps (catalogs/models/mgssnet-vr.md)")
     p.add_argument("--curve", action="store_true",
                    help="only write the learning-curve table into catalogs/models/mgssnet-vr.md")
     a = p.parse_args(argv)
@@ -92,13 +137,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     from geocompress.training.trainer import train
 
-    warm = None
-    if not (RUN / "train_state.pt").exists():
+    run, config, warm = a.run or RUN, dict(CONFIG), None
+    if a.widen:
+        run = a.run or REPO / "runs" / f"mgssnet-vr-w{a.widen}"
+        config["transform_N"] = a.widen
+        if not (run / "train_state.pt").exists():
+            warm = widened_start(a.widen, run)
+    elif not (run / "train_state.pt").exists():
         wip = WIP / "mgssnet-vr.pt"
         warm = wip if wip.exists() and _config_of(wip) == CONFIG else FIRST
-    r = train("mgssnet-vr", CONFIG, DATA, 0.0, RUN, steps=10 ** 7, crop=128, batch=8,
-              lr=1e-4, quantization="mixed", stretch=0.25, threads=a.threads, warm_start=warm,
-              warmup_steps=200, val_every=1000, val_limit=32, device=a.device,
+    r = train("mgssnet-vr", config, DATA, 0.0, run, steps=10 ** 7, crop=128, batch=8,
+              lr=a.lr, quantization="mixed", stretch=0.25, threads=a.threads, warm_start=warm,
+              warmup_steps=200, val_every=a.val_every, val_limit=32, device=a.device,
               checkpoint_every_s=a.checkpoint_every_s, export=False, freeze=tuple(a.freeze),
               level_balance=a.level_balance,
               time_budget_s=a.hours * 3600 if a.hours else None,

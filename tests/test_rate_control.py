@@ -16,7 +16,7 @@ import torch
 
 from geocompress.codec.tile_codec import TileCodec
 from geocompress.codec.weights import save_checkpoint, untrained
-from geocompress.scene.rate_control import RateTarget, RateTargetError, choose_level
+from geocompress.scene.rate_control import Extent, RateTarget, RateTargetError, choose_level
 
 from .conftest import SMALL, natural_tile
 from .test_scene import write_scene
@@ -50,7 +50,7 @@ def test_the_search_meets_a_reachable_bpp_and_refuses_an_unreachable_one():
     codec = TileCodec(_spread_model(), quality=0.0, precision="float64")
     tiles = [natural_tile(64, 64, seed=s) for s in range(4)]
     masks = [np.ones(t.shape[1:], bool) for t in tiles]
-    args = dict(coded_fraction=1.0, grid_cells=4, scene_pixels=4 * 64 * 64)
+    args = dict(extent=Extent(coded_fraction=1.0, grid_cells=4, scene_pixels=4 * 64 * 64))
     with pytest.raises(RateTargetError, match="outside") as e:
         choose_level(codec, tiles, masks, 8, RateTarget(bpp=1e-4), **args)
     reach = [float(v) for v in str(e.value).split(": ")[1].split(" bpp")[0].split(" .. ")]
@@ -74,7 +74,7 @@ def test_the_search_meets_a_psnr_with_trained_weights():
     codec = load_codec(checkpoint=str(wip), precision="float32")
     tiles = [natural_tile(64, 64, seed=s) for s in range(3)]
     masks = [np.ones(t.shape[1:], bool) for t in tiles]
-    args = dict(coded_fraction=1.0, grid_cells=3, scene_pixels=3 * 64 * 64)
+    args = dict(extent=Extent(coded_fraction=1.0, grid_cells=3, scene_pixels=3 * 64 * 64))
     with pytest.raises(RateTargetError, match="outside") as e:
         choose_level(codec, tiles, masks, 8, RateTarget(psnr=99.0), **args)
     lo, hi = (float(v) for v in str(e.value).split(": ")[1].split(" dB")[0].split(" .. "))
@@ -87,7 +87,7 @@ def test_fixed_rate_weights_cannot_aim_at_a_rate(small_codecs):
     tile = natural_tile(64, 64)
     with pytest.raises(RateTargetError, match="variable-rate"):
         choose_level(small_codecs("mbt2018-mean"), [tile], [np.ones((64, 64), bool)], 8,
-                     RateTarget(bpp=0.5), coded_fraction=1.0, grid_cells=1, scene_pixels=64 * 64)
+                     RateTarget(bpp=0.5), Extent(coded_fraction=1.0, grid_cells=1, scene_pixels=64 * 64))
 
 
 def test_scene_at_a_target_bpp_records_it_and_resumes_at_the_same_level(checkpoint, tmp_path):

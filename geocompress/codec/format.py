@@ -17,6 +17,8 @@ Layout (little-endian), format versions 1 and 2::
     rate         u16  (version 4) rate level of a variable-rate model in thousandths
                       (0..65534; the level the encoder's gains were set to, which the decoder's
                       inverse gains must match); 65535 = a fixed-rate model
+    ranges       (version 5) per band: lo u16, hi u16, the values mapped to the model's 0 and 1
+                      (the scene's range; versions 1-4 map 0 .. 2**bits - 1)
     groups       u8   band groups (3 bands each; see tile_codec), each followed by
       streams    u8   count, then for each: u32 length + bytes
     crc32        u32  zlib.crc32 of everything before it
@@ -31,7 +33,11 @@ Version 3 adds ``halo``: the tile's latent was computed by the analysis transfor
 field is continuous across tile borders (a scene decoder synthesizes each tile from its latent
 plus the same halo of its neighbours' latents). Version 4 adds ``rate``, written only by
 variable-rate models (:mod:`geocompress.models.variable_rate`); fixed-rate models still write
-version 3, byte for byte as before. All four are read.
+version 3, byte for byte as before. Version 5 adds ``ranges``: each band's values ``lo .. hi``
+map to the model's 0 .. 1 instead of ``0 .. 2**bits - 1`` (a 16-bit scene whose values fill a
+fraction of its bit depth is stretched to the contrast the model was trained on); it always
+carries the rate field (65535 for a fixed-rate model). Strings without ranges are written as
+before (3 or 4). All five are read.
 
 Limitation (issue 36, item 13): versions 1 and 2 have the same layout, and the CRC binds nothing
 against an edit (anyone can recompute it). Weights that wrote both (the shipped fixed-rate q1-q4,
@@ -60,8 +66,9 @@ from .errors import (
 MAGIC = b"GEOC"
 FORMAT_VERSION = 3          # what fixed-rate models write
 RATE_VERSION = 4            # what variable-rate models write
-READ_VERSIONS = (1, 2, 3, 4)
-SYMBOL_ORDER = {1: "raster", 2: "wavefront", 3: "wavefront", 4: "wavefront"}
+RANGE_VERSION = 5           # what any model writes for tiles coded with value ranges
+READ_VERSIONS = (1, 2, 3, 4, 5)
+SYMBOL_ORDER = {1: "raster", 2: "wavefront", 3: "wavefront", 4: "wavefront", 5: "wavefront"}
 RATE_SCALE = 1000           # rate levels travel as integer thousandths
 NO_RATE = 0xFFFF  # joint models' symbol order
 DTYPES = {1: np.dtype("uint8"), 2: np.dtype("uint16")}
@@ -89,6 +96,19 @@ class TileHeader:
     version: int = FORMAT_VERSION
     halo: int = 0
     rate: float | None = None   # variable-rate models' level (a multiple of 1 / RATE_SCALE)
+    ranges: tuple[tuple[int, int], ...] | None = None  # per band (lo, hi) -> 0 .. 1 (version 5)
+
+    def band_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per band, the value that maps to the model's 0 and the span that maps to 1.
+
+        Returns:
+            ``(lo, span)``, float64 arrays of one entry per band: ``ranges`` where the header
+            has them, else ``0`` and ``2**bits - 1`` (versions 1-4).
+        """
+        if self.ranges is None:
+            return np.zeros(self.channels), np.full(self.channels, float(2 ** self.bits - 1))
+        r = np.asarray(self.ranges, dtype=np.float64)
+        return r[:, 0], r[:, 1] - r[:, 0]
 
 
 @dataclass
@@ -131,6 +151,27 @@ def quantize_rate(rate: float) -> float:
     return rate_code(rate) / RATE_SCALE
 
 
+def check_ranges(ranges, channels: int, bits: int) -> None:
+    """Value ranges a tile can be coded with: one ``(lo, hi)`` per band, integers with
+    ``0 <= lo < hi <= 2**bits - 1``.
+
+    Args:
+        ranges: per band ``(lo, hi)``.
+        channels: the tile's bands.
+        bits: the tile's significant bits.
+
+    Raises:
+        ValueError: naming the first range that is not one.
+    """
+    top = 2 ** int(bits) - 1
+    if len(ranges) != channels:
+        raise ValueError(f"{len(ranges)} value ranges for {channels} bands")
+    for b, (lo, hi) in enumerate(ranges):
+        if not (float(lo).is_integer() and float(hi).is_integer() and 0 <= lo < hi <= top):
+            raise ValueError(f"band {b + 1}: value range {lo}..{hi} is not one of "
+                             f"0 <= lo < hi <= {top} (integers)")
+
+
 def pack(tile: TileString) -> bytes:
     """Serialize a tile string: magic, version, header, band groups of length-prefixed streams and a
     CRC-32 of everything before it (so damage is detected before any stream is decoded).
@@ -139,8 +180,8 @@ def pack(tile: TileString) -> bytes:
         tile: the header and streams.
 
     Returns:
-        The string's bytes (format :data:`RATE_VERSION` when the header carries a rate, else
-        :data:`FORMAT_VERSION`).
+        The string's bytes (format :data:`RANGE_VERSION` when the header carries value ranges,
+        :data:`RATE_VERSION` when it carries a rate, else :data:`FORMAT_VERSION`).
 
     Raises:
         ValueError: a rate the header cannot hold (:func:`rate_code`).
@@ -148,13 +189,17 @@ def pack(tile: TileString) -> bytes:
     h = tile.header
     arch = h.arch.encode()
     out = bytearray(MAGIC)
-    version = FORMAT_VERSION if h.rate is None else RATE_VERSION
+    version = (RANGE_VERSION if h.ranges is not None
+               else FORMAT_VERSION if h.rate is None else RATE_VERSION)
     out += struct.pack("<BB", version, len(arch)) + arch
     out += _FIXED.pack(h.digest[:8].ljust(8, b"\0"), h.quality, DTYPE_CODES[np.dtype(h.dtype)],
                        h.bits, h.channels, h.height, h.width, h.pad_h, h.pad_w)
     out += struct.pack("<B", h.halo)
-    if h.rate is not None:
-        out += struct.pack("<H", rate_code(h.rate))
+    if version >= RATE_VERSION:
+        out += struct.pack("<H", NO_RATE if h.rate is None else rate_code(h.rate))
+    if h.ranges is not None:
+        check_ranges(h.ranges, h.channels, h.bits)
+        out += struct.pack(f"<{2 * h.channels}H", *(v for lo_hi in h.ranges for v in lo_hi))
     out += struct.pack("<B", len(tile.groups))
     for streams in tile.groups:
         out += struct.pack("<B", len(streams))
@@ -215,23 +260,30 @@ def read_header(data: bytes) -> tuple[TileHeader, _Reader]:
         raise UnsupportedVersionError(
             f"tile string has format version {version}; this geocompress reads versions "
             f"{', '.join(map(str, READ_VERSIONS))}"
-            + (" (upgrade geocompress)" if version > FORMAT_VERSION else ""))
+            + (" (upgrade geocompress)" if version > max(READ_VERSIONS) else ""))
     arch = r.take(arch_len, "architecture name").decode("utf-8", "replace")
     digest, quality, dcode, bits, c, h, w, ph, pw = r.unpack(_FIXED, "header")
     if dcode not in DTYPES:
         raise CorruptStreamError(f"tile header names unknown dtype code {dcode}")
     (halo,) = r.unpack("<B", "halo") if version >= 3 else (0,)
-    rate = None
+    rate, ranges = None, None
     if version >= RATE_VERSION:
         (code,) = r.unpack("<H", "rate")
-        if code == NO_RATE:
+        if code == NO_RATE and version == RATE_VERSION:
             raise CorruptStreamError("tile header of a variable-rate string carries no rate")
-        rate = code / RATE_SCALE
-    header = TileHeader(arch, digest, quality, DTYPES[dcode], bits, c, h, w, ph, pw, version, halo,
-                        rate)
-    native = 8 * header.dtype.itemsize
+        rate = None if code == NO_RATE else code / RATE_SCALE
+    native = 8 * DTYPES[dcode].itemsize
     if not 1 <= bits <= native:
-        raise CorruptStreamError(f"tile header says {bits} bits for a {header.dtype} tile")
+        raise CorruptStreamError(f"tile header says {bits} bits for a {DTYPES[dcode]} tile")
+    if version >= RANGE_VERSION:
+        flat = r.unpack(f"<{2 * c}H", "value ranges")
+        ranges = tuple(zip(flat[0::2], flat[1::2]))
+        try:
+            check_ranges(ranges, c, bits)
+        except ValueError as e:
+            raise CorruptStreamError(f"tile header: {e}") from None
+    header = TileHeader(arch, digest, quality, DTYPES[dcode], bits, c, h, w, ph, pw, version, halo,
+                        rate, ranges)
     if min(c, h, w) < 1 or ph < h or pw < w:
         raise CorruptStreamError(f"tile header has an impossible shape: {c} x {h} x {w} padded to "
                                  f"{ph} x {pw}")

@@ -3,8 +3,12 @@
 What the codec does around the model, and why:
 
 * **Scaling**: pixels map to [0, 1] by ``2**bits - 1`` (8 for uint8; for uint16 the sensor's bit
-  depth, e.g. 12, given by the caller, else the bit length of the tile's own maximum, so that the
-  model sees the range it was trained on; the header records it).
+  depth, e.g. 12, given by the caller, else the bit length of the tile's own maximum; the header
+  records it), or, given ``ranges``, each band's ``lo .. hi`` to 0 .. 1 (format 5): the models
+  are trained on 16-bit scenes stretched per band to their full contrast
+  (:mod:`geocompress.training.radiometry`), and a scene pipeline passes each band's range of
+  valid values over the whole scene, so that the model sees that contrast and neighbouring
+  tiles share one mapping (halo coding needs it).
 * **Bands**: the model codes 3-band images; a tile's bands are coded in groups of three
   ``[0,1,2], [3,4,5], ...``; a short last group repeats its last band (a 1-band tile is coded as
   grey RGB, a 4-band tile as RGB + NNN). The decoder keeps the first bands of each group.
@@ -37,8 +41,8 @@ import torch.nn.functional as F
 from .choice import CodecChoice
 from .entropy import LatentCoder, NonCanonicalStream
 from .errors import CodecError, CorruptStreamError, WeightsMismatchError
-from .format import (FORMAT_VERSION, RATE_VERSION, SYMBOL_ORDER, TileHeader, TileString, pack,
-                     quantize_rate, read_header, unpack)
+from .format import (FORMAT_VERSION, RANGE_VERSION, RATE_VERSION, SYMBOL_ORDER, TileHeader,
+                     TileString, check_ranges, pack, quantize_rate, read_header, unpack)
 from .precision import Transforms, resolve_precision, weight_dtype
 from .refine import refine_latents
 from .weights import load_checkpoint, load_shipped, state_digest, untrained
@@ -143,7 +147,8 @@ class TileCodec:
 
     # -- public API ------------------------------------------------------------------------
     def encode(self, tiles: np.ndarray | Sequence[np.ndarray], bits: int | None = None,
-               halo: int = 0, sides: Sequence[Sides] | None = None) -> list[bytes]:
+               halo: int = 0, sides: Sequence[Sides] | None = None,
+               ranges: Sequence[tuple[int, int]] | None = None) -> list[bytes]:
         """One self-describing string per tile.
 
         ``halo`` > 0: each array is the tile plus ``16 * halo`` pixels of its neighbours on each
@@ -160,28 +165,35 @@ class TileCodec:
                 scaled by 65535.
             halo: latent pixels of neighbour context around each tile.
             sides: per tile, context present (top, bottom, left, right); default ``halo`` each.
+            ranges: per band ``(lo, hi)``, the values mapped to the model's 0 and 1 (integers,
+                ``0 <= lo < hi <= 2**bits - 1``), the same for every tile of the call; None:
+                ``0 .. 2**bits - 1``. Every value of the tiles must lie in its band's range.
 
         Returns:
             One tile string per tile.
 
         Raises:
-            CodecError: an unsupported dtype or shape, values above ``bits``, or bad ``sides``.
+            CodecError: an unsupported dtype or shape, values above ``bits`` or outside
+                ``ranges``, bad ``sides`` or bad ``ranges``.
         """
-        return self._encode(tiles, bits, halo=halo, sides=sides)[0]
+        return self._encode(tiles, bits, halo=halo, sides=sides, ranges=ranges)[0]
 
     def encode_with_reconstruction(self, tiles: np.ndarray | Sequence[np.ndarray],
-                                   bits: int | None = None) -> tuple[list[bytes], list[np.ndarray]]:
+                                   bits: int | None = None,
+                                   ranges: Sequence[tuple[int, int]] | None = None
+                                   ) -> tuple[list[bytes], list[np.ndarray]]:
         """Strings plus the pixels the decoder will produce, computed on the encoder side from its
         own quantized latent (for tests and for measuring quality without a decode pass).
 
         Args:
             tiles: as :meth:`encode`.
             bits: as :meth:`encode`.
+            ranges: as :meth:`encode`.
 
         Returns:
             The strings and, per tile, the decoded pixels the strings will give.
         """
-        return self._encode(tiles, bits, reconstruct=True)
+        return self._encode(tiles, bits, reconstruct=True, ranges=ranges)
 
     def decode(self, strings: Iterable[bytes]) -> list[np.ndarray]:
         """Each tile from its own latent alone (a scene decoder with neighbours uses
@@ -307,8 +319,9 @@ class TileCodec:
             The format versions, newest last.
         """
         if self.variable_rate:
-            return (RATE_VERSION,)
-        return LEGACY_VERSIONS if self.digest[:16] in LEGACY_WEIGHTS else (FORMAT_VERSION,)
+            return (RATE_VERSION, RANGE_VERSION)
+        return (*(LEGACY_VERSIONS if self.digest[:16] in LEGACY_WEIGHTS else (FORMAT_VERSION,)),
+                RANGE_VERSION)
 
     def _check_binding(self, h: TileHeader) -> None:
         """The header fields that the weights fix, as these weights write them.
@@ -401,6 +414,28 @@ class TileCodec:
                              f"({2 ** b - 1})")
         return b
 
+    @staticmethod
+    def _scaling(t: int, tile: np.ndarray, bits: int, ranges) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Per band, the value mapped to 0 and the span mapped to 1, and the header's ranges.
+
+        Raises:
+            CodecError: ranges that are not valid for the tile, or a value outside its band's.
+        """
+        if ranges is None:
+            c = tile.shape[0]
+            return np.zeros(c), np.full(c, float(2 ** bits - 1)), None
+        try:
+            rng = tuple((int(lo), int(hi)) for lo, hi in ranges)
+            check_ranges(rng, tile.shape[0], bits)
+        except (TypeError, ValueError) as e:
+            raise CodecError(f"tile {t}: bad value ranges: {e}") from None
+        r = np.asarray(rng, dtype=np.float64)
+        flat = tile.reshape(tile.shape[0], -1)
+        if flat.size and (bool((flat.min(axis=1) < r[:, 0]).any())
+                          or bool((flat.max(axis=1) > r[:, 1]).any())):
+            raise CodecError(f"tile {t} has values outside its bands' value ranges {list(rng)}")
+        return r[:, 0], r[:, 1] - r[:, 0], rng
+
     def _groups(self, c: int) -> list[list[int]]:
         """Band indices of each group of ``self.group`` bands (a short last group repeats)."""
         n, out = self.group, []
@@ -414,7 +449,7 @@ class TileCodec:
         return math.ceil(h / f) * f, math.ceil(w / f) * f
 
     def _encode(self, tiles, bits, reconstruct: bool = False, halo: int = 0,
-                sides: Sequence[Sides] | None = None):
+                sides: Sequence[Sides] | None = None, ranges=None):
         tiles = [t[None] if t.ndim == 2 else t for t in _as_tiles(tiles)]
         headers, jobs = [], []
         f = self.latent_stride
@@ -439,6 +474,7 @@ class TileCodec:
                                  f"image array); the codec takes C x H x W, e.g. "
                                  f"tile.transpose(2, 0, 1)")
             b = self._bits(tile, bits)
+            lo, span, rng = self._scaling(t, tile, b, ranges)
             c, (h, w) = tile.shape[0], inner
             if max(h, w) > 65535 or c > 65535:
                 raise CodecError(f"tile {t} is too large ({tile.shape}); cut the scene into tiles")
@@ -450,9 +486,10 @@ class TileCodec:
             headers.append(TileHeader(self.arch, bytes.fromhex(self.digest[:16]),
                                       0 if self.variable_rate else self.quality,
                                       tile.dtype, b, c, h, w, ph, pw, halo=int(halo),
-                                      rate=self.rate))
+                                      rate=self.rate, ranges=rng))
             for g, idx in enumerate(self._groups(c)):
-                jobs.append((t, g, (tile, idx, 2 ** b - 1, sides[t])))  # scaled per batch
+                scale = (lo[idx, None, None], span[idx, None, None])
+                jobs.append((t, g, (tile, idx, scale, sides[t])))  # scaled per batch
         streams, recon = self._run_encode(jobs, headers, reconstruct)
         strings = [pack(TileString(headers[t], streams[t])) for t in range(len(tiles))]
         if not reconstruct:
@@ -481,9 +518,9 @@ class TileCodec:
             # each tile padded on its own: tiles of different sizes share a padded size
             full_h, full_w = ph + f * (top + bottom), pw + f * (left + right)
             x = torch.stack([
-                F.pad(torch.from_numpy(tile[idx].astype(np.float64) / peak)[None],
+                F.pad(torch.from_numpy((tile[idx].astype(np.float64) - lo) / span)[None],
                       (0, full_w - tile.shape[2], 0, full_h - tile.shape[1]), mode="replicate")[0]
-                for _, _, (tile, idx, peak, _) in batch])
+                for _, _, (tile, idx, (lo, span), _) in batch])
             x = x.to(self.device, self.dtype)
             if self.variable_rate:
                 self.model.set_rate(self.rate)
@@ -556,8 +593,9 @@ class TileCodec:
             n = min(self.group, h.channels - g * self.group)
             bands.append(groups[g][:n, :h.height, :h.width])
         x = np.concatenate(bands, axis=0)
-        peak = 2 ** h.bits - 1
-        return np.clip(np.rint(x * peak), 0, peak).astype(h.dtype)
+        lo, span = h.band_scale()
+        return np.clip(np.rint(x * span[:, None, None] + lo[:, None, None]),
+                       lo[:, None, None], (lo + span)[:, None, None]).astype(h.dtype)
 
 
 def load_codec(choice: CodecChoice | str = "mgssnet", quality: float | None = None, *,

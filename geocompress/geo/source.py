@@ -45,6 +45,7 @@ from geocompress.geo.errors import (
     PaletteError,
     PerBandNodataError,
     SceneNotFoundError,
+    SceneReadError,
     SceneStackMismatchError,
     SceneUnreadableError,
     UnsupportedDtypeError,
@@ -409,6 +410,30 @@ class SceneReader:
                 runs.append((i, [local]))
         parts = [self.datasets[i].read(local, window=win) for i, local in runs]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def read_tile_checked(self, grid: TileGrid, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`read_tile` of every band, a failed read named by file and tile.
+
+        Args:
+            grid: the scene's tile grid.
+            row: tile row.
+            col: tile column.
+
+        Returns:
+            ``(pixels, valid)``.
+
+        Raises:
+            SceneReadError: GDAL could not read the tile (a truncated or damaged file).
+        """
+        failed = None
+        try:
+            return self.read_tile(grid, row, col)
+        except rasterio.errors.RasterioError as e:
+            failed = str(e)
+        # raised outside the handler: no unpicklable GDAL context travels with it from a worker
+        names = ", ".join(str(ds.name) for ds in self.datasets)
+        raise SceneReadError(f"{names}: reading tile ({row}, {col}) failed (truncated or damaged "
+                             f"file?): {failed}")
 
     def read_tile(
         self, grid: TileGrid, row: int, col: int, bands: Sequence[int] | None = None

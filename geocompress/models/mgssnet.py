@@ -101,17 +101,24 @@ class MGSSNet(JointAutoregressiveHierarchicalPriors):
         heads: MHG-AM's attention heads.
         modules: the attention placement, ``"full"`` or an ablation variant (``MODULE_SETS``).
         in_channels: input bands.
+        transform_N: channels of the transforms' hidden stages where they differ from the hyper
+            networks' ``N`` (a trunk widened after training, :mod:`geocompress.training.widen`);
+            None: ``N``.
         **kwargs: passed to CompressAI's ``JointAutoregressiveHierarchicalPriors``.
     """
 
     arch = "mgssnet"
 
     def __init__(self, N: int = 128, M: int = 192, beta: float = 0.1, heads: int = 4,
-                 modules: str = "full", in_channels: int = 3, **kwargs: Any) -> None:
+                 modules: str = "full", in_channels: int = 3, transform_N: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(N=N, M=M, **kwargs)
         enc, dec = _placement(modules)
         self.config = {"N": int(N), "M": int(M), "beta": float(beta), "heads": int(heads),
                        "modules": modules, "in_channels": int(in_channels)}
+        if transform_N is not None and int(transform_N) != int(N):
+            self.config["transform_N"] = int(transform_N)  # absent: the configs of older weights
+        hyper_N, N = N, int(transform_N or N)
 
         g_a: list[nn.Module] = []
         cin = in_channels
@@ -133,14 +140,14 @@ class MGSSNet(JointAutoregressiveHierarchicalPriors):
         self.g_s = nn.Sequential(*g_s)
 
         self.h_a = nn.Sequential(
-            conv3x3(M, N), nn.LeakyReLU(inplace=True),
-            conv3x3(N, N), nn.LeakyReLU(inplace=True),
-            conv3x3(N, N, stride=2), nn.LeakyReLU(inplace=True),
-            conv3x3(N, N), nn.LeakyReLU(inplace=True),
-            conv3x3(N, N, stride=2),
+            conv3x3(M, hyper_N), nn.LeakyReLU(inplace=True),
+            conv3x3(hyper_N, hyper_N), nn.LeakyReLU(inplace=True),
+            conv3x3(hyper_N, hyper_N, stride=2), nn.LeakyReLU(inplace=True),
+            conv3x3(hyper_N, hyper_N), nn.LeakyReLU(inplace=True),
+            conv3x3(hyper_N, hyper_N, stride=2),
         )
         self.h_s = nn.Sequential(
-            conv3x3(N, M), nn.LeakyReLU(inplace=True),
+            conv3x3(hyper_N, M), nn.LeakyReLU(inplace=True),
             subpel_conv3x3(M, M, 2), nn.LeakyReLU(inplace=True),
             conv3x3(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
             subpel_conv3x3(M * 3 // 2, M * 3 // 2, 2), nn.LeakyReLU(inplace=True),

@@ -69,7 +69,8 @@ def build(name: str, **config: Any) -> CompressionModel:
         cls, defaults = ARCHITECTURES[name]
     except KeyError:
         raise ValueError(f"unknown architecture {name!r}; choose one of {names()}") from None
-    unknown = set(config) - set(defaults) - ({"in_channels"} if name.startswith("mgssnet") else set())
+    optional = {"in_channels", "transform_N"} if name.startswith("mgssnet") else set()
+    unknown = set(config) - set(defaults) - optional
     if unknown:
         raise ValueError(f"{name}: unknown config keys {sorted(unknown)}; known: {sorted(defaults)}")
     full = {**defaults, **config}

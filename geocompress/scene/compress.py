@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from .. import interrupt
 from ..codec import CodecChoice, load_codec
+from ..codec.format import RANGE_VERSION
 from ..geo import SceneReader, TileFilter, TileGrid, TileStatus, constant_value, open_scene
-from ..geo.errors import SceneReadError
 from ..geo.source import SceneInfo, alpha_masks
 from ..store import TileStore
 from ..store.stac import write_stac_item
@@ -31,11 +31,12 @@ from .failures import disk_full_reported
 from .halo import grid_sides, resolve_halo, store_edges
 from ._options import fold
 from .cluster import ClusterChoice, as_completed, dask_client, default_torch_threads
-from .rate_control import RateTarget, RateTargetError, choose_level, sample_tiles
+from .rate_control import Extent, RateTarget, RateTargetError, choose_level, sample_tiles
+from .value_range import (GDAL_CACHE_MB, VALUE_RANGES, coded_ranges, merge_ranges,
+                          scan_block_range, within_range)
 from .workers import CodecSpec, adopt_codec, encode_mask, get_codec
 
 PathLike = str | Path
-GDAL_CACHE_MB = 64
 MIN_TILE, MAX_TILE = 64, 4096  # the models' downsampling factor; MAX_DECODE_PIXELS = 4096**2
 
 
@@ -85,31 +86,6 @@ def _slices(rs: slice, cs: slice) -> tuple[tuple[int, int], tuple[int, int]]:
     return (rs.start, rs.stop), (cs.start, cs.stop)
 
 
-def scan_block_max(paths: Sequence[str], grid: dict, rows: tuple[int, int],
-                   cols: tuple[int, int]) -> int:
-    """Largest valid value in a block of tiles (the first pass that finds a uint16 scene's bit
-    depth when it declares none).
-
-    Args:
-        paths: the source files.
-        grid: the tile grid, as :meth:`~geocompress.geo.TileGrid.to_dict` gives it.
-        rows: the block's tile rows, ``(start, stop)``.
-        cols: its tile columns.
-
-    Returns:
-        The largest valid pixel value (0 for a block without valid pixels).
-    """
-    g = TileGrid.from_dict(grid)
-    best = 0
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), SceneReader([Path(p) for p in paths]) as reader:
-        for r in range(*rows):
-            for c in range(*cols):
-                pixels, valid = reader.read_tile(g, r, c)
-                if valid.any():
-                    best = max(best, int(pixels[:, valid].max()))
-    return best
-
-
 def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: tuple[int, int],
                 spec: dict, bits: int, tile_filter: dict) -> dict[str, Any]:
     """The encode task: read, filter and encode a few tiles of a shard block (nothing written).
@@ -135,6 +111,8 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
     flt = TileFilter(**tile_filter)
     codec = get_codec(CodecSpec(**spec))
     halo = int(ts.codec_meta["config"].get("halo", 0))
+    ranges = ts.codec_meta["config"].get("value_range")
+    clip = ranges or [(0, (1 << int(bits)) - 1)] * int(ts.meta["count"])
     context = codec.latent_stride * halo
     edges = store_edges(ts.codec_meta["config"])
     sides_kept: list[tuple[int, int, int, int]] = []
@@ -151,14 +129,7 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), SceneReader([Path(p) for p in paths]) as reader:
         for i, r in enumerate(range(*rows)):
             for j, c in enumerate(range(*cols)):
-                failed = None
-                try:
-                    pixels, valid = reader.read_tile(grid, r, c)
-                except rasterio.errors.RasterioError as e:
-                    failed = str(e)
-                if failed is not None:  # raised outside the handler: no unpicklable GDAL context
-                    raise SceneReadError(f"{', '.join(paths)}: reading tile ({r}, {c}) failed "
-                                         f"(truncated or damaged file?): {failed}")
+                pixels, valid = reader.read_tile_checked(grid, r, c)
                 raw += pixels.nbytes
                 decision = flt.decide(pixels, valid, grid.in_scene_pixels(r, c))
                 status[i, j] = decision.status
@@ -179,32 +150,15 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
                 sides_kept.append(sd)
                 ctx = (reader.read_context(grid, r, c, context, tuple(codec.latent_stride * v for v in sd))
                        if halo else pixels)
-                pixels_kept.append(_within_bits(ctx, pixels, valid, bits, sd, codec.latent_stride))
+                pixels_kept.append(within_range(ctx, pixels, valid, clip, sd, codec.latent_stride))
     n = max(1, codec.batch_size)
     for k in range(0, len(kept), n):  # batch by batch: the float copies never coexist
-        got = codec.encode(pixels_kept[k:k + n], bits=bits, halo=halo, sides=sides_kept[k:k + n])
+        got = codec.encode(pixels_kept[k:k + n], bits=bits, halo=halo, sides=sides_kept[k:k + n],
+                           ranges=ranges)
         for (i, j), s in zip(kept[k:k + n], got):
             strings[i, j] = s
     return {"rows": rows, "cols": cols, "status": status, "strings": strings, "masks": masks,
             "constants": constants, "raw": raw}
-
-
-def _within_bits(ctx: np.ndarray, tile: np.ndarray, valid: np.ndarray, bits: int,
-                 sides: tuple[int, int, int, int], stride: int) -> np.ndarray:
-    """The encoder's input with nodata fill (and halo context) brought within ``bits``: the bit
-    depth is scanned over valid pixels only, so a fill such as 65535 in 12-bit data would
-    otherwise stop the encode. Valid pixels of the tile itself are left as they are (one out of
-    range is an error, never clipped), and what the encoder sees outside them never reaches a
-    decoded valid pixel."""
-    top = (1 << int(bits)) - 1
-    if ctx.dtype.kind not in "ui" or ctx.max() <= top:
-        return ctx
-    out = np.minimum(ctx, top).astype(ctx.dtype)
-    y, x = sides[0] * stride, sides[2] * stride
-    t = tile.shape[-1]
-    core = (slice(None), slice(y, y + tile.shape[-2]), slice(x, x + t))
-    out[core] = np.where(valid[None], tile, out[core])
-    return out
 
 
 def write_shard(store: str, rows: tuple[int, int], cols: tuple[int, int],
@@ -326,6 +280,9 @@ class TilingChoice:
             else the bit length of its largest valid value); uint8 scenes are coded with 8.
         halo: latent pixels of neighbour context (0: each tile coded alone), or ``"auto"``
             (:func:`~geocompress.scene.halo.resolve_halo`: a resumed store keeps its own).
+        value_range: what maps to the model's 0 .. 1: ``"scene"`` each band's range of valid
+            values over the scene (one pass; :mod:`~geocompress.scene.value_range`), ``"bits"``
+            ``0 .. 2**bits - 1`` (stores before it existed). A resumed store keeps its own.
 
     Examples:
         >>> from geocompress.scene.compress import TilingChoice
@@ -338,6 +295,7 @@ class TilingChoice:
     tile_filter: TileFilter = field(default_factory=TileFilter)
     bits: int | str = "auto"
     halo: int | str = "auto"
+    value_range: str = "scene"
 
     def replace(self, **changes: Any) -> "TilingChoice":
         """This choice with some fields changed (the dataclass is frozen).
@@ -382,20 +340,23 @@ class _Job:
         return self.grid.n_rows * self.grid.n_cols
 
 
-def _bits_for(scene: SceneInfo, bits: int | str, client, grid: TileGrid, shard: int) -> int:
-    if scene.dtype == "uint8":
-        return 8
-    if bits != "auto":
-        return int(bits)
-    if scene.declared_bits and 8 <= scene.declared_bits <= 16:
-        return int(scene.declared_bits)  # the sensor's declared depth: no scan needed
+def _radiometry(job: "_Job", client) -> tuple[int, list[list[int]] | None]:
+    """The bit depth coded at and the value ranges (None: ``0 .. 2**bits - 1``), from one pass
+    over the scene's valid pixels where either needs it."""
+    scene, grid, shard, bits = job.scene, job.grid, job.tiling.shard, job.tiling.bits
+    declared = (8 if scene.dtype == "uint8" else int(bits) if bits != "auto"
+                else int(scene.declared_bits) if scene.declared_bits and 8 <= scene.declared_bits <= 16
+                else None)
+    if declared is not None and job.tiling.value_range == "bits":
+        return declared, None  # no scan needed
     paths = [str(p) for p in scene.paths]
     blocks = [((r, min(r + shard, grid.n_rows)), (c, min(c + shard, grid.n_cols)))
               for r in range(0, grid.n_rows, shard) for c in range(0, grid.n_cols, shard)]
-    futures = client.map(scan_block_max, [paths] * len(blocks), [grid.to_dict()] * len(blocks),
+    futures = client.map(scan_block_range, [paths] * len(blocks), [grid.to_dict()] * len(blocks),
                          [b[0] for b in blocks], [b[1] for b in blocks], pure=False)
-    peak = max(client.gather(futures))
-    return max(8, int(peak).bit_length())
+    ranges = merge_ranges(client.gather(futures), scene.count)
+    used = declared or max(8, max(hi for _, hi in ranges).bit_length())
+    return used, (coded_ranges(ranges, used) if job.tiling.value_range == "scene" else None)
 
 
 def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike,
@@ -483,6 +444,8 @@ def _prepare(source: PathLike | Sequence[PathLike], store: Path, choice: CodecCh
              overwrite: bool) -> _Job:
     """Everything checked before any work: sizes, paths, bits, halo, the codec, the grid."""
     tile, bits = tiling.tile, tiling.bits
+    if tiling.value_range not in VALUE_RANGES:
+        raise ValueError(f"value_range must be one of {VALUE_RANGES}, got {tiling.value_range!r}")
     if not isinstance(tile, int) or not MIN_TILE <= tile <= MAX_TILE:
         raise ValueError(f"tile must be {MIN_TILE}..{MAX_TILE} pixels (the codec's largest tile), "
                          f"got {tile!r}")
@@ -531,37 +494,41 @@ def _open_or_create(job: _Job, client) -> tuple[TileStore, bool, int, dict | Non
     if store.exists() and not job.overwrite:
         ts = TileStore.open(store, "r+")
         ts.verify()  # a resume builds on what is there: damaged or swapped tiles stop it here
-        stored_bits = ts.codec_meta["config"].get("bits")
-        want_bits = stored_bits if bits == "auto" else int(bits)
+        stored = ts.codec_meta["config"]
+        want_bits = stored.get("bits") if bits == "auto" else int(bits)
         if rate is not None:  # a resumed run keeps the level its search chose
             rate_record = _resumed_rate(ts, rate, codec)
         ts.check_compatible(job.scene.checksum,
-                            _codec_meta(codec, want_bits, job.filter_cfg, job.halo, rate_record),
+                            _codec_meta(codec, want_bits, job.filter_cfg, job.halo, rate_record,
+                                        stored.get("value_range")),
                             tile=job.tiling.tile)
-        return ts, False, int(stored_bits), rate_record
-    used_bits = _bits_for(job.scene, bits, client, job.grid, job.tiling.shard)
+        return ts, False, int(stored["bits"]), rate_record
+    used_bits, ranges = _radiometry(job, client)
     if rate is not None:
-        rate_record = _search_rate(job, used_bits)
+        rate_record = _search_rate(job, used_bits, ranges)
     # the alpha bands that are pure masks (0 / opaque at the bits coded): decode rebuilds only
     # those from the stored masks, the others come back as their decoded values
     scene = replace(job.scene, alpha_is_mask=alpha_masks(job.scene, (1 << used_bits) - 1))
+    # tiles coded with value ranges are format RANGE_VERSION, the others the weights' own
+    version = RANGE_VERSION if ranges else max(v for v in codec.versions() if v != RANGE_VERSION)
     ts = TileStore.create(store, scene, job.grid,
-                          _codec_meta(codec, used_bits, job.filter_cfg, job.halo, rate_record),
-                          shard=job.tiling.shard, overwrite=job.overwrite,
-                          tile_version=max(codec.versions()))
+                          _codec_meta(codec, used_bits, job.filter_cfg, job.halo, rate_record,
+                                      ranges),
+                          shard=job.tiling.shard, overwrite=job.overwrite, tile_version=version)
     return ts, True, used_bits, rate_record
 
 
-def _search_rate(job: _Job, used_bits: int) -> dict:
+def _search_rate(job: _Job, used_bits: int, ranges: list[list[int]] | None) -> dict:
     """The level that meets the rate target, searched for on a sample of the scene's tiles
     (the codec is left at it)."""
     scene, grid, codec, rate = job.scene, job.grid, job.codec, job.rate
     tiles_s, masks_s, frac = sample_tiles(scene, grid, job.tiling.tile_filter, rate.sample)
-    tiles_s = [_within_bits(t, t, m, used_bits, (0, 0, 0, 0), codec.latent_stride)
+    clip = ranges or [(0, (1 << used_bits) - 1)] * scene.count
+    tiles_s = [within_range(t, t, m, clip, (0, 0, 0, 0), codec.latent_stride)
                for t, m in zip(tiles_s, masks_s)]  # what encode_part codes
     return {"sample": rate.sample, **choose_level(
-        codec, tiles_s, masks_s, used_bits, rate, frac, job.tiles,
-        scene.width * scene.height).to_dict()}
+        codec, tiles_s, masks_s, used_bits, rate,
+        Extent(frac, job.tiles, scene.width * scene.height), ranges).to_dict()}
 
 
 def _encode(job: _Job, client, ts: TileStore, created: bool, used_bits: int) -> tuple[int, int]:
@@ -623,8 +590,10 @@ def _stored_halo(store: Path) -> int | None:
 
 
 def _codec_meta(codec, bits: int, filter_cfg: dict, halo: int = 0,
-                rate_control: dict | None = None) -> dict:
+                rate_control: dict | None = None, ranges: list | None = None) -> dict:
     config = {"model": dict(codec.config), "bits": int(bits), "filter": filter_cfg}
+    if ranges:  # only when coded with them: stores without stay resumable as they were
+        config["value_range"] = [[int(lo), int(hi)] for lo, hi in ranges]
     if rate_control is not None:  # only when asked: other stores stay resumable as they were
         config["rate_control"] = rate_control
     if halo:  # only when on: stores written without it stay resumable as they were

@@ -22,8 +22,8 @@ def store_info(store: str | Path) -> dict[str, Any]:
 
     Returns:
         The scene (size, bands, dtype, nodata, CRS, transform, bounds), the codec (model, quality,
-        weights digest, bits, halo), the tile grid and status counts, tile and store bytes, bpp and
-        the compression ratios against the raw pixels and the source file.
+        weights digest, bits, halo, value ranges), the tile grid and status counts, tile and store
+        bytes, bpp and the compression ratios against the raw pixels and the source file.
 
     Raises:
         StoreError: not a geocompress store.
@@ -57,6 +57,7 @@ def store_info(store: str | Path) -> dict[str, Any]:
         "model": f"{m['model']} quality {m['quality']} weights {m['weights_digest'][:16]}",
         "bits": m.get("codec_config", {}).get("bits"),
         "halo": int(m.get("codec_config", {}).get("halo", 0)),
+        "value_range": m.get("codec_config", {}).get("value_range"),  # None: 0 .. 2**bits - 1
         "tile": f"{m['tile']} px, stride {m['stride']}, grid {g.n_rows} x {g.n_cols}",
         "tiles": counts,
         "tile_bytes": tile_bytes,

@@ -249,6 +249,9 @@ def _check_headers(store: PathLike, ts: TileStore, strings: np.ndarray, rows: sl
             "size": (ts.grid.tile, ts.grid.tile), "halo": int(cfg.get("halo", 0))}
     if cfg.get("bits") is not None:
         want["bits"] = int(cfg["bits"])
+    # the store's value ranges (or none): a tile coded with other ranges maps to other values
+    want["value range"] = (tuple(tuple(int(v) for v in r) for r in cfg["value_range"])
+                           if cfg.get("value_range") else None)
     if meta.get("tile_format_version") is not None:  # stores since it exists bind the version:
         # versions 1 and 2 share a layout, so an edited version byte (CRC recomputed) would
         # decode the symbols in the other order, into other pixels
@@ -260,7 +263,8 @@ def _check_headers(store: PathLike, ts: TileStore, strings: np.ndarray, rows: sl
         except CodecError as e:
             raise StoreIntegrityError(f"{where}: {e}") from None
         got = {"bands": h.channels, "dtype": np.dtype(h.dtype).name, "size": (h.height, h.width),
-               "halo": h.halo, "bits": h.bits, "format version": h.version}
+               "halo": h.halo, "bits": h.bits, "format version": h.version,
+               "value range": h.ranges}
         bad = [f"{k} {got[k]} (store: {v})" for k, v in want.items() if got[k] != v]
         if bad:
             raise StoreIntegrityError(f"{where} was not written for this store: its header has "

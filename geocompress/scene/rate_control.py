@@ -147,11 +147,31 @@ def sample_tiles(scene: SceneInfo, grid: TileGrid, tile_filter: TileFilter, n: i
     return tiles, masks, coded / max(len(order), 1)
 
 
+@dataclass(frozen=True)
+class Extent:
+    """How the sample's bytes scale to the scene's bpp.
+
+    Args:
+        coded_fraction: estimated fraction of the grid's cells that are coded.
+        grid_cells: cells of the scene's tile grid.
+        scene_pixels: ``width x height`` of the scene.
+    """
+
+    coded_fraction: float
+    grid_cells: int
+    scene_pixels: int
+
+    @property
+    def scale(self) -> float:
+        """Scene bits per pixel of one byte per sample tile, over 8."""
+        return self.coded_fraction * self.grid_cells / self.scene_pixels
+
+
 def _measure(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: int, level: float,
-             scale: float) -> tuple[float, float]:
+             scale: float, ranges=None) -> tuple[float, float]:
     """(estimated scene bpp, sample PSNR) at ``level``."""
     codec.set_level(level)
-    strings, recon = codec.encode_with_reconstruction(tiles, bits=bits)
+    strings, recon = codec.encode_with_reconstruction(tiles, bits=bits, ranges=ranges)
     se, n = 0.0, 0
     for t, r, m in zip(tiles, recon, masks):
         d = (t.astype(np.float64) - r.astype(np.float64))[:, m]
@@ -164,8 +184,7 @@ def _measure(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: int,
 
 
 def choose_level(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: int,
-                 target: RateTarget, coded_fraction: float, grid_cells: int,
-                 scene_pixels: int) -> RateChoice:
+                 target: RateTarget, extent: Extent, ranges: list | None = None) -> RateChoice:
     """The level at which ``codec`` meets ``target`` on the sample (see the module docstring).
 
     Args:
@@ -174,9 +193,8 @@ def choose_level(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: 
         tiles, masks: the sample (:func:`sample_tiles`).
         bits: the scene's bit depth.
         target: what was asked.
-        coded_fraction: estimated fraction of the grid's cells that are coded.
-        grid_cells: cells of the scene's tile grid.
-        scene_pixels: ``width x height`` of the scene.
+        extent: how the sample's bytes scale to the scene's bpp.
+        ranges: the value ranges the scene is coded with (None: ``0 .. 2**bits - 1``).
 
     Returns:
         The choice and what the sample measured there.
@@ -190,11 +208,11 @@ def choose_level(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: 
                               f"variable-rate model (--arch mgssnet-vr)")
     if not tiles:
         raise RateTargetError("the scene has no tile to code: nothing to aim a rate at")
-    scale = coded_fraction * grid_cells / scene_pixels
+    scale, coded_fraction = extent.scale, extent.coded_fraction
     col = 0 if target.kind == "bpp" else 1
     lo, hi = 0.0, float(codec.model.levels - 1)
-    f_lo = _measure(codec, tiles, masks, bits, lo, scale)
-    f_hi = _measure(codec, tiles, masks, bits, hi, scale)
+    f_lo = _measure(codec, tiles, masks, bits, lo, scale, ranges)
+    f_hi = _measure(codec, tiles, masks, bits, hi, scale, ranges)
     reach = (round(f_lo[col], 4), round(f_hi[col], 4))
     unit = "bpp" if col == 0 else "dB"
     if not f_lo[col] <= target.value <= f_hi[col]:
@@ -204,7 +222,7 @@ def choose_level(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: 
     it = 2
     while it < MAX_ITERATIONS and hi - lo > LEVEL_RESOLUTION:
         mid = round((lo + hi) / 2 / LEVEL_RESOLUTION) * LEVEL_RESOLUTION
-        f = _measure(codec, tiles, masks, bits, mid, scale)
+        f = _measure(codec, tiles, masks, bits, mid, scale, ranges)
         it += 1
         if abs(f[col] - target.value) < abs(best[1][col] - target.value):
             best = (mid, f)

@@ -1,0 +1,196 @@
+"""Widen a trained MGSSNet's transforms without changing what it computes (a warm start for a
+wider trunk).
+
+Why: the N=64 transforms cap the reconstruction near 27.6 dB (``catalogs/models/transform_ceiling.md``),
+and a wider trunk trained from scratch is thousands of steps behind the trained one. Widening in
+the manner of Net2Net (Chen et al., ICLR 2016) keeps everything learned: every hidden stage of
+``g_a`` / ``g_s`` gets ``width - N`` new channels, computed from the old ones by freshly
+initialised weights, and every weight from a new channel into an old one starts at zero, so the
+old channels, the latent and the reconstruction are exactly those of the narrow model. Gradients
+reach those zero weights through the new channels' activations, so the new capacity is used as
+training goes on. The hyper networks, the context model and the entropy models keep their widths.
+
+MHG-AM is the one block where channels are not independent: its heads split the channels, so a
+head keeps its old channels first and gets its new ones after them, the new query weights start at
+zero (so the attention logits are unchanged) and the old query weights are scaled for the wider
+head's ``1 / sqrt(d)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from geocompress.models.blocks import MHGAM
+from geocompress.models.registry import build
+
+__all__ = ["widen_transforms"]
+
+
+def widen_transforms(model: nn.Module, width: int, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` whose transforms have ``width`` hidden channels and the same outputs.
+
+    Args:
+        model: a trained MGSSNet or variable-rate MGSSNet (``model.arch``, ``model.config``).
+        width: the new hidden width of ``g_a`` / ``g_s``; at least the present one and divisible
+            by MHG-AM's heads.
+        seed: seed of the new channels' initialisation (reproducible widening).
+
+    Returns:
+        A new model (float32, eval mode) with ``config["transform_N"] = width``.
+
+    Raises:
+        ValueError: ``width`` narrower than the model's transforms or not divisible by the heads.
+    """
+    cfg = dict(model.config)
+    old = int(cfg.get("transform_N", cfg["N"]))
+    if width < old or width % int(cfg["heads"]):
+        raise ValueError(f"widen: width {width} must be >= {old} and divisible by {cfg['heads']} heads")
+    torch.manual_seed(seed)
+    wide = build(model.arch, **{**cfg, "transform_N": width})
+    sd = model.state_dict()
+    new_sd = wide.state_dict()
+    heads = {name for name, m in wide.named_modules() if isinstance(m, MHGAM)}
+    with torch.no_grad():
+        for key, fresh in new_sd.items():
+            src = sd[key]
+            if src.shape == fresh.shape or not key.startswith(("g_a.", "g_s.")):
+                new_sd[key] = src.clone()
+                continue
+            module = key.rsplit(".", 1)[0]
+            new_sd[key] = _grow(key, src, fresh.clone(), old, width,
+                                int(cfg["heads"]) if module.rsplit(".", 1)[0] in heads else 0,
+                                _kind(wide, module))
+    wide.load_state_dict(new_sd)
+    return wide.eval()
+
+
+def _kind(model: nn.Module, name: str) -> str:
+    """The layer type that decides which tensor axis is which ('conv', 'deconv', 'linear', 'gdn')."""
+    m = model.get_submodule(name)
+    if isinstance(m, nn.ConvTranspose2d):
+        return "deconv"
+    if isinstance(m, nn.Conv2d):
+        return "conv"
+    if isinstance(m, nn.Linear):
+        return "linear"
+    return "gdn"
+
+
+def _grow(key: str, src: Tensor, fresh: Tensor, old: int, width: int, heads: int,
+          kind: str) -> Tensor:
+    """One widened tensor: the old values in the old channels' places, fresh values for new
+    outputs, zeros for every new input of an old output.
+
+    Args:
+        key: the parameter's name (``...qkv.weight``: MHG-AM's head layout).
+        src: the trained tensor.
+        fresh: the wider model's initial tensor (shape of the result).
+        old: the old hidden width.
+        width: the new hidden width.
+        heads: MHG-AM's heads where the tensor belongs to an MHG-AM block, else 0.
+        kind: 'conv', 'deconv', 'linear' or 'gdn' (``_kind``).
+
+    Returns:
+        The widened tensor.
+    """
+    out_axis, in_axis = (1, 0) if kind == "deconv" and src.dim() > 1 else (0, 1)
+    qkv = heads and key.endswith(("qkv.weight", "qkv.bias"))
+    out_map = _index_map(src.shape[out_axis], fresh.shape[out_axis], old, width,
+                         heads if qkv else 0)
+    if key.endswith("gamma") and kind == "gdn":
+        # gamma is stored as sqrt(gamma + pedestal); a stored sqrt(pedestal) is a zero gamma
+        zero = math.sqrt(2.0 ** -36)
+        return _place(src, fresh, out_map, _index_map(src.shape[1], fresh.shape[1], old, width),
+                      0, 1, zero)
+    if src.dim() == 1:
+        out = fresh
+        out[out_map] = src
+        if qkv:
+            _scale_queries(out, src.shape[0] // 3, fresh.shape[0] // 3, out_map)
+        return out
+    in_map = _index_map(src.shape[in_axis], fresh.shape[in_axis], old, width,
+                        heads if heads and key.endswith("proj.weight") else 0)
+    if fresh.shape[in_axis] == 1:  # depthwise: one input per group
+        in_map = torch.zeros(1, dtype=torch.long)
+    out = _place(src, fresh, out_map, in_map, out_axis, in_axis, 0.0)
+    if qkv:
+        _scale_queries(out, src.shape[0] // 3, fresh.shape[0] // 3, out_map)
+    return out
+
+
+def _scale_queries(w: Tensor, n_old: int, n_new: int, out_map: Tensor) -> None:
+    """MHG-AM's logits are ``q k / sqrt(d)``: zero the new queries and scale the old ones by
+    ``sqrt(d_new / d_old)`` so that the wider heads give the same logits.
+
+    Args:
+        w: the widened ``qkv`` weight or bias (in place).
+        n_old: the old channels per q / k / v.
+        n_new: the new channels per q / k / v.
+        out_map: where each old output row went.
+    """
+    q_old = out_map[:n_old]
+    new_q = torch.ones(n_new, dtype=torch.bool)
+    new_q[q_old] = False
+    w[:n_new][new_q] = 0.0
+    w[q_old] *= math.sqrt(n_new / n_old)
+
+
+def _index_map(n_src: int, n_new: int, old: int, width: int, heads: int = 0) -> Tensor:
+    """Where each of an axis's ``n_src`` old entries goes in the widened axis of ``n_new``.
+
+    Axes of the hidden width map 0..old-1 to themselves; MHG-AM's ``q | k | v`` (``heads``, a
+    multiple of the width) keeps each head's old channels at the head's start; other axes (bands,
+    latent channels) are unchanged.
+
+    Args:
+        n_src: the old axis length.
+        n_new: the widened axis length.
+        old: the old hidden width.
+        width: the new hidden width.
+        heads: MHG-AM's heads where the axis is laid out in them (``q | k | v`` or the
+            attention output), else 0.
+
+    Returns:
+        Indices into the widened axis, one per old entry.
+    """
+    if n_src == n_new:
+        return torch.arange(n_src)
+    if not heads:
+        return torch.arange(n_src)
+    parts = n_src // old  # 3 for q | k | v, 1 for the attention output
+    return torch.cat([p * width + _head_map(old, width, heads) for p in range(parts)])
+
+
+def _head_map(old: int, width: int, heads: int) -> Tensor:
+    """Old channel ``h * d_old + j`` of a head layout goes to ``h * d_new + j``."""
+    d_old, d_new = old // heads, width // heads
+    return torch.cat([h * d_new + torch.arange(d_old) for h in range(heads)])
+
+
+def _place(src: Tensor, fresh: Tensor, out_map: Tensor, in_map: Tensor, out_axis: int,
+           in_axis: int, zero: float) -> Tensor:
+    """``fresh`` with ``src`` at ``(out_map, in_map)`` and ``zero`` at (old outputs, new inputs).
+
+    Args:
+        src: the trained tensor.
+        fresh: the widened initial tensor.
+        out_map: old output positions in the widened tensor.
+        in_map: old input positions in the widened tensor.
+        out_axis: the output axis (1 for transposed convolutions).
+        in_axis: the input axis.
+        zero: the stored value of a zero weight (GDN's gamma is reparametrised).
+
+    Returns:
+        The widened tensor.
+    """
+    out = fresh.movedim((out_axis, in_axis), (0, 1)).clone()
+    s = src.movedim((out_axis, in_axis), (0, 1))
+    if out.shape[1] != s.shape[1]:
+        new_in = torch.ones(out.shape[1], dtype=torch.bool)
+        new_in[in_map] = False
+        out[out_map.unsqueeze(1), new_in.nonzero().squeeze(1).unsqueeze(0)] = zero
+    out[out_map.unsqueeze(1), in_map.unsqueeze(0)] = s
+    return out.movedim((0, 1), (out_axis, in_axis)).contiguous()
