@@ -7,15 +7,19 @@
 
 Resumes ``runs/mgssnet-vr/train_state.pt`` where it exists (same machine, Adam moments and all);
 on a new machine it warm-starts from the committed fp16 weights
-``catalogs/models/wip/mgssnet-vr.pt`` (lr ramped over 200 steps), and on the very first run
-from the shipped ladder's q3 (N=64 / M=96, gains initialised around its lambda 0.009; why this
-trunk: ``catalogs/models/mgssnet-vr.md``). Ctrl-C or a kill loses at most ``--checkpoint-every-s``.
+``catalogs/models/wip/mgssnet-vr.pt`` (lr ramped over 200 steps). Its trunk (session 22): q3's
+N=64 transforms widened function-preservingly to 128 hidden channels (hyper networks N=64,
+M=96, gains initialised around q3's lambda 0.009), every parameter training; weights of the
+narrow trunk (earlier sessions' wip file, or the shipped q3 on the very first run) are widened
+first (:func:`geocompress.training.widen.widen_transforms`). Why: ``catalogs/models/mgssnet-vr.md``.
+Ctrl-C or a kill loses at most ``--checkpoint-every-s``.
 
 Recipe: every level of :data:`geocompress.models.variable_rate.LEVEL_LAMBDAS` at its own lambda
-(stratified levels per batch), ``mixed`` quantization, stretch 0.25, batch 8 of 128 x 128 crops,
-Adam lr 1e-4 with the plateau scheduler, validation every 1000 steps at levels 0 / 4 / 8 on 32 +
-12 val tiles; data: the train splits of ``geocompress-rs-v1`` and ``geocompress-rs-extra-v1``
-(three times: the 10-60 m satellite imagery users compress most).
+(stratified levels per batch), each level's loss balanced, ``mixed`` quantization, stretch 0.25,
+batch 8 of 128 x 128 crops, Adam lr 2e-5 (where q3's own schedule ended) with the plateau
+scheduler, validation every 1000 steps at levels 0 / 4 / 8 on 32 + 12 val tiles; data: the
+train splits of ``geocompress-rs-v1`` and ``geocompress-rs-extra-v1`` (three times: the 10-60 m
+satellite imagery users compress most).
 """
 
 from __future__ import annotations
@@ -28,15 +32,17 @@ RUN = REPO / "runs" / "mgssnet-vr"
 WIP = REPO / "catalogs" / "models" / "wip"
 DATA = [str(REPO / "data" / "geocompress-rs-v1.zarr"), str(REPO / "data" / "geocompress-rs-extra-v1.zarr") + "*3"]
 FIRST = REPO / "geocompress" / "weights" / "mgssnet-q3.pt"  # the shipped ladder's q3
-CONFIG = {"N": 64, "M": 96, "reference_lambda": 0.009}      # q3's widths and lambda
+NARROW = {"N": 64, "M": 96, "reference_lambda": 0.009}      # q3's widths and lambda
+CONFIG = {**NARROW, "transform_N": 128}                     # its transforms widened (session 22)
 
 
-def widened_start(width: int, out: Path) -> Path:
-    """The committed weights with their transforms widened to ``width`` channels, computing
+def widened_start(src: Path, width: int, out: Path) -> Path:
+    """Narrow-trunk weights with their transforms widened to ``width`` channels, computing
     exactly what they did (:func:`geocompress.training.widen.widen_transforms`), saved as a
     warm start that keeps the weights' lineage (steps, wall time, lr history).
 
     Args:
+        src: the narrow weights (a variable-rate wip file, or the shipped fixed-rate q3).
         width: the transforms' new hidden width.
         out: the run folder (the file goes there).
 
@@ -49,15 +55,15 @@ def widened_start(width: int, out: Path) -> Path:
     from geocompress.training.checkpoints import load_weights
     from geocompress.training.widen import widen_transforms
 
-    src = WIP / "mgssnet-vr.pt"
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    narrow = build("mgssnet-vr", **ckpt["config"])
+    narrow = build("mgssnet-vr", **{k: v for k, v in ckpt["config"].items()
+                                    if k in ("beta", "heads", "modules", "levels")}, **NARROW)
     load_weights(narrow, src)
     wide = widen_transforms(narrow, width)
     cfg = dict(wide.config)
-    ckpt["config"] = cfg
-    ckpt["meta"] = {**ckpt["meta"], "config": cfg, "widened_from": {"path": src.name,
-                                                                     "transform_N": narrow.config["N"]}}
+    ckpt["arch"], ckpt["config"] = "mgssnet-vr", cfg
+    ckpt["meta"] = {**ckpt.get("meta", {}), "arch": "mgssnet-vr", "config": cfg,
+                    "widened_from": {"path": src.name, "transform_N": narrow.config["N"]}}
     ckpt["state_dict"] = {k: v.float() if v.is_floating_point() else v
                           for k, v in wide.state_dict().items()}
     out.mkdir(parents=True, exist_ok=True)
@@ -73,6 +79,28 @@ def _config_of(path: Path) -> dict:
 
     cfg = torch.load(path, map_location="cpu", weights_only=True).get("config", {})
     return {k: cfg.get(k) for k in CONFIG}
+
+
+def warm_start(config: dict, run: Path) -> Path | None:
+    """Where a run without a training state starts: the committed weights where they have this
+    run's config, else the committed (or, the very first time, the shipped q3) narrow trunk
+    widened to ``config["transform_N"]``; None where ``run`` has a state to resume.
+
+    Args:
+        config: the run's widths.
+        run: the run folder.
+
+    Returns:
+        The warm-start file, or None.
+    """
+    if (run / "train_state.pt").exists():
+        return None
+    wip = WIP / "mgssnet-vr.pt"
+    have = _config_of(wip) if wip.exists() else {}
+    if have == config:
+        return wip
+    narrow = {k: v for k, v in have.items() if k != "transform_N"} == NARROW and not have.get("transform_N")
+    return widened_start(wip if narrow else FIRST, int(config["transform_N"]), run)
 
 
 CURVE_BEGIN, CURVE_END = "<!-- curve:begin -->", "<!-- curve:end -->"
@@ -112,20 +140,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hours", type=float, default=None, help="stop (state saved) after this long")
     p.add_argument("--checkpoint-every-s", type=float, default=120.0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--freeze", nargs="*", default=["g_a.", "g_s."],
-                   help="parameter prefixes kept fixed (default: the trunk's transforms; pass "
-                        "--freeze with nothing to train everything)")
+    p.add_argument("--freeze", nargs="*", default=[],
+                   help="parameter prefixes kept fixed (default none; sessions 20-21 trained with "
+                        "g_a. g_s. frozen until that run converged)")
     p.add_argument("--level-balance", type=float, default=1.0,
                    help="weight each level's loss by its running mean ** -P (default 1: every "
                         "level's relative improvement alike; 0: the plain mean, where the top "
                         "level's loss, ~70x the lowest's, sets the shared entropy model)")
     p.add_argument("--widen", type=int, default=None, metavar="W",
-                   help="a run with the transforms widened to W hidden channels, started from the "
-                        "committed weights widened function-preservingly (item 3's trunk trials)")
+                   help="a trial with the transforms W hidden channels wide instead of "
+                        f"{CONFIG['transform_N']} (item 3's trunk trials; its own folder)")
     p.add_argument("--run", type=Path, default=None,
                    help="the run folder (default runs/mgssnet-vr, or runs/mgssnet-vr-wW with --widen)")
     p.add_argument("--val-every", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=1e-4,
+    p.add_argument("--lr", type=float, default=2e-5,
                    help="learning rate of a new run (a resumed run keeps its schedule); a trunk "
                         "trained to convergence fine-tunes at its last rate (q3 ended at 2e-5): at "
                         "1e-4 its transforms lost 0.1-0.3 dB in 2,000 steps (catalogs/models/mgssnet-vr.md)")
@@ -137,15 +165,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     from geocompress.training.trainer import train
 
-    run, config, warm = a.run or RUN, dict(CONFIG), None
+    run, config = a.run or RUN, dict(CONFIG)
     if a.widen:
         run = a.run or REPO / "runs" / f"mgssnet-vr-w{a.widen}"
         config["transform_N"] = a.widen
-        if not (run / "train_state.pt").exists():
-            warm = widened_start(a.widen, run)
-    elif not (run / "train_state.pt").exists():
-        wip = WIP / "mgssnet-vr.pt"
-        warm = wip if wip.exists() and _config_of(wip) == CONFIG else FIRST
+    warm = warm_start(config, run)
     r = train("mgssnet-vr", config, DATA, 0.0, run, steps=10 ** 7, crop=128, batch=8,
               lr=a.lr, quantization="mixed", stretch=0.25, threads=a.threads, warm_start=warm,
               warmup_steps=200, val_every=a.val_every, val_limit=32, device=a.device,

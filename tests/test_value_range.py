@@ -82,6 +82,7 @@ def test_scene_ranges_merge_widen_and_vanish_at_full_scale():
     assert coded_ranges([(7, 7), (4095, 4095)], 12) == [[7, 8], [4094, 4095]]
     assert coded_ranges([(0, 255)] * 3, 8) is None  # the format of bits, byte for byte
     assert coded_ranges([(3, 200), (0, 255)], 8) == [[3, 200], [0, 255]]
+    assert coded_ranges([(20, 255), (0, 250)], 8) is None  # 92 % and 98 % of the depth: kept
 
 
 def test_nodata_fill_outside_the_range_is_clipped_and_valid_pixels_are_kept():
@@ -136,3 +137,17 @@ def test_a_resumed_store_keeps_its_ranges_and_a_foreign_tile_is_refused(tmp_path
         _check_headers(tmp_path / "a.zarr", ta, strings, slice(0, 1), slice(0, 1), [(0, 0)])
     _check_headers(tmp_path / "a.zarr", ta, np.array([[ta.read_string(0, 0)]], dtype=object),
                    slice(0, 1), slice(0, 1), [(0, 0)])
+
+
+def test_an_edited_range_in_the_store_is_refused_before_decoding(tmp_path):
+    """The ranges decide every decoded value: the store's attribute digest covers them."""
+    import json
+
+    src = write_scene(tmp_path / "a.tif", dim_u16(64, 64, seed=2))
+    store = tmp_path / "a.zarr"
+    compress_scene(src, store, **TINY)
+    doc = json.loads((store / "zarr.json").read_text())
+    doc["attributes"]["geocompress"]["codec_config"]["value_range"][0][1] += 100
+    (store / "zarr.json").write_text(json.dumps(doc))
+    with pytest.raises(StoreIntegrityError):
+        decompress_scene(store, tmp_path / "out.tif", processes=False, progress=False)

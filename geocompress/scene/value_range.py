@@ -27,6 +27,8 @@ GDAL_CACHE_MB = 64
 
 # how a scene's values map to the model's 0 .. 1 (TilingChoice.value_range)
 VALUE_RANGES = ("scene", "bits")
+# a band is stretched to its own range where that spans less than this share of its bit depth
+STRETCH_BELOW = 0.85
 
 
 def scan_block_range(paths: Sequence[str], grid: dict, rows: tuple[int, int],
@@ -79,9 +81,14 @@ def merge_ranges(parts: Sequence[list[tuple[int, int]] | None], bands: int
 
 
 def coded_ranges(ranges: Sequence[tuple[int, int]], bits: int) -> list[list[int]] | None:
-    """The ranges a store codes with: each widened to at least one step (a constant band), or
-    None where every band already spans ``0 .. 2**bits - 1`` (the strings then stay in the
-    format that maps by ``bits``, byte for byte as without ranges).
+    """The ranges a store codes with: a band whose values span less than :data:`STRETCH_BELOW`
+    of ``0 .. 2**bits - 1`` keeps its own range (widened to at least one step for a constant
+    band), the others the whole depth; None where no band is stretched (the strings then stay
+    in the format that maps by ``bits``, byte for byte as without ranges).
+
+    Why not every band: a stretch of a few percent changes what the model sees without a
+    measurable gain (+3 % / -4 % bits at equal PSNR on two 8-bit scenes whose bands span 92-97 %
+    of their depth), while 16-bit bands spanning 35-80 % gain 30-55 % (``catalogs/value_range.md``).
 
     Args:
         ranges: per band ``(lo, hi)`` of the valid values.
@@ -94,7 +101,9 @@ def coded_ranges(ranges: Sequence[tuple[int, int]], bits: int) -> list[list[int]
     out = []
     for lo, hi in ranges:
         lo, hi = max(0, int(lo)), min(top, int(hi))
-        if hi <= lo:  # a constant band: one step wide, inside the bit depth
+        if hi - lo >= STRETCH_BELOW * top:
+            lo, hi = 0, top
+        elif hi <= lo:  # a constant band: one step wide, inside the bit depth
             lo, hi = (lo, lo + 1) if lo < top else (top - 1, top)
         out.append([lo, hi])
     return None if all(r == [0, top] for r in out) else out
