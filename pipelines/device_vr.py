@@ -34,10 +34,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "pipelines")]
 
-from train_vr import CONFIG, WIP, _config_of  # noqa: E402
+from train_vr import CONFIG, NARROW, WIP, _config_of, widened_start  # noqa: E402
 
 PACKS = [REPO / ".devpack" / "rs-v1-trainval.npz", REPO / ".devpack" / "rs-extra-v1-trainval.npz"]
-FREEZE = ("g_a.", "g_s.")  # train_vr.py's default
+FREEZE: tuple[str, ...] = ()  # train_vr.py's default (every parameter trains)
+LR, LEVEL_BALANCE = 2e-5, 1.0  # train_vr.py's defaults
 NAME = "mgssnet-vr"
 
 
@@ -67,15 +68,19 @@ def train_and_export(a: argparse.Namespace) -> dict:
     dev = resolve_device(a.device)
     batch = a.batch or (32 if dev.type == "cuda" else 8)
     warm = Path(a.warm)
-    if _config_of(warm) != CONFIG:
-        raise SystemExit(f"{warm} is not this run's trunk {CONFIG}: {_config_of(warm)}")
+    have = _config_of(warm)
+    if have != CONFIG and not (a.run / STATE).exists():
+        if {k: v for k, v in have.items() if k != "transform_N"} != NARROW or have.get("transform_N"):
+            raise SystemExit(f"{warm} is not this run's trunk {CONFIG}: {have}")
+        warm = widened_start(warm, int(CONFIG["transform_N"]), a.run)  # the narrow trunk, widened
     data = a.data or default_data()
     resumed = (a.run / STATE).exists()
     print(f"[{time.strftime('%H:%M:%S')}] {NAME} on {dev}: warm start {warm if not resumed else '(resumed)'}, "
           f"data {data}, batch {batch}, {a.minutes} min" + (f" / {a.steps} steps" if a.steps else ""),
           flush=True)
     t = time.time()
-    r = train(NAME, CONFIG, data, 0.0, a.run, steps=10 ** 7, crop=128, batch=batch, lr=1e-4,
+    r = train(NAME, CONFIG, data, 0.0, a.run, steps=10 ** 7, crop=128, batch=batch, lr=LR,
+              level_balance=LEVEL_BALANCE,
               quantization="mixed", stretch=0.25, threads=a.threads, warm_start=warm,
               warmup_steps=200, val_every=a.val_every, val_limit=32, device=str(dev),
               checkpoint_every_s=120.0, export=False, freeze=tuple(a.freeze),

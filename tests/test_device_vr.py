@@ -47,19 +47,19 @@ def test_device_vr_continues_the_wip_weights_exports_like_export_wip_and_adopts(
                      weights_only=False)
     meta, parent = ckpt["meta"], wip["meta"]
     assert ckpt["meta"]["arch"] == "mgssnet-vr"
-    # export_wip's format: fp16 weights, the same tensors and dtypes as the committed file
+    # export_wip's format: fp16 weights, the same tensors and dtypes as the committed file (whose
+    # transforms are widened to the run's width where they are still the narrow trunk's)
     assert {k: v.dtype for k, v in ckpt["state_dict"].items()} == {k: v.dtype for k, v in wip["state_dict"].items()}
     assert torch.float16 in {v.dtype for v in ckpt["state_dict"].values()}
     assert meta["steps"] == 2 and meta["total_steps"] == parent["total_steps"] + 2
-    assert meta["crop"] == 128 and meta["lr"] == 1e-4 and meta["quantization"] == "mixed" and meta["stretch"] == 0.25
-    assert meta["warm_start"]["path"] == "mgssnet-vr.pt" and meta["level_lambdas"]
-    # the frozen transforms are the wip weights' own
-    for k, v in ckpt["state_dict"].items():
-        if k.startswith(("g_a.", "g_s.")):
-            assert torch.equal(v, wip["state_dict"][k]), k
+    assert meta["crop"] == 128 and meta["lr"] == dv.LR and meta["quantization"] == "mixed" and meta["stretch"] == 0.25
+    assert Path(meta["warm_start"]["path"]).name in ("mgssnet-vr.pt", "widened-128.pt") and meta["level_lambdas"]
+    # the run's trunk: transforms of CONFIG's width, every parameter training
+    assert ckpt["state_dict"]["g_a.0.weight"].shape[0] == dv.CONFIG["transform_N"]
+    assert ckpt["config"]["transform_N"] == dv.CONFIG["transform_N"]
     saved = json.loads((out / "mgssnet-vr.json").read_text())
     assert saved == json.loads(json.dumps(note, default=float))
-    assert note["this_call"]["steps"] == 2 and note["this_call"]["freeze"] == ["g_a.", "g_s."]
+    assert note["this_call"]["steps"] == 2 and note["this_call"]["freeze"] == []
     assert note["vr"]["own_steps"] == 2 and dv.CONFIG.items() <= note["vr"]["config"].items()
     assert set(note["vr"]) >= {"file", "digest", "lambda", "config", "own_steps", "total_steps", "wall_s",
                                "hardware", "level_lambdas"}
