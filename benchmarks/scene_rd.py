@@ -288,7 +288,10 @@ def write_report(doc: dict, path: Path) -> None:
              f"variable-rate weights `{doc['checkpoint']}` ({doc.get('vr_steps')} steps in all). Every byte of the tile strings over the "
              "scene's pixels; PSNR over every band and the valid pixels, peak 2^bits - 1. "
              "BD-rate: negative = fewer bits than the classical codec at equal PSNR "
-             "(n/a: the codec cannot take the scene, or the curves do not overlap).", "",
+             "(n/a: the codec cannot take the scene, or the curves do not overlap). The CLI's "
+             "defaults otherwise: halo auto, value ranges (`--value-range scene`, since session 22: "
+             "[`../value_range.md`](../value_range.md); the session-21 run, before it, had the ladder "
+             "at +83 % against JPEG 2000).", "",
              "## Mean (median) BD-rate over the scenes", "",
              "BD-rate is taken over each pair's shared PSNR range, so one scene whose curves barely "
              "overlap can dominate the mean: the median is beside it.", "",
