@@ -83,6 +83,8 @@ def test_scene_ranges_merge_widen_and_vanish_at_full_scale():
     assert coded_ranges([(0, 255)] * 3, 8) is None  # the format of bits, byte for byte
     assert coded_ranges([(3, 200), (0, 255)], 8) == [[3, 200], [0, 255]]
     assert coded_ranges([(20, 255), (0, 250)], 8) is None  # 92 % and 98 % of the depth: kept
+    assert coded_ranges([(3, 200), (255, 255)], 8, (False, True)) == [[3, 200], [0, 255]]
+    assert coded_ranges([(0, 255), (255, 255)], 8, (False, True)) is None  # RGBA with a mask alpha
 
 
 def test_nodata_fill_outside_the_range_is_clipped_and_valid_pixels_are_kept():
@@ -151,3 +153,28 @@ def test_an_edited_range_in_the_store_is_refused_before_decoding(tmp_path):
     (store / "zarr.json").write_text(json.dumps(doc))
     with pytest.raises(StoreIntegrityError):
         decompress_scene(store, tmp_path / "out.tif", processes=False, progress=False)
+
+
+def test_rgba_imagery_with_a_mask_alpha_keeps_the_format_it_had(tmp_path):
+    """The alpha band is constant over the valid pixels (its range one value), but decode
+    rebuilds it from the masks: it does not make the store one of ranges."""
+    from rasterio.enums import ColorInterp
+
+    rgb = natural_tile(128, 128, seed=4)
+    rgb[:, 0, 0], rgb[:, 1, 1] = 0, 255  # every band spans the whole depth
+    alpha = np.full((1, 128, 128), 255, np.uint8)
+    alpha[:, :20, :40] = 0
+    src = write_scene(tmp_path / "rgba.tif", np.concatenate([rgb, alpha]),
+                      colorinterp=[ColorInterp.red, ColorInterp.green, ColorInterp.blue,
+                                   ColorInterp.alpha])
+    compress_scene(src, tmp_path / "rgba.zarr", **TINY)
+    ts = TileStore.open(tmp_path / "rgba.zarr")
+    assert "value_range" not in ts.codec_meta["config"] and ts.meta["tile_format_version"] == 3
+
+
+def test_bits_below_the_data_are_refused_before_the_store_is_made(tmp_path):
+    data = dim_u16(64, 64) + 3000  # up to ~4500: 13 bits
+    src = write_scene(tmp_path / "a.tif", data)
+    with pytest.raises(ValueError, match="more than bits=12"):
+        compress_scene(src, tmp_path / "a.zarr", bits=12, **TINY)
+    assert not (tmp_path / "a.zarr").exists()

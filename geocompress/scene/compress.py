@@ -340,9 +340,9 @@ class _Job:
         return self.grid.n_rows * self.grid.n_cols
 
 
-def _radiometry(job: "_Job", client) -> tuple[int, list[list[int]] | None]:
-    """The bit depth coded at and the value ranges (None: ``0 .. 2**bits - 1``), from one pass
-    over the scene's valid pixels where either needs it."""
+def _radiometry(job: "_Job", client) -> tuple[int, list[tuple[int, int]] | None]:
+    """The bit depth coded at and each band's range of valid values (None with
+    ``--value-range bits``), from one pass over the scene's valid pixels where either needs it."""
     scene, grid, shard, bits = job.scene, job.grid, job.tiling.shard, job.tiling.bits
     declared = (8 if scene.dtype == "uint8" else int(bits) if bits != "auto"
                 else int(scene.declared_bits) if scene.declared_bits and 8 <= scene.declared_bits <= 16
@@ -355,8 +355,12 @@ def _radiometry(job: "_Job", client) -> tuple[int, list[list[int]] | None]:
     futures = client.map(scan_block_range, [paths] * len(blocks), [grid.to_dict()] * len(blocks),
                          [b[0] for b in blocks], [b[1] for b in blocks], pure=False)
     ranges = merge_ranges(client.gather(futures), scene.count)
-    used = declared or max(8, max(hi for _, hi in ranges).bit_length())
-    return used, (coded_ranges(ranges, used) if job.tiling.value_range == "scene" else None)
+    peak = max(hi for _, hi in ranges)
+    if declared is not None and peak > (1 << declared) - 1:  # before the store is created
+        raise ValueError(f"the scene has valid values up to {peak}, more than bits={declared} "
+                         f"allow ({(1 << declared) - 1}): give --bits {peak.bit_length()} or more")
+    used = declared or max(8, peak.bit_length())
+    return used, (ranges if job.tiling.value_range == "scene" else None)
 
 
 def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike,
@@ -503,12 +507,13 @@ def _open_or_create(job: _Job, client) -> tuple[TileStore, bool, int, dict | Non
                                         stored.get("value_range")),
                             tile=job.tiling.tile)
         return ts, False, int(stored["bits"]), rate_record
-    used_bits, ranges = _radiometry(job, client)
-    if rate is not None:
-        rate_record = _search_rate(job, used_bits, ranges)
+    used_bits, found = _radiometry(job, client)
     # the alpha bands that are pure masks (0 / opaque at the bits coded): decode rebuilds only
     # those from the stored masks, the others come back as their decoded values
     scene = replace(job.scene, alpha_is_mask=alpha_masks(job.scene, (1 << used_bits) - 1))
+    ranges = coded_ranges(found, used_bits, scene.alpha_is_mask) if found else None
+    if rate is not None:
+        rate_record = _search_rate(job, used_bits, ranges)
     # tiles coded with value ranges are format RANGE_VERSION, the others the weights' own
     version = RANGE_VERSION if ranges else max(v for v in codec.versions() if v != RANGE_VERSION)
     ts = TileStore.create(store, scene, job.grid,

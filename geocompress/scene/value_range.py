@@ -80,7 +80,8 @@ def merge_ranges(parts: Sequence[list[tuple[int, int]] | None], bands: int
     return [(int(lo), int(hi)) for lo, hi in zip(a[:, :, 0].min(axis=0), a[:, :, 1].max(axis=0))]
 
 
-def coded_ranges(ranges: Sequence[tuple[int, int]], bits: int) -> list[list[int]] | None:
+def coded_ranges(ranges: Sequence[tuple[int, int]], bits: int,
+                 mask_bands: Sequence[bool] = ()) -> list[list[int]] | None:
     """The ranges a store codes with: a band whose values span less than :data:`STRETCH_BELOW`
     of ``0 .. 2**bits - 1`` keeps its own range (widened to at least one step for a constant
     band), the others the whole depth; None where no band is stretched (the strings then stay
@@ -90,18 +91,22 @@ def coded_ranges(ranges: Sequence[tuple[int, int]], bits: int) -> list[list[int]
     measurable gain (+3 % / -4 % bits at equal PSNR on two 8-bit scenes whose bands span 92-97 %
     of their depth), while 16-bit bands spanning 35-80 % gain 30-55 % (``catalogs/value_range.md``).
 
+    An alpha band that is a pure mask (``mask_bands``; a decoder rebuilds it from the stored
+    masks) keeps the whole depth too: ordinary RGBA imagery stays in the format it had.
+
     Args:
         ranges: per band ``(lo, hi)`` of the valid values.
         bits: the bit depth coded at.
+        mask_bands: per band, whether it is an alpha band that is a pure mask (may be empty).
 
     Returns:
         ``[[lo, hi], ...]`` (JSON-ready), or None.
     """
     top = (1 << int(bits)) - 1
     out = []
-    for lo, hi in ranges:
+    for b, (lo, hi) in enumerate(ranges):
         lo, hi = max(0, int(lo)), min(top, int(hi))
-        if hi - lo >= STRETCH_BELOW * top:
+        if hi - lo >= STRETCH_BELOW * top or (b < len(mask_bands) and mask_bands[b]):
             lo, hi = 0, top
         elif hi <= lo:  # a constant band: one step wide, inside the bit depth
             lo, hi = (lo, lo + 1) if lo < top else (top - 1, top)
