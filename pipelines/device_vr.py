@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "pipelines")]
 
-from train_vr import CONFIG, NARROW, WIP, _config_of, widened_start  # noqa: E402
+from train_vr import CONFIG, WIP, _config_of, is_narrow, widened_start  # noqa: E402
 
 PACKS = [REPO / ".devpack" / "rs-v1-trainval.npz", REPO / ".devpack" / "rs-extra-v1-trainval.npz"]
 FREEZE: tuple[str, ...] = ()  # train_vr.py's default (every parameter trains)
@@ -70,7 +70,7 @@ def train_and_export(a: argparse.Namespace) -> dict:
     warm = Path(a.warm)
     have = _config_of(warm)
     if have != CONFIG and not (a.run / STATE).exists():
-        if {k: v for k, v in have.items() if k != "transform_N"} != NARROW or have.get("transform_N"):
+        if not is_narrow(have):
             raise SystemExit(f"{warm} is not this run's trunk {CONFIG}: {have}")
         warm = widened_start(warm, int(CONFIG["transform_N"]), a.run)  # the narrow trunk, widened
     data = a.data or default_data()

@@ -81,6 +81,11 @@ def _config_of(path: Path) -> dict:
     return {k: cfg.get(k) for k in CONFIG}
 
 
+def is_narrow(config: dict) -> bool:
+    """Whether ``config`` (as :func:`_config_of` gives it) is this run's trunk before widening."""
+    return {k: v for k, v in config.items() if k != "transform_N"} == NARROW and not config.get("transform_N")
+
+
 def warm_start(config: dict, run: Path) -> Path | None:
     """Where a run without a training state starts: the committed weights where they have this
     run's config, else the committed (or, the very first time, the shipped q3) narrow trunk
@@ -99,8 +104,7 @@ def warm_start(config: dict, run: Path) -> Path | None:
     have = _config_of(wip) if wip.exists() else {}
     if have == config:
         return wip
-    narrow = {k: v for k, v in have.items() if k != "transform_N"} == NARROW and not have.get("transform_N")
-    return widened_start(wip if narrow else FIRST, int(config["transform_N"]), run)
+    return widened_start(wip if is_narrow(have) else FIRST, int(config["transform_N"]), run)
 
 
 CURVE_BEGIN, CURVE_END = "<!-- curve:begin -->", "<!-- curve:end -->"

@@ -312,6 +312,17 @@ class TileCodec:
             except ValueError as e:
                 raise CorruptStreamError(f"tile header: {e}") from None
 
+    def version_for(self, ranges: bool) -> int:
+        """The format version these weights write tiles in, with value ranges or without.
+
+        Args:
+            ranges: the tiles carry value ranges.
+
+        Returns:
+            :data:`RANGE_VERSION`, else the weights' own newest version.
+        """
+        return RANGE_VERSION if ranges else max(v for v in self.versions() if v != RANGE_VERSION)
+
     def versions(self) -> tuple[int, ...]:
         """The tile-string format versions these weights have written (see LEGACY_WEIGHTS).
 
@@ -415,15 +426,14 @@ class TileCodec:
         return b
 
     @staticmethod
-    def _scaling(t: int, tile: np.ndarray, bits: int, ranges) -> tuple[np.ndarray, np.ndarray, Any]:
-        """Per band, the value mapped to 0 and the span mapped to 1, and the header's ranges.
+    def _ranges(t: int, tile: np.ndarray, bits: int, ranges) -> tuple[tuple[int, int], ...] | None:
+        """The header's ranges for ``tile`` (None: ``0 .. 2**bits - 1``), checked against it.
 
         Raises:
             CodecError: ranges that are not valid for the tile, or a value outside its band's.
         """
         if ranges is None:
-            c = tile.shape[0]
-            return np.zeros(c), np.full(c, float(2 ** bits - 1)), None
+            return None
         try:
             rng = tuple((int(lo), int(hi)) for lo, hi in ranges)
             check_ranges(rng, tile.shape[0], bits)
@@ -434,7 +444,7 @@ class TileCodec:
         if flat.size and (bool((flat.min(axis=1) < r[:, 0]).any())
                           or bool((flat.max(axis=1) > r[:, 1]).any())):
             raise CodecError(f"tile {t} has values outside its bands' value ranges {list(rng)}")
-        return r[:, 0], r[:, 1] - r[:, 0], rng
+        return rng
 
     def _groups(self, c: int) -> list[list[int]]:
         """Band indices of each group of ``self.group`` bands (a short last group repeats)."""
@@ -474,7 +484,7 @@ class TileCodec:
                                  f"image array); the codec takes C x H x W, e.g. "
                                  f"tile.transpose(2, 0, 1)")
             b = self._bits(tile, bits)
-            lo, span, rng = self._scaling(t, tile, b, ranges)
+            rng = self._ranges(t, tile, b, ranges)
             c, (h, w) = tile.shape[0], inner
             if max(h, w) > 65535 or c > 65535:
                 raise CodecError(f"tile {t} is too large ({tile.shape}); cut the scene into tiles")
@@ -487,6 +497,7 @@ class TileCodec:
                                       0 if self.variable_rate else self.quality,
                                       tile.dtype, b, c, h, w, ph, pw, halo=int(halo),
                                       rate=self.rate, ranges=rng))
+            lo, span = headers[-1].band_scale()  # what the decoder maps back with
             for g, idx in enumerate(self._groups(c)):
                 scale = (lo[idx, None, None], span[idx, None, None])
                 jobs.append((t, g, (tile, idx, scale, sides[t])))  # scaled per batch

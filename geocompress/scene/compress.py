@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 
 from .. import interrupt
 from ..codec import CodecChoice, load_codec
-from ..codec.format import RANGE_VERSION
 from ..geo import SceneReader, TileFilter, TileGrid, TileStatus, constant_value, open_scene
 from ..geo.source import SceneInfo, alpha_masks
 from ..store import TileStore
@@ -32,7 +31,7 @@ from .halo import grid_sides, resolve_halo, store_edges
 from ._options import fold
 from .cluster import ClusterChoice, as_completed, dask_client, default_torch_threads
 from .rate_control import Extent, RateTarget, RateTargetError, choose_level, sample_tiles
-from .value_range import (GDAL_CACHE_MB, VALUE_RANGES, coded_ranges, merge_ranges,
+from .value_range import (GDAL_CACHE_MB, VALUE_RANGES, clip_ranges, coded_ranges, merge_ranges,
                           scan_block_range, within_range)
 from .workers import CodecSpec, adopt_codec, encode_mask, get_codec
 
@@ -112,7 +111,7 @@ def encode_part(store: str, paths: Sequence[str], rows: tuple[int, int], cols: t
     codec = get_codec(CodecSpec(**spec))
     halo = int(ts.codec_meta["config"].get("halo", 0))
     ranges = ts.codec_meta["config"].get("value_range")
-    clip = ranges or [(0, (1 << int(bits)) - 1)] * int(ts.meta["count"])
+    clip = clip_ranges(ranges, bits, int(ts.meta["count"]))
     context = codec.latent_stride * halo
     edges = store_edges(ts.codec_meta["config"])
     sides_kept: list[tuple[int, int, int, int]] = []
@@ -514,12 +513,11 @@ def _open_or_create(job: _Job, client) -> tuple[TileStore, bool, int, dict | Non
     ranges = coded_ranges(found, used_bits, scene.alpha_is_mask) if found else None
     if rate is not None:
         rate_record = _search_rate(job, used_bits, ranges)
-    # tiles coded with value ranges are format RANGE_VERSION, the others the weights' own
-    version = RANGE_VERSION if ranges else max(v for v in codec.versions() if v != RANGE_VERSION)
     ts = TileStore.create(store, scene, job.grid,
                           _codec_meta(codec, used_bits, job.filter_cfg, job.halo, rate_record,
                                       ranges),
-                          shard=job.tiling.shard, overwrite=job.overwrite, tile_version=version)
+                          shard=job.tiling.shard, overwrite=job.overwrite,
+                          tile_version=codec.version_for(bool(ranges)))
     return ts, True, used_bits, rate_record
 
 
@@ -528,7 +526,7 @@ def _search_rate(job: _Job, used_bits: int, ranges: list[list[int]] | None) -> d
     (the codec is left at it)."""
     scene, grid, codec, rate = job.scene, job.grid, job.codec, job.rate
     tiles_s, masks_s, frac = sample_tiles(scene, grid, job.tiling.tile_filter, rate.sample)
-    clip = ranges or [(0, (1 << used_bits) - 1)] * scene.count
+    clip = clip_ranges(ranges, used_bits, scene.count)
     tiles_s = [within_range(t, t, m, clip, (0, 0, 0, 0), codec.latent_stride)
                for t, m in zip(tiles_s, masks_s)]  # what encode_part codes
     return {"sample": rate.sample, **choose_level(

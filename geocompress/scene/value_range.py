@@ -114,6 +114,21 @@ def coded_ranges(ranges: Sequence[tuple[int, int]], bits: int,
     return None if all(r == [0, top] for r in out) else out
 
 
+def clip_ranges(ranges: Sequence[Sequence[int]] | None, bits: int, bands: int) -> list:
+    """What the encoder's input is brought within (:func:`within_range`): the store's ranges,
+    or the whole bit depth for a store without them.
+
+    Args:
+        ranges: the store's value ranges, or None.
+        bits: the bit depth coded at.
+        bands: the scene's bands.
+
+    Returns:
+        Per band ``(lo, hi)``.
+    """
+    return list(ranges) if ranges else [(0, (1 << int(bits)) - 1)] * int(bands)
+
+
 def within_range(ctx: np.ndarray, tile: np.ndarray, valid: np.ndarray,
                  ranges: Sequence[Sequence[int]], sides: tuple[int, int, int, int],
                  stride: int) -> np.ndarray:

@@ -156,9 +156,7 @@ def _index_map(n_src: int, n_new: int, old: int, width: int, heads: int = 0) -> 
     Returns:
         Indices into the widened axis, one per old entry.
     """
-    if n_src == n_new:
-        return torch.arange(n_src)
-    if not heads:
+    if n_src == n_new or not heads:
         return torch.arange(n_src)
     parts = n_src // old  # 3 for q | k | v, 1 for the attention output
     return torch.cat([p * width + _head_map(old, width, heads) for p in range(parts)])
