@@ -167,7 +167,8 @@ def bd(anchor: list, test: list) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenes", nargs="*", default=list(SCENES), help="scene names (default: all)")
-    p.add_argument("--levels", type=float, nargs="*", default=[0, 1, 2, 3, 4, 5, 6, 7, 8])
+    p.add_argument("--levels", type=float, nargs="*", default=None,
+                   help="variable-rate levels (default: every integer level the weights have)")
     p.add_argument("--qualities", type=int, nargs="*", default=[1, 2, 3, 4])
     p.add_argument("--checkpoint", type=Path, default=VR_WEIGHTS)
     p.add_argument("--codecs", nargs="*", default=list(CLASSICAL))
@@ -198,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     if (a.reuse or a.reuse_classical) and a.out.with_suffix(".json").exists():
         old = json.loads(a.out.with_suffix(".json").read_text())["scenes"]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    if a.levels is None:
+        import torch
+
+        cfg = torch.load(a.checkpoint, map_location="cpu", weights_only=True).get("config", {})
+        a.levels = [float(q) for q in range(int(cfg.get("levels", 9)))]
     results = {}
     for name in a.scenes:
         src = data_dir() / SCENES[name]

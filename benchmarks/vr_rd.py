@@ -5,7 +5,7 @@
 On the test split of ``geocompress-rs-v1`` (the tiles every figure of the project is measured on)
 and, apart, on the test split of ``geocompress-rs-extra-v1`` (the 10-200 m Landsat / Sentinel
 scenes), every tile is coded through the real codec (every byte of every string counted) at each
-of ``--levels`` (default: the 9 integer levels 0..8) and by JPEG 2000 (OpenJPEG), JPEG XL
+of ``--levels`` (default: every integer level of the weights, 0..8 or, with levels below, 0..11) and by JPEG 2000 (OpenJPEG), JPEG XL
 (libjxl), HEVC intra (x265 in HEIF, the BPG-like anchor) and AVIF (libaom) over their default
 parameter grids. Curves are means over tiles of bpp and of per-tile PSNR (8-bit peak) and
 MS-SSIM dB, as in ``rd_vs_jpeg2000.py``.
@@ -187,11 +187,13 @@ def write_report(out: dict, dest: Path) -> None:
              "shared bpp range of the two curves (negative BD-rate: fewer bits than the anchor).", ""]
     for key, res in out["sets"].items():
         lines += [f"## {key} test split ({res['tiles']} tiles)", "",
-                  "| level | bpp | PSNR dB | MS-SSIM dB | encode s/tile | decode s/tile |",
-                  "|---|---|---|---|---|---|"]
+                  "| level | lambda | bpp | PSNR dB | MS-SSIM dB | encode s/tile | decode s/tile |",
+                  "|---|---|---|---|---|---|---|"]
+        lambdas = out.get("level_lambdas") or []
         for q, b, p, m in res["curve"]:
             t = res["timing"][str(q)]
-            lines.append(f"| {q:g} | {b:.4f} | {p:.2f} | {m:.2f} | {t['encode_s_per_tile']} | "
+            lam = f"{lambdas[int(q)]:g}" if q == int(q) and int(q) < len(lambdas) else "-"
+            lines.append(f"| {q:g} | {lam} | {b:.4f} | {p:.2f} | {m:.2f} | {t['encode_s_per_tile']} | "
                          f"{t['decode_s_per_tile']} |")
         lines += ["", "| anchor | BD-rate % (PSNR) | BD-PSNR dB | BD-rate % (MS-SSIM dB) | shared bpp |",
                   "|---|---|---|---|---|"]
@@ -226,7 +228,8 @@ def plot(out: dict, dest: Path) -> None:
             v = np.asarray(res["ladder_curve"])
             ax.plot(v[:, 1], v[:, 2], "s:", ms=4, lw=1, label=LABELS["ladder"])
         v = np.asarray(res["curve"])
-        ax.plot(v[:, 1], v[:, 2], "o-", ms=4, lw=2, color="k", label="MGSSNet-VR (levels 0-8)")
+        ax.plot(v[:, 1], v[:, 2], "o-", ms=4, lw=2, color="k",
+                label=f"MGSSNet-VR (levels {v[0, 0]:g}-{v[-1, 0]:g})")
         ax.set_xscale("log")
         ax.set_xlabel("bpp (every byte counted)")
         ax.set_ylabel("PSNR dB (eq. 10, 8-bit peak)")
@@ -240,7 +243,8 @@ def plot(out: dict, dest: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=CATALOG / "wip" / "mgssnet-vr.pt")
-    p.add_argument("--levels", type=float, nargs="+", default=[float(q) for q in range(9)])
+    p.add_argument("--levels", type=float, nargs="+", default=None,
+                   help="levels to code at (default: every integer level the weights have)")
     p.add_argument("--sets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--precision", default="auto")
     p.add_argument("--threads", type=int, default=None)
@@ -267,9 +271,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from geocompress.codec.precision import resolve_precision
 
-    meta = torch.load(a.checkpoint, map_location="cpu", weights_only=True).get("meta", {})
+    ckpt = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
+    meta = ckpt.get("meta", {})
+    if a.levels is None:
+        a.levels = [float(q) for q in range(int(ckpt.get("config", {}).get("levels", 9)))]
     out = {"checkpoint": str(a.checkpoint.relative_to(REPO)) if a.checkpoint.is_relative_to(REPO) else str(a.checkpoint),
            "meta_steps": meta.get("total_steps", meta.get("steps")), "cpu": cpu_label(),
+           "level_lambdas": meta.get("level_lambdas"),
            "precision": resolve_precision(a.precision, "cpu"),
            "sets": {k: evaluate_set(k, a.checkpoint, a.levels, a.precision, a.refresh_classical)
                     for k in a.sets}}

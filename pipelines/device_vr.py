@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "pipelines")]
 
-from train_vr import CONFIG, WIP, _config_of, is_narrow, widened_start  # noqa: E402
+from train_vr import CONFIG, WIP, _config_of, is_earlier, widened_start  # noqa: E402
 
 PACKS = [REPO / ".devpack" / "rs-v1-trainval.npz", REPO / ".devpack" / "rs-extra-v1-trainval.npz"]
 FREEZE: tuple[str, ...] = ()  # train_vr.py's default (every parameter trains)
@@ -70,9 +70,9 @@ def train_and_export(a: argparse.Namespace) -> dict:
     warm = Path(a.warm)
     have = _config_of(warm)
     if have != CONFIG and not (a.run / STATE).exists():
-        if not is_narrow(have):
+        if not is_earlier(have):
             raise SystemExit(f"{warm} is not this run's trunk {CONFIG}: {have}")
-        warm = widened_start(warm, int(CONFIG["transform_N"]), a.run)  # the narrow trunk, widened
+        warm = widened_start(warm, CONFIG, a.run)  # an earlier trunk, widened
     data = a.data or default_data()
     resumed = (a.run / STATE).exists()
     print(f"[{time.strftime('%H:%M:%S')}] {NAME} on {dev}: warm start {warm if not resumed else '(resumed)'}, "

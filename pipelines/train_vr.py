@@ -33,17 +33,23 @@ WIP = REPO / "catalogs" / "models" / "wip"
 DATA = [str(REPO / "data" / "geocompress-rs-v1.zarr"), str(REPO / "data" / "geocompress-rs-extra-v1.zarr") + "*3"]
 FIRST = REPO / "geocompress" / "weights" / "mgssnet-q3.pt"  # the shipped ladder's q3
 NARROW = {"N": 64, "M": 96, "reference_lambda": 0.009}      # q3's widths and lambda
-CONFIG = {**NARROW, "transform_N": 128}                     # its transforms widened (session 22)
+# transforms widened (session 22); latent widened and three levels added below (session 23)
+CONFIG = {**NARROW, "M": 192, "transform_N": 128, "levels": 12, "levels_below": 3}
 
 
-def widened_start(src: Path, width: int, out: Path) -> Path:
-    """Narrow-trunk weights with their transforms widened to ``width`` channels, computing
-    exactly what they did (:func:`geocompress.training.widen.widen_transforms`), saved as a
-    warm start that keeps the weights' lineage (steps, wall time, lr history).
+def widened_start(src: Path, config: dict, out: Path) -> Path:
+    """An earlier trunk of this run widened to ``config``, computing exactly what it did: its
+    transforms to ``config["transform_N"]`` hidden channels
+    (:func:`geocompress.training.widen.widen_transforms`), its latent to ``config["M"]``
+    channels (:func:`~geocompress.training.widen.widen_latent`) and its scale to
+    ``config["levels_below"]`` levels below level 0's lambda
+    (:func:`~geocompress.training.widen.add_levels_below`), where it has fewer; saved as a warm
+    start that keeps the weights' lineage (steps, wall time, lr history).
 
     Args:
-        src: the narrow weights (a variable-rate wip file, or the shipped fixed-rate q3).
-        width: the transforms' new hidden width.
+        src: the earlier weights (a variable-rate wip file of an earlier trunk, or the shipped
+            fixed-rate q3 on the very first run).
+        config: the run's widths (:data:`CONFIG`).
         out: the run folder (the file goes there).
 
     Returns:
@@ -53,21 +59,30 @@ def widened_start(src: Path, width: int, out: Path) -> Path:
 
     from geocompress.models import build
     from geocompress.training.checkpoints import load_weights
-    from geocompress.training.widen import widen_transforms
+    from geocompress.training.widen import add_levels_below, widen_latent, widen_transforms
 
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    narrow = build("mgssnet-vr", **{k: v for k, v in ckpt["config"].items()
-                                    if k in ("beta", "heads", "modules", "levels")}, **NARROW)
-    load_weights(narrow, src)
-    wide = widen_transforms(narrow, width)
-    cfg = dict(wide.config)
+    have = {k: v for k, v in ckpt["config"].items()
+            if k in ("beta", "heads", "modules", "levels", "levels_below", "M", "transform_N")}
+    model = build("mgssnet-vr", **{**have, "N": NARROW["N"], "reference_lambda": NARROW["reference_lambda"]})
+    load_weights(model, src)
+    before = {"transform_N": model.config.get("transform_N", model.config["N"]), "M": model.config["M"],
+              "levels_below": model.levels_below}
+    width = int(config.get("transform_N") or config["N"])
+    if before["transform_N"] < width:
+        model = widen_transforms(model, width)
+    if before["M"] < int(config["M"]):
+        model = widen_latent(model, int(config["M"]))
+    if before["levels_below"] < int(config.get("levels_below") or 0):
+        model = add_levels_below(model, int(config["levels_below"]))
+    cfg = dict(model.config)
     ckpt["arch"], ckpt["config"] = "mgssnet-vr", cfg
     ckpt["meta"] = {**ckpt.get("meta", {}), "arch": "mgssnet-vr", "config": cfg,
-                    "widened_from": {"path": src.name, "transform_N": narrow.config["N"]}}
+                    "widened_from": {"path": src.name, **before}}
     ckpt["state_dict"] = {k: v.float() if v.is_floating_point() else v
-                          for k, v in wide.state_dict().items()}
+                          for k, v in model.state_dict().items()}
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"widened-{width}.pt"
+    path = out / f"widened-{width}-m{cfg['M']}-b{model.levels_below}.pt"
     torch.save(ckpt, path)
     return path
 
@@ -81,15 +96,22 @@ def _config_of(path: Path) -> dict:
     return {k: cfg.get(k) for k in CONFIG}
 
 
-def is_narrow(config: dict) -> bool:
-    """Whether ``config`` (as :func:`_config_of` gives it) is this run's trunk before widening."""
-    return {k: v for k, v in config.items() if k != "transform_N"} == NARROW and not config.get("transform_N")
+def is_earlier(config: dict) -> bool:
+    """Whether ``config`` (as :func:`_config_of` gives it) is this run's trunk before a widening:
+    the same hyper networks and reference lambda, transforms and latent no wider and no more
+    levels below level 0 than :data:`CONFIG`'s, and not :data:`CONFIG` itself."""
+    if config == CONFIG or config.get("N") != NARROW["N"] or config.get("reference_lambda") != NARROW["reference_lambda"]:
+        return False
+    width = config.get("transform_N") or config["N"]
+    below = config.get("levels_below") or 0
+    return (width <= CONFIG["transform_N"] and 0 < (config.get("M") or 0) <= CONFIG["M"]
+            and below <= CONFIG["levels_below"] and config.get("levels") == 9 + below)
 
 
 def warm_start(config: dict, run: Path) -> Path | None:
     """Where a run without a training state starts: the committed weights where they have this
-    run's config, else the committed (or, the very first time, the shipped q3) narrow trunk
-    widened to ``config["transform_N"]``; None where ``run`` has a state to resume.
+    run's config, else the committed (or, the very first time, the shipped q3) earlier trunk
+    widened to ``config``; None where ``run`` has a state to resume.
 
     Args:
         config: the run's widths.
@@ -104,32 +126,38 @@ def warm_start(config: dict, run: Path) -> Path | None:
     have = _config_of(wip) if wip.exists() else {}
     if have == config:
         return wip
-    return widened_start(wip if is_narrow(have) else FIRST, int(config["transform_N"]), run)
+    return widened_start(wip if is_earlier(have) else FIRST, config, run)
 
 
 CURVE_BEGIN, CURVE_END = "<!-- curve:begin -->", "<!-- curve:end -->"
 
 
 def write_curve(every: int = 2000) -> None:
-    """The run's validation at levels 0 / 4 / 8 every ``every`` steps (and its last), as a table
-    between the markers of ``catalogs/models/mgssnet-vr.md``; steps are the run's own plus those
-    it inherited (the trial's and q6's)."""
+    """The run's validation at its validation levels every ``every`` steps (and its last), as a
+    table between the markers of ``catalogs/models/mgssnet-vr.md``; steps are the run's own plus
+    those it inherited (earlier trunks' and q3's); each column names its level's lambda."""
     import csv
     import json
+
+    from geocompress.models.variable_rate import BELOW_LAMBDAS, LEVEL_LAMBDAS
 
     rows = list(csv.DictReader((RUN / "log.csv").open()))
     vals = [r for r in rows if r["phase"].startswith("val@")]
     steps = sorted({int(r["step"]) for r in vals})
+    levels = sorted({int(r["phase"].removeprefix("val@q")) for r in vals})
+    below = int(CONFIG.get("levels_below") or 0)
+    lambdas = BELOW_LAMBDAS[len(BELOW_LAMBDAS) - below:] + LEVEL_LAMBDAS
     keep = [s for s in steps if s % every == 0] + ([steps[-1]] if steps and steps[-1] % every else [])
     wip = json.loads((WIP / "wip.json").read_text()).get("vr", {})
     inherited = (wip.get("total_steps") or 0) - (wip.get("own_steps") or 0)
-    lines = [CURVE_BEGIN, "", "| own step | steps in all | wall h | level 0 | level 4 | level 8 |",
-             "|---|---|---|---|---|---|"]
+    lines = [CURVE_BEGIN, "", "| own step | steps in all | wall h | "
+             + " | ".join(f"level {q} (lambda {lambdas[q]:g})" for q in levels) + " |",
+             "|---|---|---|" + "---|" * len(levels)]
     for s in keep:
-        at = {r["phase"].removeprefix("val@"): r for r in vals if int(r["step"]) == s}
-        cells = " | ".join(f"{float(at[q]['bpp']):.3f} / {float(at[q]['psnr']):.2f}"
-                           for q in ("q0", "q4", "q8"))
-        lines.append(f"| {s} | {s + inherited} | {float(at['q0']['wall_s']) / 3600:.2f} | {cells} |")
+        at = {int(r["phase"].removeprefix("val@q")): r for r in vals if int(r["step"]) == s}
+        cells = " | ".join(f"{float(at[q]['bpp']):.3f} / {float(at[q]['psnr']):.2f}" if q in at else "-"
+                           for q in levels)
+        lines.append(f"| {s} | {s + inherited} | {float(at[levels[0]]['wall_s']) / 3600:.2f} | {cells} |")
     lines += ["", CURVE_END]
     doc = REPO / "catalogs" / "models" / "mgssnet-vr.md"
     text = doc.read_text()

@@ -53,10 +53,13 @@ def test_device_vr_continues_the_wip_weights_exports_like_export_wip_and_adopts(
     assert torch.float16 in {v.dtype for v in ckpt["state_dict"].values()}
     assert meta["steps"] == 2 and meta["total_steps"] == parent["total_steps"] + 2
     assert meta["crop"] == 128 and meta["lr"] == dv.LR and meta["quantization"] == "mixed" and meta["stretch"] == 0.25
-    assert Path(meta["warm_start"]["path"]).name in ("mgssnet-vr.pt", "widened-128.pt") and meta["level_lambdas"]
-    # the run's trunk: transforms of CONFIG's width, every parameter training
+    start = Path(meta["warm_start"]["path"]).name
+    assert (start == "mgssnet-vr.pt" or start.startswith("widened-")) and meta["level_lambdas"]
+    # the run's trunk: transforms and latent of CONFIG's widths, its levels, every parameter training
     assert ckpt["state_dict"]["g_a.0.weight"].shape[0] == dv.CONFIG["transform_N"]
-    assert ckpt["config"]["transform_N"] == dv.CONFIG["transform_N"]
+    assert ckpt["state_dict"]["log_gain"].shape == (dv.CONFIG["levels"], dv.CONFIG["M"])
+    assert ckpt["config"]["transform_N"] == dv.CONFIG["transform_N"] and ckpt["config"]["M"] == dv.CONFIG["M"]
+    assert len(meta["level_lambdas"]) == dv.CONFIG["levels"]
     saved = json.loads((out / "mgssnet-vr.json").read_text())
     assert saved == json.loads(json.dumps(note, default=float))
     assert note["this_call"]["steps"] == 2 and note["this_call"]["freeze"] == []

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from geocompress.codec.weights import save_checkpoint, untrained
-from geocompress.training.widen import widen_transforms
+from geocompress.training.widen import add_levels_below, widen_latent, widen_transforms
 
 from .conftest import natural_tile
 
@@ -70,3 +70,100 @@ def test_a_widened_checkpoint_codes_and_decodes(tmp_path):
     tile = natural_tile(64, 64)
     out = codec.decode(codec.encode([tile]))[0]
     assert out.shape == tile.shape and codec.config["transform_N"] == 32
+
+
+def _latent_pair(arch: str, M: int = 48):
+    torch.manual_seed(1)
+    narrow = untrained(arch, N=16, M=24)
+    with torch.no_grad():
+        for p in narrow.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    narrow.update(force=True)
+    return narrow.eval(), widen_latent(narrow, M)
+
+
+@pytest.mark.parametrize("arch", ["mgssnet", "mgssnet-vr"])
+def test_a_wider_latent_codes_every_image_as_before(arch):
+    narrow, wide = _latent_pair(arch)
+    assert wide.config["M"] == 48 and wide.g_a[-1].weight.shape[0] == 48
+    x = torch.rand(2, 3, 64, 64)
+    for level in ([0.0, 4.5, 8.0] if arch == "mgssnet-vr" else [None]):
+        if level is not None:
+            narrow.set_rate(level)
+            wide.set_rate(level)
+        with torch.no_grad():
+            a, b = narrow(x), wide(x)
+            y2 = wide.g_a(x)
+        assert float(y2[:, 24:].abs().max()) == 0.0  # the new channels are silent
+        np.testing.assert_allclose(b["x_hat"].numpy(), a["x_hat"].numpy(), atol=1e-5)
+        np.testing.assert_allclose(b["likelihoods"]["y"][:, :24].numpy(), a["likelihoods"]["y"].numpy(),
+                                   rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(b["likelihoods"]["z"].numpy(), a["likelihoods"]["z"].numpy(), rtol=1e-5)
+        assert float(b["likelihoods"]["y"][:, 24:].min()) > 0.9999  # a silent channel costs no bits
+
+
+def test_the_new_latent_channels_learn():
+    """The encoder's weights into a new channel start at zero and move with the first gradient:
+    the synthesis reads the new channels through fresh weights, so the distortion reaches them."""
+    _, wide = _latent_pair("mgssnet-vr")
+    wide.train().set_rate(6.0)
+    x = torch.rand(1, 3, 64, 64)
+    out = wide(x)
+    ((out["x_hat"] - x) ** 2).mean().backward()
+    w = wide.g_a[-1].weight
+    assert float(w[24:].abs().max()) == 0.0 and float(w.grad[24:].abs().max()) > 0.0
+
+
+def test_a_narrower_or_odd_latent_is_refused():
+    narrow, _ = _latent_pair("mgssnet")
+    with pytest.raises(ValueError, match="multiple of 3"):
+        widen_latent(narrow, 50)
+    with pytest.raises(ValueError, match=">= 24"):
+        widen_latent(narrow, 12)
+
+
+def test_a_wider_latent_decodes_what_the_narrow_one_did(tmp_path):
+    """Through the real codec: the same tile decodes to the same pixels, in barely more bytes."""
+    import geocompress
+
+    narrow, wide = _latent_pair("mgssnet-vr")
+    tile = natural_tile(64, 64)
+    outs, sizes = [], []
+    for name, m in (("narrow", narrow), ("wide", wide)):
+        save_checkpoint(m, tmp_path / f"{name}.pt")
+        codec = geocompress.load_codec(checkpoint=str(tmp_path / f"{name}.pt"), quality=5.0,
+                                       precision="float32")
+        s = codec.encode([tile])
+        sizes.append(sum(len(b) for b in s) if isinstance(s, list) else len(s))
+        outs.append(codec.decode(s)[0])
+    np.testing.assert_array_equal(outs[1], outs[0])
+    assert sizes[1] <= sizes[0] + 16
+
+
+def test_levels_added_below_keep_every_level_and_reach_lower_rates():
+    """Old level l is new level l + 3, coding exactly as before; the new bottom levels code with
+    coarser steps (fewer bits) and train at the lower lambdas."""
+    torch.manual_seed(2)
+    m = untrained("mgssnet-vr", N=16, M=24)
+    with torch.no_grad():
+        m.log_gain.add_(0.05 * torch.randn_like(m.log_gain))
+    m.update(force=True)
+    m.eval()
+    ext = add_levels_below(m, 3)
+    assert ext.levels == m.levels + 3 and ext.levels_below == 3 and ext.config["levels_below"] == 3
+    assert ext.level_lambdas[3:] == m.level_lambdas and ext.level_lambdas[0] < ext.level_lambdas[1] < m.level_lambdas[0]
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for level in (0.0, 2.5, 8.0):
+            m.set_rate(level)
+            ext.set_rate(level + 3)
+            np.testing.assert_allclose(ext.g_a(x).numpy(), m.g_a(x).numpy(), rtol=1e-6)
+        ext.set_rate(0.0)
+        low = ext.g_a(x)
+        ext.set_rate(3.0)
+        assert float(low.abs().mean()) < float(ext.g_a(x).abs().mean())  # coarser steps below
+    assert float(ext.lambdas_at(1.5)) == pytest.approx((ext.level_lambdas[1] * ext.level_lambdas[2]) ** 0.5)
+    with pytest.raises(ValueError, match="already has 3"):
+        add_levels_below(ext, 1)
+    with pytest.raises(ValueError, match="levels_below"):
+        untrained("mgssnet-vr", N=16, M=24, levels=13, levels_below=4)

@@ -70,6 +70,7 @@ def build(name: str, **config: Any) -> CompressionModel:
     except KeyError:
         raise ValueError(f"unknown architecture {name!r}; choose one of {names()}") from None
     optional = {"in_channels", "transform_N"} if name.startswith("mgssnet") else set()
+    optional |= {"levels_below"} if name == "mgssnet-vr" else set()
     unknown = set(config) - set(defaults) - optional
     if unknown:
         raise ValueError(f"{name}: unknown config keys {sorted(unknown)}; known: {sorted(defaults)}")

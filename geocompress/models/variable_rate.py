@@ -28,7 +28,11 @@ the trunk are those of :class:`.mgssnet.MGSSNet`, so fixed-rate weights warm-sta
 
 The quality scale: quality ``q`` is level ``q``, and level ``l`` is trained at CompressAI's lambda
 of its quality ``l`` (level 0 at half of quality 1's), so ``quality=3`` means the same trade-off
-here as for the fixed-rate ladder q3.
+here as for the fixed-rate ladder q3. A model with ``levels_below = k`` reaches lower rates with
+``k`` more levels of :data:`BELOW_LAMBDAS` at the bottom of its scale, which then starts there
+(its levels stay ``0 .. levels - 1``, a header's rate field never negative): its level ``l + k``
+is the trade-off of the others' level ``l``; :attr:`MGSSNetVR.level_lambdas` says which lambda
+each level has.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ from .mgssnet import MGSSNet
 # CompressAI's zoo qualities 1..8, level 0 one halving below
 LEVEL_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483,
                                     0.0932, 0.1800)
+# levels a model may hold below those, one halving each (quick looks under 0.05 bpp): a model
+# with ``levels_below = k`` starts its scale at the last k of these, so its level k is the table's
+# level 0
+BELOW_LAMBDAS: tuple[float, ...] = (0.0001125, 0.000225, 0.00045)
 # the fixed-rate weights a run warm-starts from were trained at this level's lambda
 REFERENCE_LEVEL = 6
 
@@ -108,34 +116,64 @@ class MGSSNetVR(MGSSNet):
         levels: number of gain levels (default: one per entry of :data:`LEVEL_LAMBDAS`).
         reference_lambda: the lambda of the fixed-rate weights a run warm-starts from; the gains
             start at ``sqrt(lambda_l / reference_lambda)`` (only the initialisation uses it).
+        levels_below: how many of ``levels`` lie below :data:`LEVEL_LAMBDAS`'s level 0, at the
+            lambdas of :data:`BELOW_LAMBDAS` (0: the scale starts at level 0's lambda).
         **kwargs: :class:`.mgssnet.MGSSNet`'s configuration (``N``, ``M``, ``beta``, ...).
+
+    Raises:
+        ValueError: more levels than the lambda tables hold.
     """
 
     arch = "mgssnet-vr"
 
     def __init__(self, levels: int = len(LEVEL_LAMBDAS),
-                 reference_lambda: float = LEVEL_LAMBDAS[REFERENCE_LEVEL], **kwargs: Any) -> None:
+                 reference_lambda: float = LEVEL_LAMBDAS[REFERENCE_LEVEL], levels_below: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not 2 <= int(levels) <= len(LEVEL_LAMBDAS):
-            raise ValueError(f"levels must be 2..{len(LEVEL_LAMBDAS)}, got {levels}")
+        below = int(levels_below)
+        if not 0 <= below <= len(BELOW_LAMBDAS):
+            raise ValueError(f"levels_below must be 0..{len(BELOW_LAMBDAS)}, got {levels_below}")
+        if not 2 <= int(levels) <= len(LEVEL_LAMBDAS) + below:
+            raise ValueError(f"levels must be 2..{len(LEVEL_LAMBDAS) + below}, got {levels}")
         self.config["levels"] = int(levels)
+        if below:  # absent: the configs of older weights
+            self.config["levels_below"] = below
+        self.level_lambdas: tuple[float, ...] = (BELOW_LAMBDAS[len(BELOW_LAMBDAS) - below:]
+                                                 + LEVEL_LAMBDAS)[:int(levels)]
         M = self.config["M"]
         # log-gains, initialised so that the step size scales as 1 / sqrt(lambda) around the
         # lambda the warm-start weights were trained at (``reference_lambda``; only the init
         # depends on it): the MSE-optimal uniform quantizer's law
         ref = math.log(float(reference_lambda))
-        init = torch.tensor([0.5 * (math.log(lam) - ref) for lam in LEVEL_LAMBDAS[:levels]])
+        init = torch.tensor([0.5 * (math.log(lam) - ref) for lam in self.level_lambdas])
         self.log_gain = nn.Parameter(init[:, None].repeat(1, M).clone())
         self.log_inverse_gain = nn.Parameter(-init[:, None].repeat(1, M).clone())
         self._rate = _RateState(self)
         self.g_a = _Gained(self.g_a, self._rate, "out")
         self.g_s = _Gained(self.g_s, self._rate, "in")
-        self.set_rate(float(min(REFERENCE_LEVEL, levels - 1)))
+        self.set_rate(float(min(REFERENCE_LEVEL + below, levels - 1)))
 
     @property
     def levels(self) -> int:
         """How many rate levels the gain tables hold (valid levels: ``0 .. levels - 1``)."""
         return int(self.config["levels"])
+
+    @property
+    def levels_below(self) -> int:
+        """How many levels lie below :data:`LEVEL_LAMBDAS`'s level 0 (this model's level
+        ``levels_below`` has that lambda)."""
+        return int(self.config.get("levels_below", 0))
+
+    def lambdas_at(self, level: Tensor | float) -> Tensor:
+        """The training lambda at each continuous ``level`` of this model's scale.
+
+        Args:
+            level: a level or a tensor of them.
+
+        Returns:
+            A float32 tensor of ``level``'s shape (:func:`lambda_at` on :attr:`level_lambdas`).
+        """
+        return lambda_at(level, self.level_lambdas)
 
     def check_level(self, level: float) -> float:
         """``level`` as a float, or a ``ValueError`` naming the model's range.

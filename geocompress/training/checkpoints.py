@@ -202,10 +202,9 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
             "quantization": hp.get("quantization", "noise"), "stretch": hp.get("stretch", 0.0),
             "lr_schedule": read_lr_segments(Path(state_path).parent / LOG)}
     if hasattr(model, "set_rate"):  # one lambda per level, not one for the weights
-        from geocompress.models.variable_rate import LEVEL_LAMBDAS
-
         meta.update({"lambda": None, "lambda_paper_scale": None,
-                     "level_lambdas": list(LEVEL_LAMBDAS[:model.levels]), "default_quality": 4.0})
+                     "level_lambdas": list(model.level_lambdas),
+                     "default_quality": 4.0 + model.levels_below})  # lambda 0.013 (CompressAI's q4)
     meta["total_steps"], total_wall = lineage_totals(state["step"], state["wall_s"], lineage)
     meta["total_wall_s"] = round(total_wall, 1)
     digest = export_checkpoint(model, Path(out), meta)

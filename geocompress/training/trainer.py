@@ -39,7 +39,6 @@ from torch.utils.data import DataLoader
 from geocompress.atomic import atomic_save
 from geocompress.codec import restore_constants
 from geocompress.models import build
-from geocompress.models.variable_rate import lambda_at
 
 from .checkpoints import (EXPORT, LOG, STATE, export_checkpoint, lineage_totals, load_weights,
                           public_lineage, warm_optimizers)
@@ -197,7 +196,7 @@ def evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: floa
         per = {}
         for q in val_levels(model):
             model.set_rate(float(q))
-            per[q] = _evaluate(model, data, float(lambda_at(q)), device, batch, channels_last,
+            per[q] = _evaluate(model, data, float(model.lambdas_at(q)), device, batch, channels_last,
                                quantization)
         out = {k: sum(v[k] for v in per.values()) / len(per) for k in ("loss", "bpp", "mse", "psnr")}
         return {**out, "levels": per}
@@ -206,16 +205,18 @@ def evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: floa
 
 def val_levels(model: torch.nn.Module) -> tuple[int, ...]:
     """The levels a variable-rate model is validated at: both ends and the middle (three points
-    show the whole curve's movement at a third of the cost of every level).
+    show the whole curve's movement at a third of the cost of every level), and the level of
+    :data:`~geocompress.models.variable_rate.LEVEL_LAMBDAS`'s level 0 where the model has levels
+    below it (so that the curve of an extended model stays comparable with its earlier one).
 
     Args:
-        model: a variable-rate model (with ``levels``).
+        model: a variable-rate model (with ``levels``, ``levels_below``).
 
     Returns:
-        (0, middle, top).
+        The levels, ascending: (0, middle, top), or (0, below, middle of the rest, top).
     """
-    top = int(model.levels) - 1
-    return (0, top // 2, top)
+    top, below = int(model.levels) - 1, int(getattr(model, "levels_below", 0))
+    return tuple(sorted({0, below, below + (top - below) // 2, top}))
 
 
 def _evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: float, device: torch.device,
@@ -480,7 +481,7 @@ class _Run:
         if hasattr(model, "set_rate"):  # stratified levels: every batch spans the whole rate range
             levels = (torch.arange(len(x)) + torch.rand(len(x))) * ((model.levels - 1) / len(x))
             model.set_rate(levels)
-            self.crit.per_sample(lambda_at(levels), levels)
+            self.crit.per_sample(model.lambdas_at(levels), levels)
         with torch.autocast(device_type=self.dev.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             result = forward(model, x, cfg.quantization)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from geocompress.models.blocks import MHGAM
 from geocompress.models.registry import build
 
-__all__ = ["widen_transforms"]
+__all__ = ["add_levels_below", "widen_latent", "widen_transforms"]
 
 
 def widen_transforms(model: nn.Module, width: int, seed: int = 0) -> nn.Module:
@@ -192,3 +192,140 @@ def _place(src: Tensor, fresh: Tensor, out_map: Tensor, in_map: Tensor, out_axis
         out[out_map.unsqueeze(1), new_in.nonzero().squeeze(1).unsqueeze(0)] = zero
     out[out_map.unsqueeze(1), in_map.unsqueeze(0)] = s
     return out.movedim((0, 1), (out_axis, in_axis)).contiguous()
+
+
+# The latent's width M sets these layouts: an axis of ``parts`` equal blocks, each growing from
+# ``old`` to ``new`` entries (``entropy_parameters`` reads ``[h_s features | context features]``
+# and writes ``[scales | means]``); every other M-sized axis is one block.
+_LATENT_PARTS = {("entropy_parameters.0.", "in"): 2, ("entropy_parameters.4.", "out"): 2}
+
+
+def widen_latent(model: nn.Module, M: int, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with ``M`` latent channels that codes every image as before.
+
+    The new latent channels are silent at first and can learn: ``g_a``'s weights into them are
+    zero (so they are exactly 0 and quantize to 0), the entropy parameters predict them at mean 0
+    with the smallest scale (so they cost no bits), and the hyper encoder and the context model
+    read them through zero weights, but ``g_s`` reads them through freshly initialised weights,
+    so the distortion's gradient reaches ``g_a``'s new weights from the first step (with both
+    sides at zero they would never move). The hyper and context networks' hidden widths, which
+    CompressAI derives from ``M``, grow the Net2Net way (new units from fresh weights, their
+    weights into old units zero); a variable-rate model's gains for the new channels start at
+    each level's mean gain.
+
+    Why: ``M`` = 96 latent channels per 16 x 16 x 3 pixels caps the reconstruction near 27.7 dB on
+    the test split however many bits are spent (``catalogs/models/mgssnet-vr.md``): the high rates
+    need more of them.
+
+    Args:
+        model: a trained MGSSNet or variable-rate MGSSNet.
+        M: the new latent width; at least the present one and a multiple of 3 (CompressAI's
+            entropy parameters are ``M * 10 // 3`` and ``M * 8 // 3`` wide).
+        seed: seed of the fresh weights (reproducible widening).
+
+    Returns:
+        A new model (float32, eval mode) with ``config["M"] = M``.
+
+    Raises:
+        ValueError: ``M`` narrower than the model's latent or not a multiple of 3.
+    """
+    cfg = dict(model.config)
+    old = int(cfg["M"])
+    if M < old or M % 3:
+        raise ValueError(f"widen: M {M} must be >= {old} and a multiple of 3")
+    torch.manual_seed(seed)
+    wide = build(model.arch, **{**cfg, "M": M})
+    sd, new_sd = model.state_dict(), wide.state_dict()
+    last_a = f"g_a.{len(wide.g_a) - 1}."
+    with torch.no_grad():
+        for key, fresh in new_sd.items():
+            src = sd[key]
+            if src.shape == fresh.shape or key.startswith(("entropy_bottleneck.", "gaussian_conditional.")):
+                new_sd[key] = src.clone()  # z's entropy model and the scale table do not depend on M
+            elif key.endswith(".mask"):  # the context model's causal mask: a fixed pattern
+                new_sd[key] = fresh
+            elif key in ("log_gain", "log_inverse_gain"):
+                out = src.mean(dim=1, keepdim=True).repeat(1, M)
+                out[:, :old] = src
+                new_sd[key] = out
+            else:
+                module = key.rsplit(".", 1)[0] + "."
+                silent = module in (last_a, "entropy_parameters.4.")
+                new_sd[key] = _grow_latent(module, src, torch.zeros_like(fresh) if silent else fresh,
+                                           _kind(wide, module[:-1]), keep_new_inputs=module == "g_s.0.")
+    wide.load_state_dict(new_sd)
+    return wide.eval()
+
+
+def _grow_latent(module: str, src: Tensor, fresh: Tensor, kind: str, keep_new_inputs: bool) -> Tensor:
+    """One tensor of a latent widening: the old values in the old entries' places, ``fresh`` for
+    new outputs, zeros for every new input of an old output (unless ``keep_new_inputs``).
+
+    Args:
+        module: the layer's name with a trailing dot (its axis layouts: ``_LATENT_PARTS``).
+        src: the trained tensor.
+        fresh: the widened initial tensor (zeros for a silent layer).
+        kind: 'conv' or 'deconv' (``_kind``).
+        keep_new_inputs: keep ``fresh``'s weights from new inputs (``g_s``'s first layer).
+
+    Returns:
+        The widened tensor.
+    """
+    out_axis, in_axis = (1, 0) if kind == "deconv" and src.dim() > 1 else (0, 1)
+
+    def parts_map(axis: int, side: str) -> Tensor:
+        parts = next((n for (m, s), n in _LATENT_PARTS.items() if module == m and s == side), 1)
+        n_old, n_new = src.shape[axis] // parts, fresh.shape[axis] // parts
+        return torch.cat([p * n_new + torch.arange(n_old) for p in range(parts)])
+
+    out_map = parts_map(out_axis, "out")
+    if src.dim() == 1:
+        out = fresh.clone()
+        out[out_map] = src
+        return out
+    in_map = parts_map(in_axis, "in")
+    placed = _place(src, fresh, out_map, in_map, out_axis, in_axis, 0.0)
+    if keep_new_inputs:  # the old outputs' weights from new inputs stay fresh, not zero
+        new_in = torch.ones(fresh.shape[in_axis], dtype=torch.bool)
+        new_in[in_map] = False
+        idx = [slice(None)] * fresh.dim()
+        idx[in_axis] = new_in
+        placed[tuple(idx)] = fresh[tuple(idx)]
+    return placed
+
+
+def add_levels_below(model: nn.Module, below: int) -> nn.Module:
+    """A copy of a variable-rate model whose scale starts ``below`` levels lower (at the lambdas
+    of :data:`~geocompress.models.variable_rate.BELOW_LAMBDAS`), every existing level coding as
+    before under its new number (``l + added``).
+
+    The new levels' gains continue the table's lowest step: each new row of the log-gain tables
+    lies one step of ``row 0 - row 1`` below the row above it (the levels are one halving of
+    lambda apart, as rows 0 and 1 are), the exponential interpolation carried on downwards.
+
+    Args:
+        model: a trained variable-rate MGSSNet.
+        below: how many of its levels shall lie below ``LEVEL_LAMBDAS``'s level 0; at least its
+            present ``levels_below``.
+
+    Returns:
+        A new model (float32, eval mode) with ``config["levels_below"] = below``.
+
+    Raises:
+        ValueError: fewer levels below than the model has, or more than the table holds.
+    """
+    cfg = dict(model.config)
+    have = int(cfg.get("levels_below", 0))
+    if below < have:
+        raise ValueError(f"add_levels_below: the model already has {have} levels below, asked for {below}")
+    added = below - have
+    wide = build(model.arch, **{**cfg, "levels": int(cfg["levels"]) + added, "levels_below": below})
+    sd = model.state_dict()
+    with torch.no_grad():
+        for key in ("log_gain", "log_inverse_gain"):
+            rows = sd[key]
+            step = rows[0] - rows[1]
+            new = torch.stack([rows[0] + (added - i) * step for i in range(added)]) if added else rows[:0]
+            sd = {**sd, key: torch.cat([new, rows])}
+    wide.load_state_dict(sd)
+    return wide.eval()
