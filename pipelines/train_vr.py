@@ -7,17 +7,18 @@
 
 Resumes ``runs/mgssnet-vr/train_state.pt`` where it exists (same machine, Adam moments and all);
 on a new machine it warm-starts from the committed fp16 weights
-``catalogs/models/wip/mgssnet-vr.pt`` (lr ramped over 200 steps). Its trunk (session 22): q3's
-N=64 transforms widened function-preservingly to 128 hidden channels (hyper networks N=64,
-M=96, gains initialised around q3's lambda 0.009), every parameter training; weights of the
-narrow trunk (earlier sessions' wip file, or the shipped q3 on the very first run) are widened
-first (:func:`geocompress.training.widen.widen_transforms`). Why: ``catalogs/models/mgssnet-vr.md``.
-Ctrl-C or a kill loses at most ``--checkpoint-every-s``.
+``catalogs/models/wip/mgssnet-vr.pt`` (lr ramped over 200 steps). Its trunk (:data:`CONFIG`):
+q3's N=64 transforms widened function-preservingly to 128 hidden channels (session 22), the
+latent to M=192 channels and the scale by three levels below q3's lowest (session 23); hyper
+networks N=64, gains initialised around q3's lambda 0.009; every parameter training. Weights
+of an earlier trunk (an earlier session's wip file, or the shipped q3 on the very first run)
+are widened first (:func:`widened_start`). Why: ``catalogs/models/mgssnet-vr.md``. Ctrl-C or a
+kill loses at most ``--checkpoint-every-s``.
 
-Recipe: every level of :data:`geocompress.models.variable_rate.LEVEL_LAMBDAS` at its own lambda
-(stratified levels per batch), each level's loss balanced, ``mixed`` quantization, stretch 0.25,
-batch 8 of 128 x 128 crops, Adam lr 2e-5 (where q3's own schedule ended) with the plateau
-scheduler, validation every 1000 steps at levels 0 / 4 / 8 on 32 + 12 val tiles; data: the
+Recipe: every level of the model's scale (levels 0-11, lambdas 0.0001125 to 0.18) at its own
+lambda (stratified levels per batch), each level's loss balanced, ``mixed`` quantization,
+stretch 0.25, batch 8 of 128 x 128 crops, Adam lr 2e-5 (where q3's own schedule ended) with the
+plateau scheduler, validation every 1000 steps at levels 0 / 3 / 7 / 11 on 32 + 12 val tiles; data: the
 train splits of ``geocompress-rs-v1`` and ``geocompress-rs-extra-v1`` (three times: the 10-60 m
 satellite imagery users compress most).
 """
