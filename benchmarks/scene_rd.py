@@ -1,6 +1,6 @@
 """Whole scenes through the CLI, as users code them, against four classical codecs (issue 35, item 5).
 
-    .venv/bin/python benchmarks/scene_rd.py [--scenes NAME ...] [--levels 0 1 ... 8] [--threads 1]
+    .venv/bin/python benchmarks/scene_rd.py [--scenes NAME ...] [--levels L ...] [--threads 1]
 
 Each scene (a real GeoTIFF of the shared data: 8- and 16-bit, 1 to 7 bands, 0.6 to 60 m) is coded
 whole by ``geocompress compress`` with the defaults a user gets (tiling, nodata / constant tile

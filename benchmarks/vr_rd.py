@@ -5,7 +5,7 @@
 On the test split of ``geocompress-rs-v1`` (the tiles every figure of the project is measured on)
 and, apart, on the test split of ``geocompress-rs-extra-v1`` (the 10-200 m Landsat / Sentinel
 scenes), every tile is coded through the real codec (every byte of every string counted) at each
-of ``--levels`` (default: every integer level of the weights, 0..8 or, with levels below, 0..11) and by JPEG 2000 (OpenJPEG), JPEG XL
+of ``--levels`` (default: every integer level the weights have) and by JPEG 2000 (OpenJPEG), JPEG XL
 (libjxl), HEVC intra (x265 in HEIF, the BPG-like anchor) and AVIF (libaom) over their default
 parameter grids. Curves are means over tiles of bpp and of per-tile PSNR (8-bit peak) and
 MS-SSIM dB, as in ``rd_vs_jpeg2000.py``.

@@ -140,7 +140,8 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quality", type=_quality, default=None,
                    help="shipped quality 1..Q (higher = more bits; default: the middle one); a "
                         "variable-rate model (--arch mgssnet-vr) takes any level on its continuous "
-                        "scale, 0..8 (e.g. 2.5)")
+                        "scale, 0 up to its top level (e.g. 2.5; the weights' level_lambdas say "
+                        "which trade-off each level is; a level beyond the top is refused)")
     g.add_argument("--checkpoint", help="use this checkpoint instead of shipped weights")
     g.add_argument("--untrained", action="store_true",
                    help="fixed-seed untrained weights (testing the pipeline only)")

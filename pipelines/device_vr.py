@@ -8,8 +8,8 @@ On the device it warm-starts from the committed (or freshly exported, uncommitte
 travels) fp16 weights ``catalogs/models/wip/mgssnet-vr.pt`` (no Adam moments: lr ramped over 200
 steps, as ``train_vr.py`` does on a new machine), and trains with ``train_vr.py``'s recipe: its
 CONFIG, every level at its own lambda, ``mixed`` quantization, stretch 0.25, 128 x 128 crops, Adam
-lr 1e-4 with the plateau scheduler, g_a / g_s frozen (``--freeze``), validation every 1000 steps
-at levels 0 / 4 / 8; the data are the device packs of the same two stores, the extra one three
+lr 2e-5 with the plateau scheduler, every parameter training (``--freeze`` keeps some fixed),
+validation every 1000 steps at the trainer's validation levels; the data are the device packs of the same two stores, the extra one three
 times (``device_train.sh prepare``). What differs on CUDA: the trainer's ``auto`` precision is
 bf16 autocast, and the batch is 32 (the GPU is idle at 8; ``--batch``). After ``--minutes`` (or
 ``--steps``) it exports an fp16 checkpoint into ``--out`` exactly as ``pipelines/export_wip.py``
