@@ -130,6 +130,44 @@ def warm_start(config: dict, run: Path) -> Path | None:
     return widened_start(wip if is_earlier(have) else FIRST, config, run)
 
 
+# the entries session 23's latent widening added (and every level's gains, three of them new)
+# learn this many times faster than lr until the lineage has this many steps in all: at lr 2e-5
+# the new channels' encoder weights grew to 1 % of the old channels' output in 1,000 steps, while
+# the entropy model already charged for them (catalogs/models/mgssnet-vr.md)
+BOOST = {"latent": 10.0, "gains": 5.0, "until_total": 79_064 + 8_000}
+
+
+def lr_boost(config: dict, run: Path, warm: Path | None) -> tuple[dict, int]:
+    """The run's per-entry learning-rate factors (:data:`BOOST`) and the own step they end at.
+
+    Args:
+        config: the run's widths (:data:`CONFIG`).
+        run: the run folder (a resumed run counts its inherited steps from its state).
+        warm: the warm-start file of a new run (its lineage's steps), else None.
+
+    Returns:
+        ``(lr_multipliers, lr_multipliers_until)`` for :func:`geocompress.training.trainer.train`.
+    """
+    import torch
+
+    from geocompress.training.checkpoints import lineage_totals
+    from geocompress.training.widen import latent_entries_added
+
+    if warm is None:
+        state = torch.load(run / "train_state.pt", map_location="cpu", weights_only=False)
+        total, _ = lineage_totals(state["step"], state["wall_s"], state["hparams"].get("warm_start"))
+        inherited = total - int(state["step"])
+    else:
+        meta = torch.load(warm, map_location="cpu", weights_only=True).get("meta", {})
+        inherited = int(meta.get("total_steps") or meta.get("steps") or 0)
+    until = max(0, BOOST["until_total"] - inherited)
+    added = latent_entries_added(config, NARROW["M"])
+    mult = {n: 1.0 + (BOOST["latent"] - 1.0) * m.float() for n, m in added.items()}
+    for name in ("log_gain", "log_inverse_gain"):
+        mult[name] = torch.where(added[name], BOOST["latent"], BOOST["gains"])
+    return mult, until
+
+
 CURVE_BEGIN, CURVE_END = "<!-- curve:begin -->", "<!-- curve:end -->"
 
 
@@ -203,11 +241,15 @@ def main(argv: list[str] | None = None) -> None:
         run = a.run or REPO / "runs" / f"mgssnet-vr-w{a.widen}"
         config["transform_N"] = a.widen
     warm = warm_start(config, run)
+    boost, until = lr_boost(config, run, warm) if config == CONFIG else ({}, 0)
+    if until:
+        print(f"new latent entries at {BOOST['latent']:g}x lr, gains at {BOOST['gains']:g}x, "
+              f"until own step {until}", flush=True)
     r = train("mgssnet-vr", config, DATA, 0.0, run, steps=10 ** 7, crop=128, batch=8,
               lr=a.lr, quantization="mixed", stretch=0.25, threads=a.threads, warm_start=warm,
               warmup_steps=200, val_every=a.val_every, val_limit=32, device=a.device,
               checkpoint_every_s=a.checkpoint_every_s, export=False, freeze=tuple(a.freeze),
-              level_balance=a.level_balance,
+              level_balance=a.level_balance, lr_multipliers=boost or None, lr_multipliers_until=until,
               time_budget_s=a.hours * 3600 if a.hours else None,
               dataset_name="geocompress-rs-v1+geocompress-rs-extra-v1*3")
     print(f"stopped at step {r.step}; last validation {r.val}")

@@ -454,3 +454,34 @@ def test_every_shipped_architecture_codes_a_tile() -> None:
         codec = geocompress.load_codec(arch)
         back = codec.decode(codec.encode(tile[None]))[0]
         assert back.shape == tile.shape and psnr(tile, back) > 15, arch
+
+
+def test_lr_multipliers_scale_each_entry_s_update_until_their_step(store: Path, tmp_path: Path) -> None:
+    """Entry-wise learning rates (the entries a widening added learn faster): with factor 0 an
+    entry stays where it was, with factor 1 it moves exactly as without multipliers, and after
+    ``lr_multipliers_until`` every entry moves as without."""
+    import torch
+
+    from geocompress.models import build
+
+    init = tmp_path / "init.pt"
+    torch.manual_seed(3)
+    m = build("mbt2018-mean", **TINY)
+    torch.save({"arch": "mbt2018-mean", "config": TINY, "state_dict": m.state_dict()}, init)
+    name = "g_a.0.weight"
+    mult = torch.ones_like(m.state_dict()[name])
+    mult[:4] = 0.0  # the first four output channels: frozen by their factor
+    kw = dict(steps=1, val_every=100, export=False, warm_start=init, warmup_steps=0)
+    plain = _train(store, tmp_path / "plain", **kw)
+    boosted = _train(store, tmp_path / "boost", lr_multipliers={name: mult}, lr_multipliers_until=1, **kw)
+    late = _train(store, tmp_path / "late", lr_multipliers={name: mult}, lr_multipliers_until=0, **kw)
+
+    def weight(r):
+        return torch.load(r.state_path, map_location="cpu", weights_only=False)["model"][name]
+
+    w0 = m.state_dict()[name]
+    assert torch.equal(weight(boosted)[:4], w0[:4]) and not torch.equal(weight(plain)[:4], w0[:4])
+    torch.testing.assert_close(weight(boosted)[4:], weight(plain)[4:])
+    assert torch.equal(weight(late), weight(plain))
+    with pytest.raises(ValueError, match="no parameter named"):
+        _train(store, tmp_path / "typo", lr_multipliers={"g_a.99.weight": mult}, lr_multipliers_until=2, **kw)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from geocompress.codec.weights import save_checkpoint, untrained
-from geocompress.training.widen import add_levels_below, widen_latent, widen_transforms
+from geocompress.training.widen import add_levels_below, latent_entries_added, widen_latent, widen_transforms
 
 from .conftest import natural_tile
 
@@ -167,3 +167,17 @@ def test_levels_added_below_keep_every_level_and_reach_lower_rates():
         add_levels_below(ext, 1)
     with pytest.raises(ValueError, match="levels_below"):
         untrained("mgssnet-vr", N=16, M=24, levels=13, levels_below=4)
+
+
+def test_the_entries_a_latent_widening_added_are_named():
+    narrow, wide = _latent_pair("mgssnet-vr")
+    added = latent_entries_added(wide.config, 24)
+    assert "g_a.0.weight" not in added and "entropy_bottleneck._biases.0" not in added
+    assert added["g_a.24.weight"][24:].all() and not added["g_a.24.weight"][:24].any()
+    assert added["h_a.0.weight"][:, 24:].all() and not added["h_a.0.weight"][:, :24].any()
+    assert added["log_gain"][:, 24:].all() and not added["log_gain"][:, :24].any()
+    # where the new entries sit, the wide model differs from (or extends) the narrow one only there
+    old = narrow.state_dict()["entropy_parameters.4.weight"]
+    new = wide.state_dict()["entropy_parameters.4.weight"]
+    kept = new[~added["entropy_parameters.4.weight"]]
+    assert kept.numel() == old.numel() and torch.equal(kept.sort().values, old.flatten().sort().values)

@@ -41,7 +41,10 @@ class TrainConfig:
     (:func:`.tiles.restretch`: false-colour and stretched composites); default: the resumed
     run's own, else 0. ``freeze`` keeps parameters whose names start with one of its prefixes
     fixed (:func:`.trainer.freeze_parameters`). ``level_balance`` (a variable-rate model) weighs
-    each level's share of the shared parameters (:class:`.loss.RateDistortionLoss`). ``precision``, ``channels_last``: see
+    each level's share of the shared parameters (:class:`.loss.RateDistortionLoss`).
+    ``lr_multipliers`` (parameter name -> a tensor of its shape) multiplies each entry's update by
+    its factor until the run's own step ``lr_multipliers_until``: entries a widening added learn
+    faster than the trained ones around them. ``precision``, ``channels_last``: see
     :mod:`.trainer`.
     """
 
@@ -68,6 +71,8 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()           # parameter-name prefixes kept fixed (e.g. "g_a.", "g_s.")
     quantization: str | None = None        # "noise" / "mixed" (None: the run's own, else noise)
     level_balance: float = 0.0             # variable-rate: weight each level's loss by its mean ** -p (loss.RateDistortionLoss)
+    lr_multipliers: dict | None = None     # parameter name -> per-entry factor on its update
+    lr_multipliers_until: int = 0          # ... applied while the run's own step is below this
     max_bad_steps: int = 25
     # lineage and resume
     resume: bool = True

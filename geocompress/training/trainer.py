@@ -503,7 +503,13 @@ class _Run:
         """The main update, skipped for a non-finite loss or gradient: one bad batch must not
         poison the weights (but ``max_bad_steps`` in a row end the run)."""
         if finite:
+            boost = self._boosted()
+            before = {n: p.detach().clone() for n, p in boost}
             self.scaler.step(self.opt)
+            with torch.no_grad():
+                for n, p in boost:  # entry-wise learning rates: the update scaled by its factor
+                    k = self.cfg.lr_multipliers[n].to(p.device)
+                    p.copy_(torch.where(k == 1, p, before[n] + (p - before[n]) * k))
             self.bad = 0
         else:
             self.bad += 1
@@ -512,6 +518,18 @@ class _Run:
                     f"{self.bad} consecutive non-finite losses / gradients at step {self.step}: lower "
                     f"the learning rate or resume from {self.state_path} with another seed")
         self.scaler.update()
+
+    def _boosted(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The parameters whose entries have their own learning-rate factors at this step
+        (``cfg.lr_multipliers`` while the own step is below ``cfg.lr_multipliers_until``)."""
+        mult = self.cfg.lr_multipliers
+        if not mult or self.step >= self.cfg.lr_multipliers_until:
+            return []
+        named = dict(self.model.named_parameters())
+        unknown = set(mult) - set(named)
+        if unknown:
+            raise ValueError(f"lr_multipliers: no parameter named {sorted(unknown)}")
+        return [(n, named[n]) for n in mult if named[n].requires_grad]
 
     def _aux_step(self) -> float:
         """One step of the entropy bottleneck's quantiles on ``aux_loss``; returns that loss."""
@@ -563,7 +581,9 @@ class _Run:
                                  "dataset_name": cfg.dataset_name, "hardware": hardware(dev),
                                  "warm_start": self.lineage, "quantization": cfg.quantization,
                                  "warmup": self.warmup, "stretch": cfg.stretch,
-                                 "freeze": list(cfg.freeze), "level_balance": cfg.level_balance}},
+                                 "freeze": list(cfg.freeze), "level_balance": cfg.level_balance,
+                                 "lr_multipliers": sorted(cfg.lr_multipliers or {}),
+                                 "lr_multipliers_until": cfg.lr_multipliers_until}},
                     self.state_path)
 
     def finish(self) -> TrainResult:

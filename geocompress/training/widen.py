@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from geocompress.models.blocks import MHGAM
 from geocompress.models.registry import build
 
-__all__ = ["add_levels_below", "widen_latent", "widen_transforms"]
+__all__ = ["add_levels_below", "latent_entries_added", "widen_latent", "widen_transforms"]
 
 
 def widen_transforms(model: nn.Module, width: int, seed: int = 0) -> nn.Module:
@@ -329,3 +329,33 @@ def add_levels_below(model: nn.Module, below: int) -> nn.Module:
             sd = {**sd, key: torch.cat([new, rows])}
     wide.load_state_dict(sd)
     return wide.eval()
+
+
+def latent_entries_added(config: dict, old_M: int) -> dict[str, Tensor]:
+    """Which entries of a model of ``config`` a latent widening from ``old_M`` channels added
+    (:func:`widen_latent`'s layout), per parameter that has any: the weights a run may let learn
+    faster than the trained ones (``TrainConfig.lr_multipliers``).
+
+    Args:
+        config: the widened model's configuration (``arch`` key optional: ``mgssnet-vr``).
+        old_M: the latent width before the widening.
+
+    Returns:
+        Parameter name -> boolean tensor of its shape, True where the entry is new.
+    """
+    arch = config.get("arch", "mgssnet-vr")
+    cfg = {k: v for k, v in config.items() if k != "arch"}
+    narrow = build(arch, **{**cfg, "M": int(old_M)})
+    with torch.no_grad():  # every trained entry NaN: what is not NaN after widening is new
+        for p in narrow.parameters():
+            p.fill_(float("nan"))
+    wide = widen_latent(narrow, int(cfg["M"]))
+    out = {}
+    for name, p in wide.named_parameters():
+        new = ~torch.isnan(p.detach())
+        if name in ("log_gain", "log_inverse_gain"):  # the new channels' gains: the mean of NaNs
+            new = torch.zeros_like(new)
+            new[:, int(old_M):] = True
+        if bool(new.any()):
+            out[name] = new
+    return out
