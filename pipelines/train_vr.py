@@ -130,11 +130,13 @@ def warm_start(config: dict, run: Path) -> Path | None:
     return widened_start(wip if is_earlier(have) else FIRST, config, run)
 
 
-# the entries session 23's latent widening added (and every level's gains, three of them new)
-# learn this many times faster than lr until the lineage has this many steps in all: at lr 2e-5
-# the new channels' encoder weights grew to 1 % of the old channels' output in 1,000 steps, while
-# the entropy model already charged for them (catalogs/models/mgssnet-vr.md)
-BOOST = {"latent": 10.0, "gains": 5.0, "until_total": 79_064 + 8_000}
+# what computes session 23's new latent channels, their entropy parameters and g_s's reading of
+# them, and the gains of its three new levels, learn this many times faster than lr until the
+# lineage has this many steps in all: at lr 2e-5 the new channels' encoder weights grew to 1 % of
+# the old channels' output in 1,000 steps while the entropy model already charged for them; the
+# weights into old outputs keep lr (boosted too, from own step 2,321 to 4,300, they cost every
+# level 0.05-0.1 dB: catalogs/models/mgssnet-vr.md)
+BOOST = {"latent": 10.0, "gains": 5.0, "until_total": 79_064 + 10_000}
 
 
 def lr_boost(config: dict, run: Path, warm: Path | None) -> tuple[dict, int]:
@@ -161,10 +163,11 @@ def lr_boost(config: dict, run: Path, warm: Path | None) -> tuple[dict, int]:
         meta = torch.load(warm, map_location="cpu", weights_only=True).get("meta", {})
         inherited = int(meta.get("total_steps") or meta.get("steps") or 0)
     until = max(0, BOOST["until_total"] - inherited)
-    added = latent_entries_added(config, NARROW["M"])
+    added = latent_entries_added(config, NARROW["M"], cross=False)
     mult = {n: 1.0 + (BOOST["latent"] - 1.0) * m.float() for n, m in added.items()}
-    for name in ("log_gain", "log_inverse_gain"):
-        mult[name] = torch.where(added[name], BOOST["latent"], BOOST["gains"])
+    below = int(config.get("levels_below") or 0)
+    for name in ("log_gain", "log_inverse_gain"):  # new channels' columns, new levels' rows
+        mult[name][:below] = torch.where(added[name][:below], BOOST["latent"], BOOST["gains"])
     return mult, until
 
 

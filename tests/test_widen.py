@@ -176,6 +176,10 @@ def test_the_entries_a_latent_widening_added_are_named():
     assert added["g_a.24.weight"][24:].all() and not added["g_a.24.weight"][:24].any()
     assert added["h_a.0.weight"][:, 24:].all() and not added["h_a.0.weight"][:, :24].any()
     assert added["log_gain"][:, 24:].all() and not added["log_gain"][:, :24].any()
+    own = latent_entries_added(wide.config, 24, cross=False)  # only what feeds new outputs
+    assert "h_a.0.weight" not in own and own["g_a.24.weight"][24:].all()
+    assert own["g_s.0.weight"][24:].all()  # how the new channels reach the image stays
+    assert own["entropy_parameters.2.weight"][-1].all() and not own["entropy_parameters.2.weight"][0].any()
     # where the new entries sit, the wide model differs from (or extends) the narrow one only there
     old = narrow.state_dict()["entropy_parameters.4.weight"]
     new = wide.state_dict()["entropy_parameters.4.weight"]

@@ -331,7 +331,7 @@ def add_levels_below(model: nn.Module, below: int) -> nn.Module:
     return wide.eval()
 
 
-def latent_entries_added(config: dict, old_M: int) -> dict[str, Tensor]:
+def latent_entries_added(config: dict, old_M: int, cross: bool = True) -> dict[str, Tensor]:
     """Which entries of a model of ``config`` a latent widening from ``old_M`` channels added
     (:func:`widen_latent`'s layout), per parameter that has any: the weights a run may let learn
     faster than the trained ones (``TrainConfig.lr_multipliers``).
@@ -339,6 +339,11 @@ def latent_entries_added(config: dict, old_M: int) -> dict[str, Tensor]:
     Args:
         config: the widened model's configuration (``arch`` key optional: ``mgssnet-vr``).
         old_M: the latent width before the widening.
+        cross: also the weights from new inputs into old outputs (zero after widening). Without
+            them a faster rate moves only what computes the new channels and their entropy
+            parameters, and ``g_s``'s reading of the new channels (its first layer's new
+            inputs, which is how the new channels reach the image): the old outputs of the
+            hyper and context networks keep their trained pace.
 
     Returns:
         Parameter name -> boolean tensor of its shape, True where the entry is new.
@@ -356,6 +361,12 @@ def latent_entries_added(config: dict, old_M: int) -> dict[str, Tensor]:
         if name in ("log_gain", "log_inverse_gain"):  # the new channels' gains: the mean of NaNs
             new = torch.zeros_like(new)
             new[:, int(old_M):] = True
+        elif not cross and new.dim() > 1 and not name.startswith("g_s.0."):
+            out_axis = 1 if _kind(wide, name.rsplit(".", 1)[0]) == "deconv" else 0
+            rows = new.movedim(out_axis, 0).flatten(1).all(dim=1)  # outputs that are new
+            shape = [1] * new.dim()
+            shape[out_axis] = -1
+            new = new & rows.view(shape)
         if bool(new.any()):
             out[name] = new
     return out
