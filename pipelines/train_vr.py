@@ -181,14 +181,13 @@ def write_curve(every: int = 2000) -> None:
     import csv
     import json
 
-    from geocompress.models.variable_rate import BELOW_LAMBDAS, LEVEL_LAMBDAS
+    from geocompress.models.variable_rate import scale_lambdas
 
     rows = list(csv.DictReader((RUN / "log.csv").open()))
     vals = [r for r in rows if r["phase"].startswith("val@")]
     steps = sorted({int(r["step"]) for r in vals})
     levels = sorted({int(r["phase"].removeprefix("val@q")) for r in vals})
-    below = int(CONFIG.get("levels_below") or 0)
-    lambdas = BELOW_LAMBDAS[len(BELOW_LAMBDAS) - below:] + LEVEL_LAMBDAS
+    lambdas = scale_lambdas(CONFIG["levels"], CONFIG["levels_below"])
     keep = [s for s in steps if s % every == 0] + ([steps[-1]] if steps and steps[-1] % every else [])
     wip = json.loads((WIP / "wip.json").read_text()).get("vr", {})
     inherited = (wip.get("total_steps") or 0) - (wip.get("own_steps") or 0)

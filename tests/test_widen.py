@@ -24,6 +24,15 @@ def _busy(arch: str) -> torch.nn.Module:
     return m.eval()
 
 
+def _at_rates(arch: str, levels: list[float], *models: torch.nn.Module):
+    """Each of ``levels`` set on every model (a variable-rate ``arch``), or once as they are."""
+    for level in (levels if arch == "mgssnet-vr" else [None]):
+        if level is not None:
+            for m in models:
+                m.set_rate(level)
+        yield level
+
+
 @pytest.mark.parametrize("arch, width", [("mgssnet", 24), ("mgssnet-vr", 32)])
 def test_the_wider_transforms_compute_the_same_latent_and_image(arch, width):
     narrow = _busy(arch)
@@ -31,10 +40,7 @@ def test_the_wider_transforms_compute_the_same_latent_and_image(arch, width):
     assert wide.config["transform_N"] == width and wide.config["N"] == narrow.config["N"]
     assert wide.g_a[0].weight.shape[0] == width and wide.h_a[0].weight.shape[0] == 16
     x = torch.rand(2, 3, 64, 64)
-    for level in ([0.0, 3.5, 8.0] if arch == "mgssnet-vr" else [None]):
-        if level is not None:
-            narrow.set_rate(level)
-            wide.set_rate(level)
+    for _ in _at_rates(arch, [0.0, 3.5, 8.0], narrow, wide):
         with torch.no_grad():
             y, y2 = narrow.g_a(x), wide.g_a(x)
             np.testing.assert_allclose(y2.numpy(), y.numpy(), atol=1e-5 * float(y.abs().max()))
@@ -87,10 +93,7 @@ def test_a_wider_latent_codes_every_image_as_before(arch):
     narrow, wide = _latent_pair(arch)
     assert wide.config["M"] == 48 and wide.g_a[-1].weight.shape[0] == 48
     x = torch.rand(2, 3, 64, 64)
-    for level in ([0.0, 4.5, 8.0] if arch == "mgssnet-vr" else [None]):
-        if level is not None:
-            narrow.set_rate(level)
-            wide.set_rate(level)
+    for _ in _at_rates(arch, [0.0, 4.5, 8.0], narrow, wide):
         with torch.no_grad():
             a, b = narrow(x), wide(x)
             y2 = wide.g_a(x)

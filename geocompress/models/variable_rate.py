@@ -57,6 +57,20 @@ BELOW_LAMBDAS: tuple[float, ...] = (0.0001125, 0.000225, 0.00045)
 REFERENCE_LEVEL = 6
 
 
+def scale_lambdas(levels: int, levels_below: int = 0) -> tuple[float, ...]:
+    """The lambda of each integer level of a scale of ``levels`` levels, ``levels_below`` of them
+    below :data:`LEVEL_LAMBDAS`'s level 0 (the last of :data:`BELOW_LAMBDAS`).
+
+    Args:
+        levels: how many levels the scale has.
+        levels_below: how many of them lie below ``LEVEL_LAMBDAS``'s level 0.
+
+    Returns:
+        One lambda per level, ascending.
+    """
+    return (BELOW_LAMBDAS[len(BELOW_LAMBDAS) - int(levels_below):] + LEVEL_LAMBDAS)[:int(levels)]
+
+
 def lambda_at(level: Tensor | float, lambdas: tuple[float, ...] = LEVEL_LAMBDAS) -> Tensor:
     """The training lambda at a continuous ``level`` (log-linear between the table's values).
 
@@ -138,8 +152,7 @@ class MGSSNetVR(MGSSNet):
         self.config["levels"] = int(levels)
         if below:  # absent: the configs of older weights
             self.config["levels_below"] = below
-        self.level_lambdas: tuple[float, ...] = (BELOW_LAMBDAS[len(BELOW_LAMBDAS) - below:]
-                                                 + LEVEL_LAMBDAS)[:int(levels)]
+        self.level_lambdas: tuple[float, ...] = scale_lambdas(int(levels), below)
         M = self.config["M"]
         # log-gains, initialised so that the step size scales as 1 / sqrt(lambda) around the
         # lambda the warm-start weights were trained at (``reference_lambda``; only the init

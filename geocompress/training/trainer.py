@@ -388,6 +388,7 @@ class _Run:
         self.opt = torch.optim.Adam(self.main_p, lr=cfg.lr, fused=fused_adam(self.dev))
         self.aux_opt = torch.optim.Adam(aux_p, lr=cfg.aux_lr, fused=fused_adam(self.dev)) if aux_p else None
         self.cfg = cfg.replace(channels_last=channels_last)
+        self.boost = self._boosted()
         self.sched = self._new_scheduler()
         self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.amp_dtype == torch.float16)
         self.crit = RateDistortionLoss(lmbda, balance=self.cfg.level_balance)
@@ -503,13 +504,12 @@ class _Run:
         """The main update, skipped for a non-finite loss or gradient: one bad batch must not
         poison the weights (but ``max_bad_steps`` in a row end the run)."""
         if finite:
-            boost = self._boosted()
-            before = {n: p.detach().clone() for n, p in boost}
+            boost = self.boost if self.step < self.cfg.lr_multipliers_until else []
+            before = [p.detach().clone() for p, _ in boost]
             self.scaler.step(self.opt)
             with torch.no_grad():
-                for n, p in boost:  # entry-wise learning rates: the update scaled by its factor
-                    k = self.cfg.lr_multipliers[n].to(p.device)
-                    p.copy_(torch.where(k == 1, p, before[n] + (p - before[n]) * k))
+                for (p, k), b in zip(boost, before):  # entry-wise learning rates: the update scaled
+                    p.copy_(torch.where(k == 1, p, b + (p - b) * k))
             self.bad = 0
         else:
             self.bad += 1
@@ -519,17 +519,19 @@ class _Run:
                     f"the learning rate or resume from {self.state_path} with another seed")
         self.scaler.update()
 
-    def _boosted(self) -> list[tuple[str, torch.nn.Parameter]]:
-        """The parameters whose entries have their own learning-rate factors at this step
-        (``cfg.lr_multipliers`` while the own step is below ``cfg.lr_multipliers_until``)."""
-        mult = self.cfg.lr_multipliers
-        if not mult or self.step >= self.cfg.lr_multipliers_until:
-            return []
+    def _boosted(self) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+        """The trainable parameters with entry-wise learning-rate factors (``cfg.lr_multipliers``)
+        and their factors on the model's device, resolved once for every step.
+
+        Raises:
+            ValueError: a name in ``cfg.lr_multipliers`` that is no parameter of the model.
+        """
+        mult = self.cfg.lr_multipliers or {}
         named = dict(self.model.named_parameters())
         unknown = set(mult) - set(named)
         if unknown:
             raise ValueError(f"lr_multipliers: no parameter named {sorted(unknown)}")
-        return [(n, named[n]) for n in mult if named[n].requires_grad]
+        return [(named[n], k.to(named[n].device)) for n, k in mult.items() if named[n].requires_grad]
 
     def _aux_step(self) -> float:
         """One step of the entropy bottleneck's quantiles on ``aux_loss``; returns that loss."""

@@ -169,7 +169,7 @@ def _head_map(old: int, width: int, heads: int) -> Tensor:
 
 
 def _place(src: Tensor, fresh: Tensor, out_map: Tensor, in_map: Tensor, out_axis: int,
-           in_axis: int, zero: float) -> Tensor:
+           in_axis: int, zero: float | None) -> Tensor:
     """``fresh`` with ``src`` at ``(out_map, in_map)`` and ``zero`` at (old outputs, new inputs).
 
     Args:
@@ -179,14 +179,15 @@ def _place(src: Tensor, fresh: Tensor, out_map: Tensor, in_map: Tensor, out_axis
         in_map: old input positions in the widened tensor.
         out_axis: the output axis (1 for transposed convolutions).
         in_axis: the input axis.
-        zero: the stored value of a zero weight (GDN's gamma is reparametrised).
+        zero: the stored value of a zero weight (GDN's gamma is reparametrised); None keeps
+            ``fresh``'s weights there.
 
     Returns:
         The widened tensor.
     """
     out = fresh.movedim((out_axis, in_axis), (0, 1)).clone()
     s = src.movedim((out_axis, in_axis), (0, 1))
-    if out.shape[1] != s.shape[1]:
+    if out.shape[1] != s.shape[1] and zero is not None:
         new_in = torch.ones(out.shape[1], dtype=torch.bool)
         new_in[in_map] = False
         out[out_map.unsqueeze(1), new_in.nonzero().squeeze(1).unsqueeze(0)] = zero
@@ -259,7 +260,8 @@ def widen_latent(model: nn.Module, M: int, seed: int = 0) -> nn.Module:
 
 def _grow_latent(module: str, src: Tensor, fresh: Tensor, kind: str, keep_new_inputs: bool) -> Tensor:
     """One tensor of a latent widening: the old values in the old entries' places, ``fresh`` for
-    new outputs, zeros for every new input of an old output (unless ``keep_new_inputs``).
+    new outputs, zeros for every new input of an old output (``fresh`` there with
+    ``keep_new_inputs``).
 
     Args:
         module: the layer's name with a trailing dot (its axis layouts: ``_LATENT_PARTS``).
@@ -283,15 +285,8 @@ def _grow_latent(module: str, src: Tensor, fresh: Tensor, kind: str, keep_new_in
         out = fresh.clone()
         out[out_map] = src
         return out
-    in_map = parts_map(in_axis, "in")
-    placed = _place(src, fresh, out_map, in_map, out_axis, in_axis, 0.0)
-    if keep_new_inputs:  # the old outputs' weights from new inputs stay fresh, not zero
-        new_in = torch.ones(fresh.shape[in_axis], dtype=torch.bool)
-        new_in[in_map] = False
-        idx = [slice(None)] * fresh.dim()
-        idx[in_axis] = new_in
-        placed[tuple(idx)] = fresh[tuple(idx)]
-    return placed
+    return _place(src, fresh, out_map, parts_map(in_axis, "in"), out_axis, in_axis,
+                  None if keep_new_inputs else 0.0)
 
 
 def add_levels_below(model: nn.Module, below: int) -> nn.Module:
