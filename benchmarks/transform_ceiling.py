@@ -62,25 +62,37 @@ def ceiling(model, tiles: list[np.ndarray]) -> list[float]:
     return out
 
 
-def decoder_search(model, tiles: list[np.ndarray], steps: int, lr: float = 5e-3) -> list[float]:
-    """Per-tile PSNR of g_s(y) for the latent y found by ``steps`` Adam steps on MSE from g_a(x)."""
+def decoder_search(model, tiles: list[np.ndarray], steps: int, lr: float = 5e-3,
+                   level: float | None = None) -> list[float]:
+    """Per-tile PSNR of g_s(y) for the latent y found by ``steps`` Adam steps on MSE from g_a(x).
+
+    A variable-rate model (``level`` given) is searched at that level in its synthesis layers' own
+    input, the inverse-gained latent (``g_s.ungained``): the layers every level shares, with Adam
+    steps of one size at every level.
+    """
     import torch
 
     model = model.float().eval()
     for prm in model.parameters():
         prm.requires_grad_(False)
     x = torch.from_numpy(np.stack(tiles).astype(np.float32) / 255)
+    synth = model.g_s
     with torch.no_grad():
-        y = model.g_a(x)
+        if level is None:
+            y = model.g_a(x)
+        else:
+            model.set_rate(float(level))
+            y = model.g_a(x) * model.gain_vectors(torch.tensor([float(level)]), inverse=True)
+            synth = model.g_s.ungained
     y.requires_grad_(True)
     opt = torch.optim.Adam([y], lr=lr)
     for _ in range(steps):
-        loss = ((model.g_s(y) - x) ** 2).mean()
+        loss = ((synth(y) - x) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        back = (model.g_s(y).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        back = (synth(y).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     return [psnr(t, b) for t, b in zip(tiles, back)]
 
 

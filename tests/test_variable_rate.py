@@ -82,6 +82,20 @@ def test_per_sample_rates_scale_each_sample_of_a_batch():
     assert torch.allclose(pair[1], pair[0] * ratio, atol=1e-5, rtol=1e-4)
 
 
+def test_the_synthesis_layers_alone_are_g_s_without_its_inverse_gain():
+    """``g_s.ungained`` is what every level shares: handed the inverse-gained latent it gives the
+    level's own reconstruction (the decoder search of ``benchmarks/vr_ceiling.py`` works on it)."""
+    torch.manual_seed(0)
+    m = _spread_model().eval()
+    y = torch.randn(1, m.config["M"], 4, 4)
+    with torch.no_grad():
+        for level in (0.0, 5.5, float(m.levels - 1)):
+            m.set_rate(level)
+            inv = m.gain_vectors(torch.tensor([level]), inverse=True)
+            assert torch.allclose(m.g_s.ungained(y * inv), m.g_s(y), atol=1e-6)
+        assert not torch.allclose(m.g_s.ungained(y), m.g_s(y))
+
+
 def test_warm_start_from_fixed_rate_weights_keeps_the_trunk(tmp_path):
     from geocompress.training.checkpoints import load_weights
 

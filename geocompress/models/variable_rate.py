@@ -122,6 +122,11 @@ class _Gained(nn.Sequential):
             return super().forward(self._scale(x))
         return self._scale(super().forward(x))
 
+    def ungained(self, x: Tensor) -> Tensor:
+        """The layers alone, without the gain: the function every level shares (a search over
+        the synthesis input works on it, with steps of one size at every level)."""
+        return super().forward(x)
+
 
 class MGSSNetVR(MGSSNet):
     """MGSSNet with gain units: every rate of :data:`LEVEL_LAMBDAS` from one network.
