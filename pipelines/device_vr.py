@@ -38,7 +38,7 @@ from train_vr import CONFIG, WIP, _config_of, is_earlier, widened_start  # noqa:
 
 PACKS = [REPO / ".devpack" / "rs-v1-trainval.npz", REPO / ".devpack" / "rs-extra-v1-trainval.npz"]
 FREEZE: tuple[str, ...] = ()  # train_vr.py's default (every parameter trains)
-LR, LEVEL_BALANCE = 2e-5, 1.0  # train_vr.py's defaults
+LR, LEVEL_BALANCE = 2e-5, 0.5  # train_vr.py's defaults
 NAME = "mgssnet-vr"
 
 

@@ -16,7 +16,8 @@ are widened first (:func:`widened_start`). Why: ``catalogs/models/mgssnet-vr.md`
 kill loses at most ``--checkpoint-every-s``.
 
 Recipe: every level of the model's scale (levels 0-11, lambdas 0.0001125 to 0.18) at its own
-lambda (stratified levels per batch), each level's loss balanced, ``mixed`` quantization,
+lambda (stratified levels per batch), each level's loss weighted by its running mean ** -0.5
+(the level balance: ``--level-balance``), ``mixed`` quantization,
 stretch 0.25, batch 8 of 128 x 128 crops, Adam lr 2e-5 (where q3's own schedule ended) with the
 plateau scheduler, validation every 1000 steps at levels 0 / 3 / 7 / 11 on 32 + 12 val tiles; data: the
 train splits of ``geocompress-rs-v1`` and ``geocompress-rs-extra-v1`` (three times: the 10-60 m
@@ -216,10 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--freeze", nargs="*", default=[],
                    help="parameter prefixes kept fixed (default none; sessions 20-21 trained with "
                         "g_a. g_s. frozen until that run converged)")
-    p.add_argument("--level-balance", type=float, default=1.0,
-                   help="weight each level's loss by its running mean ** -P (default 1: every "
-                        "level's relative improvement alike; 0: the plain mean, where the top "
-                        "level's loss, ~70x the lowest's, sets the shared entropy model)")
+    p.add_argument("--level-balance", type=float, default=0.5,
+                   help="weight each level's loss by its running mean ** -P (default 0.5, since "
+                        "the lineage's step 90,379: the top levels' distortion trains the synthesis "
+                        "shared by every level; 1: every level's relative improvement alike, which "
+                        "left g_s a low-rate decoder, see catalogs/models/mgssnet-vr.md; 0: the "
+                        "plain mean, where the top level's loss, ~70x the lowest's, sets everything)")
     p.add_argument("--widen", type=int, default=None, metavar="W",
                    help="a trial with the transforms W hidden channels wide instead of "
                         f"{CONFIG['transform_N']} (item 3's trunk trials; its own folder)")
