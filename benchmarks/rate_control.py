@@ -86,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"({err:+.1%} bpp)" if target.kind == "bpp" else
                              f"{'met' if ok else 'MISSED'} ({err:+.2f} dB)"))
                 print(rows[-1], f"{time.perf_counter() - t0:.0f} s", flush=True)
+    meta = torch.load(a.checkpoint, map_location="cpu", weights_only=True).get("meta", {})
+    steps = meta.get("total_steps", meta.get("steps"))
     lines = ["# Rate control on whole scenes", "",
              f"`benchmarks/rate_control.py` with `{a.checkpoint.relative_to(REPO) if a.checkpoint.is_relative_to(REPO) else a.checkpoint}` "
+             f"({steps} steps in all) "
              f"on {cpu_label()}: each target through `compress_scene(rate=...)` (a search on a "
              "sample of 32 tiles), the store decoded back and measured against the source. Goal: "
              f"bpp within {BPP_GOAL:.0%}, PSNR within {PSNR_GOAL} dB (peak 2^bits - 1, valid pixels).",
