@@ -68,6 +68,19 @@ def j2k_psnr_curve(tiles: list[np.ndarray]) -> np.ndarray:
 
 def measure(model, checkpoint: Path, levels: list[float], n_search: int, crop: int,
             steps: int) -> dict:
+    """Every figure of the report, level by level.
+
+    Args:
+        model: the weights, loaded in float32 (``load_checkpoint``).
+        checkpoint: their file (the real codec loads it by path, as users do).
+        levels: the levels to measure, the top one last (the goal reads it).
+        n_search: how many evenly spaced test tiles the crops come from.
+        crop: the crops' side (centre of each tile).
+        steps: the decoder search's Adam steps.
+
+    Returns:
+        The JSON the report is written from.
+    """
     tiles, _ = test_tiles(DATASETS["rs-v1"])
     pos = np.linspace(0, len(tiles) - 1, n_search).round().astype(int)
     lo = (tiles[0].shape[1] - crop) // 2
