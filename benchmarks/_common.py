@@ -122,3 +122,9 @@ def cpu_label() -> str:
     else:
         unit = "AVX2, no AVX-512, no bf16" if "avx2" in flags else "no AVX2"
     return f"{name}: {unit}"
+
+
+def total_steps(meta: dict) -> int | None:
+    """The training steps in all behind a checkpoint, from its ``meta`` (weights exported before
+    lineages were counted carry only their own ``steps``)."""
+    return meta.get("total_steps", meta.get("steps"))

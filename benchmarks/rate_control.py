@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from geocompress.scene.rate_control import RateTarget, RateTargetError
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from _common import cpu_label
+    from _common import cpu_label, total_steps
 
     rows, missed = [], 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"({err:+.1%} bpp)" if target.kind == "bpp" else
                              f"{'met' if ok else 'MISSED'} ({err:+.2f} dB)"))
                 print(rows[-1], f"{time.perf_counter() - t0:.0f} s", flush=True)
-    meta = torch.load(a.checkpoint, map_location="cpu", weights_only=True).get("meta", {})
-    steps = meta.get("total_steps", meta.get("steps"))
+    steps = total_steps(torch.load(a.checkpoint, map_location="cpu", weights_only=True).get("meta", {}))
     lines = ["# Rate control on whole scenes", "",
              f"`benchmarks/rate_control.py` with `{a.checkpoint.relative_to(REPO) if a.checkpoint.is_relative_to(REPO) else a.checkpoint}` "
              f"({steps} steps in all) "

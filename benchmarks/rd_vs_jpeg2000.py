@@ -55,16 +55,19 @@ def j2k_decoded(tile: np.ndarray, rate: float, matched: bool) -> tuple[bytes, np
     return data, dec.reshape(hwc.shape).transpose(2, 0, 1)
 
 
-def j2k_point(tile: np.ndarray, rate: float, matched: bool) -> tuple[float, float, float]:
-    """(bpp, PSNR, MS-SSIM dB) of JPEG 2000 on one C x H x W tile."""
+def j2k_point(tile: np.ndarray, rate: float, matched: bool, ms_ssim: bool = True) -> tuple[float, ...]:
+    """(bpp, PSNR, MS-SSIM dB) of JPEG 2000 on one C x H x W tile; (bpp, PSNR) without
+    ``ms_ssim`` (a crop under 161 pixels is too small for its five scales)."""
     data, back = j2k_decoded(tile, rate, matched)
-    return bpp(data, tile.shape[1] * tile.shape[2]), psnr(tile, back), ms_ssim_db(tile, back)
+    point = bpp(data, tile.shape[1] * tile.shape[2]), psnr(tile, back)
+    return (*point, ms_ssim_db(tile, back)) if ms_ssim else point
 
 
-def j2k_curve(tiles: list[np.ndarray]) -> np.ndarray:
-    """JPEG 2000's RD curve over ``tiles``: rows (mean bpp, mean PSNR, mean MS-SSIM dB) at
-    ``CURVE_RATES``, by rate."""
-    pts = np.array([np.array([j2k_point(t, r, matched=False) for t in tiles]).mean(axis=0) for r in CURVE_RATES])
+def j2k_curve(tiles: list[np.ndarray], ms_ssim: bool = True) -> np.ndarray:
+    """JPEG 2000's RD curve over ``tiles``: rows (mean bpp, mean PSNR, mean MS-SSIM dB; no MS-SSIM
+    column without ``ms_ssim``) at ``CURVE_RATES``, by rate."""
+    pts = np.array([np.array([j2k_point(t, r, False, ms_ssim) for t in tiles]).mean(axis=0)
+                    for r in CURVE_RATES])
     return pts[np.argsort(pts[:, 0])]
 
 

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_label  # noqa: E402
+from _common import cpu_label, total_steps  # noqa: E402
 from transform_ceiling import ceiling, decoder_search  # noqa: E402
-from rd_vs_jpeg2000 import CURVE_RATES, bpp, j2k_decoded  # noqa: E402
+from rd_vs_jpeg2000 import bpp, j2k_curve  # noqa: E402
 from vr_rd import CATALOG, DATASETS, test_tiles  # noqa: E402
 
 from geocompress.evaluation.bd import interp_psnr_at_rate, rd_front  # noqa: E402
@@ -47,23 +47,8 @@ def codec_point(checkpoint: Path, level: float, tiles: list[np.ndarray]) -> tupl
     codec = load_codec(checkpoint=str(checkpoint), quality=level, precision="float32", batch_size=8)
     strings = codec.encode(tiles)
     recon = codec.decode(strings)
-    return (float(np.mean([8 * len(b) / (t.shape[1] * t.shape[2]) for t, b in zip(tiles, strings)])),
+    return (float(np.mean([bpp(b, t.shape[1] * t.shape[2]) for t, b in zip(tiles, strings)])),
             float(np.mean([psnr(t, r) for t, r in zip(tiles, recon)])))
-
-
-def j2k_psnr_curve(tiles: list[np.ndarray]) -> np.ndarray:
-    """JPEG 2000's curve over ``tiles`` as rows (mean bpp, mean PSNR), by rate, its RD front only
-    (PSNR only: a crop may be too small for MS-SSIM's five scales)."""
-    pts = []
-    for r in CURVE_RATES:
-        per = []
-        for t in tiles:
-            data, back = j2k_decoded(t, r, False)
-            per.append((bpp(data, t.shape[1] * t.shape[2]), psnr(t, back)))
-        pts.append(np.mean(per, axis=0))
-    pts = np.asarray(pts)
-    pts = pts[np.argsort(pts[:, 0])]
-    return pts[rd_front(pts[:, 0], pts[:, 1])]  # small crops: the lowest rates all cost the header
 
 
 def measure(model, checkpoint: Path, levels: list[float], n_search: int, crop: int,
@@ -85,7 +70,8 @@ def measure(model, checkpoint: Path, levels: list[float], n_search: int, crop: i
     pos = np.linspace(0, len(tiles) - 1, n_search).round().astype(int)
     lo = (tiles[0].shape[1] - crop) // 2
     sub = [np.ascontiguousarray(tiles[p][:, lo:lo + crop, lo:lo + crop]) for p in pos]
-    j2k = j2k_psnr_curve(sub)
+    j2k = j2k_curve(sub, ms_ssim=False)  # crops too small for MS-SSIM's five scales
+    j2k = j2k[rd_front(j2k[:, 0], j2k[:, 1])]  # on small crops the lowest rates all cost the header
     rows = []
     for level in levels:
         rate, cod = codec_point(checkpoint, level, sub)
@@ -99,14 +85,10 @@ def measure(model, checkpoint: Path, levels: list[float], n_search: int, crop: i
         print(f"level {level:g}: g_s(g_a(x)) {ceil:.2f} dB; crops: codec {rate:.3f} bpp {cod:.2f} dB, "
               f"g_s(g_a(x)) {sub_ceil:.2f}, best latent {found:.2f}, JPEG 2000 "
               f"{rows[-1]['crops_j2k_psnr_at_bpp']:.2f} dB", flush=True)
-    return {"checkpoint": str(checkpoint), "meta_steps": _steps(model), "cpu": cpu_label(),
+    return {"checkpoint": str(checkpoint), "meta_steps": total_steps(getattr(model, "meta", None) or {}),
+            "cpu": cpu_label(),
             "tiles": len(tiles), "search_tile_index": [int(p) for p in pos], "crop": crop,
             "steps": steps, "rows": rows}
-
-
-def _steps(model) -> int | None:
-    meta = getattr(model, "meta", None) or {}
-    return meta.get("total_steps", meta.get("steps"))
 
 
 def report(res: dict) -> list[str]:

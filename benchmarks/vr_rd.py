@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    from _common import cpu_label
+    from _common import cpu_label, total_steps
 
     from geocompress.codec.precision import resolve_precision
 
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.levels is None:
         a.levels = [float(q) for q in range(int(ckpt.get("config", {}).get("levels", 9)))]
     out = {"checkpoint": str(a.checkpoint.relative_to(REPO)) if a.checkpoint.is_relative_to(REPO) else str(a.checkpoint),
-           "meta_steps": meta.get("total_steps", meta.get("steps")), "cpu": cpu_label(),
+           "meta_steps": total_steps(meta), "cpu": cpu_label(),
            "level_lambdas": meta.get("level_lambdas"),
            "precision": resolve_precision(a.precision, "cpu"),
            "sets": {k: evaluate_set(k, a.checkpoint, a.levels, a.precision, a.refresh_classical)
