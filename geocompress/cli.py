@@ -33,12 +33,15 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
                    help="run on an embedded LocalCluster of this many worker processes, whatever "
                         "the job's size (default: one per core for jobs over 64 tiles; torch "
                         "threads are split between them)")
-    g.add_argument("--precision", choices=("auto", "bfloat16", "float16", "float32", "float64"),
+    g.add_argument("--precision", choices=("auto", "bfloat16", "float16", "float32",
+                                           "float32-onnx", "float64"),
                    default="auto",
                    help="numeric precision of the transforms (default auto: bfloat16 on CPUs with "
-                        "AMX / AVX512-BF16 and on GPUs, else float32). Any precision decodes any "
-                        "store; only float64 gives pixel-identical output on every machine, batch "
-                        "size and thread count")
+                        "AMX / AVX512-BF16 and on GPUs, else float32-onnx where ONNX Runtime is "
+                        "installed, else float32). Any precision decodes any store; only float64 "
+                        "gives pixel-identical output on every machine, batch size and thread "
+                        "count; float32-onnx decodes without torch once the weights' decoder is "
+                        "cached, and gives the pixels of the lazy xarray view")
 
 
 def _options(items: list[str]) -> dict[str, str]:

@@ -12,5 +12,5 @@ if [ "$TORCH_SPEC" != "skip" ]; then
   # shellcheck disable=SC2086
   .venv/bin/python -m pip install -q $TORCH_SPEC 2>&1 | grep -v "is ignored" || true
 fi
-.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q -e ".[test,onnx]" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import geocompress, compressai, torch, torchvision; print('geocompress', geocompress.__version__, '| torch', torch.__version__, '| compressai', compressai.__version__)"

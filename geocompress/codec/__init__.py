@@ -1,9 +1,12 @@
-"""Bytes in and out: the tile string format, the tile codec, the exact entropy path, weights."""
+"""Bytes in and out: the tile string format, the tile codec, the exact entropy path, weights.
 
-from geocompress._lazy import gc_paused
+The package imports lazily (PEP 562): ``geocompress.codec.format``, ``.decoding``, ``.errors`` and
+``.numpy_decoder`` import no torch, so a reader that decodes without it (issue 38) stays light;
+the names below that need the model (``TileCodec``, ``load_codec``, the weights' helpers) import
+torch and CompressAI on first use.
+"""
 
-with gc_paused():  # torch and CompressAI's models first, without collections that free nothing
-    import compressai.models  # noqa: F401 - (through geocompress's light CompressAI package)
+from geocompress._lazy import lazy_attributes
 
 from .errors import (
     CodecError,
@@ -16,8 +19,6 @@ from .errors import (
 )
 from .choice import CodecChoice
 from .format import FORMAT_VERSION, TileHeader
-from .tile_codec import TileCodec, load_codec
-from .weights import load_checkpoint, restore_constants, save_checkpoint, state_digest, untrained
 
 __all__ = [
     "CodecChoice", "CodecError", "CorruptStreamError", "ForeignStreamError", "TruncatedStreamError",
@@ -25,3 +26,9 @@ __all__ = [
     "TileHeader", "TileCodec", "load_codec", "load_checkpoint", "restore_constants", "save_checkpoint",
     "state_digest", "untrained",
 ]
+
+_LAZY = {"TileCodec": ".tile_codec", "load_codec": ".tile_codec", "load_checkpoint": ".weights",
+         "restore_constants": ".weights", "save_checkpoint": ".weights", "state_digest": ".weights",
+         "untrained": ".weights"}
+
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -18,8 +18,6 @@ Four latent structures cover the registry:
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 from compressai.ans import RansDecoder, RansEncoder
@@ -27,38 +25,11 @@ from compressai.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperpr
 from torch import Tensor
 
 from . import compressai_adapter as cai
+from .decoding import NonCanonicalStream
+from .rans import RASTER, WAVEFRONT, CdfTable, padded, schedule  # noqa: F401 - RASTER re-exported
 from .exact import ExactNet, _Layer, no_cudnn, to_grid
 
 Streams = list[bytes]
-RASTER, WAVEFRONT = "raster", "wavefront"  # joint models' symbol orders (see schedule)
-
-
-class NonCanonicalStream(ValueError):
-    """Latent streams that decode, but are not what the encoder writes for what they decode to
-    (truncated, extended or forged bytes): ``positions`` are the images of the batch concerned."""
-
-    def __init__(self, positions: list[int]) -> None:
-        super().__init__(f"latent stream(s) of batch position(s) {positions} are not canonical")
-        self.positions = positions
-
-
-def padded(stream: bytes, symbols: int) -> bytes:
-    """``stream`` followed by zeros the rANS decoder may read past its end.
-
-    CompressAI's decoder reads 32-bit words without bounds checks: a damaged or forged stream
-    (even one with a valid CRC) makes it read past the buffer, up to a word per symbol plus the
-    bypass-coded runs the payload's own bits can ask for (at most 15 nibbles per payload nibble).
-    Zeros there end every bypass run at once; a valid stream never reads them, so they change
-    nothing it decodes.
-
-    Args:
-        stream: one rANS stream as stored.
-        symbols: how many symbols the decoder will read from it.
-
-    Returns:
-        The stream with enough trailing zeros for any over-read.
-    """
-    return bytes(stream) + bytes(16 * len(stream) + 16 * int(symbols) + 64)
 
 
 def structure(model: torch.nn.Module) -> str:
@@ -86,24 +57,10 @@ def structure(model: torch.nn.Module) -> str:
     raise TypeError(f"don't know how to entropy-code {type(model).__name__}")
 
 
-class _CdfTable:
-    """A GaussianConditional's CDF rows as Python lists, converted once (not per call)."""
-
-    def __init__(self, gc) -> None:
-        cdf, lengths, offsets = cai.cdf_tables(gc)
-        lengths = lengths.reshape(-1).int().tolist()
-        cdf = cdf.cpu()
-        self.rows = [cdf[i, :n].tolist() for i, n in enumerate(lengths)]
-        self.lengths = lengths
-        self.offsets = offsets.reshape(-1).int().tolist()
-
-    def subset(self, indexes: np.ndarray) -> tuple[list[int], list[list[int]], list[int], list[int]]:
-        """Remap ``indexes`` onto only the rows they use: the coder's cost of marshalling tables
-        is then proportional to what a position needs, not to the whole 64-row table."""
-        used, where = np.unique(np.asarray(indexes), return_inverse=True)
-        used = used.tolist()
-        return (where.tolist(), [self.rows[u] for u in used],
-                [self.lengths[u] for u in used], [self.offsets[u] for u in used])
+def _cdf_table(gc) -> CdfTable:
+    """A GaussianConditional's CDF rows, as the coder takes them."""
+    cdf, lengths, offsets = cai.cdf_tables(gc)
+    return CdfTable(cdf.cpu().numpy(), lengths.cpu().numpy(), offsets.cpu().numpy())
 
 
 class LatentCoder:
@@ -117,7 +74,7 @@ class LatentCoder:
         if self.kind != "factorized":
             self.h_s = ExactNet(model.h_s, device)
             self.gc = model.gaussian_conditional
-            self.table = _CdfTable(self.gc)
+            self.table = _cdf_table(self.gc)
         if self.kind == "joint":
             self.ctx = _Layer(model.context_prediction, device)
             self.ep = ExactNet(model.entropy_parameters, device)
@@ -306,41 +263,3 @@ class LatentCoder:
         if self.ctx.bias is not None:
             out = out + self.ctx.bias
         return to_grid(out)
-
-
-
-@functools.lru_cache(maxsize=64)
-def schedule(h: int, w: int, k: int, order: str) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
-    """Groups of latent positions ``(rows, cols)`` in coding order; a group's positions depend
-    only on earlier groups, so they are coded together.
-
-    ``raster`` (format 1): one position per group, row by row. ``wavefront`` (format 2): a
-    ``k x k`` causal mask reaches ``k // 2`` columns to the right on the rows above, so position
-    ``(i, j)`` depends only on positions with a smaller ``(k // 2 + 1) * i + j``; the groups are
-    those diagonals (61 steps instead of 256 for a 16 x 16 latent at k = 5), rows ascending
-    within a group. The symbols and the decoded latent are the same in both orders; only their
-    order in the stream differs.
-
-    Args:
-        h: latent rows.
-        w: latent columns.
-        k: the context model's kernel size.
-        order: :data:`RASTER` or :data:`WAVEFRONT`.
-
-    Returns:
-        The groups in coding order, each ``(rows, cols)`` tuples of equal length.
-
-    Raises:
-        ValueError: an unknown order (a header can only name the two).
-    """
-    if order == RASTER:
-        return tuple(((i,), (j,)) for i in range(h) for j in range(w))
-    if order != WAVEFRONT:
-        raise ValueError(f"unknown coding order {order!r}")
-    a = k // 2 + 1
-    groups: dict[int, list[tuple[int, int]]] = {}
-    for i in range(h):
-        for j in range(w):
-            groups.setdefault(a * i + j, []).append((i, j))
-    return tuple((tuple(i for i, _ in g), tuple(j for _, j in g))
-                 for _, g in sorted(groups.items()))

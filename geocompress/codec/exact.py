@@ -27,9 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-WEIGHT_BITS = 16
-ACT_BITS = 10
-_LIMIT = 2.0 ** (53 - WEIGHT_BITS - ACT_BITS)  # largest exact |partial sum| in value units
+from .fixed_point import ACT_BITS, WEIGHT_BITS, next_bound
 
 
 def to_grid(x: Tensor, bits: int = ACT_BITS) -> Tensor:
@@ -91,12 +89,7 @@ class _Layer:
         partial sum could leave float64's exact range."""
         if not isinstance(self.module, (nn.Conv2d, nn.ConvTranspose2d)):
             return bound_in
-        out = bound_in * self.row_sum + self.bias_max
-        if out >= _LIMIT:
-            raise OverflowError(
-                f"exact entropy-parameter path out of range in {self.kind} (bound {out:.3g} "
-                f">= {_LIMIT:.3g}); the latent is too large for bit-exact decoding")
-        return out + 2.0 ** -ACT_BITS
+        return next_bound(bound_in, self.row_sum, self.bias_max, self.kind)
 
     def conv_valid(self, x: Tensor) -> Tensor:
         """The masked convolution at one position (a k x k crop -> 1 x 1), causal taps only."""

@@ -39,15 +39,20 @@ import functools
 import hashlib
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
+
+from .numpy_decoder import cache_root, gains
 
 PRECISIONS = ("auto", "bfloat16", "float16", "float32", "float32-onnx", "float64")
 ONNX = "float32-onnx"
 ONNX_OPSET = 17
+_EXPORT_LOCK = threading.Lock()
 
 
 CPU_CLASSES = {"amx": ("AMX", True), "avx512-bf16": ("AVX-512", True), "avx512": ("AVX-512", False),
@@ -155,10 +160,7 @@ def _onnx_importable() -> bool:
 
 
 def _onnx_cache() -> Path:
-    root = os.environ.get("GEOCOMPRESS_CACHE")
-    if not root:
-        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geocompress"
-    return Path(root) / "onnx"
+    return cache_root() / "onnx"
 
 
 class OnnxTransform:
@@ -179,17 +181,28 @@ class OnnxTransform:
     def __getstate__(self) -> dict:  # a codec sent to another process opens its own session
         return {**self.__dict__, "session": None}
 
-    def _graph(self) -> bytes:
-        import torch.onnx
+    def graph(self) -> bytes:
+        """The layers' float32 ONNX graph (dynamic batch, height and width), exported once per
+        weights and cached.
 
+        Returns:
+            The serialized graph.
+        """
         layers = self.layers
         h = hashlib.sha256(f"{torch.__version__} {ONNX_OPSET} {layers!r}".encode())
         for k, v in layers.state_dict().items():
             h.update(k.encode())
             h.update(v.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
         path = _onnx_cache() / f"{h.hexdigest()[:24]}.onnx"
-        if path.exists():
-            return path.read_bytes()
+        with _EXPORT_LOCK:  # torch's exporter is not thread-safe (a view decodes chunks in threads)
+            if path.exists():
+                return path.read_bytes()
+            return self._export(layers, path)
+
+    @staticmethod
+    def _export(layers: torch.nn.Module, path: Path) -> bytes:
+        import torch.onnx
+
         cin = next(m for m in layers.modules()
                    if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))).in_channels
         example = torch.zeros(1, cin, 32, 32)
@@ -218,18 +231,30 @@ class OnnxTransform:
         so.intra_op_num_threads = max(1, torch.get_num_threads())
         so.inter_op_num_threads = 1
         so.graph_optimization_level = rt.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return rt.InferenceSession(self._graph(), so, providers=["CPUExecutionProvider"])
+        return rt.InferenceSession(self.graph(), so, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.session is None:
             self.session = self._session()
-        if self.gained and self.module._side == "in":
-            x = self.module._scale(x)
         arr = x.detach().to(torch.float32).contiguous().numpy()
-        out = torch.from_numpy(self.session.run(None, {"x": arr})[0])
+        if self.gained and self.module._side == "in":
+            arr = arr * self._gains(arr.shape[0])
+        out = self.session.run(None, {"x": np.ascontiguousarray(arr, dtype=np.float32)})[0]
         if self.gained and self.module._side == "out":
-            out = self.module._scale(out)
-        return out
+            out = out * self._gains(out.shape[0])
+        return torch.from_numpy(out)
+
+    def _gains(self, n: int) -> np.ndarray:
+        """The gained transform's vectors at the model's rate, for a batch of ``n``."""
+        rate = self.module._rate
+        if rate.level is None:
+            raise RuntimeError("variable-rate model used before set_rate(): choose a rate first")
+        levels = rate.level.detach().cpu().numpy()
+        if levels.shape[0] not in (1, n):
+            raise RuntimeError(f"rate set for {levels.shape[0]} samples, transform got {n}")
+        owner = rate.owner
+        table = owner.log_inverse_gain if self.module._side == "in" else owner.log_gain
+        return gains(table.detach().float().cpu().numpy(), np.broadcast_to(levels, (n,)))
 
 
 def _float32_copy(module: torch.nn.Module) -> torch.nn.Module:

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..codec.decoding import check_level
 from .mgssnet import MGSSNet
 
 # lambda (CompressAI convention, bpp + lambda * 255**2 * MSE) of each level; levels 1..8 are
@@ -205,13 +206,7 @@ class MGSSNetVR(MGSSNet):
         Raises:
             ValueError: not a number, or outside ``0 .. levels - 1``.
         """
-        try:
-            q = float(level)
-        except (TypeError, ValueError):
-            raise ValueError(f"rate level must be a number, got {level!r}") from None
-        if not (math.isfinite(q) and 0.0 <= q <= self.levels - 1):
-            raise ValueError(f"rate level {level!r} is outside this model's range 0..{self.levels - 1}")
-        return q
+        return check_level(level, self.levels)
 
     def gain_vectors(self, level: Tensor, inverse: bool = False) -> Tensor:
         """The gain (or inverse gain) at each of ``level`` (1-D), as ``B x M x 1 x 1``, exponentially

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..geo.grid import TileGrid
 
 if TYPE_CHECKING:  # type names only: importing this module imports no torch (issue 38)
@@ -126,8 +128,8 @@ def resolve_halo(halo: int | str, arch: str, quality: int | None, pretrained: bo
     return DEFAULT_HALO if shipped_halo_prior(arch, q) is not None else 0
 
 
-def latent_window(latents: dict[tuple[int, int], "torch.Tensor"], row: int, col: int, halo: int,
-                  sides: Sides) -> "torch.Tensor":
+def latent_window(latents: dict[tuple[int, int], "torch.Tensor | np.ndarray"], row: int, col: int,
+                  halo: int, sides: Sides) -> "torch.Tensor | np.ndarray":
     """Tile (row, col)'s latent (``M x h x w``) framed by ``halo`` latent pixels of each
     neighbour in ``latents`` (same shape only), cut to ``sides``; what no neighbour covers is the
     edge replication of the window.
@@ -142,11 +144,14 @@ def latent_window(latents: dict[tuple[int, int], "torch.Tensor"], row: int, col:
     Returns:
         The window the synthesis decodes.
     """
-    import torch.nn.functional as F
-
     own = latents[(row, col)]
     k, (lh, lw) = int(halo), own.shape[-2:]
-    win = F.pad(own[None], (k, k, k, k), mode="replicate")[0].clone()
+    if isinstance(own, np.ndarray):  # the NumPy decoder's latents
+        win = np.pad(own, ((0, 0), (k, k), (k, k)), mode="edge")
+    else:
+        import torch.nn.functional as F
+
+        win = F.pad(own[None], (k, k, k, k), mode="replicate")[0].clone()
     for di in (-1, 0, 1):
         for dj in (-1, 0, 1):
             nb = latents.get((row + di, col + dj))
@@ -158,4 +163,5 @@ def latent_window(latents: dict[tuple[int, int], "torch.Tensor"], row: int, col:
             src_c = {-1: slice(lw - k, lw), 0: slice(0, lw), 1: slice(0, k)}[dj]
             win[:, dst_r, dst_c] = nb[:, src_r, src_c]
     top, bottom, left, right = sides  # the window ends where there is nothing to join
-    return win[:, k - top: win.shape[1] - (k - bottom), k - left: win.shape[2] - (k - right)].contiguous()
+    win = win[:, k - top: win.shape[1] - (k - bottom), k - left: win.shape[2] - (k - right)]
+    return np.ascontiguousarray(win) if isinstance(win, np.ndarray) else win.contiguous()

@@ -110,10 +110,10 @@ def decode_region(store: PathLike, window: tuple[int, int, int, int], spec: dict
     _check_headers(store, ts, strings, rows, cols, todo)
     decoded = {}
     halo = int(ts.codec_meta["config"].get("halo", 0))
-    if todo:  # torch and the model load on the first region that has tiles to decode
-        from .workers import CodecSpec, get_codec
+    if todo:  # the decoder (the model, or its bundle) loads on the first region with tiles to decode
+        from .workers import CodecSpec, get_decoder
 
-        codec = get_codec(CodecSpec(**spec))
+        codec = get_decoder(CodecSpec(**spec))
         if halo:
             decoded = _decode_with_halo(ts, codec, rows, cols, todo, halo)
         else:
@@ -279,8 +279,6 @@ def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list
     before that rule, is the edge replication of the tile's own latent): see
     :mod:`geocompress.scene.halo`. Each tile's pixels depend only on its 3 x 3 neighbourhood of
     strings, so a region decodes to the crop of the full scene's decode."""
-    import torch
-
     grid = ts.grid
     truncate = store_edges(ts.codec_meta["config"]) == "truncate"
     rr = slice(max(0, rows.start - 1), min(grid.n_rows, rows.stop + 1))
@@ -310,8 +308,7 @@ def _decode_with_halo(ts: TileStore, codec, rows: slice, cols: slice, todo: list
                         for g in range(len(latent[(ri, rj)]))])
         sides.append(sd)
         todo_headers.append(head[(ri, rj)])
-    with torch.no_grad():
-        pixels = codec.synthesize(todo_headers, windows, k, sides=sides)
+    pixels = codec.synthesize(todo_headers, windows, k, sides=sides)
     return dict(zip(todo, pixels))
 
 

@@ -17,9 +17,11 @@ from ..store.masks import decode_mask, encode_mask  # noqa: F401 - the pipeline'
 
 if TYPE_CHECKING:  # the codec (torch, CompressAI) is imported when a codec is built, not before
     from ..codec import TileCodec
+    from ..codec.decoding import TileDecoder
 
-_CACHE: dict[tuple, "TileCodec"] = {}
+_CACHE: dict[tuple, "TileCodec | TileDecoder"] = {}
 _LOCK = threading.Lock()
+_BUILD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,48 @@ def get_codec(spec: CodecSpec) -> TileCodec:
             _CACHE[key] = codec
     codec.batch_size = spec.batch_size
     return codec
+
+
+def get_decoder(spec: CodecSpec) -> "TileDecoder":
+    """The decoder of ``spec`` for region reads, built once per process and kept: in precision
+    ``float32-onnx`` on CPU, the torch-free :class:`~geocompress.codec.numpy_decoder.NumpyDecoder`
+    (the same pixels as that mode in PyTorch; its bundle is written from the PyTorch codec the
+    first time the weights are read on this machine), else :func:`get_codec`'s codec.
+
+    Args:
+        spec: the codec the store was written with, and the precision to decode in.
+
+    Returns:
+        A decoder (``decode``, ``decode_latents``, ``synthesize``), its batch size set to the spec's.
+
+    Raises:
+        WeightsMismatchError: as :func:`get_codec`.
+    """
+    from ..codec.numpy_decoder import load, runtime_available
+
+    if spec.precision != "float32-onnx" or spec.device not in (None, "cpu") or not runtime_available():
+        return get_codec(spec)
+    key = ("numpy", spec.digest)
+    with _BUILD_LOCK:  # one thread loads (or writes) the bundle; the view's others wait for it
+        with _LOCK:
+            decoder = _CACHE.get(key)
+        if decoder is None:
+            decoder = load(spec.digest, batch_size=spec.batch_size)
+            if decoder is None:  # no bundle yet: the model writes it once per machine
+                codec = get_codec(spec)
+                from ..codec.decoder_bundle import NoBundle, write_bundle
+
+                try:
+                    write_bundle(codec)
+                except (NoBundle, OSError):
+                    return codec
+                decoder = load(spec.digest, batch_size=spec.batch_size)
+                if decoder is None:
+                    return codec
+            with _LOCK:
+                _CACHE[key] = decoder
+    decoder.batch_size = spec.batch_size
+    return decoder
 
 
 def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:

@@ -1,0 +1,183 @@
+"""The torch-free reader (issue 38): NumPy + ONNX Runtime decode what the PyTorch codec writes into
+the same latents (bit for bit) and the same pixels as PyTorch's ``float32-onnx`` mode; forged
+strings and damaged bundles are refused; the lazy view reads a store without importing torch."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geocompress.codec import CodecError, CorruptStreamError, WeightsMismatchError, load_codec
+from geocompress.codec.decoder_bundle import NoBundle, write_bundle
+from geocompress.codec.numpy_decoder import NumpyDecoder, bundle_dir, load
+from geocompress.codec.tile_codec import TileCodec
+from geocompress.scene.halo import latent_window
+
+from .conftest import natural_tile
+from .test_scene import write_scene
+from .test_variable_rate import _spread_model
+
+SMALL = {"N": 16, "M": 24}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """Each test its own cache, ONNX Runtime allowed (the suite's default switches it off)."""
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime not installed (geocompress[onnx])")
+    monkeypatch.setenv("GEOCOMPRESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GEOCOMPRESS_ONNX", "1")
+
+
+def _pair(codec: TileCodec) -> NumpyDecoder:
+    write_bundle(codec)
+    decoder = load(codec.digest)
+    assert decoder is not None
+    return decoder
+
+
+def _same_latents(a, b) -> None:
+    assert len(a) == len(b)
+    for ta, tb in zip(a, b):
+        for ga, gb in zip(ta, tb):
+            np.testing.assert_array_equal(ga.numpy(), gb)  # exact: not allclose
+
+
+def test_fixed_rate_strings_decode_to_the_same_latents_and_pixels():
+    """Odd sizes, 1 to 5 bands (two band groups), uint16 with value ranges: every tile's latent is
+    PyTorch's bit for bit, and its pixels those of PyTorch's float32-onnx mode."""
+    codec = load_codec("mgssnet", pretrained=False, precision="float32-onnx", **SMALL)
+    decoder = _pair(codec)
+    tiles = [natural_tile(96, 70, seed=1), natural_tile(64, 64, c=5, seed=2)[:, :50],
+             natural_tile(64, 64, c=1, seed=3)]
+    strings = [s for t in tiles for s in codec.encode([t])]
+    wide = (natural_tile(64, 64, seed=4).astype(np.uint16) * 13 + 100)
+    strings += codec.encode([wide], bits=12, ranges=[(100, 3500)] * 3)
+    _same_latents(codec.decode_latents(strings)[1], decoder.decode_latents(strings)[1])
+    for a, b, t in zip(codec.decode(strings), decoder.decode(strings), tiles + [wide]):
+        assert a.dtype == b.dtype == t.dtype and a.shape == b.shape == t.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def test_variable_rate_strings_decode_alike_at_fractional_levels():
+    """The inverse gains at the header's level (interpolated between levels) are applied as the
+    PyTorch ONNX path applies them: same pixels at every level, in one batch of mixed levels."""
+    strings = []
+    for level in (0.0, 2.5, 5.123):
+        strings += TileCodec(_spread_model(), quality=level, precision="float32").encode(
+            [natural_tile(64, 64, seed=7)])
+    codec = TileCodec(_spread_model(), quality=1.0, precision="float32-onnx")
+    decoder = _pair(codec)
+    _same_latents(codec.decode_latents(strings)[1], decoder.decode_latents(strings)[1])
+    for a, b in zip(codec.decode(strings), decoder.decode(strings)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_halo_windows_synthesize_alike():
+    """A scene decoder's windows (a tile's latent with its neighbours' around it) give the same
+    pixels from NumPy latents as from PyTorch's."""
+    codec = load_codec("mgssnet", pretrained=False, precision="float32-onnx", **SMALL)
+    decoder = _pair(codec)
+    strings = codec.encode([natural_tile(64, 64, seed=s) for s in range(4)])
+    heads, lt = codec.decode_latents(strings)
+    _, ln = decoder.decode_latents(strings)
+    cells = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    sides = [(0, 1, 0, 1), (0, 1, 1, 0), (1, 0, 0, 1), (1, 0, 1, 0)]
+    wt = [[latent_window({c: lt[i][0] for i, c in enumerate(cells)}, *c, 1, sd)] for c, sd in zip(cells, sides)]
+    wn = [[latent_window({c: ln[i][0] for i, c in enumerate(cells)}, *c, 1, sd)] for c, sd in zip(cells, sides)]
+    for a, b in zip(wt, wn):
+        np.testing.assert_array_equal(a[0].numpy(), b[0])
+    with torch.no_grad():
+        pt = codec.synthesize(heads, wt, 1, sides=sides)
+    for a, b in zip(pt, decoder.synthesize(heads, wn, 1, sides=sides)):
+        np.testing.assert_array_equal(a, b)
+
+
+def _recrc(s: bytes) -> bytes:
+    return s[:-4] + struct.pack("<I", zlib.crc32(s[:-4]) & 0xFFFFFFFF)
+
+
+def test_forged_and_foreign_strings_are_refused_alike():
+    """The checks are the shared TileDecoder's: the same error, before or during decoding."""
+    codec = load_codec("mgssnet", pretrained=False, precision="float32-onnx", **SMALL)
+    decoder = _pair(codec)
+    (good,) = codec.encode([natural_tile(64, 64, seed=9)])
+    cut = _recrc(good[:-12] + good[-4:])                     # a truncated payload, CRC redone
+    flipped = bytearray(good)
+    flipped[-20] ^= 0x5A                                     # a changed latent byte, CRC redone
+    other = load_codec("mgssnet", pretrained=False, precision="float32", N=16, M=32)
+    (foreign,) = other.encode([natural_tile(64, 64, seed=9)])
+    for bad, kind in ((cut, CodecError), (_recrc(bytes(flipped)), CodecError),
+                      (foreign, WeightsMismatchError), (good[:-1] + b"\x00", CorruptStreamError)):
+        errors = []
+        for dec in (codec, decoder):
+            with pytest.raises(kind) as e:
+                dec.decode([bad])
+            errors.append(type(e.value))
+        assert errors[0] is errors[1], errors
+
+
+def test_a_damaged_or_foreign_bundle_is_not_used_and_the_reader_rewrites_it():
+    from geocompress.scene.workers import CodecSpec, _CACHE, get_decoder
+
+    codec = load_codec("mgssnet", pretrained=False, precision="float32-onnx", **SMALL)
+    folder = write_bundle(codec)
+    onnx = folder / "g_s.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-1] + b"\x01")       # one byte of the graph changed
+    assert load(codec.digest) is None
+    spec = CodecSpec(arch="mgssnet", digest=codec.digest, pretrained=False,
+                     model_config=dict(SMALL), precision="float32-onnx")
+    _CACHE.clear()
+    try:
+        decoder = get_decoder(spec)                          # rebuilt from the model, then used
+        assert isinstance(decoder, NumpyDecoder)
+        (s,) = codec.encode([natural_tile(64, 64, seed=1)])
+        np.testing.assert_array_equal(decoder.decode([s])[0], codec.decode([s])[0])
+        # a bundle renamed to another digest's folder names its own weights: not used for them
+        other = bundle_dir("0" * 64)
+        folder.rename(other)
+        assert load("0" * 64) is None and load(codec.digest) is None
+    finally:
+        _CACHE.clear()
+
+
+def test_models_without_the_joint_structure_have_no_bundle():
+    codec = load_codec("mbt2018-mean", pretrained=False, precision="float32-onnx", **SMALL)
+    with pytest.raises(NoBundle, match="joint"):
+        write_bundle(codec)
+
+
+def test_the_lazy_view_reads_without_torch_and_gives_float32_onnx_pixels(tmp_path):
+    """A reader's process: the first read of new weights writes the bundle (torch imported); from
+    then on open + read import no torch, and the pixels are `decompress --precision float32-onnx`'s."""
+    from geocompress.cli import main
+    from geocompress.scene import compress_scene
+
+    scene = write_scene(tmp_path / "s.tif", natural_tile(150, 130, seed=5))
+    store = tmp_path / "s.zarr"
+    compress_scene(scene, store, arch="mgssnet", pretrained=False, model_config=dict(SMALL),
+                   processes=False, progress=False, tile=64, halo=1)
+    code = ("import sys, numpy as np, xarray as xr; a = xr.open_dataset(sys.argv[1], "
+            "engine='geocompress')['band_data']; v = a[:, 20:140, 10:120].values; "
+            "np.save(sys.argv[2], v); print('torch' in sys.modules)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    seen = []
+    for k in range(2):
+        out = subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(store),
+                              str(tmp_path / f"v{k}.npy")], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        seen.append(out.stdout.strip())
+    assert seen == ["True", "False"], seen
+    assert main(["--quiet", "decompress", str(store), str(tmp_path / "o.tif"), "--precision",
+                 "float32-onnx"]) == 0
+    with rasterio.open(tmp_path / "o.tif") as f:
+        ref = f.read()[:, 20:140, 10:120]
+    for k in range(2):
+        np.testing.assert_array_equal(np.load(tmp_path / f"v{k}.npy"), ref)
