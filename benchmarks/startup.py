@@ -264,7 +264,8 @@ def main() -> int:
 
     view = ("the torch-free NumPy decoder (ONNX Runtime's threads: OMP_NUM_THREADS="
             f"{os.environ.get('OMP_NUM_THREADS', 'unset')})" if runtime_available()
-            else f"PyTorch ({__import__('torch').get_num_threads()} thread(s); no ONNX Runtime)")
+            else f"PyTorch ({__import__('torch').get_num_threads()} thread(s); ONNX Runtime absent or "
+            "GEOCOMPRESS_ONNX=0)")
     head = (f"CPU: {cpu}, {os.cpu_count()} cores; in-process calls (<= "
             f"{SMALL_JOB_TILES} tiles) and the warm codec time use {IN_PROCESS_TORCH_THREADS} torch "
             f"thread, the lazy view's read {view}; {a.repeat} round(s), medians")

@@ -154,9 +154,11 @@ def test_models_without_the_joint_structure_have_no_bundle():
         write_bundle(codec)
 
 
-def test_the_lazy_view_reads_without_torch_and_gives_float32_onnx_pixels(tmp_path):
-    """A reader's process: the first read of new weights writes the bundle (torch imported); from
-    then on open + read import no torch, and the pixels are `decompress --precision float32-onnx`'s."""
+def test_readers_decode_without_torch_and_agree(tmp_path):
+    """A reader's processes: the first read of new weights on a machine writes their bundle (torch
+    imported); from then on the lazy view and `decompress` (a window, the whole scene) import no
+    torch, and every reader gives the same pixels: the view's, `decompress`'s by default and
+    with `--precision float32-onnx`, a halo store's seams included."""
     from geocompress.cli import main
     from geocompress.scene import compress_scene
 
@@ -164,20 +166,31 @@ def test_the_lazy_view_reads_without_torch_and_gives_float32_onnx_pixels(tmp_pat
     store = tmp_path / "s.zarr"
     compress_scene(scene, store, arch="mgssnet", pretrained=False, model_config=dict(SMALL),
                    processes=False, progress=False, tile=64, halo=1)
-    code = ("import sys, numpy as np, xarray as xr; a = xr.open_dataset(sys.argv[1], "
-            "engine='geocompress')['band_data']; v = a[:, 20:140, 10:120].values; "
-            "np.save(sys.argv[2], v); print('torch' in sys.modules)")
+    view = ("import sys, numpy as np, xarray as xr; a = xr.open_dataset(sys.argv[1], "
+            "engine='geocompress')['band_data']; np.save(sys.argv[2], a[:, 20:140, 10:120].values); "
+            "print('torch' in sys.modules)")
+    cli = ("import sys; from geocompress.cli import main; rc = main(sys.argv[1:]); "
+           "print('torch' in sys.modules if rc == 0 else rc)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    seen = []
-    for k in range(2):
-        out = subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(store),
-                              str(tmp_path / f"v{k}.npy")], capture_output=True, text=True, env=env)
+    runs = [("v0", view, [str(store), str(tmp_path / "v0.npy")]),
+            ("v1", view, [str(store), str(tmp_path / "v1.npy")]),
+            ("w", cli, ["--quiet", "decompress", str(store), str(tmp_path / "w.tif"), "--window",
+                        "10", "20", "110", "120"]),
+            ("d", cli, ["--quiet", "decompress", str(store), str(tmp_path / "d.tif")])]
+    seen = {}
+    for name, code, args in runs:
+        out = subprocess.run([sys.executable, "-W", "ignore", "-c", code, *args],
+                             capture_output=True, text=True, env=env)
         assert out.returncode == 0, out.stderr[-2000:]
-        seen.append(out.stdout.strip())
-    assert seen == ["True", "False"], seen
+        seen[name] = out.stdout.strip().splitlines()[-1]
+    assert seen == {"v0": "True", "v1": "False", "w": "False", "d": "False"}, seen
     assert main(["--quiet", "decompress", str(store), str(tmp_path / "o.tif"), "--precision",
                  "float32-onnx"]) == 0
     with rasterio.open(tmp_path / "o.tif") as f:
-        ref = f.read()[:, 20:140, 10:120]
+        ref = f.read()
+    with rasterio.open(tmp_path / "d.tif") as f:
+        np.testing.assert_array_equal(f.read(), ref)
+    with rasterio.open(tmp_path / "w.tif") as f:
+        np.testing.assert_array_equal(f.read(), ref[:, 20:140, 10:120])
     for k in range(2):
-        np.testing.assert_array_equal(np.load(tmp_path / f"v{k}.npy"), ref)
+        np.testing.assert_array_equal(np.load(tmp_path / f"v{k}.npy"), ref[:, 20:140, 10:120])

@@ -22,7 +22,10 @@ Modes:
 * ``auto``: the fastest mode the device runs well: ``bfloat16`` where the CPU or GPU supports it,
   else ``float16`` on CUDA, else ``float32-onnx`` where ONNX Runtime is installed (and
   ``GEOCOMPRESS_ONNX`` is not ``0``), else ``float32``. Its measured PSNR against ``float64`` is in
-  ``catalogs/benchmarks.md`` (``benchmarks/codec_speed.py``).
+  ``catalogs/benchmarks.md`` (``benchmarks/codec_speed.py``). A store's readers (``decompress``,
+  the lazy view) resolve it on CPU to ``float32-onnx`` where ONNX Runtime is installed, whatever
+  the CPU, decoded without torch (:func:`geocompress.scene.workers.get_decoder`): every reader
+  of a store then gives the same pixels and none pays torch's start-up.
 
 The CPU's class (:func:`cpu_class`: ``AMX``, ``AVX-512``, ``AVX2`` or ``other``) is read from the
 CPU's flags; ``GEOCOMPRESS_CPU_CLASS`` (``amx``, ``avx512``, ``avx512-bf16``, ``avx2``, ``other``)

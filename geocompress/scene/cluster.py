@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator
 
@@ -160,7 +161,9 @@ IN_PROCESS_TORCH_THREADS = 1
 @contextlib.contextmanager
 def torch_threads_set(n: int) -> Iterator[None]:
     """Torch's intra-op threads set to ``n`` while the block runs, then restored (an in-process run
-    must not leave the caller's torch changed).
+    must not leave the caller's torch changed). A process without torch is left so: the callers
+    build their codec before the block (a compress run's model, a decompress run's decoder), so
+    a run whose decoder needs no torch (:mod:`geocompress.codec.numpy_decoder`) never imports it.
 
     Args:
         n: the thread count.
@@ -168,6 +171,9 @@ def torch_threads_set(n: int) -> Iterator[None]:
     Returns:
         A context manager.
     """
+    if "torch" not in sys.modules:
+        yield
+        return
     import torch
 
     before = torch.get_num_threads()

@@ -592,10 +592,10 @@ def _open_checked(store: PathLike, out: Path, region: Region, output: OutputSpec
     rows, cols = ts.grid.tiles_in_window(win)
     local = runs_in_process((rows.stop - rows.start) * (cols.stop - cols.start), cluster.scheduler,
                             cluster.workers, in_process=cluster.in_process)
-    from .workers import CodecSpec, build_codec, get_codec
+    from .workers import CodecSpec, build_codec, get_decoder
 
-    # fail early on wrong weights; in this process the codec built is the one the tasks use
-    (get_codec if local else build_codec)(CodecSpec(**{**spec.to_dict(), "device": "cpu"}))
+    # fail early on wrong weights; in this process the decoder built is the one the tasks use
+    (get_decoder if local else build_codec)(CodecSpec(**{**spec.to_dict(), "device": "cpu"}))
     return _Decode(store, out, ts, output, picks, win, spec, cluster, local)
 
 

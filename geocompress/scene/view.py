@@ -16,7 +16,6 @@ import numpy as np
 import rioxarray  # noqa: F401 - registers the .rio accessor
 import xarray as xr
 
-from ..codec.numpy_decoder import runtime_available
 from ..store import StoreError, TileStore
 from .mosaic import decode_region, store_spec
 
@@ -37,11 +36,9 @@ def open_dataarray(store: PathLike, chunk_tiles: int = 1, checkpoint: str | None
         store: the store's folder.
         chunk_tiles: tiles per chunk side.
         checkpoint: the weights the store was written with, if not shipped.
-        precision: the transforms' mode (any mode decodes any store). ``auto`` is
-            ``float32-onnx`` where ONNX Runtime is installed (``GEOCOMPRESS_ONNX`` not ``0``),
-            decoded without torch (:mod:`geocompress.codec.numpy_decoder`; the first read of
-            new weights on a machine caches their decoder): the pixels of ``decompress
-            --precision float32-onnx``, a level off bfloat16's here and there.
+        precision: the transforms' mode (any mode decodes any store); ``auto`` decodes as
+            ``decompress`` does: without torch where ONNX Runtime is installed
+            (:func:`~geocompress.scene.workers.get_decoder`).
         allow_incomplete: open a store whose compress run did not finish; its missing tiles read
             as the fill value (the view has no mask: prefer ``decompress_scene`` for such a store).
 
@@ -80,8 +77,6 @@ def open_dataarray(store: PathLike, chunk_tiles: int = 1, checkpoint: str | None
         raise StoreError(f"{store} is incomplete (its compress run did not finish): rerun it, or "
                          f"pass allow_incomplete=True")
     meta, grid = ts.meta, ts.grid
-    if precision == "auto" and runtime_available():  # a reader's calls: no torch (issue 38)
-        precision = "float32-onnx"
     spec = store_spec(ts, checkpoint, precision=precision).to_dict()
     count, dtype = int(meta["count"]), np.dtype(meta["dtype"])
     step = grid.tile * chunk_tiles

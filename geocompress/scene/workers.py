@@ -10,7 +10,7 @@ the weights once per worker. Workers started with ``--resources GPU=1`` (or a Lo
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..store.masks import decode_mask, encode_mask  # noqa: F401 - the pipeline's names for them
@@ -155,10 +155,14 @@ def get_codec(spec: CodecSpec) -> TileCodec:
 
 
 def get_decoder(spec: CodecSpec) -> "TileDecoder":
-    """The decoder of ``spec`` for region reads, built once per process and kept: in precision
-    ``float32-onnx`` on CPU, the torch-free :class:`~geocompress.codec.numpy_decoder.NumpyDecoder`
-    (the same pixels as that mode in PyTorch; its bundle is written from the PyTorch codec the
-    first time the weights are read on this machine), else :func:`get_codec`'s codec.
+    """The decoder of ``spec`` for region reads (``decompress``, the lazy view), built once per
+    process and kept. On CPU, in precision ``auto`` or ``float32-onnx`` where ONNX Runtime is
+    installed (``GEOCOMPRESS_ONNX`` not ``0``): the torch-free
+    :class:`~geocompress.codec.numpy_decoder.NumpyDecoder` (PyTorch's ``float32-onnx`` pixels;
+    its bundle is written from the PyTorch codec the first time the weights are read on this
+    machine), so every reader of a store decodes the same pixels, without torch's start-up;
+    otherwise (a GPU worker, another precision, no ONNX Runtime, a model it cannot decode)
+    :func:`get_codec`'s codec.
 
     Args:
         spec: the codec the store was written with, and the precision to decode in.
@@ -171,29 +175,41 @@ def get_decoder(spec: CodecSpec) -> "TileDecoder":
     """
     from ..codec.numpy_decoder import load, runtime_available
 
-    if spec.precision != "float32-onnx" or spec.device not in (None, "cpu") or not runtime_available():
+    if (spec.precision not in ("auto", "float32-onnx") or (spec.device or worker_device()) != "cpu"
+            or not runtime_available()):
         return get_codec(spec)
     key = ("numpy", spec.digest)
     with _BUILD_LOCK:  # one thread loads (or writes) the bundle; the view's others wait for it
         with _LOCK:
             decoder = _CACHE.get(key)
         if decoder is None:
-            decoder = load(spec.digest, batch_size=spec.batch_size)
-            if decoder is None:  # no bundle yet: the model writes it once per machine
-                codec = get_codec(spec)
-                from ..codec.decoder_bundle import NoBundle, write_bundle
-
-                try:
-                    write_bundle(codec)
-                except (NoBundle, OSError):
-                    return codec
-                decoder = load(spec.digest, batch_size=spec.batch_size)
-                if decoder is None:
-                    return codec
+            decoder = load(spec.digest, batch_size=spec.batch_size) or _write_bundle(spec)
             with _LOCK:
                 _CACHE[key] = decoder
+    if decoder is False:  # no bundle for these weights: PyTorch, in the spec's precision
+        return get_codec(spec)
     decoder.batch_size = spec.batch_size
     return decoder
+
+
+def _write_bundle(spec: CodecSpec):
+    """The NumPy decoder of ``spec``'s weights, its bundle written from their PyTorch codec
+    first; False where none can be (a structure it does not decode, an unwritable cache)."""
+    import warnings
+
+    from ..codec.decoder_bundle import NoBundle, write_bundle
+    from ..codec.numpy_decoder import load
+
+    codec = get_codec(replace(spec, precision="float32-onnx"))
+    try:
+        write_bundle(codec)
+    except NoBundle:
+        return False
+    except OSError as e:
+        warnings.warn(f"the torch-free decoder of weights {spec.digest[:16]} could not be cached "
+                      f"({e}); decoding in PyTorch")
+        return False
+    return load(spec.digest, batch_size=spec.batch_size) or False
 
 
 def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
