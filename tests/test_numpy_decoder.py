@@ -148,6 +148,25 @@ def test_a_damaged_or_foreign_bundle_is_not_used_and_the_reader_rewrites_it():
         _CACHE.clear()
 
 
+def test_an_edited_manifest_or_another_configuration_is_not_used():
+    """The manifest steers the decoding (layer kinds, sizes, bounds): an edit that keeps the files'
+    checksums is refused; and the digest covers tensors only, so a bundle of the same tensors
+    under another configuration is not used for a store that names its own."""
+    import json
+
+    codec = load_codec("mgssnet", pretrained=False, precision="float32-onnx", **SMALL)
+    folder = write_bundle(codec)
+    good = (folder / "manifest.json").read_text()
+    m = json.loads(good)
+    leaky = max(k for k, layer in enumerate(m["entropy_parameters"]) if layer["kind"] == "leaky")
+    m["entropy_parameters"][leaky]["kind"] = "relu"
+    (folder / "manifest.json").write_text(json.dumps(m))
+    assert load(codec.digest) is None
+    (folder / "manifest.json").write_text(good)
+    assert load(codec.digest, config=codec.config) is not None
+    assert load(codec.digest, config={**codec.config, "heads": 3}) is None
+
+
 def test_models_without_the_joint_structure_have_no_bundle():
     codec = load_codec("mbt2018-mean", pretrained=False, precision="float32-onnx", **SMALL)
     with pytest.raises(NoBundle, match="joint"):

@@ -5,7 +5,7 @@ The bundle holds the exact networks' gridded weights (hyper decoder, context mod
 parameters), the CDF tables, the scale table and bound, the hyper latent's float64 medians and a
 variable-rate model's inverse log-gains (``entropy.npz``), and the synthesis' float32 ONNX graph
 (``g_s.onnx``, the graph the ``float32-onnx`` mode runs); the manifest names the weights (digest,
-architecture, configuration, quality) and checksums both files. It is written to a temporary
+architecture, configuration, quality) and checksums both files and itself. It is written to a temporary
 folder and renamed into place, so a reader sees a whole bundle or none.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .numpy_decoder import BUNDLE_VERSION, FILES, MANIFEST, bundle_dir
+from .numpy_decoder import BUNDLE_VERSION, FILES, MANIFEST, bundle_dir, manifest_digest
 from .precision import OnnxTransform
 
 
@@ -114,6 +114,8 @@ def bundle_files(codec) -> tuple[dict, dict[str, bytes]]:
         "torch": torch.__version__,
         "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
+    manifest = json.loads(json.dumps(manifest, sort_keys=True))  # as a reader will see it
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     assert set(files) == set(FILES)
     return manifest, files
 
@@ -134,7 +136,7 @@ def write_bundle(codec) -> Path:
     from .numpy_decoder import load
 
     folder = bundle_dir(codec.digest)
-    if load(codec.digest) is not None:
+    if load(codec.digest, config=codec.config) is not None:
         return folder
     manifest, files = bundle_files(codec)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +146,7 @@ def write_bundle(codec) -> Path:
     for name, data in files.items():
         (tmp / name).write_bytes(data)
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    if load(codec.digest) is not None:  # another process (a cluster's worker) wrote it meanwhile
+    if load(codec.digest, config=codec.config) is not None:  # another process wrote it meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
         return folder
     if folder.exists():  # a damaged or outdated bundle: replaced

@@ -189,6 +189,21 @@ def _conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: Sequence
     return y.reshape(bsz, ho, wo, o).transpose(0, 3, 1, 2)
 
 
+def manifest_digest(manifest: dict) -> str:
+    """The checksum a bundle's manifest carries of itself: SHA-256 of its canonical JSON without
+    that entry (the layer lists, sizes and bounds it holds steer the decoding as much as the
+    arrays do).
+
+    Args:
+        manifest: the manifest, with or without its ``manifest_sha256`` entry.
+
+    Returns:
+        The hex digest.
+    """
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 class BundleError(ValueError):
     """A decoder bundle that cannot be used (missing, damaged, for other weights, or of another
     bundle version): the caller decodes in PyTorch instead, and may write the bundle again."""
@@ -215,6 +230,9 @@ class NumpyDecoder(TileDecoder):
             manifest = json.loads((folder / MANIFEST).read_text())
         except (OSError, ValueError) as e:
             raise BundleError(f"{folder}: no readable decoder bundle ({e})") from None
+        if manifest.get("manifest_sha256") != manifest_digest(manifest):
+            raise BundleError(f"{folder}: its manifest does not match its checksum (damaged cache, "
+                              f"or written by another version)")
         if manifest.get("bundle_version") != BUNDLE_VERSION or manifest.get("kind") != "joint":
             raise BundleError(f"{folder}: bundle version {manifest.get('bundle_version')} / "
                               f"structure {manifest.get('kind')} is not one this reader decodes")
@@ -377,12 +395,15 @@ class NumpyDecoder(TileDecoder):
         return y_hat, again
 
 
-def load(digest: str, batch_size: int = 8) -> NumpyDecoder | None:
+def load(digest: str, batch_size: int = 8, config: dict | None = None) -> NumpyDecoder | None:
     """The decoder of the weights with ``digest``, where its bundle is cached, intact and for them.
 
     Args:
         digest: the weights' full hex digest.
         batch_size: tiles per synthesis batch.
+        config: the architecture's configuration the strings were written with (a store's
+            ``model`` record), if known: the digest covers the weights' tensors only, so a bundle
+            of another configuration (attention heads, ...) is not used for them.
 
     Returns:
         The decoder, or None (no ONNX Runtime, no bundle, or a bundle that fails its checks).
@@ -396,4 +417,9 @@ def load(digest: str, batch_size: int = 8) -> NumpyDecoder | None:
         decoder = NumpyDecoder(folder, batch_size=batch_size)
     except (BundleError, KeyError, ValueError, OSError):
         return None
-    return decoder if decoder.digest == digest else None
+    if decoder.digest != digest:
+        return None
+    wanted = json.loads(json.dumps(config or {}, sort_keys=True))  # as the manifest holds it
+    if any(decoder.config.get(k) != v for k, v in wanted.items()):
+        return None
+    return decoder

@@ -183,7 +183,8 @@ def get_decoder(spec: CodecSpec) -> "TileDecoder":
         with _LOCK:
             decoder = _CACHE.get(key)
         if decoder is None:
-            decoder = load(spec.digest, batch_size=spec.batch_size) or _write_bundle(spec)
+            decoder = (load(spec.digest, batch_size=spec.batch_size, config=spec.model_config)
+                       or _write_bundle(spec))
             with _LOCK:
                 _CACHE[key] = decoder
     if decoder is False:  # no bundle for these weights: PyTorch, in the spec's precision
@@ -209,7 +210,7 @@ def _write_bundle(spec: CodecSpec):
         warnings.warn(f"the torch-free decoder of weights {spec.digest[:16]} could not be cached "
                       f"({e}); decoding in PyTorch")
         return False
-    return load(spec.digest, batch_size=spec.batch_size) or False
+    return load(spec.digest, batch_size=spec.batch_size, config=spec.model_config) or False
 
 
 def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
