@@ -27,7 +27,10 @@ first use) preloaded: it makes the process's CPUID report no AVX-512 / AVX-VNNI 
 is the only way to make ONNX Runtime (``float32-onnx``, what ``auto`` picks there when it is
 installed) use its AVX2 kernels. Where the CPU has no CPUID faulting the run says so: PyTorch is
 still capped, ONNX Runtime is not. Goal on AVX2 (issue 38): <= 0.15 s per tile each way; a miss
-exits 1. Figures and the other options measured: ``catalogs/cpu_speed.md``.
+exits 1. ``read`` is what a store's readers (``decompress``, the lazy view) decode with in
+``auto`` on CPU where ONNX Runtime is installed: the torch-free NumPy decoder
+(:mod:`geocompress.codec.numpy_decoder`), whatever the CPU class. Figures and the other options
+measured: ``catalogs/cpu_speed.md``.
 """
 
 from __future__ import annotations
@@ -79,6 +82,21 @@ def cpu_model_and_ghz() -> tuple[str, float | None]:
                   if ln.startswith("model name")), "unknown CPU")
     mhz = [float(ln.split(":", 1)[1]) for ln in text.splitlines() if ln.startswith("cpu MHz")]
     return model, (max(mhz) / 1000 if mhz else None)
+
+
+def store_reader(codec, batch: int):
+    """The torch-free NumPy decoder of ``codec``'s weights (its bundle written to a temporary
+    cache), or None without ONNX Runtime."""
+    import tempfile
+
+    from geocompress.codec.numpy_decoder import NumpyDecoder, runtime_available
+
+    if not runtime_available():
+        return None
+    from geocompress.codec.decoder_bundle import write_bundle
+
+    os.environ["GEOCOMPRESS_CACHE"] = tempfile.mkdtemp(prefix="gc-cpu-speed-")
+    return NumpyDecoder(write_bundle(codec), batch_size=batch, threads=1)  # one core, as the rest
 
 
 def main() -> None:
@@ -135,6 +153,11 @@ def main() -> None:
             "g_a": lambda: codec.transforms(codec.model.g_a, x),
             "g_s": lambda: codec.transforms(codec.model.g_s, y_hat)}
     per = {"encode": n, "decode": n, "g_a": len(x), "g_s": len(x)}
+    reader = store_reader(codec, args.batch)
+    if reader is not None:  # what decompress and the lazy view decode with (auto, CPU)
+        reader.decode(strings[:2])
+        jobs["read"] = lambda: reader.decode(strings)
+        per["read"] = n
     cpu_s = {k: [] for k in jobs}
     wall_s = {k: [] for k in jobs}
     for _ in range(args.repeat):
@@ -172,9 +195,14 @@ def main() -> None:
         print(line)
     print(f"decode outside g_s (hyper decoder + autoregressive entropy decoding): "
           f"{med['decode'] - med['g_s']:.3f} s per tile ({1 - med['g_s'] / med['decode']:.0%})")
+    if "read" in jobs:
+        print("read: a store's readers (decompress, the lazy view) in 'auto' on CPU: the torch-free "
+              "NumPy decoder (float32-onnx synthesis)")
     ok = True
     if klass == "AVX2":
-        for k in ("encode", "decode"):
+        for k in ("encode", "decode", "read"):
+            if k not in med:
+                continue
             hit = med[k] <= AVX2_GOAL_S
             ok &= hit
             print(f"{k} on AVX2 ({mode}, 1 core): {med[k]:.3f} s per tile (goal <= {AVX2_GOAL_S}): "
