@@ -213,3 +213,23 @@ def test_readers_decode_without_torch_and_agree(tmp_path):
         np.testing.assert_array_equal(f.read(), ref[:, 20:140, 10:120])
     for k in range(2):
         np.testing.assert_array_equal(np.load(tmp_path / f"v{k}.npy"), ref[:, 20:140, 10:120])
+
+
+def test_a_cached_graph_that_is_not_the_synthesis_is_exported_again(tmp_path):
+    """A graph in the ONNX cache under the synthesis' key that does not compute it (damaged, or
+    left by something else) is neither bundled nor run: the bundle's graph is checked against the
+    PyTorch layers and exported afresh."""
+    from geocompress.codec.precision import OnnxTransform
+
+    codec = load_codec("mgssnet", pretrained=False, precision="float32-onnx", **SMALL)
+    runner = OnnxTransform(codec.model.g_a)
+    foreign = runner.graph()                                  # another network's graph
+    g_s = OnnxTransform(codec.model.g_s)
+    good = g_s.graph()
+    cached = [p for p in (tmp_path / "cache" / "onnx").iterdir() if p.read_bytes() == good]
+    assert len(cached) == 1
+    cached[0].write_bytes(foreign)                            # the synthesis' cache entry swapped
+    decoder = _pair(codec)
+    (s,) = codec.encode([natural_tile(64, 64, seed=2)])
+    np.testing.assert_array_equal(decoder.decode([s])[0], codec.decode([s])[0])
+    assert cached[0].read_bytes() == good

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .numpy_decoder import BUNDLE_VERSION, FILES, MANIFEST, bundle_dir, manifest_digest
-from .precision import OnnxTransform
+from .precision import OnnxTransform, float32_copy
 
 
 class NoBundle(ValueError):
@@ -61,6 +61,32 @@ def _layers(net, arrays: dict[str, np.ndarray], name: str, rows: bool = False) -
             raise NoBundle(f"{name}: no NumPy evaluation for {type(m).__name__}")
         out.append(spec)
     return out
+
+
+def _checked_graph(g_s: nn.Module, channels: int) -> bytes:
+    """The synthesis' ONNX graph (the cached one, else exported again), checked against PyTorch's
+    float32 layers on a small latent before a bundle trusts it.
+
+    Raises:
+        NoBundle: even a fresh export does not compute the layers (a model ONNX Runtime cannot
+            run as exported).
+    """
+    import onnxruntime as rt
+
+    runner = OnnxTransform(g_s)
+    x = torch.randn(1, channels, 3, 5, generator=torch.Generator().manual_seed(0)) * 3
+    with torch.no_grad():
+        want = float32_copy(runner.layers)(x).numpy()
+    for fresh in (False, True):
+        graph = runner.graph(fresh=fresh)
+        try:
+            got = rt.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(
+                None, {"x": x.numpy()})[0]
+        except Exception:  # noqa: BLE001 - any graph ONNX Runtime cannot run is not used
+            continue
+        if got.shape == want.shape and float(np.abs(got - want).max()) <= 1e-3:
+            return graph
+    raise NoBundle("the synthesis' ONNX graph does not reproduce its PyTorch layers")
 
 
 def bundle_files(codec) -> tuple[dict, dict[str, bytes]]:
@@ -102,7 +128,7 @@ def bundle_files(codec) -> tuple[dict, dict[str, bytes]]:
         arrays["log_inverse_gain"] = model.log_inverse_gain.detach().float().cpu().numpy()
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    files = {"entropy.npz": buf.getvalue(), "g_s.onnx": OnnxTransform(model.g_s).graph()}
+    files = {"entropy.npz": buf.getvalue(), "g_s.onnx": _checked_graph(model.g_s, int(model.M))}
     manifest = {
         "bundle_version": BUNDLE_VERSION, "arch": codec.arch, "digest": codec.digest,
         "quality": 0 if codec.variable_rate else codec.quality, "config": codec.config,

@@ -184,9 +184,13 @@ class OnnxTransform:
     def __getstate__(self) -> dict:  # a codec sent to another process opens its own session
         return {**self.__dict__, "session": None}
 
-    def graph(self) -> bytes:
+    def graph(self, fresh: bool = False) -> bytes:
         """The layers' float32 ONNX graph (dynamic batch, height and width), exported once per
         weights and cached.
+
+        Args:
+            fresh: export again (replacing the cached graph), e.g. when the cached one does not
+                take the input ``x`` (damaged, or written by something else).
 
         Returns:
             The serialized graph.
@@ -198,7 +202,7 @@ class OnnxTransform:
             h.update(v.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
         path = _onnx_cache() / f"{h.hexdigest()[:24]}.onnx"
         with _EXPORT_LOCK:  # torch's exporter is not thread-safe (a view decodes chunks in threads)
-            if path.exists():
+            if path.exists() and not fresh:
                 return path.read_bytes()
             return self._export(layers, path)
 
@@ -209,9 +213,10 @@ class OnnxTransform:
         cin = next(m for m in layers.modules()
                    if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))).in_channels
         example = torch.zeros(1, cin, 32, 32)
-        copy = _float32_copy(layers)
+        copy = float32_copy(layers)
         buf = io.BytesIO()
-        with warnings.catch_warnings():
+        # a caller's autocast would trace reduced-precision casts into a float32 graph
+        with warnings.catch_warnings(), torch.autocast(device_type="cpu", enabled=False):
             warnings.simplefilter("ignore")
             torch.onnx.export(copy, (example,), buf, dynamo=False, opset_version=ONNX_OPSET,
                               input_names=["x"], output_names=["y"],
@@ -234,7 +239,11 @@ class OnnxTransform:
         so.intra_op_num_threads = max(1, torch.get_num_threads())
         so.inter_op_num_threads = 1
         so.graph_optimization_level = rt.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return rt.InferenceSession(self.graph(), so, providers=["CPUExecutionProvider"])
+        session = rt.InferenceSession(self.graph(), so, providers=["CPUExecutionProvider"])
+        if [i.name for i in session.get_inputs()] != ["x"]:  # a cached graph that is not ours
+            session = rt.InferenceSession(self.graph(fresh=True), so,
+                                          providers=["CPUExecutionProvider"])
+        return session
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.session is None:
@@ -260,7 +269,16 @@ class OnnxTransform:
         return gains(table.detach().float().cpu().numpy(), np.broadcast_to(levels, (n,)))
 
 
-def _float32_copy(module: torch.nn.Module) -> torch.nn.Module:
+def float32_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A float32, contiguous, eval-mode copy of ``module`` (what ONNX graphs are exported from
+    and checked against), leaving the codec's own module as it is.
+
+    Args:
+        module: a transform.
+
+    Returns:
+        The copy.
+    """
     import copy
 
     return copy.deepcopy(module).to(dtype=torch.float32, memory_format=torch.contiguous_format).eval()
