@@ -233,3 +233,18 @@ def test_a_cached_graph_that_is_not_the_synthesis_is_exported_again(tmp_path):
     (s,) = codec.encode([natural_tile(64, 64, seed=2)])
     np.testing.assert_array_equal(decoder.decode([s])[0], codec.decode([s])[0])
     assert cached[0].read_bytes() == good
+
+
+def test_format_1_strings_of_the_shipped_weights_decode_alike():
+    """Raster-order strings (format 1, written by the shipped q1-q4 before the wavefront order)
+    decode to PyTorch's latents and float32-onnx pixels."""
+    from .test_precision import FIXTURE, _shipped
+
+    ref = np.load(FIXTURE)
+    codec = _shipped("float32-onnx")
+    decoder = _pair(codec)
+    strings = [ref["string3"].tobytes(), ref["string4"].tobytes()]
+    assert [decoder.header(s).version for s in strings] == [1, 1]
+    _same_latents(codec.decode_latents(strings)[1], decoder.decode_latents(strings)[1])
+    for a, b in zip(codec.decode(strings), decoder.decode(strings)):
+        np.testing.assert_array_equal(a, b)

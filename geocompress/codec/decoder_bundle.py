@@ -74,7 +74,7 @@ def _checked_graph(g_s: nn.Module, channels: int) -> bytes:
     import onnxruntime as rt
 
     runner = OnnxTransform(g_s)
-    x = torch.randn(1, channels, 3, 5, generator=torch.Generator().manual_seed(0)) * 3
+    x = torch.randn(1, channels, 3, 5, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = float32_copy(runner.layers)(x).numpy()
     for fresh in (False, True):
@@ -84,7 +84,8 @@ def _checked_graph(g_s: nn.Module, channels: int) -> bytes:
                 None, {"x": x.numpy()})[0]
         except Exception:  # noqa: BLE001 - any graph ONNX Runtime cannot run is not used
             continue
-        if got.shape == want.shape and float(np.abs(got - want).max()) <= 1e-3:
+        scale = max(1.0, float(np.abs(want).max()))  # an untrained or odd input's output can be large
+        if got.shape == want.shape and float(np.abs(got - want).max()) <= 1e-4 * scale:
             return graph
     raise NoBundle("the synthesis' ONNX graph does not reproduce its PyTorch layers")
 

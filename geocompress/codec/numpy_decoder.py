@@ -1,7 +1,8 @@
 """Tile strings decoded with NumPy and ONNX Runtime, without torch: the lazy view's reader.
 
 Opening a store and reading a window is a reader's everyday call; with PyTorch it pays torch's
-import (about a second) and a heavier interpreter exit (issue 38). This decoder needs neither:
+import and a heavier interpreter exit (issue 38; ``catalogs/benchmarks-startup.md``). This
+decoder needs neither:
 
 * the exact entropy path (hyper decoder, context model, entropy parameters) is fixed point carried
   by float64 (:mod:`.fixed_point`): NumPy's sums of grid values are exact in any order, so it
