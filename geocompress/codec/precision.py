@@ -50,7 +50,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .numpy_decoder import cache_root, gains
+from .numpy_decoder import cache_root, gains, runtime_available
 
 PRECISIONS = ("auto", "bfloat16", "float16", "float32", "float32-onnx", "float64")
 ONNX = "float32-onnx"
@@ -147,7 +147,7 @@ def onnx_available(ignore_env: bool = False) -> bool:
     Returns:
         True where the ``float32-onnx`` mode can run.
     """
-    if not ignore_env and os.environ.get("GEOCOMPRESS_ONNX", "1").strip() == "0":
+    if not ignore_env and not runtime_available():  # GEOCOMPRESS_ONNX=0, read in one place
         return False
     return _onnx_importable()
 
