@@ -312,8 +312,9 @@ def _add_compress(sub) -> argparse.ArgumentParser:
                    help="latent pixels of neighbour context, for mosaics without tile seams "
                         "(encoder: 16*K pixels of each neighbour; decoder: K latent pixels of "
                         "each neighbour's latent; a region still decodes to the crop of the "
-                        "whole). Default auto: 2 where the quality ships a halo prior, else 0 "
-                        "(tiles coded alone); a resumed store keeps its own. What it costs in "
+                        "whole). Default auto: 2 where the quality ships a halo prior (or a "
+                        "--checkpoint has one for its very weights beside it, <stem>-halo.pt), "
+                        "else 0 (tiles coded alone); a resumed store keeps its own. What it costs in "
                         "bits and gains in PSNR and seams: catalogs/halo.md, catalogs/seams.md")
     c.add_argument("--refine-steps", type=int, default=0, metavar="N",
                    help="refine each tile's latent with N gradient steps at encode time: more "

@@ -7,7 +7,9 @@ written atomically). What each file is and its curve: ``catalogs/models/wip/READ
     .venv/bin/python pipelines/export_wip.py runs/mgssnet-vr     # the variable-rate run
 
 A variable-rate run (``mgssnet-vr``) exports to ``mgssnet-vr.pt``; its RD curve at every level is
-measured by ``benchmarks/vr_rd.py``.
+measured by ``benchmarks/vr_rd.py``. A halo prior beside a file (``<stem>-halo.pt``) refits the
+weights replaced: it is removed (``--halo auto`` would not use it), and
+``pipelines/fit_halo_priors.py --checkpoint FILE`` fits the new weights' one.
 
 ``--measure`` also codes the test split through the real codec with each exported file (every
 byte counted) and reads JPEG 2000's PSNR on the same tiles at the same mean bpp (the RD point a
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from geocompress.codec.weights import checkpoint_halo_prior
 from geocompress.training.checkpoints import STATE, export_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
         entry = {"file": out.name, "digest": digest, "lambda": meta["lambda"], "config": state["config"],
                  "own_steps": meta["steps"], "total_steps": meta.get("total_steps"),
                  "wall_s": meta.get("wall_s"), "hardware": meta.get("hardware")}
+        prior = out.with_name(f"{out.stem}-halo.pt")
+        if prior.exists() and checkpoint_halo_prior(out) is None:  # it refits the replaced weights
+            prior.unlink()
+            print(f"removed {prior.name} (it refits the weights replaced): refit it with "
+                  f"`.venv/bin/python pipelines/fit_halo_priors.py --checkpoint {out}`", flush=True)
         if variable_rate:  # every level at once: benchmarks/vr_rd.py measures it
             entry["level_lambdas"] = meta.get("level_lambdas")
             results["vr"] = entry

@@ -223,3 +223,87 @@ def test_fitting_a_halo_prior_lowers_its_rate_and_leaves_the_transforms():
             assert torch.equal(v, before[k]), k
     with pytest.raises(ValueError, match="window"):
         windows(lat, 8, 1, np.random.default_rng(0), margin=2)
+
+
+def test_a_variable_rate_halo_prior_fits_every_level_and_travels_beside_its_checkpoint(tmp_path):
+    """A variable-rate checkpoint's halo prior (``<stem>-halo.pt`` beside it): fitted on gained
+    windows at levels over the whole scale, validated per level, picked by ``--halo auto`` only
+    while it refits those very weights, and a store written with it decodes by its digest."""
+    import torch
+
+    from geocompress.codec import load_codec
+    from geocompress.codec.weights import (checkpoint_halo_prior, load_with_delta,
+                                           save_checkpoint, save_prior_delta, state_digest,
+                                           untrained)
+    from geocompress.scene.halo import DEFAULT_HALO, resolve_halo
+    from geocompress.training.halo_prior import (PRIOR_PARTS, HaloPriorConfig, fit_halo_prior,
+                                                 gained, interior_latents, rate_bpp, windows)
+
+    from .conftest import SMALL
+
+    model = untrained("mgssnet-vr", **SMALL["mgssnet-vr"]).float().eval()
+    top = model.levels - 1
+    with torch.no_grad():  # gains spread as trained ones are (an untrained trunk's are not)
+        steps = torch.linspace(0.0, 6.0, model.levels)[:, None]
+        model.log_gain.copy_(steps.expand_as(model.log_gain))
+        model.log_inverse_gain.copy_(-steps.expand_as(model.log_inverse_gain))
+    tiles = np.stack([natural_tile(128, 128, seed=s) for s in range(3)])
+    lat = interior_latents(model, tiles)
+    model.set_rate(float(top))
+    with torch.no_grad():  # ungained: the model's analysis at a level is these times its gain
+        y = model.g_a(torch.from_numpy(tiles[:1].astype(np.float32) / 255))
+        torch.testing.assert_close(gained(model, lat[:1], torch.tensor([float(top)])), y)
+    probe = windows(lat, 4, 12, np.random.default_rng(3))
+    low = torch.zeros(len(probe))
+    with torch.no_grad():
+        r0 = float(rate_bpp(model, gained(model, probe, low)))
+    base = tmp_path / "vr.pt"
+    base_digest = save_checkpoint(model, base)
+    gains = model.log_gain.detach().clone()
+    cfg = HaloPriorConfig(steps=40, sizes=(4,), lr=1e-3, val_every=20, val_levels=(0, top))
+    hist = fit_halo_prior(model, lat, lat, cfg, log=lambda s: None)
+    assert [h["step"] for h in hist] == [0, 20, 40]
+    assert set(hist[0]) == {"step", "val_bpp_4_L0", f"val_bpp_4_L{top}"}
+    assert hist[0][f"val_bpp_4_L{top}"] > hist[0]["val_bpp_4_L0"]  # more level, more bits
+    with torch.no_grad():
+        assert float(rate_bpp(model, gained(model, probe, low))) < r0  # the low end learns too
+    assert torch.equal(model.log_gain, gains)  # the gains are the transforms', not the prior's
+    with pytest.raises(ValueError, match="refits"):
+        fit_halo_prior(model, lat, lat, HaloPriorConfig(steps=1, parts=("g_s.",), val_levels=(0,)),
+                       log=print)
+
+    assert resolve_halo("auto", "mgssnet-vr", None, False, str(base)) == 0  # no prior beside it
+    save_prior_delta(model, tmp_path / "vr-halo.pt", base_digest, PRIOR_PARTS)
+    assert checkpoint_halo_prior(base) == (tmp_path / "vr-halo.pt", base_digest)
+    assert resolve_halo("auto", "mgssnet-vr", None, False, str(base)) == DEFAULT_HALO
+    prior_digest = state_digest(load_with_delta(base, base_digest, tmp_path / "vr-halo.pt").state_dict())
+    assert load_codec(checkpoint=str(base), halo_prior=True).digest == prior_digest
+    assert load_codec(checkpoint=str(base)).digest == base_digest
+
+    data = natural_tile(128, 128, seed=21)
+    src = write_scene(tmp_path / "s.tif", data)
+    store = tmp_path / "vr.zarr"
+    kw = dict(processes=False, progress=False)
+    compress_scene(src, store, checkpoint=str(base), quality=1.5, tile=64, precision="float64", **kw)
+    assert store_info(store)["halo"] == DEFAULT_HALO
+    assert TileStore.open(store).codec_meta["weights_digest"] == prior_digest
+    out = decompress_scene(store, tmp_path / "o.tif", checkpoint=str(base),
+                           output=OutputSpec(cog=False), precision="float64", **kw)
+    with rasterio.open(out) as f:
+        assert f.read().shape == data.shape
+
+    # other weights beside an old prior: auto codes without a halo, the old store is refused
+    import shutil
+
+    from geocompress.codec import WeightsMismatchError
+
+    other = untrained("mgssnet-vr", **SMALL["mgssnet-vr"])
+    with torch.no_grad():
+        other.log_gain.add_(0.1)
+    save_checkpoint(other, tmp_path / "new.pt")
+    shutil.copy(tmp_path / "vr-halo.pt", tmp_path / "new-halo.pt")
+    assert checkpoint_halo_prior(tmp_path / "new.pt") is None
+    assert resolve_halo("auto", "mgssnet-vr", None, False, str(tmp_path / "new.pt")) == 0
+    with pytest.raises(WeightsMismatchError, match="checkpoint"):
+        decompress_scene(store, tmp_path / "o2.tif", checkpoint=str(tmp_path / "new.pt"),
+                         output=OutputSpec(cog=False), precision="float64", **kw)

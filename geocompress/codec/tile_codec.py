@@ -50,7 +50,7 @@ from .errors import CodecError
 from .format import TileHeader, TileString, check_ranges, pack, quantize_rate
 from .precision import Transforms, resolve_precision, weight_dtype
 from .refine import refine_latents
-from .weights import load_checkpoint, load_shipped, state_digest, untrained
+from .weights import load_checkpoint_for, load_shipped, state_digest, untrained
 
 REFINE_LR = 5e-3
 
@@ -355,9 +355,11 @@ def load_codec(choice: CodecChoice | str = "mgssnet", quality: float | None = No
             (default: the choice's; else the shipped middle quality, a checkpoint's own, or a
             variable-rate checkpoint's ``default_quality``, else level 4).
         halo_prior: the quality's entropy half refitted for halo-coded tiles, where one ships
-            (:func:`~geocompress.codec.weights.load_shipped`): stores written with halo coding
-            decode with it.
-        digest: a store's weights digest: picks whichever shipped weights of the quality have it.
+            (:func:`~geocompress.codec.weights.load_shipped`), or a checkpoint's where one lies
+            beside it (:func:`~geocompress.codec.weights.checkpoint_halo_prior`): stores written
+            with halo coding decode with it.
+        digest: a store's weights digest: picks whichever shipped weights of the quality (or
+            the checkpoint or its prior) have it.
         **options: :class:`~geocompress.codec.choice.CodecChoice` fields overriding the choice's
             (``checkpoint=``, ``precision=``, ``batch_size=``, ``refine_steps=``, ``device=``,
             ``pretrained=``, ``arch=``); anything else is architecture configuration for
@@ -383,7 +385,7 @@ def load_codec(choice: CodecChoice | str = "mgssnet", quality: float | None = No
     if quality is None:
         quality = choice.quality
     if choice.checkpoint is not None:
-        model = load_checkpoint(choice.checkpoint)
+        model = load_checkpoint_for(choice.checkpoint, halo_prior=halo_prior, digest=digest)
         meta = getattr(model, "meta", {})
         if hasattr(model, "set_rate"):
             q = float(quality if quality is not None else meta.get("default_quality", 4.0))

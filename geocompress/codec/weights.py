@@ -304,6 +304,65 @@ def shipped_halo_prior(arch: str, quality: int) -> tuple[Path, str] | None:
     return _weights_file(entry["file"]), entry["digest"]
 
 
+def checkpoint_halo_prior(path: str | Path) -> tuple[Path, str] | None:
+    """The halo prior of a weights file that is not shipped: ``<stem>-halo.pt`` beside it (a
+    variable-rate run's ``wip/mgssnet-vr.pt`` has ``wip/mgssnet-vr-halo.pt``), where one is
+    there and refits these very weights (a prior left from earlier weights does not count).
+
+    Args:
+        path: the checkpoint.
+
+    Returns:
+        ``(prior path, the checkpoint's digest)``, or None.
+
+    Raises:
+        WeightsError: the checkpoint is missing or damaged.
+    """
+    prior = Path(path).with_name(f"{Path(path).stem}-halo.pt")
+    if not prior.is_file():
+        return None
+    base_digest = state_digest(load_checkpoint(path).state_dict())
+    try:
+        with _damaged(prior, "prior file", "prior"):
+            refits = torch.load(prior, map_location="cpu", weights_only=True)["base_digest"]
+    except WeightsError:
+        return None  # load_checkpoint_for names it when a store needs it
+    return (prior, base_digest) if refits == base_digest else None
+
+
+def load_checkpoint_for(path: str | Path, halo_prior: bool = False,
+                        digest: str | None = None) -> torch.nn.Module:
+    """A checkpoint's weights, or with ``halo_prior`` its halo prior's where one lies beside it
+    (:func:`checkpoint_halo_prior`); ``digest`` (a store's) picks whichever of the two has it.
+
+    Args:
+        path: the checkpoint.
+        halo_prior: load the prior beside it where it refits these weights (else the base).
+        digest: the digest a store records: the base or the prior that has it is loaded.
+
+    Returns:
+        The model.
+
+    Raises:
+        WeightsError: a missing or damaged file (the caller compares the digest it gets with
+            the store's).
+    """
+    if digest is None and not halo_prior:
+        return load_checkpoint(path)
+    found = checkpoint_halo_prior(path)
+    if found is None:
+        return load_checkpoint(path)  # a store's digest is compared by the caller
+    prior, base_digest = found
+    if digest == base_digest:
+        return load_checkpoint(path, expected_digest=base_digest)
+    try:
+        return load_with_delta(path, base_digest, prior, expected_digest=digest)
+    except WeightsError:
+        if digest is None:
+            raise
+        return load_checkpoint(path)  # other weights than the store's: the caller says so
+
+
 def load_shipped(arch: str, quality: int | None, halo_prior: bool = False,
                  digest: str | None = None) -> tuple[torch.nn.Module, int]:
     """Shipped weights of ``arch`` at ``quality``: the base, or with ``halo_prior`` its halo

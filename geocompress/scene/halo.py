@@ -89,15 +89,15 @@ def resolve_halo(halo: int | str, arch: str, quality: int | None, pretrained: bo
     """The halo a compress run codes with.
 
     ``"auto"``: a store being resumed keeps its halo; otherwise :data:`DEFAULT_HALO` where the
-    shipped weights have a halo prior for the quality (without one a halo costs far more bits:
-    catalogs/halo.md, section 2), else 0.
+    shipped weights have a halo prior for the quality, or a checkpoint one for its very weights
+    beside it (without one a halo costs far more bits: catalogs/halo.md, section 2), else 0.
 
     Args:
         halo: latent pixels 0..255, or ``"auto"``.
         arch: the architecture.
         quality: the quality asked for (None: the shipped default).
         pretrained: shipped weights (False: fixed-seed, no prior).
-        checkpoint: a weights file (no shipped prior).
+        checkpoint: a weights file (its prior: ``<stem>-halo.pt`` beside it).
         stored: the halo of the store being resumed, if any.
 
     Returns:
@@ -116,10 +116,16 @@ def resolve_halo(halo: int | str, arch: str, quality: int | None, pretrained: bo
         return k
     if stored is not None:
         return int(stored)
-    if checkpoint is not None or not pretrained:
-        return 0
     from ..codec.errors import WeightsError
-    from ..codec.weights import shipped_halo_prior, shipped_path
+    from ..codec.weights import checkpoint_halo_prior, shipped_halo_prior, shipped_path
+
+    if checkpoint is not None:
+        try:
+            return DEFAULT_HALO if checkpoint_halo_prior(checkpoint) is not None else 0
+        except WeightsError:
+            return 0  # load_codec names the problem
+    if not pretrained:
+        return 0
 
     try:
         q = shipped_path(arch, quality)[1]

@@ -233,7 +233,8 @@ def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
     common = {"device": device, "precision": spec.precision, "batch_size": spec.batch_size,
               "refine_steps": spec.refine_steps}
     if spec.checkpoint:
-        codec = load_codec(checkpoint=spec.checkpoint, quality=spec.quality or None, **common)
+        codec = load_codec(checkpoint=spec.checkpoint, quality=spec.quality or None,
+                           digest=spec.digest, **common)
     elif spec.quality and spec.pretrained:
         codec = load_codec(spec.arch, quality=spec.quality, pretrained=True, digest=spec.digest,
                            **common)
