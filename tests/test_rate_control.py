@@ -124,6 +124,25 @@ def test_scene_at_a_target_bpp_records_it_and_resumes_at_the_same_level(checkpoi
     assert out.exists()
 
 
+def test_a_halo_coded_scene_is_searched_as_it_is_coded(checkpoint, tmp_path):
+    """A halo-coded tile costs other bytes than the same tile alone: the search codes its sample
+    with the halo (and each tile's context at the grid's edges), so its estimate is the scene's
+    bytes when the sample holds every tile."""
+    from geocompress.scene import compress_scene
+
+    data = natural_tile(128, 192, seed=6)
+    src = write_scene(tmp_path / "s.tif", data)
+    kw = dict(arch="mgssnet-vr", checkpoint=str(checkpoint), processes=False, progress=False,
+              tile=64, shard=2, halo=1, precision="float64")
+    probe = compress_scene(src, tmp_path / "probe.zarr", quality=4.0, **kw)
+    alone = compress_scene(src, tmp_path / "alone.zarr", quality=4.0, **{**kw, "halo": 0})
+    assert probe.bpp != alone.bpp
+    r = compress_scene(src, tmp_path / "s.zarr", rate=RateTarget(bpp=probe.bpp), **kw)
+    assert r.rate_control["sample_tiles"] == 6
+    assert r.rate_control["estimated_bpp"] == pytest.approx(r.bpp, rel=1e-3), (r.rate_control, r.bpp)
+    assert abs(r.bpp / probe.bpp - 1) < 0.05
+
+
 def test_cli_refuses_a_rate_target_it_cannot_meet_before_any_work(tmp_path, capsys):
     from geocompress.cli import main
 

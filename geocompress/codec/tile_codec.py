@@ -166,7 +166,8 @@ class TileCodec(TileDecoder):
 
     def encode_with_reconstruction(self, tiles: np.ndarray | Sequence[np.ndarray],
                                    bits: int | None = None,
-                                   ranges: Sequence[tuple[int, int]] | None = None
+                                   ranges: Sequence[tuple[int, int]] | None = None,
+                                   halo: int = 0, sides: Sequence[Sides] | None = None
                                    ) -> tuple[list[bytes], list[np.ndarray]]:
         """Strings plus the pixels the decoder will produce, computed on the encoder side from its
         own quantized latent (for tests and for measuring quality without a decode pass).
@@ -175,11 +176,14 @@ class TileCodec(TileDecoder):
             tiles: as :meth:`encode`.
             bits: as :meth:`encode`.
             ranges: as :meth:`encode`.
+            halo: as :meth:`encode`; the pixels are then the tile's from its own latent alone
+                (a halo decode also reads its neighbours' latents at the tile's edges).
+            sides: as :meth:`encode`.
 
         Returns:
-            The strings and, per tile, the decoded pixels the strings will give.
+            The strings and, per tile, the decoded pixels (the tile's own size) the strings give.
         """
-        return self._encode(tiles, bits, reconstruct=True, ranges=ranges)
+        return self._encode(tiles, bits, reconstruct=True, ranges=ranges, halo=halo, sides=sides)
 
     # -- the decoder's networks (TileDecoder's hooks) --------------------------------------
     def _entropy_decode(self, streams, y_size, order, canonical):

@@ -525,13 +525,17 @@ def _search_rate(job: _Job, used_bits: int, ranges: list[list[int]] | None) -> d
     """The level that meets the rate target, searched for on a sample of the scene's tiles
     (the codec is left at it)."""
     scene, grid, codec, rate = job.scene, job.grid, job.codec, job.rate
-    tiles_s, masks_s, frac = sample_tiles(scene, grid, job.tiling.tile_filter, rate.sample)
+    tiles_s, masks_s, frac, context = sample_tiles(scene, grid, job.tiling.tile_filter, rate.sample,
+                                                   halo=job.halo, stride=codec.latent_stride)
     clip = clip_ranges(ranges, used_bits, scene.count)
     tiles_s = [within_range(t, t, m, clip, (0, 0, 0, 0), codec.latent_stride)
                for t, m in zip(tiles_s, masks_s)]  # what encode_part codes
+    if context is not None:
+        context.pixels[:] = [within_range(p, t, m, clip, sd, codec.latent_stride)
+                             for p, t, m, sd in zip(context.pixels, tiles_s, masks_s, context.sides)]
     return {"sample": rate.sample, **choose_level(
         codec, tiles_s, masks_s, used_bits, rate,
-        Extent(frac, job.tiles, scene.width * scene.height), ranges).to_dict()}
+        Extent(frac, job.tiles, scene.width * scene.height), ranges, context).to_dict()}
 
 
 def _encode(job: _Job, client, ts: TileStore, created: bool, used_bits: int) -> tuple[int, int]:

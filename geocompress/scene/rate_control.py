@@ -112,10 +112,28 @@ class RateChoice:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
+@dataclass(frozen=True)
+class HaloContext:
+    """What the pipeline's encoder sees around each sample tile when the scene is coded with a
+    halo: a halo-coded tile costs other bytes than the same tile coded alone (its edge latents
+    are interior ones, coded with the halo prior), so the search codes the sample that way too.
+
+    Args:
+        halo: latent pixels of neighbour context.
+        pixels: per sample tile, the tile with its neighbours' pixels (``sides`` of them).
+        sides: per sample tile, latent pixels of context present (top, bottom, left, right).
+    """
+
+    halo: int
+    pixels: list
+    sides: list
+
+
 def sample_tiles(scene: SceneInfo, grid: TileGrid, tile_filter: TileFilter, n: int,
-                 probes: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+                 probes: int | None = None, halo: int = 0, stride: int = 16
+                 ) -> tuple[list[np.ndarray], list[np.ndarray], float, HaloContext | None]:
     """Up to ``n`` tiles the pipeline would code, spread over the grid, their validity masks,
-    and the fraction of probed cells that hold such a tile.
+    the fraction of probed cells that hold such a tile, and (``halo`` > 0) their context.
 
     Args:
         scene: the source.
@@ -123,14 +141,21 @@ def sample_tiles(scene: SceneInfo, grid: TileGrid, tile_filter: TileFilter, n: i
         tile_filter: the pipeline's filter (nodata / constant tiles are not coded).
         n: tiles wanted.
         probes: grid cells read at most (default ``4 n``), evenly spaced in raster order.
+        halo: latent pixels of neighbour context the scene is coded with (the store's edge rule:
+            none beyond the grid, :func:`~geocompress.scene.halo.grid_sides`).
+        stride: pixels per latent pixel of the codec.
 
     Returns:
-        (tiles as C x H x W arrays, validity masks as H x W, coded fraction of the probed cells).
+        (tiles as C x H x W arrays, validity masks as H x W, coded fraction of the probed cells,
+        the tiles' :class:`HaloContext` or None without a halo).
     """
+    from .halo import grid_sides
+
     cells = [(r, c) for r in range(grid.n_rows) for c in range(grid.n_cols)]
     probes = min(len(cells), probes or 4 * n)
     order = np.unique(np.linspace(0, len(cells) - 1, probes).round().astype(int))
     tiles, masks, coded = [], [], 0
+    context = HaloContext(halo, [], []) if halo else None
     with SceneReader(scene) as reader:
         for k in order:
             r, c = cells[int(k)]
@@ -144,7 +169,12 @@ def sample_tiles(scene: SceneInfo, grid: TileGrid, tile_filter: TileFilter, n: i
                 inside[: int(win.height), : int(win.width)] = True
                 tiles.append(pixels)
                 masks.append(valid & inside)
-    return tiles, masks, coded / max(len(order), 1)
+                if context is not None:
+                    sd = grid_sides(grid, r, c, halo)
+                    context.sides.append(sd)
+                    context.pixels.append(reader.read_context(grid, r, c, stride * halo,
+                                                              tuple(stride * v for v in sd)))
+    return tiles, masks, coded / max(len(order), 1), context
 
 
 @dataclass(frozen=True)
@@ -168,10 +198,16 @@ class Extent:
 
 
 def _measure(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: int, level: float,
-             scale: float, ranges=None) -> tuple[float, float]:
-    """(estimated scene bpp, sample PSNR) at ``level``."""
+             scale: float, ranges=None, halo: HaloContext | None = None) -> tuple[float, float]:
+    """(estimated scene bpp, sample PSNR) at ``level``; with a halo the tiles are coded as the
+    pipeline codes them (their reconstruction from their own latent: the decoder's use of the
+    neighbours' latents moves the PSNR by hundredths of a dB, catalogs/halo.md)."""
     codec.set_level(level)
-    strings, recon = codec.encode_with_reconstruction(tiles, bits=bits, ranges=ranges)
+    if halo is None:
+        strings, recon = codec.encode_with_reconstruction(tiles, bits=bits, ranges=ranges)
+    else:
+        strings, recon = codec.encode_with_reconstruction(halo.pixels, bits=bits, ranges=ranges,
+                                                          halo=halo.halo, sides=halo.sides)
     se, n = 0.0, 0
     for t, r, m in zip(tiles, recon, masks):
         d = (t.astype(np.float64) - r.astype(np.float64))[:, m]
@@ -184,7 +220,8 @@ def _measure(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: int,
 
 
 def choose_level(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: int,
-                 target: RateTarget, extent: Extent, ranges: list | None = None) -> RateChoice:
+                 target: RateTarget, extent: Extent, ranges: list | None = None,
+                 halo: HaloContext | None = None) -> RateChoice:
     """The level at which ``codec`` meets ``target`` on the sample (see the module docstring).
 
     Args:
@@ -195,6 +232,7 @@ def choose_level(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: 
         target: what was asked.
         extent: how the sample's bytes scale to the scene's bpp.
         ranges: the value ranges the scene is coded with (None: ``0 .. 2**bits - 1``).
+        halo: the sample's context where the scene is coded with a halo (its bytes differ).
 
     Returns:
         The choice and what the sample measured there.
@@ -211,8 +249,8 @@ def choose_level(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: 
     scale, coded_fraction = extent.scale, extent.coded_fraction
     col = 0 if target.kind == "bpp" else 1
     lo, hi = 0.0, float(codec.model.levels - 1)
-    f_lo = _measure(codec, tiles, masks, bits, lo, scale, ranges)
-    f_hi = _measure(codec, tiles, masks, bits, hi, scale, ranges)
+    f_lo = _measure(codec, tiles, masks, bits, lo, scale, ranges, halo)
+    f_hi = _measure(codec, tiles, masks, bits, hi, scale, ranges, halo)
     reach = (round(f_lo[col], 4), round(f_hi[col], 4))
     unit = "bpp" if col == 0 else "dB"
     if not f_lo[col] <= target.value <= f_hi[col]:
@@ -222,7 +260,7 @@ def choose_level(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: 
     it = 2
     while it < MAX_ITERATIONS and hi - lo > LEVEL_RESOLUTION:
         mid = round((lo + hi) / 2 / LEVEL_RESOLUTION) * LEVEL_RESOLUTION
-        f = _measure(codec, tiles, masks, bits, mid, scale, ranges)
+        f = _measure(codec, tiles, masks, bits, mid, scale, ranges, halo)
         it += 1
         if abs(f[col] - target.value) < abs(best[1][col] - target.value):
             best = (mid, f)
