@@ -36,6 +36,8 @@ sys.path[:0] = [str(REPO), str(REPO / "pipelines")]
 
 from train_vr import CONFIG, WIP, _config_of, is_earlier, widened_start  # noqa: E402
 
+from geocompress.codec.weights import drop_stale_halo_prior  # noqa: E402
+
 PACKS = [REPO / ".devpack" / "rs-v1-trainval.npz", REPO / ".devpack" / "rs-extra-v1-trainval.npz"]
 FREEZE: tuple[str, ...] = ()  # train_vr.py's default (every parameter trains)
 LR, LEVEL_BALANCE = 2e-5, 0.5  # train_vr.py's defaults
@@ -116,6 +118,10 @@ def adopt(folder: Path, wip: Path = WIP) -> None:
     if _config_of(src) != CONFIG:
         raise SystemExit(f"{src} is not this run's trunk {CONFIG}")
     shutil.copyfile(src, wip / f"{NAME}.pt")
+    prior = drop_stale_halo_prior(wip / f"{NAME}.pt")
+    if prior is not None:
+        print(f"removed {prior.name} (it refits the weights replaced): refit it with "
+              f"`.venv/bin/python pipelines/fit_halo_priors.py --checkpoint {wip / (NAME + '.pt')}`")
     record = wip / "wip.json"
     results = json.loads(record.read_text()) if record.exists() else {}
     results["vr"] = note["vr"]

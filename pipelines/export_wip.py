@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from geocompress.codec.weights import checkpoint_halo_prior
+from geocompress.codec.weights import drop_stale_halo_prior
 from geocompress.training.checkpoints import STATE, export_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,9 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         entry = {"file": out.name, "digest": digest, "lambda": meta["lambda"], "config": state["config"],
                  "own_steps": meta["steps"], "total_steps": meta.get("total_steps"),
                  "wall_s": meta.get("wall_s"), "hardware": meta.get("hardware")}
-        prior = out.with_name(f"{out.stem}-halo.pt")
-        if prior.exists() and checkpoint_halo_prior(out) is None:  # it refits the replaced weights
-            prior.unlink()
+        prior = drop_stale_halo_prior(out)
+        if prior is not None:
             print(f"removed {prior.name} (it refits the weights replaced): refit it with "
                   f"`.venv/bin/python pipelines/fit_halo_priors.py --checkpoint {out}`", flush=True)
         if variable_rate:  # every level at once: benchmarks/vr_rd.py measures it

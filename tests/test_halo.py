@@ -307,3 +307,8 @@ def test_a_variable_rate_halo_prior_fits_every_level_and_travels_beside_its_chec
     with pytest.raises(WeightsMismatchError, match="checkpoint"):
         decompress_scene(store, tmp_path / "o2.tif", checkpoint=str(tmp_path / "new.pt"),
                          output=OutputSpec(cog=False), precision="float64", **kw)
+    from geocompress.codec.weights import drop_stale_halo_prior
+
+    assert drop_stale_halo_prior(base) is None and (tmp_path / "vr-halo.pt").exists()
+    assert drop_stale_halo_prior(tmp_path / "new.pt") == tmp_path / "new-halo.pt"
+    assert not (tmp_path / "new-halo.pt").exists()

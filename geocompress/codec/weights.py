@@ -330,6 +330,23 @@ def checkpoint_halo_prior(path: str | Path) -> tuple[Path, str] | None:
     return (prior, base_digest) if refits == base_digest else None
 
 
+def drop_stale_halo_prior(path: str | Path) -> Path | None:
+    """Remove the halo prior beside a checkpoint whose weights were just replaced (it refits the
+    old ones: ``--halo auto`` would no longer use it, and no store of the new weights needs it).
+
+    Args:
+        path: the checkpoint, already replaced.
+
+    Returns:
+        The prior file removed, or None (none there, or it refits these weights).
+    """
+    prior = Path(path).with_name(f"{Path(path).stem}-halo.pt")
+    if not prior.exists() or checkpoint_halo_prior(path) is not None:
+        return None
+    prior.unlink()
+    return prior
+
+
 def load_checkpoint_for(path: str | Path, halo_prior: bool = False,
                         digest: str | None = None) -> torch.nn.Module:
     """A checkpoint's weights, or with ``halo_prior`` its halo prior's where one lies beside it
