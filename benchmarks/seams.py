@@ -1,6 +1,11 @@
 """Tile seams: how much a decoded scene shows its 256 x 256 grid, per halo, through the real pipeline.
 
     .venv/bin/python benchmarks/seams.py [--qualities 1 2 3 4] [--halos 0 1 2 4] [--scenes A.tif B.tif]
+    .venv/bin/python benchmarks/seams.py --checkpoint catalogs/models/wip/mgssnet-vr.pt --levels 1 4 7 10 --halos 0 2
+
+With ``--checkpoint`` the weights are that file's (a variable-rate model: ``--levels`` are its
+levels; halo > 0 codes with the prior beside it, ``<stem>-halo.pt``, where it refits those
+weights) and the table goes to ``catalogs/models/<stem>-seams.md`` (figure beside it).
 
 Seam ratio: the mean absolute error of the horizontal / vertical pixel step (decoded step minus
 source step) across tile borders, over the same at the latent-grid lines inside the tiles (every
@@ -56,15 +61,26 @@ def default_scenes() -> list[Path]:
     return [sample_path()] + ([naip] if naip.exists() else [])
 
 
-def run(scene: Path, halo: int, quality: int | None, tmp: Path) -> dict:
+def _weights(checkpoint: Path | None) -> dict:
+    """compress_scene's weights arguments: shipped MGSSNet, or a checkpoint's architecture."""
+    if checkpoint is None:
+        return {}
+    import torch
+
+    return {"arch": torch.load(checkpoint, map_location="cpu", weights_only=True)["arch"],
+            "checkpoint": str(checkpoint)}
+
+
+def run(scene: Path, halo: int, quality: float | None, tmp: Path, checkpoint: Path | None = None) -> dict:
     store = tmp / f"{scene.stem}-h{halo}.zarr"
     t = time.perf_counter()
-    compress_scene(scene, store, quality=quality, halo=halo, overwrite=True, progress=False)
+    compress_scene(scene, store, quality=quality, halo=halo, overwrite=True, progress=False,
+                   **_weights(checkpoint))
     t_enc = time.perf_counter() - t
     t = time.perf_counter()
     out = decompress_scene(store, tmp / f"{scene.stem}-h{halo}.tif", progress=False,
-                           output=OutputSpec(cog=False),
-                           overwrite=True)
+                           output=OutputSpec(cog=False), overwrite=True,
+                           checkpoint=str(checkpoint) if checkpoint else None)
     t_dec = time.perf_counter() - t
     with rasterio.open(scene) as a, rasterio.open(out) as b:
         x, y, valid = a.read().astype(np.float64), b.read().astype(np.float64), a.dataset_mask() > 0
@@ -74,12 +90,12 @@ def run(scene: Path, halo: int, quality: int | None, tmp: Path) -> dict:
             "seam": seam_ratio(x, y, valid), "encode_s": t_enc, "decode_s": t_dec, "pixels": y}
 
 
-def untiled(scene: Path, quality: int | None) -> dict:
+def untiled(scene: Path, quality: float | None, checkpoint: Path | None = None) -> dict:
     """The scene coded as one image, no tiles at all: the seam ratio its own content gives the
     border lines (the floor any tiling can reach), and its bpp / PSNR."""
     import geocompress
 
-    codec = geocompress.load_codec(quality=quality)
+    codec = geocompress.load_codec(quality=quality, checkpoint=str(checkpoint) if checkpoint else None)
     with rasterio.open(scene) as a:
         x, valid = a.read(), a.dataset_mask() > 0
     s = codec.encode(x[None])[0]
@@ -97,27 +113,35 @@ def main() -> None:
                     help="shipped qualities (default: the default quality)")
     ap.add_argument("--halos", type=int, nargs="+", default=[0, 1, 2, 4])
     ap.add_argument("--scenes", type=Path, nargs="+", default=default_scenes())
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="weights not shipped (a variable-rate run's: --levels)")
+    ap.add_argument("--levels", type=float, nargs="+", default=None,
+                    help="with --checkpoint: the variable-rate levels (default 1 4 7 10)")
     args = ap.parse_args()
+    ck = args.checkpoint
+    if ck is not None:
+        args.qualities = args.levels or [1.0, 4.0, 7.0, 10.0]
+    out = CATALOG / "models" / f"{ck.stem}-seams" if ck else CATALOG / "seams"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for qi, quality in enumerate(args.qualities):
             for scene in args.scenes:
-                res = [run(scene, h, quality, Path(tmp)) for h in args.halos]
+                res = [run(scene, h, quality, Path(tmp), ck) for h in args.halos]
                 base = res[0]
-                floor = untiled(scene, quality)
-                print(f"q{quality or 'default'} {scene.name}: coded whole (no tiles) {floor['bpp']:.4f} bpp, "
+                floor = untiled(scene, quality, ck)
+                print(f"q{'default' if quality is None else f'{quality:g}'} {scene.name}: coded whole (no tiles) {floor['bpp']:.4f} bpp, "
                       f"{floor['psnr']:.2f} dB, seam ratio of its own content {floor['seam']:.3f}", flush=True)
                 for r in res:
                     print(f"  halo {r['halo']}: {r['bpp']:.4f} bpp, {r['psnr']:.2f} dB, seam {r['seam']:.3f}, "
                           f"encode {r['encode_s']:.1f} s, decode {r['decode_s']:.1f} s", flush=True)
-                    rows.append({"quality": quality or "default", "scene": scene.name,
+                    rows.append({"quality": "default" if quality is None else quality, "scene": scene.name,
                                  "untiled_seam": floor["seam"],
                                  **{k: v for k, v in r.items() if k != "pixels"},
                                  "enc_x": r["encode_s"] / base["encode_s"],
                                  "dec_x": r["decode_s"] / base["decode_s"],
                                  "dpsnr": r["psnr"] - base["psnr"]})
                 if qi == 0:
-                    draw(scene, res)
+                    draw(scene, res, out.with_suffix(".png"))
     print(f"{'q':>3} {'scene':<36}{'halo':>5}{'bpp':>8}{'PSNR':>8}{'dPSNR':>7}{'seam':>7}{'untiled':>8}"
           f"{'enc x':>7}{'dec x':>7}")
     for r in rows:
@@ -133,11 +157,12 @@ def main() -> None:
         ok &= bool(good)
         print(f"q{quality}: halos meeting seam <= max(1.1, untiled), PSNR >= halo 0 and decode <= 1.5x "
               "on every scene: " + (", ".join(map(str, good)) if good else "none (FAIL)"))
-    write(rows)
+    write(rows, out.with_suffix(".md"), f"`{ck.relative_to(REPO) if ck.is_relative_to(REPO) else ck}`"
+          if ck else "shipped MGSSNet")
     sys.exit(0 if ok else 1)
 
 
-def draw(scene: Path, res: list[dict]) -> None:
+def draw(scene: Path, res: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,25 +182,26 @@ def draw(scene: Path, res: list[dict]) -> None:
         ax.axis("off")
     fig.suptitle(f"{scene.name}: a tile corner (tiles meet at the centre)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(CATALOG / "seams.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write(rows: list[dict]) -> None:
-    lines = ["# Tile seams by halo", "", "Generated by `benchmarks/seams.py` (shipped MGSSNet, real "
-             "pipeline, default precision; halo > 0 codes with the quality's halo prior where one "
-             "ships). Seam ratio: border step error over the step error at the latent-grid lines "
+def write(rows: list[dict], path: Path, weights: str) -> None:
+    halo_md = "halo.md" if path.parent == CATALOG else "../halo.md"
+    lines = ["# Tile seams by halo", "", f"Generated by `benchmarks/seams.py` ({weights}, real "
+             "pipeline, default precision; halo > 0 codes with the weights' halo prior where one "
+             "ships or lies beside the checkpoint). Seam ratio: border step error over the step error at the latent-grid lines "
              "inside tiles (1.0 = no seam); untiled: the same ratio for the scene coded whole, no tiles (what its own content "
              "gives the border lines). Times are ratios to halo 0 in the same run. Why and how "
-             "the halo works: [halo.md](halo.md).", "",
+             f"the halo works: [halo.md]({halo_md}).", "",
              "| quality | scene | halo | bpp | PSNR (dB) | vs halo 0 (dB) | seam ratio | untiled seam | encode x | decode x |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['quality']} | {r['scene']} | {r['halo']} | {r['bpp']:.4f} | {r['psnr']:.2f} | "
                      f"{r['dpsnr']:+.2f} | {r['seam']:.3f} | {r['untiled_seam']:.3f} | "
                      f"{r['enc_x']:.2f} | {r['dec_x']:.2f} |")
-    lines += ["", "![the same tile corner decoded with each halo](seams.png)", ""]
-    (CATALOG / "seams.md").write_text("\n".join(lines))
+    lines += ["", f"![the same tile corner decoded with each halo]({path.with_suffix('.png').name})", ""]
+    path.write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
