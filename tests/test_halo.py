@@ -312,3 +312,6 @@ def test_a_variable_rate_halo_prior_fits_every_level_and_travels_beside_its_chec
     assert drop_stale_halo_prior(base) is None and (tmp_path / "vr-halo.pt").exists()
     assert drop_stale_halo_prior(tmp_path / "new.pt") == tmp_path / "new-halo.pt"
     assert not (tmp_path / "new-halo.pt").exists()
+    (tmp_path / "new-halo.pt").write_bytes(b"not a prior")  # damaged: said, and not used
+    with pytest.warns(UserWarning, match="damaged"):
+        assert resolve_halo("auto", "mgssnet-vr", None, False, str(tmp_path / "new.pt")) == 0

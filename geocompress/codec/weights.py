@@ -16,6 +16,7 @@ before that rule (and training states warm-started from them) hold those zeros;
 from __future__ import annotations
 
 import hashlib
+import warnings
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -325,8 +326,10 @@ def checkpoint_halo_prior(path: str | Path) -> tuple[Path, str] | None:
     try:
         with _damaged(prior, "prior file", "prior"):
             refits = torch.load(prior, map_location="cpu", weights_only=True)["base_digest"]
-    except WeightsError:
-        return None  # load_checkpoint_for names it when a store needs it
+    except WeightsError as e:  # coding goes on without it; a store written with it cannot decode
+        warnings.warn(f"{e}: ignored (refit it: pipelines/fit_halo_priors.py --checkpoint {path})",
+                      stacklevel=2)
+        return None
     return (prior, base_digest) if refits == base_digest else None
 
 
