@@ -127,10 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                         "level), written beside them as <stem>-halo.pt")
     p.add_argument("--tiles", type=int, default=200, help="train tiles per dataset (each also transposed)")
     p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--parts", choices=sorted(PARTS), default="all",
-                   help="the tensors refitted: all of the entropy half, or 'small' (h_a, entropy "
-                        "parameters, factorized prior: a few MB where h_s and the context model "
-                        "are most of a wide model's size; catalogs/halo.md)")
+    p.add_argument("--parts", choices=sorted(PARTS), default=None,
+                   help="the tensors refitted: all of the entropy half (default for the shipped "
+                        "qualities), or 'small' (default with --checkpoint: h_a, entropy "
+                        "parameters, factorized prior, a few MB where h_s and the context model "
+                        "are most of a wide model's size, refitted with every wip commit; "
+                        "catalogs/halo.md, section 5)")
     p.add_argument("--dataset", type=Path, nargs="+", default=None,
                    help="tile datasets (default: geocompress-rs-v1; with --checkpoint also the "
                         "extra scenes' set, as the variable-rate run trains)")
@@ -147,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{a.checkpoint} not found", file=sys.stderr)
         return 2
     torch.set_num_threads(a.threads)
-    cfg = HaloPriorConfig(steps=a.steps, val_every=max(1, a.steps // 6), parts=PARTS[a.parts])
+    parts = PARTS[a.parts or ("small" if a.checkpoint is not None else "all")]
+    cfg = HaloPriorConfig(steps=a.steps, val_every=max(1, a.steps // 6), parts=parts)
     if a.checkpoint is not None:
         entry = fit_checkpoint(a.checkpoint, a.tiles, cfg, datasets)
         print(f"{a.checkpoint.stem}: prior {entry['file']} ({entry['bytes'] / 1e6:.1f} MB) "

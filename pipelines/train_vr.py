@@ -3,7 +3,7 @@
     .venv/bin/python pipelines/build_dataset.py && .venv/bin/python pipelines/build_dataset.py --set extra
     nohup .venv/bin/python pipelines/train_vr.py [--threads 2] [--hours H] > runs/mgssnet-vr.log 2>&1 &
     .venv/bin/python pipelines/export_wip.py runs/mgssnet-vr      # before the session ends
-    .venv/bin/python pipelines/fit_halo_priors.py --checkpoint catalogs/models/wip/mgssnet-vr.pt --parts small
+    .venv/bin/python pipelines/fit_halo_priors.py --checkpoint catalogs/models/wip/mgssnet-vr.pt
     .venv/bin/python benchmarks/vr_rd.py --threads 1              # its measured curve
 
 Resumes ``runs/mgssnet-vr/train_state.pt`` where it exists (same machine, Adam moments and all);
