@@ -200,8 +200,8 @@ class Extent:
 def _measure(codec, tiles: list[np.ndarray], masks: list[np.ndarray], bits: int, level: float,
              scale: float, ranges=None, halo: HaloContext | None = None) -> tuple[float, float]:
     """(estimated scene bpp, sample PSNR) at ``level``; with a halo the tiles are coded as the
-    pipeline codes them (their reconstruction from their own latent: the decoder's use of the
-    neighbours' latents moves the PSNR by hundredths of a dB, catalogs/halo.md)."""
+    pipeline codes them, and drawn as a halo decode draws them
+    (:meth:`~geocompress.codec.tile_codec.TileCodec.encode_with_reconstruction`)."""
     codec.set_level(level)
     if halo is None:
         strings, recon = codec.encode_with_reconstruction(tiles, bits=bits, ranges=ranges)
