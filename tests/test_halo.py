@@ -307,6 +307,9 @@ def test_a_variable_rate_halo_prior_fits_every_level_and_travels_beside_its_chec
     with pytest.raises(WeightsMismatchError, match="checkpoint"):
         decompress_scene(store, tmp_path / "o2.tif", checkpoint=str(tmp_path / "new.pt"),
                          output=OutputSpec(cog=False), precision="float64", **kw)
+    with pytest.warns(UserWarning, match="no halo prior"):  # asked for: coded, and said
+        compress_scene(src, tmp_path / "h1.zarr", checkpoint=str(tmp_path / "new.pt"), halo=1,
+                       quality=1.5, tile=64, **kw)
     from geocompress.codec.weights import drop_stale_halo_prior
 
     assert drop_stale_halo_prior(base) is None and (tmp_path / "vr-halo.pt").exists()

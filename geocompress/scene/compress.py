@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -465,9 +466,16 @@ def _prepare(source: PathLike | Sequence[PathLike], store: Path, choice: CodecCh
                     "of uint16 scenes" if high == 8 else
                     "give 8..16, the significant bits of its values, or 'auto'"))
     tiling = tiling.replace(tile_filter=tiling.tile_filter or TileFilter())
+    stored_halo = _stored_halo(store) if store.exists() and not overwrite else None
     halo = resolve_halo(tiling.halo, choice.arch, choice.quality, choice.pretrained,
-                        choice.checkpoint,
-                        stored=_stored_halo(store) if store.exists() and not overwrite else None)
+                        choice.checkpoint, stored=stored_halo)
+    if (halo and tiling.halo != "auto" and stored_halo is None
+            and (choice.pretrained or choice.checkpoint is not None)
+            and not resolve_halo("auto", choice.arch, choice.quality, choice.pretrained,
+                                 choice.checkpoint)):
+        warnings.warn(f"halo {halo} with weights that have no halo prior: their entropy model "
+                      f"mispredicts a halo tile's edges and it costs far more bits (+85 % measured, "
+                      f"catalogs/halo.md); fit one with pipelines/fit_halo_priors.py", stacklevel=3)
     # the codec built here (rate search, in-process tasks) loads with the codec's own batch
     # size; the tasks then run with the choice's (CodecSpec)
     codec = load_codec(choice.replace(batch_size=CodecChoice().batch_size), halo_prior=bool(halo))
