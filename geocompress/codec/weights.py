@@ -15,6 +15,7 @@ before that rule (and training states warm-started from them) hold those zeros;
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
 from contextlib import contextmanager
@@ -305,6 +306,18 @@ def shipped_halo_prior(arch: str, quality: int) -> tuple[Path, str] | None:
     return _weights_file(entry["file"]), entry["digest"]
 
 
+def _file_digest(path: Path) -> str:
+    """The digest of a checkpoint's weights, loaded once per file version in a process (a
+    compress run asks for it up to three times: the halo, the codec, its prior)."""
+    st = path.stat()
+    return _digest_of(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest_of(path: str, mtime_ns: int, size: int) -> str:
+    return state_digest(load_checkpoint(path).state_dict())
+
+
 def checkpoint_halo_prior(path: str | Path) -> tuple[Path, str] | None:
     """The halo prior of a weights file that is not shipped: ``<stem>-halo.pt`` beside it (a
     variable-rate run's ``wip/mgssnet-vr.pt`` has ``wip/mgssnet-vr-halo.pt``), where one is
@@ -322,7 +335,7 @@ def checkpoint_halo_prior(path: str | Path) -> tuple[Path, str] | None:
     prior = Path(path).with_name(f"{Path(path).stem}-halo.pt")
     if not prior.is_file():
         return None
-    base_digest = state_digest(load_checkpoint(path).state_dict())
+    base_digest = _file_digest(Path(path))
     try:
         with _damaged(prior, "prior file", "prior"):
             refits = torch.load(prior, map_location="cpu", weights_only=True)["base_digest"]
