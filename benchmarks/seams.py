@@ -62,7 +62,8 @@ def default_scenes() -> list[Path]:
 
 
 def _weights(checkpoint: Path | None) -> dict:
-    """compress_scene's weights arguments: shipped MGSSNet, or a checkpoint's architecture."""
+    """compress_scene's weights arguments: shipped MGSSNet, or a checkpoint's architecture (read
+    once: every run of the benchmark codes with them)."""
     if checkpoint is None:
         return {}
     import torch
@@ -71,16 +72,17 @@ def _weights(checkpoint: Path | None) -> dict:
             "checkpoint": str(checkpoint)}
 
 
-def run(scene: Path, halo: int, quality: float | None, tmp: Path, checkpoint: Path | None = None) -> dict:
+def run(scene: Path, halo: int, quality: float | None, tmp: Path, weights: dict | None = None) -> dict:
+    weights = weights or {}
     store = tmp / f"{scene.stem}-h{halo}.zarr"
     t = time.perf_counter()
     compress_scene(scene, store, quality=quality, halo=halo, overwrite=True, progress=False,
-                   **_weights(checkpoint))
+                   **weights)
     t_enc = time.perf_counter() - t
     t = time.perf_counter()
     out = decompress_scene(store, tmp / f"{scene.stem}-h{halo}.tif", progress=False,
                            output=OutputSpec(cog=False), overwrite=True,
-                           checkpoint=str(checkpoint) if checkpoint else None)
+                           checkpoint=weights.get("checkpoint"))
     t_dec = time.perf_counter() - t
     with rasterio.open(scene) as a, rasterio.open(out) as b:
         x, y, valid = a.read().astype(np.float64), b.read().astype(np.float64), a.dataset_mask() > 0
@@ -122,11 +124,12 @@ def main() -> None:
     if ck is not None:
         args.qualities = args.levels or [1.0, 4.0, 7.0, 10.0]
     out = CATALOG / "models" / f"{ck.stem}-seams" if ck else CATALOG / "seams"
+    weights = _weights(ck)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for qi, quality in enumerate(args.qualities):
             for scene in args.scenes:
-                res = [run(scene, h, quality, Path(tmp), ck) for h in args.halos]
+                res = [run(scene, h, quality, Path(tmp), weights) for h in args.halos]
                 base = res[0]
                 floor = untiled(scene, quality, ck)
                 print(f"q{'default' if quality is None else f'{quality:g}'} {scene.name}: coded whole (no tiles) {floor['bpp']:.4f} bpp, "
