@@ -234,6 +234,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="learning rate of a new run (a resumed run keeps its schedule); a trunk "
                         "trained to convergence fine-tunes at its last rate (q3 ended at 2e-5): at "
                         "1e-4 its transforms lost 0.1-0.3 dB in 2,000 steps (catalogs/models/mgssnet-vr.md)")
+    p.add_argument("--set-lr", type=float, default=None, metavar="LR",
+                   help="set the learning rate of a resumed run from here on (the plateau scheduler "
+                        "goes on from it); for an lr trial, on a copy of the run's state in its "
+                        "own --run folder")
     p.add_argument("--curve", action="store_true",
                    help="only write the learning-curve table into catalogs/models/mgssnet-vr.md")
     a = p.parse_args(argv)
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
               warmup_steps=200, val_every=a.val_every, val_limit=32, device=a.device,
               checkpoint_every_s=a.checkpoint_every_s, export=False, freeze=tuple(a.freeze),
               level_balance=a.level_balance, lr_multipliers=boost or None, lr_multipliers_until=until,
-              time_budget_s=a.hours * 3600 if a.hours else None,
+              time_budget_s=a.hours * 3600 if a.hours else None, lr_override=a.set_lr,
               dataset_name="geocompress-rs-v1+geocompress-rs-extra-v1*3")
     print(f"stopped at step {r.step}; last validation {r.val}")
 
