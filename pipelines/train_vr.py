@@ -238,6 +238,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="set the learning rate of a resumed run from here on (the plateau scheduler "
                         "goes on from it); for an lr trial, on a copy of the run's state in its "
                         "own --run folder")
+    p.add_argument("--ema", type=float, default=0.999, metavar="DECAY",
+                   help="decay of the run's weight average (geocompress.training.ema), validated "
+                        "beside the live weights and exported in their place (default 0.999, from "
+                        "the lineage's step 115,000; 0: none)")
     p.add_argument("--curve", action="store_true",
                    help="only write the learning-curve table into catalogs/models/mgssnet-vr.md")
     a = p.parse_args(argv)
@@ -260,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
               warmup_steps=200, val_every=a.val_every, val_limit=32, device=a.device,
               checkpoint_every_s=a.checkpoint_every_s, export=False, freeze=tuple(a.freeze),
               level_balance=a.level_balance, lr_multipliers=boost or None, lr_multipliers_until=until,
-              time_budget_s=a.hours * 3600 if a.hours else None, lr_override=a.set_lr,
+              time_budget_s=a.hours * 3600 if a.hours else None, lr_override=a.set_lr, ema=a.ema,
               dataset_name="geocompress-rs-v1+geocompress-rs-extra-v1*3")
     print(f"stopped at step {r.step}; last validation {r.val}")
 

@@ -485,3 +485,54 @@ def test_lr_multipliers_scale_each_entry_s_update_until_their_step(store: Path, 
     assert torch.equal(weight(late), weight(plain))
     with pytest.raises(ValueError, match="no parameter named"):
         _train(store, tmp_path / "typo", lr_multipliers={"g_a.99.weight": mult}, lr_multipliers_until=2, **kw)
+
+
+def test_weight_average_is_validated_resumed_exactly_and_exported(store: Path, tmp_path: Path) -> None:
+    """A run with a weight average logs its validation beside the live weights', resumes it
+    bit-exactly (also when resumed without naming it), and exports it instead of the live
+    weights, from the run's end and from its state alike."""
+    from geocompress.training.checkpoints import export_state
+
+    kw = dict(ema=0.5, steps=6, val_every=3)
+    full = _train(store, tmp_path / "full", **kw)
+    part = _train(store, tmp_path / "split", halt_after=2, **kw)
+    rest = _train(store, tmp_path / "split", steps=6, val_every=3)  # keeps its own average
+    assert part.losses + rest.losses == full.losses
+    a, b = (torch.load(r.state_path, map_location="cpu", weights_only=False) for r in (full, rest))
+    assert a["hparams"]["ema"] == b["hparams"]["ema"] == 0.5 and a["ema"]["updates"] == 6
+    name = "g_a.0.weight"
+    avg, live = a["ema"]["params"][name], a["model"][name]
+    assert torch.equal(avg, b["ema"]["params"][name]) and not torch.allclose(avg, live)
+    phases = [line.split(",")[2] for line in (tmp_path / "full" / "log.csv").read_text().splitlines()[1:]]
+    assert phases.count("ema") == phases.count("val") == 2
+    exported = torch.load(full.checkpoint, map_location="cpu", weights_only=False)
+    assert torch.equal(exported["state_dict"][name].float(), avg.half().float())
+    assert exported["meta"]["ema"] == {"decay": 0.5, "updates": 6}
+    _, meta, model = export_state(full.state_path, tmp_path / "from-state.pt", 1)
+    assert torch.equal(model.state_dict()[name], avg) and meta["ema"]["updates"] == 6
+    plain = _train(store, tmp_path / "plain", steps=2, val_every=100, export=False)
+    state = torch.load(plain.state_path, map_location="cpu", weights_only=False)
+    assert state["ema"] is None and state["hparams"]["ema"] == 0.0
+
+
+def test_weight_average_follows_its_decay_swaps_back_and_refuses_a_foreign_state() -> None:
+    from geocompress.training.ema import WeightAverage
+
+    m = torch.nn.Linear(3, 2)
+    w0 = m.weight.detach().clone()
+    ema = WeightAverage(m, 0.9)
+    with torch.no_grad():
+        m.weight.add_(1.0)
+    ema.update()
+    torch.testing.assert_close(ema.state_dict()["params"]["weight"], w0 + 0.1)
+    with pytest.raises(RuntimeError), ema.applied():
+        torch.testing.assert_close(m.weight.detach(), w0 + 0.1)
+        raise RuntimeError("validation failed")
+    torch.testing.assert_close(m.weight.detach(), w0 + 1.0)  # the live weights are back
+    resumed = WeightAverage(m, 0.99, ema.state_dict())
+    assert resumed.updates == 1 and torch.equal(resumed.avg[0], ema.avg[0])
+    with pytest.raises(ValueError, match="does not match"):
+        WeightAverage(torch.nn.Linear(3, 4), 0.9, ema.state_dict())
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="decay"):
+            WeightAverage(m, bad)

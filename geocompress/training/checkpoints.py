@@ -13,6 +13,7 @@ from geocompress.codec import restore_constants, save_checkpoint
 from geocompress.codec.compressai_adapter import logits_cumulative
 from geocompress.models import build
 
+from .ema import averaged_state
 from .lr_history import inherited, read_lr_segments
 
 STATE = "train_state.pt"
@@ -174,7 +175,8 @@ def settle_quantiles(model: torch.nn.Module, iters: int = 64) -> float:
 def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
                  quality: int) -> tuple[str, dict[str, Any], torch.nn.Module]:
     """fp16 inference checkpoint of a training state, with the catalog's facts in its ``meta``
-    (lambda, steps, wall time, hardware, data, recipe, lineage).
+    (lambda, steps, wall time, hardware, data, recipe, lineage): its weight average
+    (:mod:`.ema`) where the run keeps one, else its live weights.
 
     Why: a run stopped early (or trained elsewhere) is shipped from its state, without resuming.
 
@@ -190,7 +192,7 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
 
     state = torch.load(state_path, map_location="cpu", weights_only=False)
     model = build(state["arch"], **state["config"])
-    model.load_state_dict(restore_constants(model, state["model"]))
+    model.load_state_dict(restore_constants(model, averaged_state(state)))
     hp = state["hparams"]
     lineage = public_lineage(hp.get("warm_start"))
     meta = {"lambda": state["lmbda"], "lambda_scale": "compressai: bpp + lambda * 255^2 * MSE",
@@ -200,7 +202,9 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
             "batch": hp["batch"], "crop": hp["crop"], "lr": hp["lr"], "aux_lr": hp["aux_lr"],
             "best_val_loss": state["best_val"], "warm_start": lineage,
             "quantization": hp.get("quantization", "noise"), "stretch": hp.get("stretch", 0.0),
-            "lr_schedule": read_lr_segments(Path(state_path).parent / LOG)}
+            "lr_schedule": read_lr_segments(Path(state_path).parent / LOG),
+            "ema": ({"decay": state["ema"]["decay"], "updates": state["ema"]["updates"]}
+                    if state.get("ema") else None)}
     if hasattr(model, "set_rate"):  # one lambda per level, not one for the weights
         meta.update({"lambda": None, "lambda_paper_scale": None,
                      "level_lambdas": list(model.level_lambdas),

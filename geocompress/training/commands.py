@@ -168,6 +168,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                         "shuffled, so that the codec also learns false-colour and percentile-stretched "
                         "composites (geocompress.training.data.restretch). Default: a resumed run's "
                         "own, else 0")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep a moving average of the weights with this decay (0.999: about the "
+                        "last 1,000 steps), validated beside them and exported in their place: "
+                        "it smooths the scatter of small-batch steps (geocompress.training.ema). "
+                        "0: none. Default: a resumed run's own, else none")
     p.set_defaults(func=run_train)
     return p
 
@@ -219,7 +224,7 @@ def run_train(args: argparse.Namespace) -> int:
               warm_start=args.warm_start, seed=args.seed, val_every=args.val_every,
               val_limit=args.val_limit, checkpoint_every_s=args.checkpoint_every_s,
               threads=args.threads, quality=args.quality, quantization=args.quantization,
-              warmup_steps=args.warmup_steps, stretch=args.stretch, precision=args.precision,
+              warmup_steps=args.warmup_steps, stretch=args.stretch, precision=args.precision, ema=args.ema,
               time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60,
               dataset_name=names)
     print(json.dumps({"step": r.step, "total": r.total_steps, "finished": r.finished,

@@ -44,7 +44,9 @@ class TrainConfig:
     each level's share of the shared parameters (:class:`.loss.RateDistortionLoss`).
     ``lr_multipliers`` (parameter name -> a tensor of its shape) multiplies each entry's update by
     its factor until the run's own step ``lr_multipliers_until``: entries a widening added learn
-    faster than the trained ones around them. ``precision``, ``channels_last``: see
+    faster than the trained ones around them. ``ema`` keeps a moving average of the weights with
+    that decay (:mod:`.ema`), validated beside the live weights (``ema`` rows in the log) and
+    exported in their place; unset, a resumed run keeps its own, a new run has none. ``precision``, ``channels_last``: see
     :mod:`.trainer`.
     """
 
@@ -73,6 +75,7 @@ class TrainConfig:
     level_balance: float = 0.0             # variable-rate: weight each level's loss by its mean ** -p (loss.RateDistortionLoss)
     lr_multipliers: dict | None = None     # parameter name -> per-entry factor on its update
     lr_multipliers_until: int = 0          # ... applied while the run's own step is below this
+    ema: float | None = None               # weight-average decay (None: the resumed run's own, else none; 0: none)
     max_bad_steps: int = 25
     # lineage and resume
     resume: bool = True

@@ -49,7 +49,8 @@ class RunLog:
 
 
 def plot_log(rows: list[dict[str, Any]], out: Path, title: str) -> None:
-    """Draw loss, bpp and PSNR against step (train: moving average over 50 steps; val: points).
+    """Draw loss, bpp and PSNR against step (train: moving average over 50 steps; val and the
+    weight average's validation, if any: points).
 
     Args:
         rows: the log's rows.
@@ -63,7 +64,7 @@ def plot_log(rows: list[dict[str, Any]], out: Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, key in zip(axes, ("loss", "bpp", "psnr")):
-        for phase, style in (("train", "-"), ("val", "o-")):
+        for phase, style in (("train", "-"), ("val", "o-"), ("ema", "s--")):
             pts = [(int(r["step"]), float(r[key])) for r in rows if r["phase"] == phase and r[key] != ""]
             if not pts:
                 continue

@@ -25,6 +25,7 @@ curves: :mod:`.run_log`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -44,6 +45,7 @@ from .checkpoints import (EXPORT, LOG, STATE, export_checkpoint, lineage_totals,
                           public_lineage, warm_optimizers)
 from .config import TrainConfig
 from .data import EpochSampler, open_tiles
+from .ema import WeightAverage
 from .lr_history import lr_segments
 from .loss import RateDistortionLoss
 from .mixed_precision import autocast_dtype, prepare_layers
@@ -325,7 +327,8 @@ def _read_state(path: Path, arch: str, lmbda: float, resume: bool) -> dict[str, 
 
 
 def _own_modes(cfg: TrainConfig, state: dict[str, Any] | None) -> TrainConfig:
-    """``cfg`` with ``quantization`` and ``stretch`` resolved: unset, a resumed run keeps its own.
+    """``cfg`` with ``quantization``, ``stretch`` and ``ema`` resolved: unset, a resumed run keeps
+    its own.
 
     Raises:
         ValueError: an unknown quantization mode.
@@ -335,7 +338,8 @@ def _own_modes(cfg: TrainConfig, state: dict[str, Any] | None) -> TrainConfig:
     stretch = hparams.get("stretch", 0.0) if cfg.stretch is None else cfg.stretch
     if quantization not in MODES:
         raise ValueError(f"unknown quantization {quantization!r}; choose one of {MODES}")
-    return cfg.replace(quantization=quantization, stretch=stretch)
+    ema = (hparams.get("ema") or 0.0) if cfg.ema is None else cfg.ema
+    return cfg.replace(quantization=quantization, stretch=stretch, ema=float(ema))
 
 
 def _build_model(arch: str, config: dict[str, Any] | None, cfg: TrainConfig,
@@ -389,6 +393,8 @@ class _Run:
         self.aux_opt = torch.optim.Adam(aux_p, lr=cfg.aux_lr, fused=fused_adam(self.dev)) if aux_p else None
         self.cfg = cfg.replace(channels_last=channels_last)
         self.boost = self._boosted()
+        saved = state.get("ema") if state is not None else None
+        self.ema = WeightAverage(self.model, cfg.ema, saved) if cfg.ema else None
         self.sched = self._new_scheduler()
         self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.amp_dtype == torch.float16)
         self.crit = RateDistortionLoss(lmbda, balance=self.cfg.level_balance)
@@ -493,6 +499,8 @@ class _Run:
         norm = torch.nn.utils.clip_grad_norm_(self.main_p, cfg.clip if cfg.clip else math.inf)
         self._apply(bool(torch.isfinite(parts["loss"]) and torch.isfinite(norm)))
         aux = self._aux_step()
+        if self.ema is not None:
+            self.ema.update()
         self.step += 1
         p = {k: float(v.detach()) for k, v in parts.items()}
         self.losses.append(p["loss"])
@@ -545,7 +553,9 @@ class _Run:
 
     def validate(self, epoch: int) -> None:
         """Validate, step the plateau scheduler, log (``val@qN`` rows per level of a
-        variable-rate model, then ``val``) and redraw the curves."""
+        variable-rate model, then ``val``; the same as ``ema@qN`` / ``ema`` for the weight
+        average, if the run keeps one) and redraw the curves. The scheduler follows the live
+        weights: they are what the learning rate moves."""
         cfg = self.cfg
         self.last_val = evaluate(self.model, self.val_ds, self.lmbda, self.dev, cfg.batch,
                                  cfg.channels_last, cfg.quantization)
@@ -554,6 +564,13 @@ class _Run:
         for q, v in self.last_val.pop("levels", {}).items():
             self._log_val(epoch, f"val@q{q}", v)
         self._log_val(epoch, "val", self.last_val)
+        if self.ema is not None:
+            with self.ema.applied():
+                averaged = evaluate(self.model, self.val_ds, self.lmbda, self.dev, cfg.batch,
+                                    cfg.channels_last, cfg.quantization)
+            for q, v in averaged.pop("levels", {}).items():
+                self._log_val(epoch, f"ema@q{q}", v)
+            self._log_val(epoch, "ema", averaged)
         plot_log(self.log.rows, self.out / PLOT, self.title)
 
     def _log_val(self, epoch: int, phase: str, figures: dict[str, float]) -> None:
@@ -577,6 +594,7 @@ class _Run:
                      "opt": self.opt.state_dict(),
                      "aux_opt": self.aux_opt.state_dict() if self.aux_opt else None,
                      "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng,
+                     "ema": self.ema.state_dict() if self.ema is not None else None,
                      "wall_s": self.wall(), "best_val": self.best, "quality": cfg.quality,
                      "hparams": {"batch": cfg.batch, "crop": cfg.crop, "lr": cfg.lr, "aux_lr": cfg.aux_lr,
                                  "seed": cfg.seed, "dataset": str(self.dataset),
@@ -585,7 +603,7 @@ class _Run:
                                  "warmup": self.warmup, "stretch": cfg.stretch,
                                  "freeze": list(cfg.freeze), "level_balance": cfg.level_balance,
                                  "lr_multipliers": sorted(cfg.lr_multipliers or {}),
-                                 "lr_multipliers_until": cfg.lr_multipliers_until}},
+                                 "lr_multipliers_until": cfg.lr_multipliers_until, "ema": cfg.ema}},
                     self.state_path)
 
     def finish(self) -> TrainResult:
@@ -594,15 +612,21 @@ class _Run:
         plot_log(self.log.rows, self.out / PLOT, self.title)
         result = TrainResult(self.step, self.total, self.step >= self.total, self.losses,
                              self.last_val, self.state_path)
-        if result.finished and cfg.export:
+        if result.finished and cfg.export:  # the weight average, where the run keeps one
             result.checkpoint = self.out / EXPORT
             total_steps, total_wall = lineage_totals(self.step, self.wall(), self.lineage)
-            result.digest = export_checkpoint(self.model, result.checkpoint, {
+            with self.ema.applied() if self.ema is not None else contextlib.nullcontext():
+                result.digest = self._export(result.checkpoint, total_steps, total_wall)
+        return result
+
+    def _export(self, path: Path, total_steps: int, total_wall: float) -> str:
+        cfg = self.cfg
+        return export_checkpoint(self.model, path, {
                 "lambda": float(self.lmbda), "steps": self.step, "wall_s": round(self.wall(), 1),
                 "hardware": hardware(self.dev), "dataset": cfg.dataset_name or str(self.dataset),
                 "quality": int(cfg.quality or 0), "batch": cfg.batch, "crop": cfg.crop,
                 "lr": cfg.lr, "aux_lr": cfg.aux_lr, "quantization": cfg.quantization,
                 "stretch": cfg.stretch, "val": self.last_val,
                 "lr_schedule": lr_segments(self.log.rows), "warm_start": public_lineage(self.lineage),
-                "total_steps": total_steps, "total_wall_s": round(total_wall, 1)})
-        return result
+                "total_steps": total_steps, "total_wall_s": round(total_wall, 1),
+                "ema": {"decay": self.ema.decay, "updates": self.ema.updates} if self.ema else None})
