@@ -8,7 +8,8 @@ On the device it warm-starts from the committed (or freshly exported, uncommitte
 travels) fp16 weights ``catalogs/models/wip/mgssnet-vr.pt`` (no Adam moments: lr ramped over 200
 steps, as ``train_vr.py`` does on a new machine), and trains with ``train_vr.py``'s recipe: its
 CONFIG, every level at its own lambda, ``mixed`` quantization, stretch 0.25, 128 x 128 crops, Adam
-lr 2e-5 with the plateau scheduler, every parameter training (``--freeze`` keeps some fixed),
+lr 2e-5 with the plateau scheduler, the weight average (decay ``EMA``) that the export carries,
+every parameter training (``--freeze`` keeps some fixed),
 validation every 1000 steps at the trainer's validation levels; the data are the device packs of the same two stores, the extra one three
 times (``device_train.sh prepare``). What differs on CUDA: the trainer's ``auto`` precision is
 bf16 autocast, and the batch is 32 (the GPU is idle at 8; ``--batch``). After ``--minutes`` (or
@@ -34,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "pipelines")]
 
-from train_vr import CONFIG, WIP, _config_of, is_earlier, widened_start  # noqa: E402
+from train_vr import CONFIG, EMA, WIP, _config_of, is_earlier, widened_start  # noqa: E402
 
 from geocompress.codec.weights import drop_stale_halo_prior  # noqa: E402
 
@@ -82,7 +83,7 @@ def train_and_export(a: argparse.Namespace) -> dict:
           flush=True)
     t = time.time()
     r = train(NAME, CONFIG, data, 0.0, a.run, steps=10 ** 7, crop=128, batch=batch, lr=LR,
-              level_balance=LEVEL_BALANCE,
+              level_balance=LEVEL_BALANCE, ema=EMA,
               quantization="mixed", stretch=0.25, threads=a.threads, warm_start=warm,
               warmup_steps=200, val_every=a.val_every, val_limit=32, device=str(dev),
               checkpoint_every_s=120.0, export=False, freeze=tuple(a.freeze),

@@ -39,6 +39,7 @@ FIRST = REPO / "geocompress" / "weights" / "mgssnet-q3.pt"  # the shipped ladder
 NARROW = {"N": 64, "M": 96, "reference_lambda": 0.009}      # q3's widths and lambda
 # transforms widened (session 22); latent widened and three levels added below (session 23)
 CONFIG = {**NARROW, "M": 192, "transform_N": 128, "levels": 12, "levels_below": 3}
+EMA = 0.999  # decay of the weight average the exports carry (--ema; since own step 37,180)
 
 
 def widened_start(src: Path, config: dict, out: Path) -> Path:
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="set the learning rate of a resumed run from here on (the plateau scheduler "
                         "goes on from it); for an lr trial, on a copy of the run's state in its "
                         "own --run folder")
-    p.add_argument("--ema", type=float, default=0.999, metavar="DECAY",
+    p.add_argument("--ema", type=float, default=EMA, metavar="DECAY",
                    help="decay of the run's weight average (geocompress.training.ema), validated "
                         "beside the live weights and exported in their place (default 0.999, from "
                         "own step 37,180, 116,244 in all; 0: none): at 2e-5 the live weights scatter "
