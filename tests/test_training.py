@@ -513,6 +513,8 @@ def test_weight_average_is_validated_resumed_exactly_and_exported(store: Path, t
     plain = _train(store, tmp_path / "plain", steps=2, val_every=100, export=False)
     state = torch.load(plain.state_path, map_location="cpu", weights_only=False)
     assert state["ema"] is None and state["hparams"]["ema"] == 0.0
+    with pytest.raises(ValueError, match="decay"):
+        _train(store, tmp_path / "absurd", ema=1.5, steps=1)
 
 
 def test_weight_average_follows_its_decay_swaps_back_and_refuses_a_foreign_state() -> None:

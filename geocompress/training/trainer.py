@@ -331,7 +331,7 @@ def _own_modes(cfg: TrainConfig, state: dict[str, Any] | None) -> TrainConfig:
     its own.
 
     Raises:
-        ValueError: an unknown quantization mode.
+        ValueError: an unknown quantization mode, or a weight-average decay outside (0, 1).
     """
     hparams = state["hparams"] if state is not None else {}
     quantization = cfg.quantization or hparams.get("quantization", "noise")
@@ -339,6 +339,8 @@ def _own_modes(cfg: TrainConfig, state: dict[str, Any] | None) -> TrainConfig:
     if quantization not in MODES:
         raise ValueError(f"unknown quantization {quantization!r}; choose one of {MODES}")
     ema = (hparams.get("ema") or 0.0) if cfg.ema is None else cfg.ema
+    if not (ema == 0.0 or 0.0 < ema < 1.0):
+        raise ValueError(f"ema (the weight average's decay) must be 0 (none) or in (0, 1), got {ema}")
     return cfg.replace(quantization=quantization, stretch=stretch, ema=float(ema))
 
 
