@@ -59,7 +59,7 @@ def entry(out: Path, digest: str, meta: dict, state: dict) -> dict:
     return {"file": out.name, "digest": digest, "lambda": meta["lambda"], "config": state["config"],
             "own_steps": meta["steps"], "total_steps": meta.get("total_steps"),
             "wall_s": meta.get("wall_s"), "hardware": meta.get("hardware"),
-            "level_lambdas": meta.get("level_lambdas")}
+            "level_lambdas": meta.get("level_lambdas"), "ema": meta.get("ema")}
 
 
 def train_and_export(a: argparse.Namespace) -> dict:

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{out.stat().st_size / 1e6:.1f} MB, digest {digest[:12]}", flush=True)
         entry = {"file": out.name, "digest": digest, "lambda": meta["lambda"], "config": state["config"],
                  "own_steps": meta["steps"], "total_steps": meta.get("total_steps"),
-                 "wall_s": meta.get("wall_s"), "hardware": meta.get("hardware")}
+                 "wall_s": meta.get("wall_s"), "hardware": meta.get("hardware"), "ema": meta.get("ema")}
         prior = drop_stale_halo_prior(out)
         if prior is not None:
             print(f"removed {prior.name} (it refits the weights replaced): refit it with "
