@@ -154,6 +154,14 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality", type=int, default=None, help="quality index recorded in the checkpoint")
+    _add_recipe_modes(p)
+    p.set_defaults(func=run_train)
+    return p
+
+
+def _add_recipe_modes(p: argparse.ArgumentParser) -> None:
+    """The options that change how the recipe trains rather than how long or on what: quantization,
+    precision, re-stretching and the weight average (a resumed run keeps its own where unset)."""
     p.add_argument("--quantization", choices=("noise", "mixed"), default=None,
                    help="noise: CompressAI's uniform noise; mixed: the decoder-side transforms see the "
                         "rounded latents the codec decodes (closes the gap between the estimated and "
@@ -173,8 +181,6 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                         "last 1,000 steps), validated beside them and exported in their place: "
                         "it smooths the scatter of small-batch steps (geocompress.training.ema). "
                         "0: none. Default: a resumed run's own, else none")
-    p.set_defaults(func=run_train)
-    return p
 
 
 def _value(v: str):
