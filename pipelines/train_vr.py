@@ -18,12 +18,12 @@ kill loses at most ``--checkpoint-every-s``.
 
 Recipe: every level of the model's scale (levels 0-11, lambdas 0.0001125 to 0.18) at its own
 lambda (stratified levels per batch), each level's loss weighted by its running mean ** -0.5
-(the level balance: ``--level-balance``), ``mixed`` quantization,
-stretch 0.25, batch 8 of 128 x 128 crops, Adam lr 2e-5 (where q3's own schedule ended) with the
-plateau scheduler, a moving average of the weights (decay 0.999, since own step 37,180: ``--ema``)
-that the exports carry, validation of both every 2000 steps (1000 before own step 38,300) at
-levels 0 / 3 / 7 / 11 on 32 + 12 val tiles; data: the train splits of ``geocompress-rs-v1`` and ``geocompress-rs-extra-v1`` (three times: the 10-60 m
-satellite imagery users compress most).
+(the level balance: ``--level-balance``), ``mixed`` quantization, stretch 0.25, batch 8 of
+128 x 128 crops, Adam lr 2e-5 (where q3's own schedule ended) with the plateau scheduler, a
+moving average of the weights (decay 0.999, since own step 37,180: ``--ema``) that the exports
+carry, validation of both every 2000 steps (1000 before own step 38,300) at levels 0 / 3 / 7 /
+11 on 32 + 12 val tiles; data: the train splits of ``geocompress-rs-v1`` and
+``geocompress-rs-extra-v1`` (three times: the 10-60 m satellite imagery users compress most).
 """
 
 from __future__ import annotations

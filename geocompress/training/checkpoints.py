@@ -13,7 +13,7 @@ from geocompress.codec import restore_constants, save_checkpoint
 from geocompress.codec.compressai_adapter import logits_cumulative
 from geocompress.models import build
 
-from .ema import averaged_state
+from .ema import averaged_meta, averaged_state
 from .lr_history import inherited, read_lr_segments
 
 STATE = "train_state.pt"
@@ -203,8 +203,7 @@ def export_state(state_path: str | os.PathLike, out: str | os.PathLike,
             "best_val_loss": state["best_val"], "warm_start": lineage,
             "quantization": hp.get("quantization", "noise"), "stretch": hp.get("stretch", 0.0),
             "lr_schedule": read_lr_segments(Path(state_path).parent / LOG),
-            "ema": ({"decay": state["ema"]["decay"], "updates": state["ema"]["updates"]}
-                    if state.get("ema") else None)}
+            "ema": averaged_meta(state)}
     if hasattr(model, "set_rate"):  # one lambda per level, not one for the weights
         meta.update({"lambda": None, "lambda_paper_scale": None,
                      "level_lambdas": list(model.level_lambdas),

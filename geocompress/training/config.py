@@ -46,8 +46,8 @@ class TrainConfig:
     its factor until the run's own step ``lr_multipliers_until``: entries a widening added learn
     faster than the trained ones around them. ``ema`` keeps a moving average of the weights with
     that decay (:mod:`.ema`), validated beside the live weights (``ema`` rows in the log) and
-    exported in their place; unset, a resumed run keeps its own, a new run has none. ``precision``, ``channels_last``: see
-    :mod:`.trainer`.
+    exported in their place; unset, a resumed run keeps its own, a new run has none.
+    ``precision``, ``channels_last``: see :mod:`.trainer`.
     """
 
     # length: ``steps`` optimizer steps, else ``epochs`` passes over the train split (default 1)

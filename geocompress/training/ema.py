@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-__all__ = ["WeightAverage", "averaged_state"]
+__all__ = ["WeightAverage", "averaged_state", "averaged_meta"]
 
 
 def _floating(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
@@ -66,14 +66,17 @@ class WeightAverage:
     @torch.no_grad()
     def update(self) -> None:
         """Fold the model's present weights into the average (after each optimizer step)."""
-        self._update(self.avg, [p.detach() for p in self.live], self.updates)
+        self._update(self.avg, self.live, self.updates)
         self.updates += 1
 
+    def summary(self) -> dict[str, Any]:
+        """What a checkpoint's meta records of the average: ``decay`` and ``updates``."""
+        return {"decay": self.decay, "updates": self.updates}
+
     def state_dict(self) -> dict[str, Any]:
-        """What a training state stores: ``decay``, ``updates`` and the averaged ``params``
-        (by name, on the CPU)."""
-        return {"decay": self.decay, "updates": self.updates,
-                "params": {n: a.detach().cpu() for n, a in zip(self.names, self.avg)}}
+        """What a training state stores: the :meth:`summary` and the averaged ``params`` (by
+        name, on the CPU)."""
+        return {**self.summary(), "params": {n: a.detach().cpu() for n, a in zip(self.names, self.avg)}}
 
     @contextmanager
     def applied(self) -> Iterator[None]:
@@ -107,3 +110,16 @@ def averaged_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
         for n, a in ema["params"].items():
             weights[n] = a.to(weights[n].dtype)
     return weights
+
+
+def averaged_meta(state: dict[str, Any]) -> dict[str, Any] | None:
+    """A training state's :meth:`WeightAverage.summary` (``None`` where it keeps no average).
+
+    Args:
+        state: a ``train_state.pt`` as loaded.
+
+    Returns:
+        ``decay`` and ``updates``, or ``None``.
+    """
+    ema = state.get("ema")
+    return {k: v for k, v in ema.items() if k != "params"} if ema else None

@@ -331,7 +331,7 @@ def _own_modes(cfg: TrainConfig, state: dict[str, Any] | None) -> TrainConfig:
     its own.
 
     Raises:
-        ValueError: an unknown quantization mode, or a weight-average decay outside (0, 1).
+        ValueError: an unknown quantization mode.
     """
     hparams = state["hparams"] if state is not None else {}
     quantization = cfg.quantization or hparams.get("quantization", "noise")
@@ -339,8 +339,6 @@ def _own_modes(cfg: TrainConfig, state: dict[str, Any] | None) -> TrainConfig:
     if quantization not in MODES:
         raise ValueError(f"unknown quantization {quantization!r}; choose one of {MODES}")
     ema = (hparams.get("ema") or 0.0) if cfg.ema is None else cfg.ema
-    if not (ema == 0.0 or 0.0 < ema < 1.0):
-        raise ValueError(f"ema (the weight average's decay) must be 0 (none) or in (0, 1), got {ema}")
     return cfg.replace(quantization=quantization, stretch=stretch, ema=float(ema))
 
 
@@ -624,11 +622,11 @@ class _Run:
     def _export(self, path: Path, total_steps: int, total_wall: float) -> str:
         cfg = self.cfg
         return export_checkpoint(self.model, path, {
-                "lambda": float(self.lmbda), "steps": self.step, "wall_s": round(self.wall(), 1),
-                "hardware": hardware(self.dev), "dataset": cfg.dataset_name or str(self.dataset),
-                "quality": int(cfg.quality or 0), "batch": cfg.batch, "crop": cfg.crop,
-                "lr": cfg.lr, "aux_lr": cfg.aux_lr, "quantization": cfg.quantization,
-                "stretch": cfg.stretch, "val": self.last_val,
-                "lr_schedule": lr_segments(self.log.rows), "warm_start": public_lineage(self.lineage),
-                "total_steps": total_steps, "total_wall_s": round(total_wall, 1),
-                "ema": {"decay": self.ema.decay, "updates": self.ema.updates} if self.ema else None})
+            "lambda": float(self.lmbda), "steps": self.step, "wall_s": round(self.wall(), 1),
+            "hardware": hardware(self.dev), "dataset": cfg.dataset_name or str(self.dataset),
+            "quality": int(cfg.quality or 0), "batch": cfg.batch, "crop": cfg.crop,
+            "lr": cfg.lr, "aux_lr": cfg.aux_lr, "quantization": cfg.quantization,
+            "stretch": cfg.stretch, "val": self.last_val,
+            "lr_schedule": lr_segments(self.log.rows), "warm_start": public_lineage(self.lineage),
+            "total_steps": total_steps, "total_wall_s": round(total_wall, 1),
+            "ema": self.ema.summary() if self.ema is not None else None})
