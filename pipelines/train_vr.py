@@ -16,14 +16,15 @@ of an earlier trunk (an earlier session's wip file, or the shipped q3 on the ver
 are widened first (:func:`widened_start`). Why: ``catalogs/models/mgssnet-vr.md``. Ctrl-C or a
 kill loses at most ``--checkpoint-every-s``.
 
-Recipe: every level of the model's scale (levels 0-11, lambdas 0.0001125 to 0.18) at its own
+Recipe: every level of the model's scale (levels 0-13, lambdas 0.0001125 to 0.72; the top two
+since session 28, their gains at 10x lr for 5,000 steps: :data:`BOOST_ABOVE`) at its own
 lambda (stratified levels per batch), each level's loss weighted by its running mean ** -0.5
 (the level balance: ``--level-balance``), ``mixed`` quantization, stretch 0.25, batch 8 of
 128 x 128 crops, Adam lr 2e-5 (where q3's own schedule ended) with the plateau scheduler, a
 moving average of the weights (decay 0.999, since own step 37,180: ``--ema``) that the exports
-carry, validation of both every 2000 steps (1000 before own step 38,300) at levels 0 / 3 / 7 /
-11 on 32 + 12 val tiles; data: the train splits of ``geocompress-rs-v1`` and
-``geocompress-rs-extra-v1`` (three times: the 10-60 m satellite imagery users compress most).
+carry, validation of both every 2000 steps at levels 0 / 3 / 7 / 11 / 13 on 32 + 12 val tiles;
+data: the train splits of ``geocompress-rs-v1`` and ``geocompress-rs-extra-v1`` (three times:
+the 10-60 m satellite imagery users compress most).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ DATA = [str(REPO / "data" / "geocompress-rs-v1.zarr"), str(REPO / "data" / "geoc
 FIRST = REPO / "geocompress" / "weights" / "mgssnet-q3.pt"  # the shipped ladder's q3
 NARROW = {"N": 64, "M": 96, "reference_lambda": 0.009}      # q3's widths and lambda
 # transforms widened (session 22); latent widened and three levels added below (session 23)
-CONFIG = {**NARROW, "M": 192, "transform_N": 128, "levels": 12, "levels_below": 3}
+# two levels added above (session 28: lambdas 0.36 and 0.72, the rates of archives, >= 0.9 bpp)
+CONFIG = {**NARROW, "M": 192, "transform_N": 128, "levels": 14, "levels_below": 3}
+TABLE = 9  # levels of LEVEL_LAMBDAS (between those below and those above)
 EMA = 0.999  # decay of the weight average the exports carry (--ema; since own step 37,180)
 
 
@@ -48,7 +51,9 @@ def widened_start(src: Path, config: dict, out: Path) -> Path:
     (:func:`geocompress.training.widen.widen_transforms`), its latent to ``config["M"]``
     channels (:func:`~geocompress.training.widen.widen_latent`) and its scale to
     ``config["levels_below"]`` levels below level 0's lambda
-    (:func:`~geocompress.training.widen.add_levels_below`), where it has fewer; saved as a warm
+    (:func:`~geocompress.training.widen.add_levels_below`) and to ``config["levels"]`` levels in
+    all, those beyond the table at its top (:func:`~geocompress.training.widen.add_levels_above`),
+    where it has fewer; saved as a warm
     start that keeps the weights' lineage (steps, wall time, lr history).
 
     Args:
@@ -64,7 +69,7 @@ def widened_start(src: Path, config: dict, out: Path) -> Path:
 
     from geocompress.models import build
     from geocompress.training.checkpoints import load_weights
-    from geocompress.training.widen import add_levels_below, widen_latent, widen_transforms
+    from geocompress.training.widen import add_levels_above, add_levels_below, widen_latent, widen_transforms
 
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
     have = {k: v for k, v in ckpt["config"].items()
@@ -72,7 +77,7 @@ def widened_start(src: Path, config: dict, out: Path) -> Path:
     model = build("mgssnet-vr", **{**have, "N": NARROW["N"], "reference_lambda": NARROW["reference_lambda"]})
     load_weights(model, src)
     before = {"transform_N": model.config.get("transform_N", model.config["N"]), "M": model.config["M"],
-              "levels_below": model.levels_below}
+              "levels_below": model.levels_below, "levels": model.levels}
     width = int(config.get("transform_N") or config["N"])
     if before["transform_N"] < width:
         model = widen_transforms(model, width)
@@ -80,6 +85,8 @@ def widened_start(src: Path, config: dict, out: Path) -> Path:
         model = widen_latent(model, int(config["M"]))
     if before["levels_below"] < int(config.get("levels_below") or 0):
         model = add_levels_below(model, int(config["levels_below"]))
+    if model.levels < int(config["levels"]):
+        model = add_levels_above(model, int(config["levels"]) - model.levels_below - TABLE)
     cfg = dict(model.config)
     ckpt["arch"], ckpt["config"] = "mgssnet-vr", cfg
     ckpt["meta"] = {**ckpt.get("meta", {}), "arch": "mgssnet-vr", "config": cfg,
@@ -87,7 +94,7 @@ def widened_start(src: Path, config: dict, out: Path) -> Path:
     ckpt["state_dict"] = {k: v.float() if v.is_floating_point() else v
                           for k, v in model.state_dict().items()}
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"widened-{width}-m{cfg['M']}-b{model.levels_below}.pt"
+    path = out / f"widened-{width}-m{cfg['M']}-b{model.levels_below}-l{model.levels}.pt"
     torch.save(ckpt, path)
     return path
 
@@ -104,13 +111,16 @@ def _config_of(path: Path) -> dict:
 def is_earlier(config: dict) -> bool:
     """Whether ``config`` (as :func:`_config_of` gives it) is this run's trunk before a widening:
     the same hyper networks and reference lambda, transforms and latent no wider and no more
-    levels below level 0 than :data:`CONFIG`'s, and not :data:`CONFIG` itself."""
+    levels below level 0 or above the table's top than :data:`CONFIG`'s, and not :data:`CONFIG`
+    itself (levels above only where it has all levels below)."""
     if config == CONFIG or config.get("N") != NARROW["N"] or config.get("reference_lambda") != NARROW["reference_lambda"]:
         return False
     width = config.get("transform_N") or config["N"]
     below = config.get("levels_below") or 0
+    above = (config.get("levels") or 0) - below - TABLE
+    most_above = CONFIG["levels"] - CONFIG["levels_below"] - TABLE if below == CONFIG["levels_below"] else 0
     return (width <= CONFIG["transform_N"] and 0 < (config.get("M") or 0) <= CONFIG["M"]
-            and below <= CONFIG["levels_below"] and config.get("levels") == 9 + below)
+            and below <= CONFIG["levels_below"] and 0 <= above <= most_above)
 
 
 def warm_start(config: dict, run: Path) -> Path | None:
@@ -141,10 +151,15 @@ def warm_start(config: dict, run: Path) -> Path | None:
 # weights into old outputs keep lr (boosted too, from own step 2,321 to 4,300, they cost every
 # level 0.05-0.1 dB: catalogs/models/mgssnet-vr.md)
 BOOST = {"latent": 10.0, "gains": 5.0, "until_total": 79_064 + 10_000}
+# the gains of session 28's two levels above the table (extrapolated from its top step) learn
+# this many times faster than lr for their first 5,000 steps (at lr 2e-5 a log-gain moves ~0.1 in
+# 5,000 steps, a level's step is ~0.35): from the lineage's step at the widening
+BOOST_ABOVE = {"gains": 10.0, "until_total": 121_403 + 5_000}
 
 
 def lr_boost(config: dict, run: Path, warm: Path | None) -> tuple[dict, int]:
-    """The run's per-entry learning-rate factors (:data:`BOOST`) and the own step they end at.
+    """The run's per-entry learning-rate factors (:data:`BOOST`, then :data:`BOOST_ABOVE`) and
+    the own step they end at.
 
     Args:
         config: the run's widths (:data:`CONFIG`).
@@ -166,11 +181,17 @@ def lr_boost(config: dict, run: Path, warm: Path | None) -> tuple[dict, int]:
     else:
         meta = torch.load(warm, map_location="cpu", weights_only=True).get("meta", {})
         inherited = int(meta.get("total_steps") or meta.get("steps") or 0)
-    until = max(0, BOOST["until_total"] - inherited)
+    gains = ("log_gain", "log_inverse_gain")
+    if inherited >= BOOST["until_total"]:
+        above = int(config["levels"]) - int(config.get("levels_below") or 0) - TABLE
+        rows = torch.ones(int(config["levels"]), int(config["M"]))
+        rows[int(config["levels"]) - above:] = BOOST_ABOVE["gains"]
+        return {n: rows.clone() for n in gains}, max(0, BOOST_ABOVE["until_total"] - inherited)
+    until = BOOST["until_total"] - inherited
     added = latent_entries_added(config, NARROW["M"], cross=False)
     mult = {n: 1.0 + (BOOST["latent"] - 1.0) * m.float() for n, m in added.items()}
     below = int(config.get("levels_below") or 0)
-    for name in ("log_gain", "log_inverse_gain"):  # new channels' columns, new levels' rows
+    for name in gains:  # new channels' columns, new levels' rows
         mult[name][:below] = torch.where(added[name][:below], BOOST["latent"], BOOST["gains"])
     return mult, until
 
@@ -268,8 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     warm = warm_start(config, run)
     boost, until = lr_boost(config, run, warm) if config == CONFIG else ({}, 0)
     if until:
-        print(f"new latent entries at {BOOST['latent']:g}x lr, gains at {BOOST['gains']:g}x, "
-              f"until own step {until}", flush=True)
+        print(f"entry-wise learning rates ({', '.join(sorted(boost))}: up to "
+              f"{max(float(v.max()) for v in boost.values()):g}x) until own step {until}", flush=True)
     r = train("mgssnet-vr", config, DATA, 0.0, run, steps=10 ** 7, crop=128, batch=8,
               lr=a.lr, quantization="mixed", stretch=0.25, threads=a.threads, warm_start=warm,
               warmup_steps=200, val_every=a.val_every, val_limit=32, device=a.device,

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from geocompress.codec.weights import save_checkpoint, untrained
-from geocompress.training.widen import add_levels_below, latent_entries_added, widen_latent, widen_transforms
+from geocompress.training.trainer import val_levels
+from geocompress.training.widen import add_levels_above, add_levels_below, latent_entries_added, widen_latent, widen_transforms
 
 from .conftest import natural_tile
 
@@ -170,6 +171,45 @@ def test_levels_added_below_keep_every_level_and_reach_lower_rates():
         add_levels_below(ext, 1)
     with pytest.raises(ValueError, match="levels_below"):
         untrained("mgssnet-vr", N=16, M=24, levels=13, levels_below=4)
+
+
+def test_levels_added_above_keep_every_level_and_reach_higher_rates(tmp_path):
+    """Every old level codes exactly as before under its own number; the new top levels code with
+    finer steps (more bits), train at the doubled lambdas, and code through the real codec."""
+    import geocompress
+
+    torch.manual_seed(3)
+    m = add_levels_below(untrained("mgssnet-vr", N=16, M=24), 3)
+    with torch.no_grad():
+        m.log_gain.add_(0.05 * torch.randn_like(m.log_gain))
+    m.eval()
+    ext = add_levels_above(m, 2)
+    assert ext.levels == m.levels + 2 == 14 and ext.levels_above == 2 and ext.levels_below == 3
+    assert ext.level_lambdas[:12] == m.level_lambdas and ext.level_lambdas[12:] == (0.36, 0.72)
+    assert val_levels(ext) == (0, 3, 7, 11, 13)  # the table's ends and middle stay validated
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for level in (0.0, 6.5, 11.0):
+            m.set_rate(level)
+            ext.set_rate(level)
+            np.testing.assert_allclose(ext.g_a(x).numpy(), m.g_a(x).numpy(), rtol=1e-6)
+        gains = []
+        for q in (11.0, 12.0, 13.0):
+            ext.set_rate(q)
+            gains.append(float(ext.g_a(x).abs().mean()))
+        assert gains[0] < gains[1] < gains[2]  # finer quantization steps above the old top
+    save_checkpoint(ext, tmp_path / "above.pt")
+    tile = natural_tile(64, 64)
+    codec = geocompress.load_codec(checkpoint=str(tmp_path / "above.pt"), quality=13.0, precision="float32")
+    assert codec.decode(codec.encode([tile]))[0].shape == tile.shape
+    with pytest.raises(ValueError, match="0..13"):
+        geocompress.load_codec(checkpoint=str(tmp_path / "above.pt"), quality=13.5, precision="float32")
+    with pytest.raises(ValueError, match="already has 2"):
+        add_levels_above(ext, 1)
+    with pytest.raises(ValueError, match="stop below"):
+        add_levels_above(untrained("mgssnet-vr", N=16, M=24, levels=5), 1)
+    with pytest.raises(ValueError, match="levels must be 2..11"):
+        untrained("mgssnet-vr", N=16, M=24, levels=12)
 
 
 def test_the_entries_a_latent_widening_added_are_named():

@@ -31,8 +31,9 @@ of its quality ``l`` (level 0 at half of quality 1's), so ``quality=3`` means th
 here as for the fixed-rate ladder q3. A model with ``levels_below = k`` reaches lower rates with
 ``k`` more levels of :data:`BELOW_LAMBDAS` at the bottom of its scale, which then starts there
 (its levels stay ``0 .. levels - 1``, a header's rate field never negative): its level ``l + k``
-is the trade-off of the others' level ``l``; :attr:`MGSSNetVR.level_lambdas` says which lambda
-each level has.
+is the trade-off of the others' level ``l``; a model with more levels than ``k`` plus
+:data:`LEVEL_LAMBDAS` reaches higher rates with levels of :data:`ABOVE_LAMBDAS` at the top of its
+scale. :attr:`MGSSNetVR.level_lambdas` says which lambda each level has.
 """
 
 from __future__ import annotations
@@ -54,13 +55,17 @@ LEVEL_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.0130, 0.02
 # with ``levels_below = k`` starts its scale at the last k of these, so its level k is the table's
 # level 0
 BELOW_LAMBDAS: tuple[float, ...] = (0.0001125, 0.000225, 0.00045)
+# levels a model may hold above those, one doubling each (archives and analysis at 1-2 bpp): a
+# model with more than ``levels_below + len(LEVEL_LAMBDAS)`` levels ends its scale here
+ABOVE_LAMBDAS: tuple[float, ...] = (0.36, 0.72)
 # the fixed-rate weights a run warm-starts from were trained at this level's lambda
 REFERENCE_LEVEL = 6
 
 
 def scale_lambdas(levels: int, levels_below: int = 0) -> tuple[float, ...]:
     """The lambda of each integer level of a scale of ``levels`` levels, ``levels_below`` of them
-    below :data:`LEVEL_LAMBDAS`'s level 0 (the last of :data:`BELOW_LAMBDAS`).
+    below :data:`LEVEL_LAMBDAS`'s level 0 (the last of :data:`BELOW_LAMBDAS`) and any beyond
+    :data:`LEVEL_LAMBDAS`'s top at those of :data:`ABOVE_LAMBDAS`.
 
     Args:
         levels: how many levels the scale has.
@@ -69,7 +74,7 @@ def scale_lambdas(levels: int, levels_below: int = 0) -> tuple[float, ...]:
     Returns:
         One lambda per level, ascending.
     """
-    return (BELOW_LAMBDAS[len(BELOW_LAMBDAS) - int(levels_below):] + LEVEL_LAMBDAS)[:int(levels)]
+    return (BELOW_LAMBDAS[len(BELOW_LAMBDAS) - int(levels_below):] + LEVEL_LAMBDAS + ABOVE_LAMBDAS)[:int(levels)]
 
 
 def lambda_at(level: Tensor | float, lambdas: tuple[float, ...] = LEVEL_LAMBDAS) -> Tensor:
@@ -137,7 +142,8 @@ class MGSSNetVR(MGSSNet):
         reference_lambda: the lambda of the fixed-rate weights a run warm-starts from; the gains
             start at ``sqrt(lambda_l / reference_lambda)`` (only the initialisation uses it).
         levels_below: how many of ``levels`` lie below :data:`LEVEL_LAMBDAS`'s level 0, at the
-            lambdas of :data:`BELOW_LAMBDAS` (0: the scale starts at level 0's lambda).
+            lambdas of :data:`BELOW_LAMBDAS` (0: the scale starts at level 0's lambda); levels
+            beyond ``levels_below + len(LEVEL_LAMBDAS)`` take those of :data:`ABOVE_LAMBDAS`.
         **kwargs: :class:`.mgssnet.MGSSNet`'s configuration (``N``, ``M``, ``beta``, ...).
 
     Raises:
@@ -153,8 +159,9 @@ class MGSSNetVR(MGSSNet):
         below = int(levels_below)
         if not 0 <= below <= len(BELOW_LAMBDAS):
             raise ValueError(f"levels_below must be 0..{len(BELOW_LAMBDAS)}, got {levels_below}")
-        if not 2 <= int(levels) <= len(LEVEL_LAMBDAS) + below:
-            raise ValueError(f"levels must be 2..{len(LEVEL_LAMBDAS) + below}, got {levels}")
+        most = below + len(LEVEL_LAMBDAS) + len(ABOVE_LAMBDAS)
+        if not 2 <= int(levels) <= most:
+            raise ValueError(f"levels must be 2..{most} with levels_below={below}, got {levels}")
         self.config["levels"] = int(levels)
         if below:  # absent: the configs of older weights
             self.config["levels_below"] = below
@@ -182,6 +189,11 @@ class MGSSNetVR(MGSSNet):
         """How many levels lie below :data:`LEVEL_LAMBDAS`'s level 0 (this model's level
         ``levels_below`` has that lambda)."""
         return int(self.config.get("levels_below", 0))
+
+    @property
+    def levels_above(self) -> int:
+        """How many levels lie above :data:`LEVEL_LAMBDAS`'s top (at :data:`ABOVE_LAMBDAS`)."""
+        return max(0, self.levels - self.levels_below - len(LEVEL_LAMBDAS))
 
     def lambdas_at(self, level: Tensor | float) -> Tensor:
         """The training lambda at each continuous ``level`` of this model's scale.

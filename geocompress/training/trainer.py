@@ -207,18 +207,21 @@ def evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: floa
 
 def val_levels(model: torch.nn.Module) -> tuple[int, ...]:
     """The levels a variable-rate model is validated at: both ends and the middle (three points
-    show the whole curve's movement at a third of the cost of every level), and the level of
-    :data:`~geocompress.models.variable_rate.LEVEL_LAMBDAS`'s level 0 where the model has levels
-    below it (so that the curve of an extended model stays comparable with its earlier one).
+    show the whole curve's movement at a third of the cost of every level), and, where the model
+    has levels below or above :data:`~geocompress.models.variable_rate.LEVEL_LAMBDAS`, that
+    table's first and last level (so that the curve of an extended model stays comparable with
+    its earlier one).
 
     Args:
         model: a variable-rate model (with ``levels``, ``levels_below``).
 
     Returns:
-        The levels, ascending: (0, middle, top), or (0, below, middle of the rest, top).
+        The levels, ascending: (0, middle, top), or (0, below, middle of the table, table's top,
+        top) without repeats.
     """
     top, below = int(model.levels) - 1, int(getattr(model, "levels_below", 0))
-    return tuple(sorted({0, below, below + (top - below) // 2, top}))
+    table_top = top - int(getattr(model, "levels_above", 0))
+    return tuple(sorted({0, below, below + (table_top - below) // 2, table_top, top}))
 
 
 def _evaluate(model: torch.nn.Module, data: torch.utils.data.Dataset, lmbda: float, device: torch.device,

@@ -25,8 +25,9 @@ from torch import Tensor, nn
 
 from geocompress.models.blocks import MHGAM
 from geocompress.models.registry import build
+from geocompress.models.variable_rate import LEVEL_LAMBDAS
 
-__all__ = ["add_levels_below", "latent_entries_added", "widen_latent", "widen_transforms"]
+__all__ = ["add_levels_above", "add_levels_below", "latent_entries_added", "widen_latent", "widen_transforms"]
 
 
 def widen_transforms(model: nn.Module, width: int, seed: int = 0) -> nn.Module:
@@ -322,6 +323,49 @@ def add_levels_below(model: nn.Module, below: int) -> nn.Module:
             step = rows[0] - rows[1]
             new = torch.stack([rows[0] + (added - i) * step for i in range(added)]) if added else rows[:0]
             sd = {**sd, key: torch.cat([new, rows])}
+    wide.load_state_dict(sd)
+    return wide.eval()
+
+
+def add_levels_above(model: nn.Module, above: int) -> nn.Module:
+    """A copy of a variable-rate model whose scale ends ``above`` levels beyond the top of
+    :data:`~geocompress.models.variable_rate.LEVEL_LAMBDAS` (at the lambdas of
+    :data:`~geocompress.models.variable_rate.ABOVE_LAMBDAS`), every existing level keeping its
+    number and coding as before.
+
+    The new levels' gains continue the table's top step, as :func:`add_levels_below` continues
+    its lowest: each new row of the log-gain tables lies one step of ``row -1 - row -2`` beyond
+    the row before it (the levels are one doubling of lambda apart, as the top two are), so a new
+    level starts with finer quantization steps (more bits) than the top it extends.
+
+    Args:
+        model: a trained variable-rate MGSSNet whose scale reaches ``LEVEL_LAMBDAS``'s top.
+        above: how many levels shall lie above ``LEVEL_LAMBDAS``'s top; at least its present
+            ``levels_above``.
+
+    Returns:
+        A new model (float32, eval mode) with ``above`` more levels than ``LEVEL_LAMBDAS``'s top.
+
+    Raises:
+        ValueError: fewer levels above than the model has, more than the table holds, or a
+            model whose scale stops below ``LEVEL_LAMBDAS``'s top.
+    """
+    cfg = dict(model.config)
+    below = int(cfg.get("levels_below", 0))
+    if int(cfg["levels"]) < below + len(LEVEL_LAMBDAS):
+        raise ValueError(f"add_levels_above: the model's {cfg['levels']} levels stop below the table's top")
+    have = int(cfg["levels"]) - below - len(LEVEL_LAMBDAS)
+    if above < have:
+        raise ValueError(f"add_levels_above: the model already has {have} levels above, asked for {above}")
+    added = above - have
+    wide = build(model.arch, **{**cfg, "levels": int(cfg["levels"]) + added})
+    sd = model.state_dict()
+    with torch.no_grad():
+        for key in ("log_gain", "log_inverse_gain"):
+            rows = sd[key]
+            step = rows[-1] - rows[-2]
+            new = torch.stack([rows[-1] + (i + 1) * step for i in range(added)]) if added else rows[:0]
+            sd = {**sd, key: torch.cat([rows, new])}
     wide.load_state_dict(sd)
     return wide.eval()
 
