@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(a.threads)
     from _common import cpu_label, total_steps
 
+    from geocompress.codec import load_checkpoint, state_digest
     from geocompress.codec.precision import resolve_precision
 
     ckpt = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
@@ -277,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         a.levels = [float(q) for q in range(int(ckpt.get("config", {}).get("levels", 9)))]
     out = {"checkpoint": str(a.checkpoint.relative_to(REPO)) if a.checkpoint.is_relative_to(REPO) else str(a.checkpoint),
            "meta_steps": total_steps(meta), "cpu": cpu_label(),
+           "digest": state_digest(load_checkpoint(a.checkpoint).state_dict()),  # what ship_vr checks
            "level_lambdas": meta.get("level_lambdas"),
            "precision": resolve_precision(a.precision, "cpu"),
            "sets": {k: evaluate_set(k, a.checkpoint, a.levels, a.precision, a.refresh_classical)

@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 from typing import TYPE_CHECKING, Any
 
 from . import _compressai
+from .shipped import DEFAULT_ARCH
 
 # CompressAI without its point-cloud datasets and transforms (torch_geometric, ~3 s per process):
 # before anything imports it (issue 38)
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .codec import CodecChoice, TileCodec
 
 
-def load_codec(choice: "CodecChoice | str" = "mgssnet", quality: float | None = None,
+def load_codec(choice: "CodecChoice | str" = DEFAULT_ARCH, quality: float | None = None,
                **options: Any) -> "TileCodec":
     """The tile codec: :func:`geocompress.codec.load_codec` (its arguments, examples and errors),
     imported when first called so that ``import geocompress`` stays cheap.

@@ -14,6 +14,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from geocompress.shipped import DEFAULT_ARCH, shipped_index
+
 SAMPLE_SCENE = "sample_aerial_korea_0.6m.tif"  # CC0, from rasterio's test data: data/SAMPLE.md
 
 
@@ -132,14 +134,18 @@ def _positive_float(text: str) -> float:
 
 def _codec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("codec")
-    from geocompress.shipped import shipped_index
-
-    others = ", ".join(a for a in shipped_index() if a != "mgssnet")
-    g.add_argument("--arch", default="mgssnet",
-                   help="architecture (default mgssnet, the project's codec). Also shipped: "
-                        f"{others or 'none'} (baselines that beat MGSSNet at one short, equal training "
-                        "budget; far below the shipped mgssnet: catalogs/models/<arch>.md). Any "
-                        "registry architecture with --checkpoint")
+    index = shipped_index()
+    variable = [a for a, e in index.items() if a != DEFAULT_ARCH and "levels" in e]
+    ladder = ("Fixed-rate: mgssnet (qualities 1..Q). " if DEFAULT_ARCH != "mgssnet" and "mgssnet" in index
+              else "")
+    others = ", ".join(a for a in index if a not in (DEFAULT_ARCH, "mgssnet", *variable))
+    g.add_argument("--arch", default=DEFAULT_ARCH,
+                   help=f"architecture (default {DEFAULT_ARCH}, the project's codec). "
+                        + (f"Variable-rate: {', '.join(variable)} (any --quality level on its scale). "
+                           if variable else "")
+                        + ladder + f"Also shipped: {others or 'none'} (baselines that beat MGSSNet at one "
+                        "short, equal training budget; far below the shipped mgssnet: "
+                        "catalogs/models/<arch>.md). Any registry architecture with --checkpoint")
     g.add_argument("--quality", type=_quality, default=None,
                    help="shipped quality 1..Q (higher = more bits; default: the middle one); a "
                         "variable-rate model (--arch mgssnet-vr) takes any level on its continuous "
@@ -157,7 +163,7 @@ def _codec_choice(a: argparse.Namespace):
     from .codec.choice import CodecChoice
 
     untrained = getattr(a, "untrained", False)
-    return CodecChoice(arch=getattr(a, "arch", "mgssnet"), quality=getattr(a, "quality", None),
+    return CodecChoice(arch=getattr(a, "arch", DEFAULT_ARCH), quality=getattr(a, "quality", None),
                        checkpoint=a.checkpoint, pretrained=not untrained,
                        precision=getattr(a, "precision", "auto"),
                        batch_size=getattr(a, "batch_size", 8),

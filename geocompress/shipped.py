@@ -6,6 +6,11 @@ import json
 from importlib import resources
 from typing import Any
 
+# the codec users get without --arch / a choice's arch: the fixed-rate ladder q1-q4 until the
+# variable-rate MGSSNet passes issue 35's gate (then "mgssnet-vr", shipped by
+# pipelines/ship_vr.py; the ladder stays loadable by name and its stores keep decoding)
+DEFAULT_ARCH = "mgssnet"
+
 
 def shipped_index() -> dict[str, Any]:
     """The package's weights index (``geocompress/weights/index.json``): arch -> qualities."""

@@ -318,15 +318,22 @@ def test_settle_quantiles_fits_the_bottleneck_without_touching_the_transforms() 
 
 
 def test_shipped_weights_match_their_index() -> None:
-    """Every shipped checkpoint loads with its catalogued digest and stays under 15 MB."""
+    """Every shipped checkpoint loads with its catalogued digest and stays under 15 MB (a
+    variable-rate model, one file for every rate, under 40 MB)."""
     from geocompress.codec import load_checkpoint
-    from geocompress.codec.weights import shipped_index, shipped_path
+    from geocompress.codec.weights import is_variable_rate_entry, shipped_index, shipped_path
 
     everything = shipped_index()
     if not everything.get("mgssnet"):
         pytest.skip("no shipped MGSSNet weights in this checkout")
     assert len(everything["mgssnet"]["qualities"]) >= 4
     for arch, index in everything.items():  # MGSSNet and any budget winner shipped beside it
+        if is_variable_rate_entry(index):
+            path, level, digest = shipped_path(arch, None)
+            model = load_checkpoint(path, expected_digest=digest)
+            assert path.stat().st_size <= 40 * 1024 * 1024 and model.arch == arch
+            assert model.levels == index["levels"] and 0 <= level == index["default"] <= model.levels - 1
+            continue
         qualities = sorted(int(q) for q in index["qualities"])
         assert index["default"] in qualities
         for q in qualities:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from ..shipped import DEFAULT_ARCH
+
 
 @dataclass(frozen=True)
 class CodecChoice:
@@ -40,7 +42,7 @@ class CodecChoice:
         32
     """
 
-    arch: str = "mgssnet"
+    arch: str = DEFAULT_ARCH
     quality: float | None = None
     checkpoint: str | None = None
     pretrained: bool = True

@@ -41,6 +41,7 @@ with gc_paused():  # torch and CompressAI's models first, without collections th
     import torch
     import torch.nn.functional as F
 
+from ..shipped import DEFAULT_ARCH
 from .choice import CodecChoice
 from .decoding import (LATENT_LIMIT, LEGACY_VERSIONS, LEGACY_WEIGHTS,  # noqa: F401 - re-exported
                        MAX_BAND_GROUPS, MAX_DECODE_PIXELS, MAX_DECODE_WORK, SUPPORTED_DTYPES, Sides,
@@ -365,7 +366,7 @@ class TileCodec(TileDecoder):
 
 
 
-def load_codec(choice: CodecChoice | str = "mgssnet", quality: float | None = None, *,
+def load_codec(choice: CodecChoice | str = DEFAULT_ARCH, quality: float | None = None, *,
                halo_prior: bool = False, digest: str | None = None, **options: Any) -> TileCodec:
     """A :class:`TileCodec`: from a checkpoint file, the shipped weights at a quality, or (with
     ``pretrained=False``) the architecture's fixed-seed initialisation.

@@ -29,6 +29,7 @@ from ..atomic import atomic_save
 from ..models import build
 from ..shipped import shipped_index
 from .compressai_adapter import resize_cdf_buffers
+from .decoding import check_level
 from .errors import WeightsError
 
 FIXED_SEED = 20240621  # untrained (pretrained=False) models are this seed's initialisation
@@ -187,18 +188,25 @@ def load_checkpoint(path: str | Path, expected_digest: str | None = None) -> tor
     return model
 
 
-def shipped_path(arch: str, quality: int | None) -> tuple[Path, int, str]:
+def shipped_path(arch: str, quality: float | None) -> tuple[Path, float, str]:
     """Path, quality and digest of shipped weights; a clear error when there are none.
+
+    A fixed-rate architecture ships one file per quality (``index[arch]["qualities"]``); a
+    variable-rate one (``index[arch]["levels"]``) one file for every level of its continuous
+    scale, whose quality is a level (:func:`is_variable_rate_entry`).
 
     Args:
         arch: a registry name.
-        quality: a shipped quality, or None for the architecture's default.
+        quality: a shipped quality (a level of a variable-rate model), or None for the
+            architecture's default.
 
     Returns:
-        ``(path, quality, digest)``.
+        ``(path, quality, digest)``: the quality an int for fixed-rate weights, a float level
+        for variable-rate ones.
 
     Raises:
         WeightsError: nothing ships for ``arch``, or not at ``quality``.
+        ValueError: a level outside a variable-rate model's scale, or not a number.
     """
     index = shipped_index().get(arch)
     if not index:
@@ -206,14 +214,30 @@ def shipped_path(arch: str, quality: int | None) -> tuple[Path, int, str]:
             f"no shipped weights for {arch!r} in this release; train some with `geocompress "
             f"train` and pass the checkpoint, or use pretrained=False for the untrained "
             f"architecture")
+    if is_variable_rate_entry(index):
+        level = check_level(index["default"] if quality is None else quality, int(index["levels"]))
+        return _weights_file(index["file"]), level, index["digest"]
     qualities = sorted(int(q) for q in index["qualities"])
     if quality is None:
         quality = int(index.get("default", qualities[len(qualities) // 2]))
     if quality not in qualities:
         raise WeightsError(f"{arch}: no shipped quality {quality}; available: {qualities}")
-    entry = index["qualities"][str(quality)]
-    path = Path(str(resources.files("geocompress") / "weights" / entry["file"]))
-    return path, quality, entry["digest"]
+    entry = index["qualities"][str(int(quality))]
+    return _weights_file(entry["file"]), int(quality), entry["digest"]
+
+
+def is_variable_rate_entry(entry: dict) -> bool:
+    """Whether a weights-index entry ships one variable-rate file for every level (``file``,
+    ``digest``, ``levels``, ``default`` level, an optional ``halo_prior``) rather than one
+    fixed-rate file per quality (``qualities``).
+
+    Args:
+        entry: ``shipped_index()[arch]``.
+
+    Returns:
+        True for a variable-rate entry.
+    """
+    return "levels" in entry and "qualities" not in entry
 
 
 # -- halo priors (issue 26): a shipped quality's entropy half refitted for halo-coded tiles ------
@@ -282,15 +306,19 @@ def load_with_delta(base: str | Path, base_digest: str, delta: str | Path,
     return model
 
 
-def _quality_entry(arch: str, quality: int) -> dict:
-    return shipped_index().get(arch, {}).get("qualities", {}).get(str(quality), {})
+def _quality_entry(arch: str, quality: float) -> dict:
+    """The index entry of ``arch`` at ``quality``: a variable-rate entry serves every level."""
+    index = shipped_index().get(arch, {})
+    if is_variable_rate_entry(index):
+        return index
+    return index.get("qualities", {}).get(str(quality), {})
 
 
 def _weights_file(name: str) -> Path:
     return Path(str(resources.files("geocompress") / "weights" / name))
 
 
-def shipped_halo_prior(arch: str, quality: int) -> tuple[Path, str] | None:
+def shipped_halo_prior(arch: str, quality: float) -> tuple[Path, str] | None:
     """Path and combined digest of the halo prior shipped for ``arch`` at ``quality``, if any.
 
     Args:
@@ -396,14 +424,14 @@ def load_checkpoint_for(path: str | Path, halo_prior: bool = False,
         return load_checkpoint(path)  # other weights than the store's: the caller says so
 
 
-def load_shipped(arch: str, quality: int | None, halo_prior: bool = False,
-                 digest: str | None = None) -> tuple[torch.nn.Module, int]:
+def load_shipped(arch: str, quality: float | None, halo_prior: bool = False,
+                 digest: str | None = None) -> tuple[torch.nn.Module, float]:
     """Shipped weights of ``arch`` at ``quality``: the base, or with ``halo_prior`` its halo
     prior where one ships. ``digest`` (a store's) picks whichever of the two has it.
 
     Args:
         arch: a registry name.
-        quality: a shipped quality, or None for the default.
+        quality: a shipped quality (a variable-rate model's level), or None for the default.
         halo_prior: load the halo prior where one ships.
         digest: the digest a store records; it decides base or prior (or a superseded prior).
 
@@ -412,6 +440,7 @@ def load_shipped(arch: str, quality: int | None, halo_prior: bool = False,
 
     Raises:
         WeightsError: no such shipped weights, or a file fails its digest.
+        ValueError: a level outside a variable-rate model's scale.
     """
     path, q, base_digest = shipped_path(arch, quality)
     prior = shipped_halo_prior(arch, q)
@@ -420,11 +449,38 @@ def load_shipped(arch: str, quality: int | None, halo_prior: bool = False,
             halo_prior = False
         elif prior is not None and digest == prior[1]:
             halo_prior = True
-        else:  # a store written with a halo prior since refitted: its own prior still ships
-            old = {e["digest"]: e["file"] for e in _quality_entry(arch, q).get("halo_prior_superseded", [])}
-            if digest in old:
-                return load_with_delta(path, base_digest, _weights_file(old[digest]),
-                                       expected_digest=digest), q
+        else:  # a store written with weights since replaced: theirs still ship
+            model = _superseded(_quality_entry(arch, q), path, base_digest, digest)
+            if model is not None:
+                return model, q
     if halo_prior and prior is not None:
         return load_with_delta(path, base_digest, prior[0], expected_digest=prior[1]), q
     return load_checkpoint(path, expected_digest=base_digest), q
+
+
+def _superseded(entry: dict, path: Path, base_digest: str, digest: str) -> torch.nn.Module | None:
+    """The shipped weights of ``digest`` where newer ones replaced them: a halo prior since
+    refitted (``halo_prior_superseded``, on the same base), or a variable-rate model's earlier
+    weights or their prior (``superseded``: ``{"file", "digest", "halo_prior"}`` each), which
+    ship on so that the stores written with them keep decoding.
+
+    Args:
+        entry: the index entry of the quality (or of the variable-rate model).
+        path: its current base weights.
+        base_digest: their digest.
+        digest: the digest a store records.
+
+    Returns:
+        The model, or None where no shipped weights have ``digest``.
+    """
+    for e in entry.get("halo_prior_superseded", []):
+        if e["digest"] == digest:
+            return load_with_delta(path, base_digest, _weights_file(e["file"]), expected_digest=digest)
+    for old in entry.get("superseded", []):
+        if old["digest"] == digest:
+            return load_checkpoint(_weights_file(old["file"]), expected_digest=digest)
+        prior = old.get("halo_prior")
+        if prior and prior["digest"] == digest:
+            return load_with_delta(_weights_file(old["file"]), old["digest"], _weights_file(prior["file"]),
+                                   expected_digest=digest)
+    return None

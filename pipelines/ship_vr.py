@@ -1,0 +1,167 @@
+"""Ship the variable-rate MGSSNet (issue 35): its weights and halo prior into the package, by name.
+
+    .venv/bin/python pipelines/ship_vr.py [--checkpoint catalogs/models/wip/mgssnet-vr.pt]
+        [--rd catalogs/models/mgssnet-vr-rd.json] [--force]
+
+Copies the run's fp16 weights to ``geocompress/weights/mgssnet-vr-<digest>.pt`` and its halo
+prior (the ``<stem>-halo.pt`` beside them, which must refit these very weights) to
+``mgssnet-vr-<digest>-halo.pt``, and writes their entry into ``geocompress/weights/index.json``: one file
+for every level of the continuous scale (``levels``, ``level_lambdas``, the ``default`` level),
+the digests a store records, and the test-split curve ``benchmarks/vr_rd.py`` measured on these
+very weights (``--rd``; its digest must be theirs). ``geocompress.load_codec("mgssnet-vr",
+quality=7.5)`` and ``geocompress compress --arch mgssnet-vr`` then load them without a
+checkpoint path. Weights it replaces ship on, listed under ``superseded``, so that stores
+written with them keep decoding.
+
+Refused unless the measured curve passes issue 35's gate: BD-rate against the fixed-rate ladder
+q1-q4 over the ladder's span at most :data:`GATE`'s ``ladder_bd_rate`` and a top level at or
+above its ``top_bpp`` (``--force`` ships anyway, saying what failed). Making it the package's
+default codec is one line once the gate passes: ``DEFAULT_ARCH`` in ``geocompress/shipped.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "geocompress" / "weights"
+WIP = REPO / "catalogs" / "models" / "wip" / "mgssnet-vr.pt"
+RD = REPO / "catalogs" / "models" / "mgssnet-vr-rd.json"
+ARCH = "mgssnet-vr"
+# issue 35: ship as the default once the test-split curve is within 2 % of the ladder's bits over
+# the ladder's span and reaches 0.9 bpp
+GATE = {"ladder_bd_rate": 2.0, "top_bpp": 0.9}
+
+
+def gate(rd: dict) -> list[str]:
+    """What the measured curve fails of :data:`GATE` (empty: it passes).
+
+    Args:
+        rd: ``benchmarks/vr_rd.py``'s json.
+
+    Returns:
+        One line per failed condition.
+    """
+    test = rd["sets"]["rs-v1"]
+    failed = []
+    ladder = test.get("bd", {}).get("ladder", {}).get("psnr", {}).get("bd_rate_percent")
+    if ladder is None or ladder > GATE["ladder_bd_rate"]:
+        failed.append(f"BD-rate against the ladder {ladder} % (at most {GATE['ladder_bd_rate']} %)")
+    top = max(row[1] for row in test["curve"])
+    if top < GATE["top_bpp"]:
+        failed.append(f"top level at {top:.3f} bpp (at least {GATE['top_bpp']})")
+    return failed
+
+
+def index_entry(checkpoint: Path, rd: dict, digest: str, prior_digest: str | None) -> dict:
+    """The weights-index entry of the variable-rate model (what :func:`geocompress.codec.weights.
+    shipped_path` reads), with the measured curve beside it.
+
+    Args:
+        checkpoint: the weights shipped.
+        rd: their measured curve (``benchmarks/vr_rd.py``'s json).
+        digest: their digest.
+        prior_digest: the combined digest of their halo prior, or None.
+
+    Returns:
+        The entry.
+    """
+    import torch
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    meta, test = ckpt.get("meta", {}), rd["sets"]["rs-v1"]
+    entry = {"file": f"{ARCH}-{digest[:12]}.pt", "digest": digest, "levels": int(ckpt["config"]["levels"]),
+             "level_lambdas": meta.get("level_lambdas"), "default": float(meta.get("default_quality", 4.0)),
+             "steps": meta.get("total_steps") or meta.get("steps"),
+             "curve_test": [[row[0], round(row[1], 4), round(row[2], 3)] for row in test["curve"]],
+             "bd_rate_vs_ladder_percent": test.get("bd", {}).get("ladder", {}).get("psnr", {}).get("bd_rate_percent"),
+             "measured_by": "benchmarks/vr_rd.py", "cpu": rd.get("cpu")}
+    if prior_digest is not None:
+        entry["halo_prior"] = {"file": f"{ARCH}-{digest[:12]}-halo.pt", "digest": prior_digest}
+    return entry
+
+
+def superseded(old: dict | None, digest: str) -> list[dict]:
+    """The entry's ``superseded`` list once ``old`` (the entry replaced) is kept under it: its
+    files stay in the package (each shipped file is named by its digest), its own earlier ones
+    stay listed.
+
+    Args:
+        old: the index entry being replaced, or None.
+        digest: the new weights' digest (the same weights again supersede nothing).
+
+    Returns:
+        The list for the new entry.
+    """
+    if not old or old["digest"] == digest:
+        return list((old or {}).get("superseded", []))
+    kept = {k: old[k] for k in ("file", "digest", "halo_prior") if k in old}
+    return [*old.get("superseded", []), kept]
+
+
+def ship(checkpoint: Path, rd_path: Path, force: bool = False) -> dict:
+    """Copy the weights (and their prior) into the package and index them.
+
+    Args:
+        checkpoint: the variable-rate weights.
+        rd_path: their measured curve.
+        force: ship although the curve fails the gate.
+
+    Returns:
+        The new index entry.
+
+    Raises:
+        SystemExit: the curve is of other weights, the prior refits other weights, or the gate
+            fails without ``force``.
+    """
+    from geocompress.codec import load_checkpoint, state_digest
+    from geocompress.codec.weights import checkpoint_halo_prior, load_with_delta
+
+    model = load_checkpoint(checkpoint)
+    if getattr(model, "arch", None) != ARCH:
+        raise SystemExit(f"{checkpoint} holds {getattr(model, 'arch', '?')} weights, not {ARCH}")
+    digest = state_digest(model.state_dict())
+    rd = json.loads(rd_path.read_text())
+    if rd.get("digest") != digest:
+        raise SystemExit(f"{rd_path} measured weights {str(rd.get('digest'))[:12]}, not {checkpoint}'s "
+                         f"{digest[:12]}: run benchmarks/vr_rd.py --checkpoint {checkpoint} first")
+    failed = gate(rd)
+    if failed and not force:
+        raise SystemExit("not shipped, the gate fails: " + "; ".join(failed) + " (--force ships anyway)")
+    prior = checkpoint_halo_prior(checkpoint)
+    prior_digest = None
+    if prior is not None:
+        prior_digest = state_digest(load_with_delta(checkpoint, digest, prior[0]).state_dict())
+    index_path = WEIGHTS / "index.json"
+    index = json.loads(index_path.read_text())
+    entry = index_entry(checkpoint, rd, digest, prior_digest)
+    entry["superseded"] = superseded(index.get(ARCH), digest)
+    shutil.copyfile(checkpoint, WEIGHTS / entry["file"])
+    if prior is not None:
+        shutil.copyfile(prior[0], WEIGHTS / entry["halo_prior"]["file"])
+    index[ARCH] = entry
+    tmp = index_path.with_suffix(".json.tmp")  # the index last, atomically: files before names
+    tmp.write_text(json.dumps(index, indent=1) + "\n")
+    tmp.replace(index_path)
+    if failed:
+        print("shipped although the gate fails: " + "; ".join(failed))
+    return entry
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=WIP, help="the weights (default the run's wip export)")
+    p.add_argument("--rd", type=Path, default=RD, help="their curve from benchmarks/vr_rd.py")
+    p.add_argument("--force", action="store_true", help="ship although the curve fails the gate")
+    a = p.parse_args(argv)
+    entry = ship(a.checkpoint, a.rd, a.force)
+    print(f"shipped {ARCH}: {entry['levels']} levels, default {entry['default']:g}, digest "
+          f"{entry['digest'][:12]}" + (", with its halo prior" if "halo_prior" in entry else "")
+          + f"; {len(entry['superseded'])} earlier weights ship on")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Shipping the variable-rate MGSSNet (pipelines/ship_vr.py): loadable by name at any level, its
+halo prior beside it, refused below the gate or for a curve of other weights, and the weights it
+replaces still decoding the strings written with them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import geocompress
+from geocompress.codec import weights as W
+from geocompress.codec.weights import save_checkpoint, save_prior_delta, state_digest, untrained
+
+from .conftest import natural_tile, pipeline_script
+
+
+def _vr(tmp: Path, seed: int) -> tuple[Path, str]:
+    """A tiny variable-rate checkpoint with a halo prior beside it; its digest."""
+    torch.manual_seed(seed)
+    m = untrained("mgssnet-vr", N=16, M=24)
+    with torch.no_grad():
+        m.log_gain.add_(0.05 * torch.randn_like(m.log_gain))
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "mgssnet-vr.pt"
+    save_checkpoint(m, path, meta={"level_lambdas": list(m.level_lambdas), "default_quality": 4.0,
+                                   "total_steps": 1000 + seed})
+    digest = state_digest(W.load_checkpoint(path).state_dict())
+    with torch.no_grad():
+        m.h_s[0].weight.mul_(1.01)
+    save_prior_delta(m, tmp / "mgssnet-vr-halo.pt", digest, ("h_s.",))
+    return path, digest
+
+
+def _rd(path: Path, digest: str, ladder: float = 1.5, top: float = 0.95) -> Path:
+    rd = {"digest": digest, "cpu": "test", "sets": {"rs-v1": {
+        "curve": [[0.0, 0.05, 20.0, 5.0], [8.0, top, 30.0, 15.0]],
+        "bd": {"ladder": {"psnr": {"bd_rate_percent": ladder}}}}}}
+    out = path.with_name(f"rd-{digest[:6]}-{ladder}-{top}.json")
+    out.write_text(json.dumps(rd))
+    return out
+
+
+@pytest.fixture
+def package(tmp_path, monkeypatch):
+    """A package weights folder of its own (the real one stays as it is)."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "index.json").write_text("{}\n")
+    sv = pipeline_script("ship_vr")
+    monkeypatch.setattr(sv, "WEIGHTS", pkg)
+    monkeypatch.setattr(W, "shipped_index", lambda: json.loads((pkg / "index.json").read_text()))
+    monkeypatch.setattr(W, "_weights_file", lambda name: pkg / name)
+    return sv, pkg
+
+
+def test_shipped_vr_loads_by_name_at_any_level_with_its_halo_prior(tmp_path, package):
+    sv, pkg = package
+    ckpt, digest = _vr(tmp_path / "a", 0)
+    entry = sv.ship(ckpt, _rd(ckpt, digest))
+    assert entry["levels"] == 9 and entry["default"] == 4.0 and "halo_prior" in entry
+    assert (pkg / entry["file"]).is_file() and (pkg / entry["halo_prior"]["file"]).is_file()
+    codec = geocompress.load_codec("mgssnet-vr", quality=2.5, precision="float32")
+    assert codec.quality == 2.5 and codec.digest == digest
+    tile = natural_tile(64, 64)
+    assert codec.decode(codec.encode([tile]))[0].shape == tile.shape
+    assert geocompress.load_codec("mgssnet-vr", precision="float32").quality == 4.0
+    halo = geocompress.load_codec("mgssnet-vr", quality=1.0, halo_prior=True, precision="float32")
+    assert halo.digest == entry["halo_prior"]["digest"] != digest
+    with pytest.raises(ValueError, match="outside this model's range 0..8"):
+        geocompress.load_codec("mgssnet-vr", quality=8.5)
+    from geocompress.scene.halo import DEFAULT_HALO, resolve_halo
+
+    assert resolve_halo("auto", "mgssnet-vr", 3.5, True, None) == DEFAULT_HALO
+
+
+def test_replaced_vr_weights_still_decode_their_strings(tmp_path, package):
+    sv, pkg = package
+    old, old_digest = _vr(tmp_path / "a", 0)
+    sv.ship(old, _rd(old, old_digest))
+    codec = geocompress.load_codec("mgssnet-vr", quality=3.0, precision="float32")
+    tile = natural_tile(64, 64)
+    strings = codec.encode([tile])
+    before = codec.decode(strings)[0]
+    new, new_digest = _vr(tmp_path / "b", 1)
+    entry = sv.ship(new, _rd(new, new_digest))
+    assert entry["digest"] == new_digest != old_digest
+    assert [e["digest"] for e in entry["superseded"]] == [old_digest]
+    assert geocompress.load_codec("mgssnet-vr", precision="float32").digest == new_digest
+    again = geocompress.load_codec("mgssnet-vr", quality=3.0, digest=old_digest, precision="float32")
+    assert again.digest == old_digest
+    np.testing.assert_array_equal(again.decode(strings)[0], before)
+    prior = entry["superseded"][0]["halo_prior"]["digest"]
+    assert geocompress.load_codec("mgssnet-vr", quality=3.0, digest=prior).digest == prior
+    assert sv.ship(new, _rd(new, new_digest))["superseded"] == entry["superseded"]  # the same again
+
+
+def test_ship_refuses_below_the_gate_and_a_curve_of_other_weights(tmp_path, package):
+    sv, pkg = package
+    ckpt, digest = _vr(tmp_path / "a", 0)
+    with pytest.raises(SystemExit, match="ladder 4.0 %.*top level at 0.700 bpp"):
+        sv.ship(ckpt, _rd(ckpt, digest, ladder=4.0, top=0.7))
+    with pytest.raises(SystemExit, match="measured weights"):
+        sv.ship(ckpt, _rd(ckpt, "0" * 64))
+    assert json.loads((pkg / "index.json").read_text()) == {} and len(list(pkg.iterdir())) == 1
+    sv.ship(ckpt, _rd(ckpt, digest, ladder=4.0, top=0.7), force=True)
+    assert "mgssnet-vr" in json.loads((pkg / "index.json").read_text())
