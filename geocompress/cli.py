@@ -444,8 +444,10 @@ def _add_demo(sub) -> argparse.ArgumentParser:
     m.add_argument("scene", nargs="?", help="any GeoTIFF (default: the bundled 1024 x 1024 sample "
                    "scene, geocompress/data/SAMPLE.md)")
     m.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    m.add_argument("--quality", type=int)
-    m.add_argument("--checkpoint")
+    m.add_argument("--quality", type=_quality,
+                   help="shipped quality (default: the middle one), or a variable-rate checkpoint's "
+                        "level on its continuous scale")
+    m.add_argument("--checkpoint", help="use this checkpoint instead of the shipped weights")
     _cluster_args(m)
     m.set_defaults(func=cmd_demo)
     return m
