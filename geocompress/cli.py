@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from geocompress.shipped import DEFAULT_ARCH, shipped_index
+from geocompress.shipped import DEFAULT_ARCH, is_variable_rate_entry, shipped_index
 
 SAMPLE_SCENE = "sample_aerial_korea_0.6m.tif"  # CC0, from rasterio's test data: data/SAMPLE.md
 
@@ -135,7 +135,7 @@ def _positive_float(text: str) -> float:
 def _codec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("codec")
     index = shipped_index()
-    variable = [a for a, e in index.items() if a != DEFAULT_ARCH and "levels" in e]
+    variable = [a for a, e in index.items() if a != DEFAULT_ARCH and is_variable_rate_entry(e)]
     ladder = ("Fixed-rate: mgssnet (qualities 1..Q). " if DEFAULT_ARCH != "mgssnet" and "mgssnet" in index
               else "")
     others = ", ".join(a for a in index if a not in (DEFAULT_ARCH, "mgssnet", *variable))
@@ -149,7 +149,7 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quality", type=_quality, default=None,
                    help="shipped quality 1..Q (higher = more bits; default: the middle one); a "
                         "variable-rate model (--arch mgssnet-vr) takes any level on its continuous "
-                        "scale, 0 up to its top level (e.g. 2.5; the weights' level_lambdas say "
+                        "scale (default: its weights' default level), 0 up to its top level (e.g. 2.5; the weights' level_lambdas say "
                         "which trade-off each level is; a level beyond the top is refused)")
     g.add_argument("--checkpoint", help="use this checkpoint instead of shipped weights")
     g.add_argument("--untrained", action="store_true",

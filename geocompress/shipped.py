@@ -18,3 +18,17 @@ def shipped_index() -> dict[str, Any]:
     if not ref.is_file():
         return {}
     return json.loads(ref.read_text())
+
+
+def is_variable_rate_entry(entry: dict) -> bool:
+    """Whether a weights-index entry ships one variable-rate file for every level (``file``,
+    ``digest``, ``levels``, ``default`` level, an optional ``halo_prior``) rather than one
+    fixed-rate file per quality (``qualities``).
+
+    Args:
+        entry: ``shipped_index()[arch]``.
+
+    Returns:
+        True for a variable-rate entry.
+    """
+    return "levels" in entry and "qualities" not in entry

@@ -10,8 +10,9 @@ for every level of the continuous scale (``levels``, ``level_lambdas``, the ``de
 the digests a store records, and the test-split curve ``benchmarks/vr_rd.py`` measured on these
 very weights (``--rd``; its digest must be theirs). ``geocompress.load_codec("mgssnet-vr",
 quality=7.5)`` and ``geocompress compress --arch mgssnet-vr`` then load them without a
-checkpoint path. Weights it replaces ship on, listed under ``superseded``, so that stores
-written with them keep decoding.
+checkpoint path. Weights it replaces ship on, listed under ``superseded`` (a prior replaced for
+the same weights under ``halo_prior_superseded``), so that stores written with them keep
+decoding.
 
 Refused unless the measured curve passes issue 35's gate: BD-rate against the fixed-rate ladder
 q1-q4 over the ladder's span at most :data:`GATE`'s ``ladder_bd_rate`` and a top level at or
@@ -22,7 +23,10 @@ default codec is one line once the gate passes: ``DEFAULT_ARCH`` in ``geocompres
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
+import math
+import os
 import shutil
 from pathlib import Path
 
@@ -43,13 +47,25 @@ def gate(rd: dict) -> list[str]:
         rd: ``benchmarks/vr_rd.py``'s json.
 
     Returns:
-        One line per failed condition.
+        One line per failed condition (a BD-rate over less than the ladder's whole span, or not
+        a number, fails).
+
+    Raises:
+        SystemExit: the json holds no test-split curve.
     """
-    test = rd["sets"]["rs-v1"]
+    test = rd.get("sets", {}).get("rs-v1")
+    if not test or not test.get("curve"):
+        raise SystemExit("the measured curve has no rs-v1 test split: run benchmarks/vr_rd.py")
     failed = []
-    ladder = test.get("bd", {}).get("ladder", {}).get("psnr", {}).get("bd_rate_percent")
-    if ladder is None or ladder > GATE["ladder_bd_rate"]:
-        failed.append(f"BD-rate against the ladder {ladder} % (at most {GATE['ladder_bd_rate']} %)")
+    ladder = test.get("bd", {}).get("ladder", {}).get("psnr", {})
+    rate = ladder.get("bd_rate_percent")
+    if not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate > GATE["ladder_bd_rate"]:
+        failed.append(f"BD-rate against the ladder {rate} % (at most {GATE['ladder_bd_rate']} %)")
+    span = [row[1] for row in test.get("ladder_curve", [])]
+    shared = ladder.get("shared_bpp") or [math.inf, -math.inf]
+    if not span or shared[0] > min(span) + 1e-9 or shared[1] < max(span) - 1e-9:
+        failed.append(f"the BD-rate covers bpp {shared}, not the ladder's span "
+                      f"{[min(span), max(span)] if span else 'unknown'}")
     top = max(row[1] for row in test["curve"])
     if top < GATE["top_bpp"]:
         failed.append(f"top level at {top:.3f} bpp (at least {GATE['top_bpp']})")
@@ -80,26 +96,56 @@ def index_entry(checkpoint: Path, rd: dict, digest: str, prior_digest: str | Non
              "bd_rate_vs_ladder_percent": test.get("bd", {}).get("ladder", {}).get("psnr", {}).get("bd_rate_percent"),
              "measured_by": "benchmarks/vr_rd.py", "cpu": rd.get("cpu")}
     if prior_digest is not None:
-        entry["halo_prior"] = {"file": f"{ARCH}-{digest[:12]}-halo.pt", "digest": prior_digest}
+        entry["halo_prior"] = {"file": f"{ARCH}-{digest[:12]}-halo-{prior_digest[:12]}.pt",
+                               "digest": prior_digest}
     return entry
 
 
-def superseded(old: dict | None, digest: str) -> list[dict]:
-    """The entry's ``superseded`` list once ``old`` (the entry replaced) is kept under it: its
-    files stay in the package (each shipped file is named by its digest), its own earlier ones
-    stay listed.
+def superseded(old: dict | None, entry: dict) -> dict:
+    """What ``entry`` keeps of ``old`` (the entry it replaces): earlier weights under
+    ``superseded``, and, where the weights stay the same, their earlier halo priors under
+    ``halo_prior_superseded``. Their files stay in the package (each shipped file is named by
+    its digests), so that the stores written with them keep decoding.
 
     Args:
         old: the index entry being replaced, or None.
-        digest: the new weights' digest (the same weights again supersede nothing).
+        entry: the new entry.
 
     Returns:
-        The list for the new entry.
+        ``{"superseded": [...], "halo_prior_superseded": [...]}`` (lists possibly empty).
     """
-    if not old or old["digest"] == digest:
-        return list((old or {}).get("superseded", []))
-    kept = {k: old[k] for k in ("file", "digest", "halo_prior") if k in old}
-    return [*old.get("superseded", []), kept]
+    old = old or {}
+    kept = {"superseded": list(old.get("superseded", [])), "halo_prior_superseded": []}
+    if old and old["digest"] != entry["digest"]:
+        kept["superseded"].append({k: old[k] for k in ("file", "digest", "halo_prior", "halo_prior_superseded")
+                                   if k in old})
+        return kept
+    priors = list(old.get("halo_prior_superseded", []))
+    if old.get("halo_prior") and old["halo_prior"]["digest"] != entry.get("halo_prior", {}).get("digest"):
+        priors.append(old["halo_prior"])
+    kept["halo_prior_superseded"] = priors
+    return kept
+
+
+def install(src: Path, name: str, check) -> None:
+    """``src`` into the package as ``name``: copied beside it, checked (``check(path)``), then
+    renamed into place; an identical file already there is kept as it is.
+
+    Args:
+        src: the file to ship.
+        name: its name under :data:`WEIGHTS`.
+        check: called with the copy's path; raises where the copy is not what was measured.
+    """
+    dest = WEIGHTS / name
+    if dest.is_file() and filecmp.cmp(src, dest, shallow=False):
+        return
+    tmp = dest.with_name(f".{name}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        check(tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def ship(checkpoint: Path, rd_path: Path, force: bool = False) -> dict:
@@ -114,8 +160,8 @@ def ship(checkpoint: Path, rd_path: Path, force: bool = False) -> dict:
         The new index entry.
 
     Raises:
-        SystemExit: the curve is of other weights, the prior refits other weights, or the gate
-            fails without ``force``.
+        SystemExit: the curve is of other weights, or the gate fails without ``force``.
+        WeightsError: the weights or their prior are damaged, or a copy is not what was read.
     """
     from geocompress.codec import load_checkpoint, state_digest
     from geocompress.codec.weights import checkpoint_halo_prior, load_with_delta
@@ -138,10 +184,12 @@ def ship(checkpoint: Path, rd_path: Path, force: bool = False) -> dict:
     index_path = WEIGHTS / "index.json"
     index = json.loads(index_path.read_text())
     entry = index_entry(checkpoint, rd, digest, prior_digest)
-    entry["superseded"] = superseded(index.get(ARCH), digest)
-    shutil.copyfile(checkpoint, WEIGHTS / entry["file"])
+    entry.update(superseded(index.get(ARCH), entry))
+    base = WEIGHTS / entry["file"]
+    install(checkpoint, entry["file"], lambda p: load_checkpoint(p, expected_digest=digest))
     if prior is not None:
-        shutil.copyfile(prior[0], WEIGHTS / entry["halo_prior"]["file"])
+        install(prior[0], entry["halo_prior"]["file"],
+                lambda p: load_with_delta(base, digest, p, expected_digest=prior_digest))
     index[ARCH] = entry
     tmp = index_path.with_suffix(".json.tmp")  # the index last, atomically: files before names
     tmp.write_text(json.dumps(index, indent=1) + "\n")
@@ -152,6 +200,11 @@ def ship(checkpoint: Path, rd_path: Path, force: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``ship_vr.py``: ship the weights (see the module's docstring), print what shipped.
+
+    Args:
+        argv: the command line (default ``sys.argv[1:]``).
+    """
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=WIP, help="the weights (default the run's wip export)")
     p.add_argument("--rd", type=Path, default=RD, help="their curve from benchmarks/vr_rd.py")
@@ -160,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     entry = ship(a.checkpoint, a.rd, a.force)
     print(f"shipped {ARCH}: {entry['levels']} levels, default {entry['default']:g}, digest "
           f"{entry['digest'][:12]}" + (", with its halo prior" if "halo_prior" in entry else "")
-          + f"; {len(entry['superseded'])} earlier weights ship on")
+          + f"; {len(entry['superseded'])} earlier weights and {len(entry['halo_prior_superseded'])} "
+          "earlier priors of these ship on")
 
 
 if __name__ == "__main__":

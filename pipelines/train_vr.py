@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geocompress.models.variable_rate import LEVEL_LAMBDAS
+
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "runs" / "mgssnet-vr"
 WIP = REPO / "catalogs" / "models" / "wip"
@@ -41,7 +43,7 @@ NARROW = {"N": 64, "M": 96, "reference_lambda": 0.009}      # q3's widths and la
 # transforms widened (session 22); latent widened and three levels added below (session 23)
 # two levels added above (session 28: lambdas 0.36 and 0.72, the rates of archives, >= 0.9 bpp)
 CONFIG = {**NARROW, "M": 192, "transform_N": 128, "levels": 14, "levels_below": 3}
-TABLE = 9  # levels of LEVEL_LAMBDAS (between those below and those above)
+TABLE = len(LEVEL_LAMBDAS)  # the table's levels (between those below and those above)
 EMA = 0.999  # decay of the weight average the exports carry (--ema; since own step 37,180)
 
 

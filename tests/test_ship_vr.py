@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import geocompress
+import geocompress.shipped
 from geocompress.codec import weights as W
 from geocompress.codec.weights import save_checkpoint, save_prior_delta, state_digest, untrained
 
@@ -35,11 +36,12 @@ def _vr(tmp: Path, seed: int) -> tuple[Path, str]:
     return path, digest
 
 
-def _rd(path: Path, digest: str, ladder: float = 1.5, top: float = 0.95) -> Path:
+def _rd(path: Path, digest: str, ladder: float = 1.5, top: float = 0.95, shared=(0.08, 0.28)) -> Path:
     rd = {"digest": digest, "cpu": "test", "sets": {"rs-v1": {
         "curve": [[0.0, 0.05, 20.0, 5.0], [8.0, top, 30.0, 15.0]],
-        "bd": {"ladder": {"psnr": {"bd_rate_percent": ladder}}}}}}
-    out = path.with_name(f"rd-{digest[:6]}-{ladder}-{top}.json")
+        "ladder_curve": [[1, 0.08, 25.0, 9.0], [4, 0.28, 27.4, 12.0]],
+        "bd": {"ladder": {"psnr": {"bd_rate_percent": ladder, "shared_bpp": list(shared)}}}}}}
+    out = path.with_name(f"rd-{digest[:6]}-{ladder}-{top}-{shared[0]}.json")
     out.write_text(json.dumps(rd))
     return out
 
@@ -52,7 +54,9 @@ def package(tmp_path, monkeypatch):
     (pkg / "index.json").write_text("{}\n")
     sv = pipeline_script("ship_vr")
     monkeypatch.setattr(sv, "WEIGHTS", pkg)
-    monkeypatch.setattr(W, "shipped_index", lambda: json.loads((pkg / "index.json").read_text()))
+    index = lambda: json.loads((pkg / "index.json").read_text())  # noqa: E731
+    monkeypatch.setattr(W, "shipped_index", index)
+    monkeypatch.setattr(geocompress.shipped, "shipped_index", index)
     monkeypatch.setattr(W, "_weights_file", lambda name: pkg / name)
     return sv, pkg
 
@@ -96,6 +100,40 @@ def test_replaced_vr_weights_still_decode_their_strings(tmp_path, package):
     prior = entry["superseded"][0]["halo_prior"]["digest"]
     assert geocompress.load_codec("mgssnet-vr", quality=3.0, digest=prior).digest == prior
     assert sv.ship(new, _rd(new, new_digest))["superseded"] == entry["superseded"]  # the same again
+    # the same weights with a refitted prior: the prior replaced still decodes its stores
+    m = W.load_checkpoint(new)
+    with torch.no_grad():
+        m.h_s[0].weight.mul_(0.99)
+    save_prior_delta(m, new.with_name("mgssnet-vr-halo.pt"), new_digest, ("h_s.",))
+    refit = sv.ship(new, _rd(new, new_digest))
+    assert refit["halo_prior"]["digest"] != entry["halo_prior"]["digest"]
+    assert refit["halo_prior_superseded"] == [entry["halo_prior"]] and (pkg / entry["halo_prior"]["file"]).is_file()
+    for d in (entry["halo_prior"]["digest"], refit["halo_prior"]["digest"]):
+        assert geocompress.load_codec("mgssnet-vr", quality=3.0, digest=d).digest == d
+
+
+def test_a_scene_at_level_0_of_the_shipped_vr_decodes(tmp_path, package):
+    """Level 0 is a level: a store written there decodes with the shipped weights it names."""
+    from geocompress.scene import compress_scene, decompress_scene
+
+    from .test_scene import write_scene
+
+    sv, _ = package
+    ckpt, digest = _vr(tmp_path / "a", 0)
+    sv.ship(ckpt, _rd(ckpt, digest))
+    data = natural_tile(64, 128, seed=2)
+    src = write_scene(tmp_path / "s.tif", data)
+    kw = dict(processes=False, progress=False, precision="float32")
+    r = compress_scene(src, tmp_path / "s.zarr", arch="mgssnet-vr", quality=0.0, tile=64, halo=0, **kw)
+    assert r.quality == 0.0
+    from geocompress.scene import workers
+
+    workers._CACHE.clear()  # as a fresh worker process: the codec is built from the store's spec
+    out = decompress_scene(tmp_path / "s.zarr", tmp_path / "out.tif", **kw)
+    import rasterio
+
+    with rasterio.open(out) as f:
+        assert f.read().shape == data.shape
 
 
 def test_ship_refuses_below_the_gate_and_a_curve_of_other_weights(tmp_path, package):
@@ -105,6 +143,10 @@ def test_ship_refuses_below_the_gate_and_a_curve_of_other_weights(tmp_path, pack
         sv.ship(ckpt, _rd(ckpt, digest, ladder=4.0, top=0.7))
     with pytest.raises(SystemExit, match="measured weights"):
         sv.ship(ckpt, _rd(ckpt, "0" * 64))
+    with pytest.raises(SystemExit, match="not the ladder's span"):  # BD over part of the span only
+        sv.ship(ckpt, _rd(ckpt, digest, shared=(0.15, 0.28)))
+    with pytest.raises(SystemExit, match="ladder nan"):
+        sv.ship(ckpt, _rd(ckpt, digest, ladder=float("nan")))
     assert json.loads((pkg / "index.json").read_text()) == {} and len(list(pkg.iterdir())) == 1
     sv.ship(ckpt, _rd(ckpt, digest, ladder=4.0, top=0.7), force=True)
     assert "mgssnet-vr" in json.loads((pkg / "index.json").read_text())

@@ -321,7 +321,8 @@ def test_shipped_weights_match_their_index() -> None:
     """Every shipped checkpoint loads with its catalogued digest and stays under 15 MB (a
     variable-rate model, one file for every rate, under 40 MB)."""
     from geocompress.codec import load_checkpoint
-    from geocompress.codec.weights import is_variable_rate_entry, shipped_index, shipped_path
+    from geocompress.codec.weights import (is_variable_rate_entry, load_shipped, shipped_index, shipped_path,
+                                           state_digest)
 
     everything = shipped_index()
     if not everything.get("mgssnet"):
@@ -333,6 +334,8 @@ def test_shipped_weights_match_their_index() -> None:
             model = load_checkpoint(path, expected_digest=digest)
             assert path.stat().st_size <= 40 * 1024 * 1024 and model.arch == arch
             assert model.levels == index["levels"] and 0 <= level == index["default"] <= model.levels - 1
+            for d in [e["digest"] for e in [index.get("halo_prior") or {}, *index.get("superseded", [])] if e]:
+                assert state_digest(load_shipped(arch, None, digest=d)[0].state_dict()) == d
             continue
         qualities = sorted(int(q) for q in index["qualities"])
         assert index["default"] in qualities

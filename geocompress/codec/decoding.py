@@ -65,6 +65,8 @@ def check_level(level: Any, levels: int) -> float:
         ValueError: not a number, or outside ``0 .. levels - 1``.
     """
     try:
+        if isinstance(level, bool):
+            raise TypeError(level)
         q = float(level)
     except (TypeError, ValueError):
         raise ValueError(f"rate level must be a number, got {level!r}") from None

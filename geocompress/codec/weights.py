@@ -27,7 +27,7 @@ import torch
 
 from ..atomic import atomic_save
 from ..models import build
-from ..shipped import shipped_index
+from ..shipped import is_variable_rate_entry, shipped_index  # noqa: F401 - re-exported
 from .compressai_adapter import resize_cdf_buffers
 from .decoding import check_level
 from .errors import WeightsError
@@ -220,24 +220,10 @@ def shipped_path(arch: str, quality: float | None) -> tuple[Path, float, str]:
     qualities = sorted(int(q) for q in index["qualities"])
     if quality is None:
         quality = int(index.get("default", qualities[len(qualities) // 2]))
-    if quality not in qualities:
+    if isinstance(quality, bool) or quality not in qualities:
         raise WeightsError(f"{arch}: no shipped quality {quality}; available: {qualities}")
     entry = index["qualities"][str(int(quality))]
     return _weights_file(entry["file"]), int(quality), entry["digest"]
-
-
-def is_variable_rate_entry(entry: dict) -> bool:
-    """Whether a weights-index entry ships one variable-rate file for every level (``file``,
-    ``digest``, ``levels``, ``default`` level, an optional ``halo_prior``) rather than one
-    fixed-rate file per quality (``qualities``).
-
-    Args:
-        entry: ``shipped_index()[arch]``.
-
-    Returns:
-        True for a variable-rate entry.
-    """
-    return "levels" in entry and "qualities" not in entry
 
 
 # -- halo priors (issue 26): a shipped quality's entropy half refitted for halo-coded tiles ------
@@ -311,7 +297,9 @@ def _quality_entry(arch: str, quality: float) -> dict:
     index = shipped_index().get(arch, {})
     if is_variable_rate_entry(index):
         return index
-    return index.get("qualities", {}).get(str(quality), {})
+    if isinstance(quality, bool) or float(quality) != int(quality):
+        return {}
+    return index.get("qualities", {}).get(str(int(quality)), {})
 
 
 def _weights_file(name: str) -> Path:
@@ -461,8 +449,9 @@ def load_shipped(arch: str, quality: float | None, halo_prior: bool = False,
 def _superseded(entry: dict, path: Path, base_digest: str, digest: str) -> torch.nn.Module | None:
     """The shipped weights of ``digest`` where newer ones replaced them: a halo prior since
     refitted (``halo_prior_superseded``, on the same base), or a variable-rate model's earlier
-    weights or their prior (``superseded``: ``{"file", "digest", "halo_prior"}`` each), which
-    ship on so that the stores written with them keep decoding.
+    weights or their priors (``superseded``: ``{"file", "digest", "halo_prior",
+    "halo_prior_superseded"}`` each), which ship on so that the stores written with them keep
+    decoding.
 
     Args:
         entry: the index entry of the quality (or of the variable-rate model).
@@ -472,6 +461,9 @@ def _superseded(entry: dict, path: Path, base_digest: str, digest: str) -> torch
 
     Returns:
         The model, or None where no shipped weights have ``digest``.
+
+    Raises:
+        WeightsError: the file that has ``digest`` is missing or damaged.
     """
     for e in entry.get("halo_prior_superseded", []):
         if e["digest"] == digest:
@@ -479,8 +471,8 @@ def _superseded(entry: dict, path: Path, base_digest: str, digest: str) -> torch
     for old in entry.get("superseded", []):
         if old["digest"] == digest:
             return load_checkpoint(_weights_file(old["file"]), expected_digest=digest)
-        prior = old.get("halo_prior")
-        if prior and prior["digest"] == digest:
-            return load_with_delta(_weights_file(old["file"]), old["digest"], _weights_file(prior["file"]),
-                                   expected_digest=digest)
+        for prior in [old.get("halo_prior") or {}, *old.get("halo_prior_superseded", [])]:
+            if prior.get("digest") == digest:
+                return load_with_delta(_weights_file(old["file"]), old["digest"], _weights_file(prior["file"]),
+                                       expected_digest=digest)
     return None

@@ -232,15 +232,16 @@ def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
 
     common = {"device": device, "precision": spec.precision, "batch_size": spec.batch_size,
               "refine_steps": spec.refine_steps}
+    # a variable-rate model's level travels as its quality, and level 0 is a level; a fixed-rate
+    # quality 0 is the untrained architecture's
+    variable = "levels" in spec.model_config
+    quality = spec.quality if variable else spec.quality or None
     if spec.checkpoint:
-        codec = load_codec(checkpoint=spec.checkpoint, quality=spec.quality or None,
-                           digest=spec.digest, **common)
-    elif spec.quality and spec.pretrained:
-        codec = load_codec(spec.arch, quality=spec.quality, pretrained=True, digest=spec.digest,
-                           **common)
-    else:  # a variable-rate model's level travels as its quality
-        codec = load_codec(spec.arch, quality=spec.quality or None, pretrained=False, **common,
-                           **spec.model_config)
+        codec = load_codec(checkpoint=spec.checkpoint, quality=quality, digest=spec.digest, **common)
+    elif spec.pretrained and (variable or spec.quality):
+        codec = load_codec(spec.arch, quality=quality, pretrained=True, digest=spec.digest, **common)
+    else:
+        codec = load_codec(spec.arch, quality=quality, pretrained=False, **common, **spec.model_config)
     if codec.digest != spec.digest:
         raise WeightsMismatchError(
             f"weights {codec.digest[:16]} found for {spec.arch} quality {spec.quality} differ from "
