@@ -548,3 +548,12 @@ def test_weight_average_follows_its_decay_swaps_back_and_refuses_a_foreign_state
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="decay"):
             WeightAverage(m, bad)
+
+
+@pytest.mark.parametrize("decay", ["1.5", "1", "nan", "-0.1", "x"])
+def test_an_absurd_weight_average_decay_is_refused_before_a_run_folder_exists(tmp_path, capsys, decay):
+    from geocompress.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(tmp_path / "ds.zarr"), str(tmp_path / "run"), "--arch", "mgssnet-vr", "--ema", decay])
+    assert e.value.code == 2 and "--ema" in capsys.readouterr().err and not (tmp_path / "run").exists()

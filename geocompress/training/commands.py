@@ -176,11 +176,22 @@ def _add_recipe_modes(p: argparse.ArgumentParser) -> None:
                         "shuffled, so that the codec also learns false-colour and percentile-stretched "
                         "composites (geocompress.training.data.restretch). Default: a resumed run's "
                         "own, else 0")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+    p.add_argument("--ema", type=_decay, default=None, metavar="DECAY",
                    help="keep a moving average of the weights with this decay (0.999: about the "
                         "last 1,000 steps), validated beside them and exported in their place: "
                         "it smooths the scatter of small-batch steps (geocompress.training.ema). "
                         "0: none. Default: a resumed run's own, else none")
+
+
+def _decay(text: str) -> float:
+    """``--ema``'s decay: 0 (none) or in (0, 1), refused before a run folder is made."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value == 0.0 or 0.0 < value < 1.0):
+        raise argparse.ArgumentTypeError(f"a decay must be 0 (none) or lie in (0, 1), got {text!r}")
+    return value
 
 
 def _value(v: str):
