@@ -201,42 +201,70 @@ def lr_boost(config: dict, run: Path, warm: Path | None) -> tuple[dict, int]:
 CURVE_BEGIN, CURVE_END = "<!-- curve:begin -->", "<!-- curve:end -->"
 
 
-def write_curve(every: int = 2000) -> None:
-    """The run's validation at its validation levels every ``every`` steps (and its last), as a
-    table between the markers of ``catalogs/models/mgssnet-vr.md`` (the weight average's in a row
-    of its own where the run keeps one); steps are the run's own plus those it inherited (earlier
-    trunks' and q3's); each column names its level's lambda."""
+def _run_rows(every: int) -> tuple[list[int], list[tuple], int]:
+    """This run's validations every ``every`` own steps (and its last): its levels, one row
+    per validation (the weight average's in a row of its own) as ``(steps in all, label, wall h,
+    {level: "bpp / dB"})``, and the steps it inherited (earlier runs', earlier trunks' and
+    q3's, as ``catalogs/models/wip/wip.json`` records them), which its rows' steps in all add to
+    its own."""
     import csv
     import json
-
-    from geocompress.models.variable_rate import scale_lambdas
 
     rows = list(csv.DictReader((RUN / "log.csv").open()))
     vals = [r for r in rows if r["phase"].startswith("val@")]
     steps = sorted({int(r["step"]) for r in vals})
     levels = sorted({int(r["phase"].removeprefix("val@q")) for r in vals})
-    lambdas = scale_lambdas(CONFIG["levels"], CONFIG["levels_below"])
     keep = [s for s in steps if s % every == 0] + ([steps[-1]] if steps and steps[-1] % every else [])
     wip = json.loads((WIP / "wip.json").read_text()).get("vr", {})
     inherited = (wip.get("total_steps") or 0) - (wip.get("own_steps") or 0)
+    out = []
+    for s in keep:
+        for phase, tag in (("val@q", ""), ("ema@q", ", weight average")):
+            at = {int(r["phase"].removeprefix(phase)): r for r in rows
+                  if r["phase"].startswith(phase) and int(r["step"]) == s}
+            if at:
+                wall = float(next(iter(at.values()))["wall_s"]) / 3600
+                out.append((s + inherited, f"{s} (from {inherited}){tag}", f"{wall:.2f}",
+                            {q: f"{float(r['bpp']):.3f} / {float(r['psnr']):.2f}" for q, r in at.items()}))
+    return levels, out, inherited
+
+
+def _doc_rows(text: str) -> tuple[list[int], list[tuple]]:
+    """The levels and rows (as :func:`_run_rows`) of the table already between the markers."""
+    body = text.partition(CURVE_BEGIN)[2].partition(CURVE_END)[0]
+    lines = [line.strip() for line in body.splitlines() if line.strip().startswith("|")]
+    if len(lines) < 2:
+        return [], []
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    levels = [int(h.split()[1]) for h in header[3:]]
+    rows = []
+    for line in lines[2:]:
+        c = [x.strip() for x in line.strip("|").split("|")]
+        rows.append((int(c[1]), c[0], c[2], dict(zip(levels, c[3:]))))
+    return levels, rows
+
+
+def write_curve(every: int = 2000) -> None:
+    """The run's validation at its validation levels every ``every`` steps (and its last), as
+    rows of the table between the markers of ``catalogs/models/mgssnet-vr.md``: the rows of
+    earlier runs of the lineage (earlier machines') stay, this run's replace those from where it
+    started on; each column names its level's lambda ("-" where a row has no such level)."""
+    from geocompress.models.variable_rate import scale_lambdas
+
+    doc = REPO / "catalogs" / "models" / "mgssnet-vr.md"
+    text = doc.read_text()
+    old_levels, old = _doc_rows(text)
+    new_levels, new, start = _run_rows(every)
+    rows = [r for r in old if r[0] < start] + new
+    levels = sorted(set(old_levels) | set(new_levels))
+    lambdas = scale_lambdas(CONFIG["levels"], CONFIG["levels_below"])
     lines = [CURVE_BEGIN, "", "| own step | steps in all | wall h | "
              + " | ".join(f"level {q} (lambda {lambdas[q]:g})" for q in levels) + " |",
              "|---|---|---|" + "---|" * len(levels)]
-    for s in keep:
-        for phase, label in (("val@q", f"{s}"), ("ema@q", f"{s}, weight average")):
-            at = {int(r["phase"].removeprefix(phase)): r for r in rows
-                  if r["phase"].startswith(phase) and int(r["step"]) == s}
-            if not at:
-                continue
-            cells = " | ".join(f"{float(at[q]['bpp']):.3f} / {float(at[q]['psnr']):.2f}" if q in at else "-"
-                               for q in levels)
-            lines.append(f"| {label} | {s + inherited} | {float(at[levels[0]]['wall_s']) / 3600:.2f} | {cells} |")
-    lines += ["", CURVE_END]
-    doc = REPO / "catalogs" / "models" / "mgssnet-vr.md"
-    text = doc.read_text()
+    lines += [f"| {label} | {total} | {wall} | " + " | ".join(cells.get(q, "-") for q in levels) + " |"
+              for total, label, wall, cells in rows]
     head, _, rest = text.partition(CURVE_BEGIN)
-    _, _, tail = rest.partition(CURVE_END)
-    doc.write_text(head + "\n".join(lines) + tail)
+    doc.write_text(head + "\n".join(lines + ["", CURVE_END]) + rest.partition(CURVE_END)[2])
 
 
 def main(argv: list[str] | None = None) -> None:

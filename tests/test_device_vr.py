@@ -74,3 +74,32 @@ def test_device_vr_continues_the_wip_weights_exports_like_export_wip_and_adopts(
     assert (dest / "mgssnet-vr.pt").read_bytes() == (out / "mgssnet-vr.pt").read_bytes()
     record = json.loads((dest / "wip.json").read_text())
     assert record["q6"] == {"file": "mgssnet-q6.pt"} and record["vr"] == saved["vr"]
+
+
+def test_the_learning_curve_keeps_earlier_machines_rows_and_adds_this_runs(tmp_path: Path, monkeypatch) -> None:
+    """A run warm-started on a new machine counts its own steps from 0: its rows join the table
+    after the lineage's earlier ones (steps in all from wip.json), with a column for a new level."""
+    tv = pipeline_script("train_vr")
+    (tmp_path / "catalogs" / "models" / "wip").mkdir(parents=True)
+    (tmp_path / "run").mkdir()
+    doc = tmp_path / "catalogs" / "models" / "mgssnet-vr.md"
+    doc.write_text(f"intro\n{tv.CURVE_BEGIN}\n\n| own step | steps in all | wall h | level 0 (lambda 0.0001125) |\n"
+                   f"|---|---|---|---|\n| 40000 | 119064 | 10.33 | 0.028 / 22.24 |\n"
+                   f"| 44000 | 123064 | 11.00 | 0.027 / 22.30 |\n\n{tv.CURVE_END}\noutro\n")
+    (tmp_path / "catalogs" / "models" / "wip" / "wip.json").write_text(
+        json.dumps({"vr": {"own_steps": 2000, "total_steps": 123403}}))
+    head = "step,phase,wall_s,loss,bpp,mse,psnr\n"
+    (tmp_path / "run" / "log.csv").write_text(
+        head + "".join(f"{s},{p}@q{q},3600,1,0.{q + 1},0,2{q}.5\n" for s in (1000, 2000)
+                       for p in ("val", "ema") for q in (0, 13)))
+    monkeypatch.setattr(tv, "REPO", tmp_path)
+    monkeypatch.setattr(tv, "RUN", tmp_path / "run")
+    monkeypatch.setattr(tv, "WIP", tmp_path / "catalogs" / "models" / "wip")
+    tv.write_curve()
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{tv.CURVE_END}\noutro\n")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "own step" not in line]
+    assert "level 13 (lambda 0.72)" in text and "44000" not in text  # rows from the new run's start on replaced
+    assert rows[0] == "| 40000 | 119064 | 10.33 | 0.028 / 22.24 | - |"
+    assert rows[1:] == ["| 2000 (from 121403) | 123403 | 1.00 | 0.100 / 20.50 | 0.140 / 213.50 |",
+                        "| 2000 (from 121403), weight average | 123403 | 1.00 | 0.100 / 20.50 | 0.140 / 213.50 |"]
