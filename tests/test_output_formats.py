@@ -98,14 +98,25 @@ def test_cli_options(stores, tmp_path, capsys):
 
 
 def test_quiet_commands_print_nothing_but_their_result(stores, tmp_path):
-    """No dependency warnings (torch.jit, zarr's bytes dtype) from the CLI or its workers."""
+    """No dependency warnings (torch.jit, zarr's bytes dtype) from the CLI or its workers, also
+    with another job's cluster on the machine (its port 8787 taken: held here)."""
+    import socket
     import subprocess
     import sys
 
     src = stores / "plain.tif"
-    r = subprocess.run([sys.executable, "-m", "geocompress.cli", "compress", str(src),
-                        str(tmp_path / "q.zarr"), "--quiet", "--untrained", "--workers", "1"],
-                       capture_output=True, text=True, timeout=600)
+    held = socket.socket()
+    try:
+        held.bind(("", 8787))
+        held.listen()
+    except OSError:  # taken already: all the better
+        pass
+    try:
+        r = subprocess.run([sys.executable, "-m", "geocompress.cli", "compress", str(src),
+                            str(tmp_path / "q.zarr"), "--quiet", "--untrained", "--workers", "1"],
+                           capture_output=True, text=True, timeout=600)
+    finally:
+        held.close()
     assert r.returncode == 0 and r.stderr == "", r.stderr
     r = subprocess.run([sys.executable, "-m", "geocompress.cli", "decompress", str(tmp_path / "q.zarr"),
                         str(tmp_path / "q.tif"), "--quiet"], capture_output=True, text=True, timeout=600)

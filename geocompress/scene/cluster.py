@@ -350,9 +350,11 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, proces
             yield client
         return
     resources = {"GPU": 1} if gpu else None
+    # no dashboard; the scheduler's HTTP server (health routes) on a free port, not 8787: a
+    # second job on the machine would warn "Port 8787 is already in use" through --quiet
     with LocalCluster(n_workers=local_workers(workers), threads_per_worker=1, processes=processes,
-                      dashboard_address=None, resources=resources,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+                      dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                      resources=resources, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         from .failures import task_errors_quiet, worker_plugin
 
         if task_errors_quiet():  # the CLI prints a task's error once, as one line
