@@ -72,12 +72,12 @@ def gate(rd: dict) -> list[str]:
     return failed
 
 
-def index_entry(checkpoint: Path, rd: dict, digest: str, prior_digest: str | None) -> dict:
+def index_entry(model, rd: dict, digest: str, prior_digest: str | None) -> dict:
     """The weights-index entry of the variable-rate model (what :func:`geocompress.codec.weights.
     shipped_path` reads), with the measured curve beside it.
 
     Args:
-        checkpoint: the weights shipped.
+        model: the weights shipped, as loaded (their ``config`` and ``meta``).
         rd: their measured curve (``benchmarks/vr_rd.py``'s json).
         digest: their digest.
         prior_digest: the combined digest of their halo prior, or None.
@@ -85,11 +85,8 @@ def index_entry(checkpoint: Path, rd: dict, digest: str, prior_digest: str | Non
     Returns:
         The entry.
     """
-    import torch
-
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    meta, test = ckpt.get("meta", {}), rd["sets"]["rs-v1"]
-    entry = {"file": f"{ARCH}-{digest[:12]}.pt", "digest": digest, "levels": int(ckpt["config"]["levels"]),
+    meta, test = getattr(model, "meta", {}), rd["sets"]["rs-v1"]
+    entry = {"file": f"{ARCH}-{digest[:12]}.pt", "digest": digest, "levels": model.levels,
              "level_lambdas": meta.get("level_lambdas"), "default": float(meta.get("default_quality", 4.0)),
              "steps": meta.get("total_steps") or meta.get("steps"),
              "curve_test": [[row[0], round(row[1], 4), round(row[2], 3)] for row in test["curve"]],
@@ -183,7 +180,7 @@ def ship(checkpoint: Path, rd_path: Path, force: bool = False) -> dict:
         prior_digest = state_digest(load_with_delta(checkpoint, digest, prior[0]).state_dict())
     index_path = WEIGHTS / "index.json"
     index = json.loads(index_path.read_text())
-    entry = index_entry(checkpoint, rd, digest, prior_digest)
+    entry = index_entry(model, rd, digest, prior_digest)
     entry.update(superseded(index.get(ARCH), entry))
     base = WEIGHTS / entry["file"]
     install(checkpoint, entry["file"], lambda p: load_checkpoint(p, expected_digest=digest))

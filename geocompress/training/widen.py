@@ -315,16 +315,7 @@ def add_levels_below(model: nn.Module, below: int) -> nn.Module:
     if below < have:
         raise ValueError(f"add_levels_below: the model already has {have} levels below, asked for {below}")
     added = below - have
-    wide = build(model.arch, **{**cfg, "levels": int(cfg["levels"]) + added, "levels_below": below})
-    sd = model.state_dict()
-    with torch.no_grad():
-        for key in ("log_gain", "log_inverse_gain"):
-            rows = sd[key]
-            step = rows[0] - rows[1]
-            new = torch.stack([rows[0] + (added - i) * step for i in range(added)]) if added else rows[:0]
-            sd = {**sd, key: torch.cat([new, rows])}
-    wide.load_state_dict(sd)
-    return wide.eval()
+    return _with_levels(model, {**cfg, "levels": int(cfg["levels"]) + added, "levels_below": below}, added, 0)
 
 
 def add_levels_above(model: nn.Module, above: int) -> nn.Module:
@@ -350,22 +341,28 @@ def add_levels_above(model: nn.Module, above: int) -> nn.Module:
         ValueError: fewer levels above than the model has, more than the table holds, or a
             model whose scale stops below ``LEVEL_LAMBDAS``'s top.
     """
-    cfg = dict(model.config)
-    below = int(cfg.get("levels_below", 0))
-    if int(cfg["levels"]) < below + len(LEVEL_LAMBDAS):
-        raise ValueError(f"add_levels_above: the model's {cfg['levels']} levels stop below the table's top")
-    have = int(cfg["levels"]) - below - len(LEVEL_LAMBDAS)
+    if model.levels < model.levels_below + len(LEVEL_LAMBDAS):
+        raise ValueError(f"add_levels_above: the model's {model.levels} levels stop below the table's top")
+    have = model.levels_above
     if above < have:
         raise ValueError(f"add_levels_above: the model already has {have} levels above, asked for {above}")
     added = above - have
-    wide = build(model.arch, **{**cfg, "levels": int(cfg["levels"]) + added})
+    return _with_levels(model, {**model.config, "levels": model.levels + added}, 0, added)
+
+
+def _with_levels(model: nn.Module, config: dict, below: int, above: int) -> nn.Module:
+    """A copy of a variable-rate model built with ``config``, its gain tables grown by ``below``
+    rows at the bottom and ``above`` at the top, each new row one step of the table's end step
+    (row 0 - row 1 below, row -1 - row -2 above) beyond its neighbour: the levels' exponential
+    interpolation carried on; every old row (level) as it was."""
+    wide = build(model.arch, **config)
     sd = model.state_dict()
     with torch.no_grad():
         for key in ("log_gain", "log_inverse_gain"):
             rows = sd[key]
-            step = rows[-1] - rows[-2]
-            new = torch.stack([rows[-1] + (i + 1) * step for i in range(added)]) if added else rows[:0]
-            sd = {**sd, key: torch.cat([rows, new])}
+            low = [rows[0] + (below - i) * (rows[0] - rows[1]) for i in range(below)]
+            high = [rows[-1] + (i + 1) * (rows[-1] - rows[-2]) for i in range(above)]
+            sd[key] = torch.cat([*(r[None] for r in low), rows, *(r[None] for r in high)])
     wide.load_state_dict(sd)
     return wide.eval()
 
