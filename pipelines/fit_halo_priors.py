@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geocompress.codec.weights import (load_checkpoint, load_with_delta, save_prior_delta,
-                                       shipped_path, state_digest)
+from geocompress.codec.weights import (keep_replaced_halo_prior, load_checkpoint, load_with_delta,
+                                       save_prior_delta, shipped_path, state_digest)
 from geocompress.training.data import TileDataset
 from geocompress.training.halo_prior import PRIOR_PARTS, HaloPriorConfig, fit_halo_prior, interior_latents
 
@@ -88,6 +88,9 @@ def fit_checkpoint(path: Path, tiles: int, cfg: HaloPriorConfig, datasets: list[
     final = path.with_name(f"{path.stem}-halo.pt")
     tmp = path.with_name(f"{path.stem}-halo.new.pt")
     entry = fit(path, base_digest, tmp, path.stem, tiles, cfg, datasets)
+    kept = keep_replaced_halo_prior(path)  # a refit of the same weights: their stores still decode
+    if kept is not None:
+        print(f"the prior it replaces is kept as {kept.name} (stores written with it decode)")
     tmp.replace(final)
     entry["file"] = final.name
     curves = json.loads(CURVES.read_text()) if CURVES.exists() else {}

@@ -3,16 +3,16 @@
     .venv/bin/python pipelines/ship_vr.py [--checkpoint catalogs/models/wip/mgssnet-vr.pt]
         [--rd catalogs/models/mgssnet-vr-rd.json] [--force]
 
-Copies the run's fp16 weights to ``geocompress/weights/mgssnet-vr-<digest>.pt`` and its halo
-prior (the ``<stem>-halo.pt`` beside them, which must refit these very weights) to
-``mgssnet-vr-<digest>-halo.pt``, and writes their entry into ``geocompress/weights/index.json``: one file
-for every level of the continuous scale (``levels``, ``level_lambdas``, the ``default`` level),
-the digests a store records, and the test-split curve ``benchmarks/vr_rd.py`` measured on these
-very weights (``--rd``; its digest must be theirs). ``geocompress.load_codec("mgssnet-vr",
-quality=7.5)`` and ``geocompress compress --arch mgssnet-vr`` then load them without a
-checkpoint path. Weights it replaces ship on, listed under ``superseded`` (a prior replaced for
-the same weights under ``halo_prior_superseded``), so that stores written with them keep
-decoding.
+Copies the run's fp16 weights to ``geocompress/weights/mgssnet-vr-<digest>.pt`` and its halo prior
+(the ``<stem>-halo.pt`` beside them, which must refit these very weights) to
+``mgssnet-vr-<digest>-halo-<prior digest>.pt`` (12 hex digits each), and writes their entry into
+``geocompress/weights/index.json``: one file for every level of the continuous scale (``levels``,
+``level_lambdas``, the ``default`` level), the digests a store records, and the test-split curve
+``benchmarks/vr_rd.py`` measured on these very weights (``--rd``; its digest must be theirs).
+``geocompress.load_codec("mgssnet-vr", quality=7.5)`` and ``geocompress compress --arch
+mgssnet-vr`` then load them without a checkpoint path. Weights it replaces ship on, listed under
+``superseded`` (a prior replaced for the same weights under ``halo_prior_superseded``), so that
+stores written with them keep decoding.
 
 Refused unless the measured curve passes issue 35's gate: BD-rate against the fixed-rate ladder
 q1-q4 over the ladder's span at most :data:`GATE`'s ``ladder_bd_rate`` and a top level at or
@@ -102,7 +102,8 @@ def superseded(old: dict | None, entry: dict) -> dict:
     """What ``entry`` keeps of ``old`` (the entry it replaces): earlier weights under
     ``superseded``, and, where the weights stay the same, their earlier halo priors under
     ``halo_prior_superseded``. Their files stay in the package (each shipped file is named by
-    its digests), so that the stores written with them keep decoding.
+    its digests), so that the stores written with them keep decoding, at every level of their
+    own scale (``levels``: a store's level is checked against the weights it was written with).
 
     Args:
         old: the index entry being replaced, or None.
@@ -114,8 +115,8 @@ def superseded(old: dict | None, entry: dict) -> dict:
     old = old or {}
     kept = {"superseded": list(old.get("superseded", [])), "halo_prior_superseded": []}
     if old and old["digest"] != entry["digest"]:
-        kept["superseded"].append({k: old[k] for k in ("file", "digest", "halo_prior", "halo_prior_superseded")
-                                   if k in old})
+        kept["superseded"].append({k: old[k] for k in ("file", "digest", "levels", "halo_prior",
+                                                       "halo_prior_superseded") if k in old})
         return kept
     priors = list(old.get("halo_prior_superseded", []))
     if old.get("halo_prior") and old["halo_prior"]["digest"] != entry.get("halo_prior", {}).get("digest"):

@@ -318,3 +318,43 @@ def test_a_variable_rate_halo_prior_fits_every_level_and_travels_beside_its_chec
     (tmp_path / "new-halo.pt").write_bytes(b"not a prior")  # damaged: said, and not used
     with pytest.warns(UserWarning, match="damaged"):
         assert resolve_halo("auto", "mgssnet-vr", None, False, str(tmp_path / "new.pt")) == 0
+
+
+def test_a_checkpoint_prior_refitted_on_the_same_weights_keeps_decoding_its_stores(tmp_path):
+    """Refitting a checkpoint's prior replaced ``<stem>-halo.pt`` in place: a store written
+    with the old prior then failed its digest, with advice to pass the very checkpoint it had."""
+    import torch
+
+    from geocompress.codec import load_codec
+    from geocompress.codec.weights import (keep_replaced_halo_prior, save_checkpoint,
+                                           save_prior_delta, untrained)
+    from geocompress.training.halo_prior import PRIOR_PARTS
+
+    from .conftest import SMALL
+
+    model = untrained("mgssnet-vr", **SMALL["mgssnet-vr"]).float().eval()
+    base = tmp_path / "vr.pt"
+    base_digest = save_checkpoint(model, base)
+    assert keep_replaced_halo_prior(base) is None  # nothing there yet
+    prior = tmp_path / "vr-halo.pt"
+    save_prior_delta(model, prior, base_digest, PRIOR_PARTS)
+    old = load_codec(checkpoint=str(base), quality=2.5, halo_prior=True, precision="float64")
+    tiles = [natural_tile(64, 64, seed=3)]
+    strings = old.encode(tiles)
+    before = old.decode(strings)[0]
+    kept = keep_replaced_halo_prior(base)
+    assert kept == tmp_path / f"vr-halo-{old.digest[:12]}.pt" and not prior.exists()
+    with torch.no_grad():
+        model.h_s[0].weight.mul_(1.01)
+    save_prior_delta(model, prior, base_digest, PRIOR_PARTS)  # the refit
+    new = load_codec(checkpoint=str(base), quality=2.5, halo_prior=True, precision="float64")
+    assert new.digest != old.digest
+    again = load_codec(checkpoint=str(base), quality=2.5, digest=old.digest, precision="float64")
+    assert again.digest == old.digest
+    np.testing.assert_array_equal(again.decode(strings)[0], before)
+    assert load_codec(checkpoint=str(base), quality=2.5, digest=new.digest).digest == new.digest
+    other = untrained("mgssnet-vr", **SMALL["mgssnet-vr"])
+    with torch.no_grad():
+        other.log_gain.add_(0.1)
+    save_checkpoint(other, base)  # other weights: their old prior refits nothing, none is kept
+    assert keep_replaced_halo_prior(base) is None and prior.exists()

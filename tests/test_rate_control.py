@@ -46,6 +46,23 @@ def test_a_target_must_be_one_finite_positive_number(kw):
         RateTarget(**kw)
 
 
+def test_a_numpy_target_is_a_number_and_is_kept_as_one():
+    t = RateTarget(bpp=np.float32(0.5), sample=np.int64(4))
+    assert (t.bpp, t.sample) == (0.5, 4) and type(t.bpp) is float and type(t.sample) is int
+    with pytest.raises(RateTargetError):
+        RateTarget(psnr=np.bool_(True))
+
+
+def test_a_quality_and_a_rate_target_together_are_refused_before_any_work(checkpoint, tmp_path):
+    """The CLI refuses both; the API coded at the searched level and dropped the quality."""
+    from geocompress.scene import compress_scene
+
+    with pytest.raises(ValueError, match="not both"):
+        compress_scene(tmp_path / "absent.tif", tmp_path / "s.zarr", checkpoint=str(checkpoint),
+                       quality=7, rate=RateTarget(bpp=0.3))
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_the_search_meets_a_reachable_bpp_and_refuses_an_unreachable_one():
     codec = TileCodec(_spread_model(), quality=0.0, precision="float64")
     tiles = [natural_tile(64, 64, seed=s) for s in range(4)]

@@ -19,10 +19,10 @@ from geocompress.codec.weights import save_checkpoint, save_prior_delta, state_d
 from .conftest import natural_tile, pipeline_script
 
 
-def _vr(tmp: Path, seed: int) -> tuple[Path, str]:
+def _vr(tmp: Path, seed: int, **config) -> tuple[Path, str]:
     """A tiny variable-rate checkpoint with a halo prior beside it; its digest."""
     torch.manual_seed(seed)
-    m = untrained("mgssnet-vr", N=16, M=24)
+    m = untrained("mgssnet-vr", N=16, M=24, **config)
     with torch.no_grad():
         m.log_gain.add_(0.05 * torch.randn_like(m.log_gain))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -110,6 +110,30 @@ def test_replaced_vr_weights_still_decode_their_strings(tmp_path, package):
     assert refit["halo_prior_superseded"] == [entry["halo_prior"]] and (pkg / entry["halo_prior"]["file"]).is_file()
     for d in (entry["halo_prior"]["digest"], refit["halo_prior"]["digest"]):
         assert geocompress.load_codec("mgssnet-vr", quality=3.0, digest=d).digest == d
+
+
+def test_replaced_vr_weights_decode_at_levels_the_new_scale_lacks(tmp_path, package):
+    """A store's level is checked against the weights it names: one written at level 7.5 of a
+    9-level model stays readable after weights of 6 levels ship (it was refused as outside
+    0..5 before the earlier weights were looked up)."""
+    sv, _ = package
+    old, old_digest = _vr(tmp_path / "a", 0)
+    sv.ship(old, _rd(old, old_digest))
+    codec = geocompress.load_codec("mgssnet-vr", quality=7.5, precision="float32")
+    strings = codec.encode([natural_tile(64, 64)])
+    before = codec.decode(strings)[0]
+    new, new_digest = _vr(tmp_path / "b", 1, levels=6)
+    entry = sv.ship(new, _rd(new, new_digest))
+    assert entry["levels"] == 6 and entry["superseded"][0]["levels"] == 9
+    again = geocompress.load_codec("mgssnet-vr", quality=7.5, digest=old_digest, precision="float32")
+    assert again.digest == old_digest and again.quality == 7.5
+    np.testing.assert_array_equal(again.decode(strings)[0], before)
+    prior = entry["superseded"][0]["halo_prior"]["digest"]
+    assert geocompress.load_codec("mgssnet-vr", quality=7.5, digest=prior).digest == prior
+    with pytest.raises(ValueError, match="outside this model's range 0..8"):
+        geocompress.load_codec("mgssnet-vr", quality=8.5, digest=old_digest)
+    with pytest.raises(ValueError, match="outside this model's range 0..5"):
+        geocompress.load_codec("mgssnet-vr", quality=7.5)
 
 
 def test_a_scene_at_level_0_of_the_shipped_vr_decodes(tmp_path, package):

@@ -175,6 +175,23 @@ def test_fixed_rate_models_still_write_format_3_and_refuse_fractional_qualities(
         _codec(3.0).decode([s])
 
 
+def test_a_fixed_rate_checkpoint_codes_at_its_own_quality_or_refuses(tmp_path):
+    """A quality a fixed-rate file does not hold was truncated (2.5 -> 2, 0.7 -> 0) and recorded:
+    the store then named weights it was not written with (0: decoded as the untrained net)."""
+    from geocompress import load_codec
+
+    path = tmp_path / "q3.pt"
+    save_checkpoint(untrained("mgssnet", **SMALL["mgssnet"]), path, meta={"quality": 3})
+    assert load_codec(checkpoint=str(path)).quality == 3
+    assert load_codec(checkpoint=str(path), quality=3).quality == 3
+    for q in (0.7, 2.5, 7):
+        with pytest.raises(ValueError, match="quality 3"):
+            load_codec(checkpoint=str(path), quality=q)
+    with pytest.raises(CodecError, match="variable-rate"):
+        load_codec("mgssnet", quality=2.5, pretrained=False, **SMALL["mgssnet"])
+    assert load_codec("mgssnet", quality=2, pretrained=False, **SMALL["mgssnet"]).quality == 2
+
+
 def test_training_step_samples_levels_and_logs_each_validation_level(tmp_path):
     """Two steps of the real trainer on a tiny store: per-sample lambdas, validation rows per
     level, and a checkpoint the codec loads at any level."""

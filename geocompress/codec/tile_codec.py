@@ -392,7 +392,9 @@ def load_codec(choice: CodecChoice | str = DEFAULT_ARCH, quality: float | None =
 
     Raises:
         WeightsError: a missing, damaged or foreign weights file, or an unknown quality.
-        ValueError: an unknown precision, or a level outside a variable-rate model's range.
+        ValueError: an unknown precision, a level outside a variable-rate model's range, or a
+            quality other than a fixed-rate checkpoint's own.
+        CodecError: a fractional quality for fixed-rate weights.
 
     Examples:
         >>> import geocompress
@@ -411,12 +413,17 @@ def load_codec(choice: CodecChoice | str = DEFAULT_ARCH, quality: float | None =
         meta = getattr(model, "meta", {})
         if hasattr(model, "set_rate"):
             q = float(quality if quality is not None else meta.get("default_quality", 4.0))
-        else:
-            q = int(quality or meta.get("quality", 0))
+        else:  # one rate per file: another quality would be recorded for weights not of it
+            own = meta.get("quality")
+            if own and quality is not None and float(quality) != float(own):
+                raise ValueError(f"{choice.checkpoint} holds fixed-rate weights of quality {own}; "
+                                 f"quality {quality} names other weights (leave the quality out)")
+            q = quality if quality is not None else int(own or 0)
     elif choice.pretrained:
         model, q = load_shipped(choice.arch, quality, halo_prior=halo_prior, digest=digest)
     else:
         model = untrained(choice.arch, **choice.config)
-        q = float(quality if quality is not None else 4.0) if hasattr(model, "set_rate") else 0
+        q = float(quality if quality is not None else 4.0) if hasattr(model, "set_rate") else (
+            quality if quality is not None else 0)  # TileCodec refuses a fractional one
     return TileCodec(model, quality=q, device=choice.device, precision=choice.precision,
                      batch_size=choice.batch_size, refine_steps=choice.refine_steps)

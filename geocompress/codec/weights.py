@@ -379,10 +379,35 @@ def drop_stale_halo_prior(path: str | Path) -> Path | None:
     return prior
 
 
+def keep_replaced_halo_prior(path: str | Path) -> Path | None:
+    """Before a checkpoint's halo prior is refitted: the prior there now, where it refits these
+    very weights, kept beside them as ``<stem>-halo-<its digest[:12]>.pt``, so that the stores
+    written with it keep decoding (:func:`load_checkpoint_for` finds it by their digest).
+
+    Args:
+        path: the checkpoint whose prior is about to be replaced.
+
+    Returns:
+        The kept file, or None (no prior there, or one of other weights: no store needs it).
+
+    Raises:
+        WeightsError: the checkpoint or its prior is damaged.
+    """
+    found = checkpoint_halo_prior(path)
+    if found is None:
+        return None
+    prior, base_digest = found
+    digest = state_digest(load_with_delta(path, base_digest, prior).state_dict())
+    kept = prior.with_name(f"{Path(path).stem}-halo-{digest[:12]}.pt")
+    prior.replace(kept)
+    return kept
+
+
 def load_checkpoint_for(path: str | Path, halo_prior: bool = False,
                         digest: str | None = None) -> torch.nn.Module:
     """A checkpoint's weights, or with ``halo_prior`` its halo prior's where one lies beside it
-    (:func:`checkpoint_halo_prior`); ``digest`` (a store's) picks whichever of the two has it.
+    (:func:`checkpoint_halo_prior`); ``digest`` (a store's) picks whichever of the two has it,
+    or a prior of these weights since refitted (:func:`keep_replaced_halo_prior`).
 
     Args:
         path: the checkpoint.
@@ -409,7 +434,10 @@ def load_checkpoint_for(path: str | Path, halo_prior: bool = False,
     except WeightsError:
         if digest is None:
             raise
-        return load_checkpoint(path)  # other weights than the store's: the caller says so
+    kept = prior.with_name(f"{Path(path).stem}-halo-{digest[:12]}.pt")  # a prior since refitted
+    if kept.is_file():
+        return load_with_delta(path, base_digest, kept, expected_digest=digest)
+    return load_checkpoint(path)  # other weights than the store's: the caller says so
 
 
 def load_shipped(arch: str, quality: float | None, halo_prior: bool = False,
@@ -430,6 +458,9 @@ def load_shipped(arch: str, quality: float | None, halo_prior: bool = False,
         WeightsError: no such shipped weights, or a file fails its digest.
         ValueError: a level outside a variable-rate model's scale.
     """
+    earlier = _earlier_variable_rate(arch, quality, digest) if digest is not None else None
+    if earlier is not None:
+        return earlier
     path, q, base_digest = shipped_path(arch, quality)
     prior = shipped_halo_prior(arch, q)
     if digest is not None:
@@ -444,6 +475,38 @@ def load_shipped(arch: str, quality: float | None, halo_prior: bool = False,
     if halo_prior and prior is not None:
         return load_with_delta(path, base_digest, prior[0], expected_digest=prior[1]), q
     return load_checkpoint(path, expected_digest=base_digest), q
+
+
+def _earlier_variable_rate(arch: str, quality: float | None,
+                           digest: str) -> tuple[torch.nn.Module, float] | None:
+    """A variable-rate model's earlier shipped weights (or one of their priors) that have
+    ``digest``, with ``quality`` checked against *their* scale: a store written at level 10 of
+    a 14-level model stays readable after weights of fewer levels ship.
+
+    Args:
+        arch: a registry name.
+        quality: the store's level (None: the earlier weights' default, the current one's).
+        digest: the digest the store records.
+
+    Returns:
+        ``(model, level)``, or None where ``arch`` is not variable-rate or no earlier weights
+        have ``digest`` (the current ones are looked up as usual).
+
+    Raises:
+        WeightsError: the file that has ``digest`` is missing or damaged.
+        ValueError: a level outside the earlier weights' scale.
+    """
+    entry = shipped_index().get(arch)
+    if not entry or not is_variable_rate_entry(entry):
+        return None
+    for old in entry.get("superseded", []):
+        priors = [old.get("halo_prior") or {}, *old.get("halo_prior_superseded", [])]
+        if digest != old["digest"] and all(p.get("digest") != digest for p in priors):
+            continue
+        level = check_level(entry["default"] if quality is None else quality,
+                            int(old.get("levels", entry["levels"])))
+        return _superseded({"superseded": [old]}, Path(), "", digest), level
+    return None
 
 
 def _superseded(entry: dict, path: Path, base_digest: str, digest: str) -> torch.nn.Module | None:

@@ -26,9 +26,11 @@ by the current gain and ``g_s`` its input by the current inverse gain, so every 
 modes) codes at the rate last set, per sample when a vector of levels is given. Parameter names of
 the trunk are those of :class:`.mgssnet.MGSSNet`, so fixed-rate weights warm-start it directly.
 
-The quality scale: quality ``q`` is level ``q``, and level ``l`` is trained at CompressAI's lambda
-of its quality ``l`` (level 0 at half of quality 1's), so ``quality=3`` means the same trade-off
-here as for the fixed-rate ladder q3. A model with ``levels_below = k`` reaches lower rates with
+The quality scale: quality ``q`` is level ``q``, and in a model without levels below, level ``l``
+is trained at CompressAI's lambda of its quality ``l`` (level 0 at half of quality 1's). The
+scale is each model's own: a level names a trade-off only with the weights' ``level_lambdas``
+(the run in progress has three levels below, so its level 3 is that level 0), and a store
+records the level with the digest of the weights it was coded with. A model with ``levels_below = k`` reaches lower rates with
 ``k`` more levels of :data:`BELOW_LAMBDAS` at the bottom of its scale, which then starts there
 (its levels stay ``0 .. levels - 1``, a header's rate field never negative): its level ``l + k``
 is the trade-off of the others' level ``l``; a model with more levels than ``k`` plus

@@ -402,7 +402,8 @@ def compress_scene(source: PathLike | Sequence[PathLike], store: PathLike,
 
     Raises:
         ValueError: a tile size out of range, bits that do not fit the scene, a halo with
-            overlapping tiles, or a scene the codec cannot code (too many bands).
+            overlapping tiles, a scene the codec cannot code (too many bands), or a quality
+            together with a rate target.
         FileNotFoundError: the store's parent folder does not exist.
         TypeError: an option that is no field of the three values.
         RateTargetError: a rate target for fixed-rate weights, or one no level reaches.
@@ -448,6 +449,9 @@ def _prepare(source: PathLike | Sequence[PathLike], store: Path, choice: CodecCh
              overwrite: bool) -> _Job:
     """Everything checked before any work: sizes, paths, bits, halo, the codec, the grid."""
     tile, bits = tiling.tile, tiling.bits
+    if rate is not None and choice.quality is not None:  # as the CLI: one of them sets the rate
+        raise ValueError(f"give a quality or a rate target, not both (quality={choice.quality}, "
+                         f"rate={rate})")
     if tiling.value_range not in VALUE_RANGES:
         raise ValueError(f"value_range must be one of {VALUE_RANGES}, got {tiling.value_range!r}")
     if not isinstance(tile, int) or not MIN_TILE <= tile <= MAX_TILE:

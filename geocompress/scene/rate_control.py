@@ -24,6 +24,7 @@ then (:class:`~geocompress.scene.compress.CompressResult`).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -64,11 +65,16 @@ class RateTarget:
             raise RateTargetError("give exactly one rate target: a bpp or a PSNR")
         for name in ("bpp", "psnr"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                  or not math.isfinite(v) or v <= 0):
+            if v is None:
+                continue
+            if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)
+                    or not math.isfinite(v) or v <= 0):
                 raise RateTargetError(f"target {name} must be a finite number > 0, got {v!r}")
-        if not isinstance(self.sample, int) or self.sample < 1:
+            object.__setattr__(self, name, float(v))  # numpy scalars too; recorded as JSON
+        if (isinstance(self.sample, (bool, np.bool_)) or not isinstance(self.sample, numbers.Integral)
+                or self.sample < 1):
             raise RateTargetError(f"sample must be a whole number >= 1, got {self.sample!r}")
+        object.__setattr__(self, "sample", int(self.sample))
 
     @property
     def kind(self) -> str:

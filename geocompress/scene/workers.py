@@ -245,7 +245,8 @@ def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
     if codec.digest != spec.digest:
         raise WeightsMismatchError(
             f"weights {codec.digest[:16]} found for {spec.arch} quality {spec.quality} differ from "
-            f"the store's {spec.digest[:16]}; pass the checkpoint the store was written with")
+            f"the store's {spec.digest[:16]}; pass the checkpoint the store was written with "
+            f"(with the halo prior it was coded with beside it, where it has a halo)")
     return codec
 
 
