@@ -162,6 +162,17 @@ def test_a_forged_rate_outside_the_scale_is_refused_before_decoding():
         codec.decode([_with_rate_code(s, 0xFFFF)])
 
 
+def test_a_string_of_other_variable_rate_weights_names_its_level():
+    from geocompress.codec.errors import WeightsMismatchError
+
+    s = _codec(3.25).encode([natural_tile(64, 64)])[0]
+    other = _spread_model()
+    with torch.no_grad():
+        other.log_gain.add_(0.1)
+    with pytest.raises(WeightsMismatchError, match=r"\(level 3.25\)"):
+        TileCodec(other, quality=3.25).decode([s])
+
+
 def test_fixed_rate_models_still_write_format_3_and_refuse_fractional_qualities(small_codecs):
     codec = small_codecs("mgssnet")
     s = codec.encode([natural_tile(64, 64)])[0]

@@ -241,7 +241,8 @@ class TileDecoder:
     def _check_origin(self, h: TileHeader) -> None:
         if h.arch != self.arch or h.digest != bytes.fromhex(self.digest[:16]):
             raise WeightsMismatchError(
-                f"tile was encoded by {h.arch} weights {h.digest.hex()} (quality {h.quality}); this "
+                f"tile was encoded by {h.arch} weights {h.digest.hex()} ("
+                f"{'level %g' % h.rate if h.rate is not None else 'quality %d' % h.quality}); this "
                 f"codec is {self.arch} weights {self.digest[:16]} (quality {self.quality}): load "
                 f"the codec that wrote it")
         self._check_binding(h)
