@@ -92,8 +92,9 @@ def learned_records(checkpoint: Path, tiles: list[np.ndarray], levels: list[floa
     from geocompress import load_codec
 
     out, timing = {}, {}
+    codec = load_codec(checkpoint=str(checkpoint), quality=levels[0], precision=precision, batch_size=8)
     for q in levels:
-        codec = load_codec(checkpoint=str(checkpoint), quality=q, precision=precision, batch_size=8)
+        codec.set_level(q)
         t0 = time.perf_counter()
         strings = codec.encode(tiles)
         t1 = time.perf_counter()
