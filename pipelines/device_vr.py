@@ -35,13 +35,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "pipelines")]
 
-from train_vr import CONFIG, EMA, WIP, _config_of, is_earlier, widened_start  # noqa: E402
+from train_vr import CONFIG, EMA, LEVEL_BALANCE, WIP, _config_of, is_earlier, widened_start  # noqa: E402
 
 from geocompress.codec.weights import drop_stale_halo_prior  # noqa: E402
 
 PACKS = [REPO / ".devpack" / "rs-v1-trainval.npz", REPO / ".devpack" / "rs-extra-v1-trainval.npz"]
 FREEZE: tuple[str, ...] = ()  # train_vr.py's default (every parameter trains)
-LR, LEVEL_BALANCE = 2e-5, 0.5  # train_vr.py's defaults
+LR = 2e-5  # train_vr.py's default
 NAME = "mgssnet-vr"
 
 

@@ -18,8 +18,8 @@ kill loses at most ``--checkpoint-every-s``.
 
 Recipe: every level of the model's scale (levels 0-13, lambdas 0.0001125 to 0.72; the top two
 since session 28, their gains at 10x lr for 5,000 steps: :data:`BOOST_ABOVE`) at its own
-lambda (stratified levels per batch), each level's loss weighted by its running mean ** -0.5
-(the level balance: ``--level-balance``), ``mixed`` quantization, stretch 0.25, batch 8 of
+lambda (stratified levels per batch), each level's loss weighted by its running mean ** -1
+(the level balance, :data:`LEVEL_BALANCE`: ``--level-balance``), ``mixed`` quantization, stretch 0.25, batch 8 of
 128 x 128 crops, Adam lr 2e-5 (where q3's own schedule ended) with the plateau scheduler, a
 moving average of the weights (decay 0.999, since own step 37,180: ``--ema``) that the exports
 carry, validation of both every 2000 steps at levels 0 / 3 / 7 / 11 / 13 on 32 + 12 val tiles;
@@ -45,6 +45,10 @@ NARROW = {"N": 64, "M": 96, "reference_lambda": 0.009}      # q3's widths and la
 CONFIG = {**NARROW, "M": 192, "transform_N": 128, "levels": 14, "levels_below": 3}
 TABLE = len(LEVEL_LAMBDAS)  # the table's levels (between those below and those above)
 EMA = 0.999  # decay of the weight average the exports carry (--ema; since own step 37,180)
+# the level balance's exponent p (each level's loss weighted by its running mean ** -p): 1 from
+# the lineage's step 133,952 (session 29: the ship gate is lost at levels 1-4, where p = 0.5 had
+# stood still while its gradient went to the saturated top), 0.5 from 90,379, 1 before
+LEVEL_BALANCE = 1.0
 
 
 def widened_start(src: Path, config: dict, out: Path) -> Path:
@@ -276,12 +280,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--freeze", nargs="*", default=[],
                    help="parameter prefixes kept fixed (default none; sessions 20-21 trained with "
                         "g_a. g_s. frozen until that run converged)")
-    p.add_argument("--level-balance", type=float, default=0.5,
-                   help="weight each level's loss by its running mean ** -P (default 0.5, since "
-                        "the lineage's step 90,379: the top levels' distortion trains the synthesis "
-                        "shared by every level; 1: every level's relative improvement alike, which "
-                        "left g_s a low-rate decoder, see catalogs/models/mgssnet-vr.md; 0: the "
-                        "plain mean, where the top level's loss, ~70x the lowest's, sets everything)")
+    p.add_argument("--level-balance", type=float, default=LEVEL_BALANCE,
+                   help="weight each level's loss by its running mean ** -P (default 1 since the "
+                        "lineage's step 133,952: every level's relative improvement alike, for the "
+                        "low levels the ship gate measures; 0.5 from step 90,379, which trained the "
+                        "synthesis with the top levels' distortion, see catalogs/models/mgssnet-vr.md; "
+                        "0: the plain mean, where the top level's loss, ~1000x the lowest's, sets "
+                        "everything)")
     p.add_argument("--widen", type=int, default=None, metavar="W",
                    help="a trial with the transforms W hidden channels wide instead of "
                         f"{CONFIG['transform_N']} (item 3's trunk trials; its own folder)")
