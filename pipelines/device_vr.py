@@ -35,7 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "pipelines")]
 
-from train_vr import CONFIG, EMA, LEVEL_BALANCE, WIP, _config_of, is_earlier, widened_start  # noqa: E402
+from train_vr import (CONFIG, EMA, LEVEL_BALANCE, WIP, _config_of, is_earlier,  # noqa: E402
+                      widened_start)
 
 from geocompress.codec.weights import drop_stale_halo_prior  # noqa: E402
 

@@ -16,15 +16,15 @@ of an earlier trunk (an earlier session's wip file, or the shipped q3 on the ver
 are widened first (:func:`widened_start`). Why: ``catalogs/models/mgssnet-vr.md``. Ctrl-C or a
 kill loses at most ``--checkpoint-every-s``.
 
-Recipe: every level of the model's scale (levels 0-13, lambdas 0.0001125 to 0.72; the top two
-since session 28, their gains at 10x lr for 5,000 steps: :data:`BOOST_ABOVE`) at its own
-lambda (stratified levels per batch), each level's loss weighted by its running mean ** -1
-(the level balance, :data:`LEVEL_BALANCE`: ``--level-balance``), ``mixed`` quantization, stretch 0.25, batch 8 of
-128 x 128 crops, Adam lr 2e-5 (where q3's own schedule ended) with the plateau scheduler, a
+Recipe: every level of the model's scale (levels 0-13, lambdas 0.0001125 to 0.72; the top two since
+session 28, their gains at 10x lr for 5,000 steps: :data:`BOOST_ABOVE`) at its own lambda
+(stratified levels per batch), each level's loss weighted by its running mean ** -1 (the level
+balance, :data:`LEVEL_BALANCE`: ``--level-balance``), ``mixed`` quantization, stretch 0.25, batch 8
+of 128 x 128 crops, Adam lr 2e-5 (where q3's own schedule ended) with the plateau scheduler, a
 moving average of the weights (decay 0.999, since own step 37,180: ``--ema``) that the exports
 carry, validation of both every 2000 steps at levels 0 / 3 / 7 / 11 / 13 on 32 + 12 val tiles;
-data: the train splits of ``geocompress-rs-v1`` and ``geocompress-rs-extra-v1`` (three times:
-the 10-60 m satellite imagery users compress most).
+data: the train splits of ``geocompress-rs-v1`` and ``geocompress-rs-extra-v1`` (three times: the
+10-60 m satellite imagery users compress most).
 """
 
 from __future__ import annotations

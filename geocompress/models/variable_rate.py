@@ -27,13 +27,13 @@ modes) codes at the rate last set, per sample when a vector of levels is given. 
 the trunk are those of :class:`.mgssnet.MGSSNet`, so fixed-rate weights warm-start it directly.
 
 The quality scale: quality ``q`` is level ``q``, and in a model without levels below, level ``l``
-is trained at CompressAI's lambda of its quality ``l`` (level 0 at half of quality 1's). The
-scale is each model's own: a level names a trade-off only with the weights' ``level_lambdas``
-(the run in progress has three levels below, so its level 3 is that level 0), and a store
-records the level with the digest of the weights it was coded with. A model with ``levels_below = k`` reaches lower rates with
-``k`` more levels of :data:`BELOW_LAMBDAS` at the bottom of its scale, which then starts there
-(its levels stay ``0 .. levels - 1``, a header's rate field never negative): its level ``l + k``
-is the trade-off of the others' level ``l``; a model with more levels than ``k`` plus
+is trained at CompressAI's lambda of its quality ``l`` (level 0 at half of quality 1's). The scale
+is each model's own: a level names a trade-off only with the weights' ``level_lambdas`` (the run in
+progress has three levels below, so its level 3 is that level 0), and a store records the level
+with the digest of the weights it was coded with. A model with ``levels_below = k`` reaches lower
+rates with ``k`` more levels of :data:`BELOW_LAMBDAS` at the bottom of its scale, which then starts
+there (its levels stay ``0 .. levels - 1``, a header's rate field never negative): its level
+``l + k`` is the trade-off of the others' level ``l``; a model with more levels than ``k`` plus
 :data:`LEVEL_LAMBDAS` reaches higher rates with levels of :data:`ABOVE_LAMBDAS` at the top of its
 scale. :attr:`MGSSNetVR.level_lambdas` says which lambda each level has.
 """
