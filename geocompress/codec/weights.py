@@ -468,8 +468,8 @@ def load_shipped(arch: str, quality: float | None, halo_prior: bool = False,
             halo_prior = False
         elif prior is not None and digest == prior[1]:
             halo_prior = True
-        else:  # a store written with weights since replaced: theirs still ship
-            model = _superseded(_quality_entry(arch, q), path, base_digest, digest)
+        else:  # a store written with a halo prior since refitted: it still ships
+            model = _with_digest(_quality_entry(arch, q), digest)
             if model is not None:
                 return model, q
     if halo_prior and prior is not None:
@@ -485,7 +485,7 @@ def _earlier_variable_rate(arch: str, quality: float | None,
 
     Args:
         arch: a registry name.
-        quality: the store's level (None: the earlier weights' default, the current one's).
+        quality: the store's level (None: the current weights' default level).
         digest: the digest the store records.
 
     Returns:
@@ -500,42 +500,33 @@ def _earlier_variable_rate(arch: str, quality: float | None,
     if not entry or not is_variable_rate_entry(entry):
         return None
     for old in entry.get("superseded", []):
-        priors = [old.get("halo_prior") or {}, *old.get("halo_prior_superseded", [])]
-        if digest != old["digest"] and all(p.get("digest") != digest for p in priors):
-            continue
-        level = check_level(entry["default"] if quality is None else quality,
-                            int(old.get("levels", entry["levels"])))
-        return _superseded({"superseded": [old]}, Path(), "", digest), level
+        model = _with_digest(old, digest)
+        if model is not None:
+            return model, model.check_level(entry["default"] if quality is None else quality)
     return None
 
 
-def _superseded(entry: dict, path: Path, base_digest: str, digest: str) -> torch.nn.Module | None:
-    """The shipped weights of ``digest`` where newer ones replaced them: a halo prior since
-    refitted (``halo_prior_superseded``, on the same base), or a variable-rate model's earlier
-    weights or their priors (``superseded``: ``{"file", "digest", "halo_prior",
-    "halo_prior_superseded"}`` each), which ship on so that the stores written with them keep
-    decoding.
+def _with_digest(entry: dict, digest: str) -> torch.nn.Module | None:
+    """The shipped weights of an index entry (``{"file", "digest", "halo_prior",
+    "halo_prior_superseded"}``: a quality's, a variable-rate model's, or one under its
+    ``superseded``) that have ``digest``: its base, or its base with its halo prior or one since
+    refitted; those ship on so that the stores written with them keep decoding.
 
     Args:
-        entry: the index entry of the quality (or of the variable-rate model).
-        path: its current base weights.
-        base_digest: their digest.
+        entry: the index entry.
         digest: the digest a store records.
 
     Returns:
-        The model, or None where no shipped weights have ``digest``.
+        The model, or None where none of the entry's files has ``digest``.
 
     Raises:
         WeightsError: the file that has ``digest`` is missing or damaged.
     """
-    for e in entry.get("halo_prior_superseded", []):
-        if e["digest"] == digest:
-            return load_with_delta(path, base_digest, _weights_file(e["file"]), expected_digest=digest)
-    for old in entry.get("superseded", []):
-        if old["digest"] == digest:
-            return load_checkpoint(_weights_file(old["file"]), expected_digest=digest)
-        for prior in [old.get("halo_prior") or {}, *old.get("halo_prior_superseded", [])]:
-            if prior.get("digest") == digest:
-                return load_with_delta(_weights_file(old["file"]), old["digest"], _weights_file(prior["file"]),
-                                       expected_digest=digest)
+    base = _weights_file(entry["file"])
+    if entry["digest"] == digest:
+        return load_checkpoint(base, expected_digest=digest)
+    for prior in [entry.get("halo_prior") or {}, *entry.get("halo_prior_superseded", [])]:
+        if prior.get("digest") == digest:
+            return load_with_delta(base, entry["digest"], _weights_file(prior["file"]),
+                                   expected_digest=digest)
     return None
