@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from geocompress.shipped import DEFAULT_ARCH
+
 from .conftest import pipeline_script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +23,7 @@ def test_gpu_check_runs_on_the_cpu_and_strings_decode_identically_across_runs(tm
              "--scene", "512", "--out", str(out), "--work-dir", str(tmp_path)])
     res = json.loads(out.read_text())
     assert res["device"] == "cpu" and res["script"] == "pipelines/gpu_check.py"
-    assert res["weights"].startswith("mgssnet ")
+    assert res["weights"].startswith(f"{DEFAULT_ARCH} ")  # what users get
     tp = res["throughput"]
     assert tp["tiles"] == 2 and [r["batch"] for r in tp["rows"]] == [1, 2]
     for r in tp["rows"]:

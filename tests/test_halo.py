@@ -166,12 +166,12 @@ def test_auto_halo_uses_the_shipped_halo_prior_and_decodes_by_digest(tmp_path):
     data = natural_tile(128, 192, seed=21)
     src = write_scene(tmp_path / "s.tif", data)
     store = tmp_path / "auto.zarr"
-    compress_scene(src, store, quality=q, tile=64, processes=False, progress=False)
+    compress_scene(src, store, arch="mgssnet", quality=q, tile=64, processes=False, progress=False)
     ts = TileStore.open(store)
     assert store_info(store)["halo"] == DEFAULT_HALO
     assert ts.codec_meta["weights_digest"] == shipped_halo_prior("mgssnet", q)[1]
     alone = tmp_path / "alone.zarr"
-    compress_scene(src, alone, quality=q, tile=64, processes=False, progress=False, halo=0)
+    compress_scene(src, alone, arch="mgssnet", quality=q, tile=64, processes=False, progress=False, halo=0)
     psnr = {}
     for name, st in (("halo", store), ("alone", alone)):
         out = decompress_scene(st, tmp_path / f"{name}.tif", processes=False, progress=False,
@@ -179,7 +179,7 @@ def test_auto_halo_uses_the_shipped_halo_prior_and_decodes_by_digest(tmp_path):
         with rasterio.open(out) as f:
             psnr[name] = 10 * np.log10(255 ** 2 / np.mean((f.read().astype(float) - data) ** 2))
     assert psnr["halo"] > psnr["alone"] - 0.3, psnr  # the prior's decoder is the same synthesis
-    compress_scene(src, store, quality=q, tile=64, processes=False, progress=False)  # resumes
+    compress_scene(src, store, arch="mgssnet", quality=q, tile=64, processes=False, progress=False)  # resumes
 
 
 def test_a_refitted_halo_prior_keeps_the_one_it_replaced_for_old_stores():

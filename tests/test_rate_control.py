@@ -178,7 +178,7 @@ def test_cli_refuses_a_rate_target_it_cannot_meet_before_any_work(tmp_path, caps
         main(["compress", str(src), str(tmp_path / "a.zarr"), "--target-bpp", "-1"])
     assert e.value.code == 2
     rc = main(["compress", str(src), str(tmp_path / "b.zarr"), "--target-bpp", "0.5",
-               "--untrained", "--workers", "1"])
+               "--arch", "mgssnet", "--untrained", "--workers", "1"])
     assert rc == 1 and "variable-rate" in capsys.readouterr().err
     assert not (tmp_path / "b.zarr").exists()
 

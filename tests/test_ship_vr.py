@@ -174,3 +174,33 @@ def test_ship_refuses_below_the_gate_and_a_curve_of_other_weights(tmp_path, pack
     assert json.loads((pkg / "index.json").read_text()) == {} and len(list(pkg.iterdir())) == 1
     sv.ship(ckpt, _rd(ckpt, digest, ladder=4.0, top=0.7), force=True)
     assert "mgssnet-vr" in json.loads((pkg / "index.json").read_text())
+
+
+def test_a_store_of_the_fixed_seed_vr_weights_decodes_after_a_vr_model_ships(tmp_path, package):
+    """``compress --untrained`` at a level writes the fixed-seed weights' digest; once weights of
+    that architecture ship, the store is still decoded with the weights it names (it failed with
+    "weights ... differ from the store's")."""
+    from geocompress.scene import compress_scene, decompress_scene, workers
+
+    from .test_scene import write_scene
+
+    sv, _ = package
+    ckpt, digest = _vr(tmp_path / "a", 0)
+    sv.ship(ckpt, _rd(ckpt, digest))
+    data = natural_tile(64, 64, seed=3)
+    src = write_scene(tmp_path / "s.tif", data)
+    kw = dict(processes=False, progress=False, precision="float32")
+    r = compress_scene(src, tmp_path / "s.zarr", arch="mgssnet-vr", quality=2.0, pretrained=False,
+                       config={"N": 16, "M": 24}, tile=64, halo=0, **kw)
+    fixed = untrained("mgssnet-vr", N=16, M=24)
+    assert r.quality == 2.0
+    workers._CACHE.clear()
+    out = decompress_scene(tmp_path / "s.zarr", tmp_path / "out.tif", **kw)
+    import rasterio
+
+    expect = geocompress.load_codec("mgssnet-vr", quality=2.0, pretrained=False, N=16, M=24,
+                                    precision="float32")
+    assert expect.digest == state_digest(fixed.state_dict()) != digest
+    with rasterio.open(out) as f:
+        got = f.read()
+    assert np.array_equal(got, expect.decode(expect.encode([data]))[0])

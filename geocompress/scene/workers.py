@@ -240,6 +240,10 @@ def build_codec(spec: CodecSpec, device: str = "cpu") -> TileCodec:
         codec = load_codec(checkpoint=spec.checkpoint, quality=quality, digest=spec.digest, **common)
     elif spec.pretrained and (variable or spec.quality):
         codec = load_codec(spec.arch, quality=quality, pretrained=True, digest=spec.digest, **common)
+        if codec.digest != spec.digest and variable:  # every level of the fixed-seed weights
+            # is a level (no quality 0 to say so): a store written with them names their digest
+            fixed = load_codec(spec.arch, quality=quality, pretrained=False, **common, **spec.model_config)
+            codec = fixed if fixed.digest == spec.digest else codec
     else:
         codec = load_codec(spec.arch, quality=quality, pretrained=False, **common, **spec.model_config)
     if codec.digest != spec.digest:
