@@ -132,6 +132,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _quality_help(index: dict) -> str:
+    """``--quality``'s help, for the default codec as shipped: a level on a variable-rate model's
+    continuous scale, or a fixed-rate quality 1..Q (both explained where both ship)."""
+    entry = index.get(DEFAULT_ARCH, {})
+    vr = ("any level on a variable-rate model's continuous scale (e.g. 5.5; higher = more bits; "
+          "its weights' level_lambdas say which trade-off each level is; a level beyond the top "
+          "is refused)")
+    fixed = "a shipped fixed-rate quality 1..Q (mgssnet; default: the middle one)"
+    if is_variable_rate_entry(entry):
+        return (f"level 0..{entry['levels'] - 1} of the default {DEFAULT_ARCH} (default: level "
+                f"{entry['default']:g}): {vr}; with --arch mgssnet, {fixed}")
+    return f"{fixed}; with --arch mgssnet-vr (or a variable-rate --checkpoint), {vr}"
+
+
 def _codec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("codec")
     index = shipped_index()
@@ -146,11 +160,7 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                         + ladder + f"Also shipped: {others or 'none'} (baselines that beat MGSSNet at one "
                         "short, equal training budget; far below the shipped mgssnet: "
                         "catalogs/models/<arch>.md). Any registry architecture with --checkpoint")
-    g.add_argument("--quality", type=_quality, default=None,
-                   help="shipped quality 1..Q (higher = more bits; default: the middle one); a "
-                        "variable-rate model (--arch mgssnet-vr) takes any level on its continuous "
-                        "scale (default: its weights' default level), 0 up to its top level (e.g. 2.5; the weights' level_lambdas say "
-                        "which trade-off each level is; a level beyond the top is refused)")
+    g.add_argument("--quality", type=_quality, default=None, help=_quality_help(index))
     g.add_argument("--checkpoint", help="use this checkpoint instead of shipped weights")
     g.add_argument("--untrained", action="store_true",
                    help="fixed-seed untrained weights (testing the pipeline only)")
@@ -356,8 +366,9 @@ def _tiling_args(c: argparse.ArgumentParser) -> None:
 
 def _rate_args(c: argparse.ArgumentParser) -> None:
     """``compress``'s rate control: a target bpp or PSNR instead of a quality."""
+    default_vr = is_variable_rate_entry(shipped_index().get(DEFAULT_ARCH, {}))
     r = c.add_argument_group(
-        "rate control (variable-rate models: --arch mgssnet-vr)",
+        f"rate control (variable-rate models: {'the default ' + DEFAULT_ARCH if default_vr else '--arch mgssnet-vr'})",
         "Ask for a rate or a quality instead of a level: the level is searched for through the "
         "real codec on a sample of the scene's tiles before anything is written; the achieved "
         "bpp (tile bytes over the scene's pixels) is printed and recorded with the target in "
@@ -444,9 +455,7 @@ def _add_demo(sub) -> argparse.ArgumentParser:
     m.add_argument("scene", nargs="?", help="any GeoTIFF (default: the bundled 1024 x 1024 sample "
                    "scene, geocompress/data/SAMPLE.md)")
     m.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    m.add_argument("--quality", type=_quality,
-                   help="shipped quality (default: the middle one), or a variable-rate checkpoint's "
-                        "level on its continuous scale")
+    m.add_argument("--quality", type=_quality, help=_quality_help(shipped_index()))
     m.add_argument("--checkpoint", help="use this checkpoint instead of the shipped weights")
     _cluster_args(m)
     m.set_defaults(func=cmd_demo)

@@ -381,3 +381,27 @@ def test_bits_that_do_not_fit_the_scene_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("geocompress compress: error: bits=7 (--bits)") and "\n" not in err
     assert compress_scene(src, tmp_path / "b.zarr", bits=8, **TINY).bits == 8
+
+
+def test_quality_help_explains_the_scale_of_the_default_codec(monkeypatch, capsys):
+    """``--quality`` means a level 0..L-1 once a variable-rate model is the default, a quality
+    1..Q while the fixed-rate ladder is: the help says which, and how to reach the other."""
+    import geocompress.cli as cli
+
+    def help_of(command: str) -> str:  # the text of --quality in ``command --help``
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        return text[text.index("--quality QUALITY ") + len("--quality QUALITY "):]
+
+    for command in ("compress", "demo"):
+        assert help_of(command).startswith("a shipped fixed-rate quality 1..Q") or \
+            cli.DEFAULT_ARCH != "mgssnet"
+    index = {"mgssnet-vr": {"file": "x.pt", "digest": "0" * 64, "levels": 14, "default": 7.0},
+             "mgssnet": {"qualities": {"1": {}, "2": {}}}}
+    monkeypatch.setattr(cli, "DEFAULT_ARCH", "mgssnet-vr")
+    monkeypatch.setattr(cli, "shipped_index", lambda: index)
+    for command in ("compress", "demo"):
+        text = help_of(command)
+        assert text.startswith("level 0..13 of the default mgssnet-vr (default: level 7)"), text
+        assert "with --arch mgssnet, a shipped fixed-rate quality 1..Q" in text, text
