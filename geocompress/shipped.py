@@ -6,10 +6,10 @@ import json
 from importlib import resources
 from typing import Any
 
-# the codec users get without --arch / a choice's arch: the fixed-rate ladder q1-q4 until the
-# variable-rate MGSSNet passes issue 35's gate (then "mgssnet-vr", shipped by
-# pipelines/ship_vr.py; the ladder stays loadable by name and its stores keep decoding)
-DEFAULT_ARCH = "mgssnet"
+# the codec users get without --arch / a choice's arch: the variable-rate MGSSNet (shipped by
+# pipelines/ship_vr.py once its measured curve passed issue 35's gate); the fixed-rate ladder
+# q1-q4 stays loadable by name ("mgssnet") and its stores keep decoding
+DEFAULT_ARCH = "mgssnet-vr"
 
 
 def shipped_index() -> dict[str, Any]:
