@@ -139,7 +139,7 @@ def _quality_help(index: dict) -> str:
     vr = ("any level on a variable-rate model's continuous scale (e.g. 5.5; higher = more bits; "
           "its weights' level_lambdas say which trade-off each level is; a level beyond the top "
           "is refused)")
-    fixed = "a shipped fixed-rate quality 1..Q (mgssnet; default: the middle one)"
+    fixed = "a shipped fixed-rate quality 1..Q (default: the middle one)"
     if is_variable_rate_entry(entry):
         return (f"level 0..{entry['levels'] - 1} of the default {DEFAULT_ARCH} (default: level "
                 f"{entry['default']:g}): {vr}; with --arch mgssnet, {fixed}")
@@ -367,8 +367,9 @@ def _tiling_args(c: argparse.ArgumentParser) -> None:
 def _rate_args(c: argparse.ArgumentParser) -> None:
     """``compress``'s rate control: a target bpp or PSNR instead of a quality."""
     default_vr = is_variable_rate_entry(shipped_index().get(DEFAULT_ARCH, {}))
+    which = f"the default {DEFAULT_ARCH}" if default_vr else "--arch mgssnet-vr"
     r = c.add_argument_group(
-        f"rate control (variable-rate models: {'the default ' + DEFAULT_ARCH if default_vr else '--arch mgssnet-vr'})",
+        f"rate control (variable-rate models: {which})",
         "Ask for a rate or a quality instead of a level: the level is searched for through the "
         "real codec on a sample of the scene's tiles before anything is written; the achieved "
         "bpp (tile bytes over the scene's pixels) is printed and recorded with the target in "
