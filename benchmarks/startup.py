@@ -209,6 +209,8 @@ def table(walls: dict, work: list[dict]) -> list[dict]:
 
 
 def markdown(head: str, rows: list[dict], opened: dict, first: float, note: str) -> str:
+    from geocompress.shipped import DEFAULT_ARCH
+
     med = statistics.median
     lines = ["# Fixed cost per CLI call (benchmarks/startup.py)", "",
              "Wall time of each call in a fresh process, minus the codec's own work for the same "
@@ -217,7 +219,8 @@ def markdown(head: str, rows: list[dict], opened: dict, first: float, note: str)
              "(interpreter, imports, model or decoder load, a cluster where one is started) and "
              "the interpreter's exit. Bundled "
              "sample `geocompress/data/sample_aerial_korea_0.6m.tif` (1024 x 1024 RGB, 16 tiles "
-             f"of 256), shipped `mgssnet` at its default quality, `--precision auto`; window "
+             f"of 256), the shipped default `{DEFAULT_ARCH}` at its default quality, "
+             "`--precision auto`; window "
              f"{' '.join(map(str, WINDOW))}. Goal: fixed <= {GOAL_S:g} s per call (issue 38).",
              "", f"- {head}", f"- open alone (no read): {med(opened['open alone']):.2f} s, torch "
              f"imported at open: {any(opened['torch at open'])}, by the first read: "

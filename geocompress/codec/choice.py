@@ -23,7 +23,8 @@ class CodecChoice:
         arch: registry architecture (``geocompress.models``), e.g. ``"mgssnet"`` or
             ``"mgssnet-vr"``.
         quality: a shipped quality (1..Q), or a variable-rate model's level on its continuous
-            scale; ``None``: the shipped default (the middle quality) or the checkpoint's.
+            scale; ``None``: the shipped default (a variable-rate model's default level, a
+            ladder's middle quality) or the checkpoint's.
         checkpoint: a weights file to use instead of the shipped weights.
         pretrained: ``False`` builds the architecture with fixed-seed weights from ``config``
             (testing the pipeline only: such a codec compresses nothing well).

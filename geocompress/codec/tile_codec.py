@@ -374,8 +374,9 @@ def load_codec(choice: CodecChoice | str = DEFAULT_ARCH, quality: float | None =
     Args:
         choice: a :class:`~geocompress.codec.choice.CodecChoice`, or an architecture name.
         quality: a shipped quality, or a variable-rate model's level on its continuous scale
-            (default: the choice's; else the shipped middle quality, a checkpoint's own, or a
-            variable-rate checkpoint's ``default_quality``, else level 4).
+            (default: the choice's; else the shipped default: a variable-rate model's ``default``
+            level, a fixed-rate ladder's middle quality; a checkpoint's own, or a variable-rate
+            checkpoint's ``default_quality``, else level 4).
         halo_prior: the quality's entropy half refitted for halo-coded tiles, where one ships
             (:func:`~geocompress.codec.weights.load_shipped`), or a checkpoint's where one lies
             beside it (:func:`~geocompress.codec.weights.checkpoint_halo_prior`): stores written
