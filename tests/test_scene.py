@@ -172,6 +172,19 @@ def test_store_of_other_weights_is_refused_unless_overwrite(scene, compressed, t
     assert r.written == 10
 
 
+def test_a_store_of_another_model_says_how_to_resume_it(scene, tmp_path):
+    """A store of the fixed-rate ladder resumed with today's default (another model) is refused,
+    naming the model and quality that resume it."""
+    store = tmp_path / "s.zarr"
+    compress_scene(scene, store, **{**TINY, "arch": "mgssnet"})
+    with pytest.raises(StoreMismatchError, match=r"to resume it ask for its model \(--arch mgssnet "
+                                                 r"--quality 0\)"):
+        compress_scene(scene, store, **{**TINY, "arch": "mgssnet-vr", "quality": 2.0})
+    with pytest.raises(StoreMismatchError) as e:  # the same model: nothing about another one
+        compress_scene(scene, store, **{**TINY, "arch": "mgssnet", "model_config": {"N": 16, "M": 32}})
+    assert "to resume it" not in str(e.value)
+
+
 def test_decompress_with_wrong_checkpoint_is_refused(compressed, tmp_path):
     from geocompress.codec import save_checkpoint, untrained
 

@@ -794,9 +794,13 @@ class TileStore:
             want["stride"] = (m["stride"], stride)
         diffs = [f"{k}: store has {a!r}, requested {b!r}" for k, (a, b) in want.items() if a != b]
         if diffs:
+            # e.g. a store of the ladder (mgssnet) resumed with today's default (mgssnet-vr)
+            stored_arch, asked_arch = want["model"]
+            resume = (f"to resume it ask for its model (--arch {stored_arch} --quality "
+                      f"{have['quality']:g}), " if asked_arch not in (None, stored_arch) else "")
             raise StoreMismatchError(
                 f"{self.path} was made with other settings ({'; '.join(diffs)}); "
-                "use --overwrite to replace it or choose another output path"
+                f"{resume}use --overwrite to replace it or choose another output path"
             )
 
     # -- blocks ---------------------------------------------------------------------
