@@ -56,11 +56,16 @@ def test_valid_pixels_never_decode_to_the_nodata_value(tmp_path, shared_data):
         np.testing.assert_array_equal(b.dataset_mask(), a.dataset_mask())
 
 
-def test_nudge_moves_only_valid_pixels_that_equal_nodata_in_every_band():
+def test_nudge_moves_every_band_value_of_a_valid_pixel_off_nodata():
+    """In every band, not only where all bands hit it: GDAL's per-band masks read a band value
+    equal to nodata as missing in that band (a hostile pass found 809 valid band-pixels of a
+    2-band scene masked in band 2)."""
     px = np.array([[[0, 0, 5], [255, 0, 0]], [[0, 3, 0], [255, 0, 0]]], np.uint8)  # 2 bands, 2 x 3
     valid = np.array([[True, True, True], [True, False, True]])
     out = nudge_off_nodata(px, valid, 0)
-    assert out[0, 0, 0] == 1 and out[0, 0, 2] == 5 and out[0, 1, 1] == 0 and out[0, 1, 2] == 1
+    assert out[:, 0, 0].tolist() == [1, 1] and out[:, 1, 2].tolist() == [1, 1]  # every band hit
+    assert out[:, 0, 1].tolist() == [1, 3] and out[:, 0, 2].tolist() == [5, 1]  # one band hit
+    assert out[:, 1, 1].tolist() == [0, 0] and out[:, 1, 0].tolist() == [255, 255]  # invalid; other
     assert nudge_off_nodata(np.full((1, 1, 1), 255, np.uint8), np.ones((1, 1), bool), 255)[0, 0, 0] == 254
 
 
@@ -161,7 +166,9 @@ def test_band_selection_keeps_valid_pixels_valid(tmp_path):
     part = decompress_scene(store, tmp_path / "b23.tif",
                             **{**DKW, "output": OutputSpec(cog=False, bands=(2, 3))})
     with rasterio.open(full) as f, rasterio.open(part) as p:
-        assert ((f.read()[1:] == 0).all(axis=0)).any()  # the case arises: selected bands hit 0
+        # the case arises (bands 2 and 3 hold 0 at valid pixels), and no valid band value of
+        # the full decode is 0 either: every band, not only band 1, is moved off nodata
+        assert not (f.read()[:, f.dataset_mask() > 0] == 0).any()
         assert (p.dataset_mask() == 255).all() and (f.dataset_mask() == 255).all()
 
 
@@ -257,3 +264,33 @@ def test_a_12_bit_alpha_comes_back_at_its_own_opaque_value(tmp_path):
     assert compress_scene(src, store, **TINY, precision="float64").bits == 12
     with rasterio.open(decompress_scene(store, tmp_path / "o.tif", **DKW)) as o:
         np.testing.assert_array_equal(o.read(4), data[3])
+
+
+def test_no_valid_band_value_reads_back_as_that_bands_nodata(tmp_path):
+    """GDAL's per-band masks (``read(masked=True)``, rioxarray) of the decoded scene are the
+    source's: a valid pixel decoded onto nodata in one band alone is moved off it too."""
+    data = natural_tile(96, 96, c=2, seed=4)
+    data[0] = np.maximum(data[0], 1)  # no band-pixel of the source at nodata but the strip's
+    data[1] = 1 + data[1] % 3  # band 2 dark, values 1..3, with bright stripes: its decoded
+    data[1, :, 40:44] = data[1, :, 70:72] = 255  # ringing puts many on 0
+    data[:, :16, :] = 0  # a nodata strip in both bands
+    src = write_scene(tmp_path / "s.tif", data, nodata=0)
+    compress_scene(src, tmp_path / "s.zarr", quality=0.0, tile=64, processes=False,
+                   progress=False)  # the shipped default codec, at its lowest rate
+    out = decompress_scene(tmp_path / "s.zarr", tmp_path / "o.tif", processes=False,
+                           progress=False, output=OutputSpec(cog=False))
+    with rasterio.open(src) as a, rasterio.open(out) as b:
+        np.testing.assert_array_equal(b.read(masked=True).mask, a.read(masked=True).mask)
+        np.testing.assert_array_equal(b.dataset_mask(), a.dataset_mask())
+
+
+def test_a_band_holding_nodata_where_others_are_valid_is_warned(tmp_path):
+    """One mask per scene: band-pixels at the nodata value inside the valid area are coded as
+    data and read back as data, said at compress time (silent before)."""
+    data = natural_tile(64, 64, c=2, seed=5)
+    data[0] = np.maximum(data[0], 1)
+    data[1, :, :30] = 0  # band 2's own nodata area, band 1 valid there
+    src = write_scene(tmp_path / "s.tif", data, nodata=0)
+    with pytest.warns(UserWarning, match=r"band\(s\) 2 hold the nodata value 0 at pixels where "
+                                         r"other bands are valid"):
+        compress_scene(src, tmp_path / "s.zarr", **TINY)

@@ -340,6 +340,19 @@ class _Job:
         return self.grid.n_rows * self.grid.n_cols
 
 
+def _warn_band_nodata(ranges: list[tuple[int, int]], nodata: float) -> None:
+    """Warn where a band holds the nodata value at pixels other bands make valid (GDAL's per-band
+    masks read them as missing in that band alone): a store keeps one validity mask per scene,
+    so they are coded as data and come back one level off the nodata value. Seen when the value
+    is a band's minimum or maximum, as nodata values are (0, 255, 65535)."""
+    bands = [i + 1 for i, (lo, hi) in enumerate(ranges) if nodata in (lo, hi)]
+    if bands:
+        warnings.warn(f"band(s) {', '.join(map(str, bands))} hold the nodata value {nodata:g} at "
+                      "pixels where other bands are valid: a store keeps one validity mask per "
+                      "scene, so those values are coded as data and read back as data (one "
+                      "level off the nodata value), not as that band's nodata", stacklevel=3)
+
+
 def _radiometry(job: "_Job", client) -> tuple[int, list[tuple[int, int]] | None]:
     """The bit depth coded at and each band's range of valid values (None with
     ``--value-range bits``), from one pass over the scene's valid pixels where either needs it."""
@@ -354,7 +367,10 @@ def _radiometry(job: "_Job", client) -> tuple[int, list[tuple[int, int]] | None]
               for r in range(0, grid.n_rows, shard) for c in range(0, grid.n_cols, shard)]
     futures = client.map(scan_block_range, [paths] * len(blocks), [grid.to_dict()] * len(blocks),
                          [b[0] for b in blocks], [b[1] for b in blocks], pure=False)
-    ranges = merge_ranges(client.gather(futures), scene.count)
+    parts = client.gather(futures)
+    ranges = merge_ranges(parts, scene.count)
+    if scene.nodata is not None and any(p is not None for p in parts):
+        _warn_band_nodata(ranges, scene.nodata)
     peak = max(hi for _, hi in ranges)
     if declared is not None and peak > (1 << declared) - 1:  # before the store is created
         raise ValueError(f"the scene has valid values up to {peak}, more than bits={declared} "

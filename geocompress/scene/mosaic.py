@@ -375,9 +375,11 @@ def describe_bands(dst, meta: dict) -> None:
 
 
 def nudge_off_nodata(px: np.ndarray, valid: np.ndarray, nodata: float) -> np.ndarray:
-    """Valid pixels that decode to the nodata value in every band, moved one level off it in the
-    first band: in a GeoTIFF with a nodata value they would otherwise read back as nodata.
-    Validity comes from the stored mask, never from a decoded value (LAYOUT.md).
+    """Band values of valid pixels that decode to the nodata value, moved one level off it: in a
+    GeoTIFF with a nodata value they would otherwise read back as nodata, in every band (the
+    dataset mask) or in that band alone (GDAL's per-band masks: ``read(masked=True)``,
+    rioxarray's masking). Validity comes from the stored mask, never from a decoded value
+    (LAYOUT.md).
 
     Args:
         px: decoded pixels, C x H x W.
@@ -387,12 +389,12 @@ def nudge_off_nodata(px: np.ndarray, valid: np.ndarray, nodata: float) -> np.nda
     Returns:
         ``px``, or a copy with those pixels moved.
     """
-    hit = valid & (px == nodata).all(axis=0)
+    hit = valid[None] & (px == nodata)
     if not hit.any():
         return px
     px = np.array(px)
     top = np.iinfo(px.dtype).max if px.dtype.kind in "ui" else np.inf
-    px[0][hit] = nodata + 1 if nodata < top else nodata - 1
+    px[hit] = nodata + 1 if nodata < top else nodata - 1
     return px
 
 
