@@ -132,18 +132,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _quality_help(index: dict) -> str:
+def _quality_help(index: dict, arch_option: bool = True) -> str:
     """``--quality``'s help, for the default codec as shipped: a level on a variable-rate model's
-    continuous scale, or a fixed-rate quality 1..Q (both explained where both ship)."""
+    continuous scale, or a fixed-rate quality 1..Q (both explained where both ship and the
+    command has ``--arch``)."""
     entry = index.get(DEFAULT_ARCH, {})
     vr = ("any level on a variable-rate model's continuous scale (e.g. 5.5; higher = more bits; "
           "its weights' level_lambdas say which trade-off each level is; a level beyond the top "
           "is refused)")
     fixed = "a shipped fixed-rate quality 1..Q (default: the middle one)"
     if is_variable_rate_entry(entry):
+        other = f"; with --arch mgssnet, {fixed}" if arch_option else ""
         return (f"level 0..{entry['levels'] - 1} of the default {DEFAULT_ARCH} (default: level "
-                f"{entry['default']:g}): {vr}; with --arch mgssnet, {fixed}")
-    return f"{fixed}; with --arch mgssnet-vr (or a variable-rate --checkpoint), {vr}"
+                f"{entry['default']:g}): {vr}{other}")
+    other = "--arch mgssnet-vr (or a variable-rate --checkpoint)" if arch_option else \
+        "a variable-rate --checkpoint"
+    return f"{fixed}; with {other}, {vr}"
 
 
 def _codec_args(p: argparse.ArgumentParser) -> None:
@@ -336,7 +340,8 @@ def _add_compress(sub) -> argparse.ArgumentParser:
                    help="refine each tile's latent with N gradient steps at encode time: more "
                         "PSNR for a few more bits, decoded by any geocompress, but a forward and "
                         "backward pass per step, slow on CPU: use a GPU (gains, bits and times "
-                        "per quality: catalogs/models/refine_gain.md; default 0: off)")
+                        "per quality: catalogs/models/refine_gain.md; default 0: off). Fixed-rate "
+                        "models only (--arch mgssnet)")
     _rate_args(c)
     _cluster_args(c)
     c.set_defaults(func=cmd_compress)
@@ -456,7 +461,7 @@ def _add_demo(sub) -> argparse.ArgumentParser:
     m.add_argument("scene", nargs="?", help="any GeoTIFF (default: the bundled 1024 x 1024 sample "
                    "scene, geocompress/data/SAMPLE.md)")
     m.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    m.add_argument("--quality", type=_quality, help=_quality_help(shipped_index()))
+    m.add_argument("--quality", type=_quality, help=_quality_help(shipped_index(), arch_option=False))
     m.add_argument("--checkpoint", help="use this checkpoint instead of the shipped weights")
     _cluster_args(m)
     m.set_defaults(func=cmd_demo)

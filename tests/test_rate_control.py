@@ -134,8 +134,11 @@ def test_scene_at_a_target_bpp_records_it_and_resumes_at_the_same_level(checkpoi
     assert item["properties"]["geocompress:rate_control"]["level"] == r.quality
     again = compress_scene(src, store, rate=RateTarget(bpp=target), **kw)  # resumes: same level
     assert again.quality == r.quality and again.blocks_resumed > 0
-    with pytest.raises(StoreMismatchError):
+    hint = rf"to resume it ask for its target \(--target-bpp {target:g}\)"
+    with pytest.raises(StoreMismatchError, match=hint):  # the level found is not what was asked
         compress_scene(src, store, rate=RateTarget(bpp=target * 2), **kw)
+    with pytest.raises(StoreMismatchError, match=hint):  # its own level, without its target
+        compress_scene(src, store, quality=r.quality, **kw)
     out = decompress_scene(store, tmp_path / "s_out.tif", processes=False, progress=False,
                            checkpoint=str(checkpoint))
     assert out.exists()

@@ -86,7 +86,8 @@ class TileCodec(TileDecoder):
         if self.variable_rate:
             self.rate = quantize_rate(model.check_level(quality))
             if refine_steps:
-                raise CodecError("refinement is not available for variable-rate models yet")
+                raise CodecError("refinement is not available for variable-rate models yet "
+                                 "(the fixed-rate ladder has it: --arch mgssnet)")
             self.quality: float = self.rate
         else:
             if float(quality) != int(quality):

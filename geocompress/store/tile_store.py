@@ -520,6 +520,18 @@ class StoreLayout:
     crc_rule: str = CELL_RULE
 
 
+def _resume_hint(have: dict, asked: dict) -> str:
+    """What resumes a store refused for other settings, where the refusal alone would not say:
+    its model (a ladder store met by today's default) or the rate target it was coded at (the
+    level a search found is not what a user asked for)."""
+    stored_arch, target = have["arch"], have.get("config", {}).get("rate_control")
+    if asked.get("arch") not in (None, stored_arch):
+        return f"to resume it ask for its model (--arch {stored_arch} --quality {have['quality']:g}), "
+    if target and target != asked.get("config", {}).get("rate_control"):
+        return f"to resume it ask for its target (--target-{target['target']} {target['value']:g}), "
+    return ""
+
+
 class TileStore:
     """A geocompress store on disk. Create with :meth:`create`, open with :meth:`open`."""
 
@@ -794,10 +806,7 @@ class TileStore:
             want["stride"] = (m["stride"], stride)
         diffs = [f"{k}: store has {a!r}, requested {b!r}" for k, (a, b) in want.items() if a != b]
         if diffs:
-            # e.g. a store of the ladder (mgssnet) resumed with today's default (mgssnet-vr)
-            stored_arch, asked_arch = want["model"]
-            resume = (f"to resume it ask for its model (--arch {stored_arch} --quality "
-                      f"{have['quality']:g}), " if asked_arch not in (None, stored_arch) else "")
+            resume = _resume_hint(have, codec_meta)
             raise StoreMismatchError(
                 f"{self.path} was made with other settings ({'; '.join(diffs)}); "
                 f"{resume}use --overwrite to replace it or choose another output path"
