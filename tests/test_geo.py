@@ -275,8 +275,13 @@ def test_band_stack(tmp_path):
     np.testing.assert_array_equal(px[1, :8, :18], ramp(1, 40, 50, "uint16")[0, 32:40, 32:50] + 7)
     assert valid[:8, :18].all() and not valid[8:].any()
     other = write_tif(d / "other.tif", ramp(1, 40, 51, "uint16"))
-    with pytest.raises(SceneStackMismatchError, match="must share"):
+    with pytest.raises(SceneStackMismatchError, match=r"must share .*\(size 51x40 vs 50x40\)"):
         open_scene([a, other])
+    shifted = write_tif(d / "shifted.tif", ramp(1, 40, 50, "uint16"),
+                        transform=UTM_TF @ Affine.translation(1, 0))
+    with pytest.raises(SceneStackMismatchError) as e:  # only the transform differs: named
+        open_scene([a, shifted])
+    assert "(transform " in str(e.value) and "size" not in str(e.value).split("(", 1)[1]
 
 
 # ---------------------------------------------------------------------------- filter

@@ -276,11 +276,14 @@ def open_scene(source: PathLike | Sequence[PathLike]) -> SceneInfo:
             validate_dataset(ds, str(path))
             sig = (ds.width, ds.height, tuple(ds.transform), ds.crs, ds.dtypes[0])
             ref = ref or sig
-            if sig[:3] != ref[:3] or sig[3] != ref[3] or sig[4] != ref[4]:
+            differ = [f"{name} {got} vs {want}" for name, got, want in (
+                ("size", f"{sig[0]}x{sig[1]}", f"{ref[0]}x{ref[1]}"),
+                ("transform", sig[2], ref[2]), ("CRS", sig[3], ref[3]), ("dtype", sig[4], ref[4]))
+                if got != want]
+            if differ:
                 raise SceneStackMismatchError(
                     f"{path} does not match {paths[0]}: band-stack files must share size, "
-                    f"transform, CRS and dtype (got {sig[0]}x{sig[1]} {sig[4]} vs {ref[0]}x{ref[1]} {ref[4]})"
-                )
+                    f"transform, CRS and dtype ({'; '.join(map(str, differ))})")
             files.append(_file_meta(ds, path, len(paths) > 1, sum(f["count"] for f in files) + 1))
     nodatas = {f["nodata"] for f in files}
     if len(nodatas) > 1:
