@@ -136,18 +136,25 @@ def test_replaced_vr_weights_decode_at_levels_the_new_scale_lacks(tmp_path, pack
         geocompress.load_codec("mgssnet-vr", quality=7.5)
 
 
-def test_a_scene_at_level_0_of_the_shipped_vr_decodes(tmp_path, package):
-    """Level 0 is a level: a store written there decodes with the shipped weights it names."""
-    from geocompress.scene import compress_scene, decompress_scene
-
+def _shipped_and_scene(tmp_path: Path, package, shape: tuple[int, int], seed: int
+                       ) -> tuple[str, Path, np.ndarray, dict]:
+    """A tiny variable-rate model shipped into ``package``, and a scene to code: the shipped
+    weights' digest, the scene's path and pixels, and the scene calls' common options."""
     from .test_scene import write_scene
 
     sv, _ = package
     ckpt, digest = _vr(tmp_path / "a", 0)
     sv.ship(ckpt, _rd(ckpt, digest))
-    data = natural_tile(64, 128, seed=2)
+    data = natural_tile(*shape, seed=seed)
     src = write_scene(tmp_path / "s.tif", data)
-    kw = dict(processes=False, progress=False, precision="float32")
+    return digest, src, data, dict(processes=False, progress=False, precision="float32")
+
+
+def test_a_scene_at_level_0_of_the_shipped_vr_decodes(tmp_path, package):
+    """Level 0 is a level: a store written there decodes with the shipped weights it names."""
+    from geocompress.scene import compress_scene, decompress_scene
+
+    _, src, data, kw = _shipped_and_scene(tmp_path, package, (64, 128), seed=2)
     r = compress_scene(src, tmp_path / "s.zarr", arch="mgssnet-vr", quality=0.0, tile=64, halo=0, **kw)
     assert r.quality == 0.0
     from geocompress.scene import workers
@@ -182,14 +189,7 @@ def test_a_store_of_the_fixed_seed_vr_weights_decodes_after_a_vr_model_ships(tmp
     "weights ... differ from the store's")."""
     from geocompress.scene import compress_scene, decompress_scene, workers
 
-    from .test_scene import write_scene
-
-    sv, _ = package
-    ckpt, digest = _vr(tmp_path / "a", 0)
-    sv.ship(ckpt, _rd(ckpt, digest))
-    data = natural_tile(64, 64, seed=3)
-    src = write_scene(tmp_path / "s.tif", data)
-    kw = dict(processes=False, progress=False, precision="float32")
+    digest, src, data, kw = _shipped_and_scene(tmp_path, package, (64, 64), seed=3)
     r = compress_scene(src, tmp_path / "s.zarr", arch="mgssnet-vr", quality=2.0, pretrained=False,
                        config={"N": 16, "M": 24}, tile=64, halo=0, **kw)
     fixed = untrained("mgssnet-vr", N=16, M=24)
