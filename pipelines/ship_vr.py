@@ -16,7 +16,8 @@ stores written with them keep decoding.
 
 Refused unless the measured curve passes issue 35's gate: BD-rate against the fixed-rate ladder
 q1-q4 over the ladder's span at most :data:`GATE`'s ``ladder_bd_rate`` and a top level at or
-above its ``top_bpp`` (``--force`` ships anyway, saying what failed). Making it the package's
+above its ``top_bpp``, and unless a halo prior beside the weights refits them (without one the
+default would code at halo 0: seams); ``--force`` ships anyway, saying what failed. Making it the package's
 default codec is one line once the gate passes: ``DEFAULT_ARCH`` in ``geocompress/shipped.py``.
 """
 
@@ -173,9 +174,12 @@ def ship(checkpoint: Path, rd_path: Path, force: bool = False) -> dict:
         raise SystemExit(f"{rd_path} measured weights {str(rd.get('digest'))[:12]}, not {checkpoint}'s "
                          f"{digest[:12]}: run benchmarks/vr_rd.py --checkpoint {checkpoint} first")
     failed = gate(rd)
+    prior = checkpoint_halo_prior(checkpoint)
+    if prior is None:  # shipped without one, --halo auto would code the default at halo 0
+        failed.append(f"no halo prior beside {checkpoint} refits these weights (pipelines/"
+                      f"fit_halo_priors.py --checkpoint {checkpoint})")
     if failed and not force:
         raise SystemExit("not shipped, the gate fails: " + "; ".join(failed) + " (--force ships anyway)")
-    prior = checkpoint_halo_prior(checkpoint)
     prior_digest = None
     if prior is not None:
         prior_digest = state_digest(load_with_delta(checkpoint, digest, prior[0]).state_dict())

@@ -178,6 +178,11 @@ def test_ship_refuses_below_the_gate_and_a_curve_of_other_weights(tmp_path, pack
         sv.ship(ckpt, _rd(ckpt, digest, shared=(0.15, 0.28)))
     with pytest.raises(SystemExit, match="ladder nan"):
         sv.ship(ckpt, _rd(ckpt, digest, ladder=float("nan")))
+    prior = ckpt.with_name("mgssnet-vr-halo.pt")  # without the halo prior: the default would
+    prior.rename(prior.with_suffix(".away"))        # code at halo 0 (seams)
+    with pytest.raises(SystemExit, match="no halo prior beside .* refits these weights"):
+        sv.ship(ckpt, _rd(ckpt, digest))
+    prior.with_suffix(".away").rename(prior)
     assert json.loads((pkg / "index.json").read_text()) == {} and len(list(pkg.iterdir())) == 1
     sv.ship(ckpt, _rd(ckpt, digest, ladder=4.0, top=0.7), force=True)
     assert "mgssnet-vr" in json.loads((pkg / "index.json").read_text())
