@@ -72,3 +72,23 @@ def test_a_scene_across_the_antimeridian_is_split(tmp_path):
     lons = [x for poly in g["coordinates"] for x, _ in poly[0]]
     assert max(lons) <= 180 and min(lons) >= -180 and any(x > 179 for x in lons) and any(x < -179 for x in lons)
     assert all(_ring_is_ccw(poly[0]) for poly in g["coordinates"])
+
+
+def test_the_footprint_leaves_out_invalid_rows_at_a_padded_edge(tmp_path):
+    """A 150 x 120 scene whose last 30 rows are masked: the edge tile's padding (rows 120-127,
+    stored valid) must not make the last cell valid, so the footprint stays within one cell of
+    the valid data (it reached row 120, 30 rows past it)."""
+    data = natural_tile(120, 150, seed=3)
+    data[data == 0] = 1
+    data[:, 90:, :] = 0
+    src = write_scene(tmp_path / "m.tif", data, nodata=0)
+    item = _item(src, tmp_path / "m.zarr")
+    foot = shape(item["geometry"])
+    with rasterio.open(src) as s:
+        from rasterio.warp import transform
+
+        (x,), (y,) = transform(s.crs, "EPSG:4326", *[[v] for v in s.xy(115, 75)])
+        (x0,), (y0,) = transform(s.crs, "EPSG:4326", *[[v] for v in s.xy(85, 75)])
+    from shapely.geometry import Point
+
+    assert foot.covers(Point(x0, y0)) and not foot.covers(Point(x, y))

@@ -48,6 +48,11 @@ def valid_cells(ts, cell: int = CELL) -> np.ndarray:
     for rows, cols in ts.shard_blocks():  # a shard block of masks at a time: bounded memory
         valid = ts.read_valid(rows, cols)
         nr, nc = valid.shape[:2]
+        # an edge tile's padding beyond the scene is stored valid: it must not make the last
+        # cell valid (the footprint then covered invalid pixels more than a cell from data)
+        ys = (rows.start + np.arange(nr))[:, None] * g.step + np.arange(g.tile)[None, :]
+        xs = (cols.start + np.arange(nc))[:, None] * g.step + np.arange(g.tile)[None, :]
+        valid = valid & (ys < g.height)[:, None, :, None] & (xs < g.width)[None, :, None, :]
         small = valid.reshape(nr, nc, n, cell, n, cell).any(axis=(3, 5))
         for i in range(nr):
             for j in range(nc):
