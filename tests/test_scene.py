@@ -281,6 +281,17 @@ def test_demo_runs_on_the_bundled_sample_without_a_data_folder(tmp_path, monkeyp
     assert list((tmp_path / "demo").glob("*_crop.png"))
 
 
+def test_demo_on_a_scene_too_small_for_ms_ssim_says_so(tmp_path):
+    """MS-SSIM needs 161 px on a side: a smaller scene's report says why it has none (it
+    printed a bare nan)."""
+    from geocompress.scene.roundtrip import roundtrip
+
+    src = write_scene(tmp_path / "s.tif", natural_tile(32, 40, seed=8))
+    report = roundtrip(src, tmp_path / "demo", **{**TINY, "processes": False, "progress": False})
+    assert report["ms_ssim"].startswith("n/a: the scene is under 161 px")
+    assert isinstance(report["psnr_db"], float) and report["georeferencing_preserved"]
+
+
 def test_declared_bit_depth_sets_the_scaling_of_a_uint16_scene(tmp_path):
     data = natural_tile(64, 64, c=1, dtype=np.uint16, seed=6) // 4  # a dark 12-bit scene: < 1024
     src = tmp_path / "u12.tif"
