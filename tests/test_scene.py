@@ -363,6 +363,12 @@ def test_xarray_opens_a_store_with_the_geocompress_engine(compressed, full_tif):
         assert arr.rio.transform() == f.transform
         np.testing.assert_array_equal(arr[:, 10:40, 100:130].values, f.read()[:, 10:40, 100:130])
     assert arr.data.chunksize[1:] == (64, 64)  # one tile per chunk: a small read decodes little
+    # xarray's CF decoders are accepted (they raised TypeError); masking by value is refused
+    same = xr.open_dataset(compressed[0], engine="geocompress", mask_and_scale=False,
+                           decode_times=False, decode_coords="all")
+    assert same["band_data"].dtype == arr.dtype
+    with pytest.raises(ValueError, match="does not mask by value"):
+        xr.open_dataset(compressed[0], engine="geocompress", mask_and_scale=True)
 
 
 def test_info_json_gives_numbers(compressed, capsys):
