@@ -2,10 +2,11 @@
 
 The dataset has one variable, ``band_data`` (band, y, x), named as rioxarray's
 ``engine="rasterio"`` names it, lazily decoded tile by tile (:func:`.view.open_dataarray`), with
-the CRS, transform and nodata rioxarray reads. Unlike ``engine="rasterio"`` (``mask_and_scale=True`` by default) it is
-not masked by value: the pixels are the store's integers, the nodata value in ``_FillValue``,
-because validity comes from the store's masks, never from a decoded value (``decompress`` writes
-them as the GeoTIFF's mask). Registered as an xarray backend entry point in ``pyproject.toml``.
+the CRS, transform and nodata rioxarray reads. Unlike ``engine="rasterio"``
+(``mask_and_scale=True`` by default) it is not masked by value: the pixels are the store's
+integers, the nodata value in ``_FillValue``, because validity comes from the store's masks,
+never from a decoded value (``decompress`` writes them as the GeoTIFF's mask). Registered as an
+xarray backend entry point in ``pyproject.toml``.
 """
 
 from __future__ import annotations
