@@ -150,9 +150,8 @@ def _quality_help(index: dict, arch_option: bool = True) -> str:
     return f"{fixed}; with {other}, {vr}"
 
 
-def _codec_args(p: argparse.ArgumentParser) -> None:
+def _codec_args(p: argparse.ArgumentParser, index: dict) -> None:
     g = p.add_argument_group("codec")
-    index = shipped_index()
     variable = [a for a, e in index.items() if a != DEFAULT_ARCH and is_variable_rate_entry(e)]
     ladder = ("Fixed-rate: mgssnet (qualities 1..Q). " if DEFAULT_ARCH != "mgssnet" and "mgssnet" in index
               else "")
@@ -323,7 +322,8 @@ def _add_compress(sub) -> argparse.ArgumentParser:
     c.add_argument("scene", nargs="+", help="GeoTIFF, or several single-band files of one grid "
                    "(stacked as bands in the given order)")
     c.add_argument("store", help="output Zarr store (a directory, e.g. scene.zarr)")
-    _codec_args(c)
+    index = shipped_index()  # read once for the codec options and the rate-control heading
+    _codec_args(c, index)
     _tiling_args(c)
     c.add_argument("--overwrite", action="store_true",
                    help="replace a store written with other weights, quality or source")
@@ -342,7 +342,7 @@ def _add_compress(sub) -> argparse.ArgumentParser:
                         "backward pass per step, slow on CPU: use a GPU (gains, bits and times "
                         "per quality: catalogs/models/refine_gain.md; default 0: off). Fixed-rate "
                         "models only (--arch mgssnet)")
-    _rate_args(c)
+    _rate_args(c, index)
     _cluster_args(c)
     c.set_defaults(func=cmd_compress)
     return c
@@ -369,9 +369,9 @@ def _tiling_args(c: argparse.ArgumentParser) -> None:
                    help="encode single-value tiles instead of storing their value")
 
 
-def _rate_args(c: argparse.ArgumentParser) -> None:
+def _rate_args(c: argparse.ArgumentParser, index: dict) -> None:
     """``compress``'s rate control: a target bpp or PSNR instead of a quality."""
-    default_vr = is_variable_rate_entry(shipped_index().get(DEFAULT_ARCH, {}))
+    default_vr = is_variable_rate_entry(index.get(DEFAULT_ARCH, {}))
     which = f"the default {DEFAULT_ARCH}" if default_vr else "--arch mgssnet-vr"
     r = c.add_argument_group(
         f"rate control (variable-rate models: {which})",

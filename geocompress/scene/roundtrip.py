@@ -83,15 +83,17 @@ def roundtrip(scene: str | Path, out_dir: str | Path, codec: CodecChoice | None 
         "psnr_db": metrics.psnr(xv, yv, peak=peak),
         "psnr_eq10_db": metrics.psnr_paper(xv, yv),
         "ms_ssim": metrics.ms_ssim(np.where(valid, x, 0), np.where(valid, y, 0), peak=peak)
-        if min(x.shape[1:]) > 160 else float("nan"),
+        if min(x.shape[1:]) > 160 else None,
         "ratio_raw": info["ratio_raw"], "ratio_source_file": info["ratio_source_file"],
         "georeferencing_preserved": bool(same_geo),
         "compress_s": t1 - t0, "decompress_s": t2 - t1, "model": info["model"],
     }
-    report["ms_ssim_db"] = metrics.to_db(report["ms_ssim"])
-    if min(x.shape[1:]) <= 160:  # said, not a bare nan
-        report["ms_ssim"] = report["ms_ssim_db"] = ("n/a: the scene is under 161 px on a side, "
-                                                    "too small for MS-SSIM's five scales")
+    if report["ms_ssim"] is None:  # said, not a bare nan
+        report["ms_ssim"] = ("n/a: the scene is under 161 px on a side, too small for MS-SSIM's "
+                             "five scales")
+        report["ms_ssim_db"] = report["ms_ssim"]
+    else:
+        report["ms_ssim_db"] = metrics.to_db(report["ms_ssim"])
     report["figure"] = str(side_by_side(x, y, out_dir / f"{name}_crop.png", bits, report))
     return report
 
